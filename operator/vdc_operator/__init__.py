@@ -1,0 +1,1 @@
+"""vdc operator: reconciles VirtualDataCenter objects (issue 5/6)."""

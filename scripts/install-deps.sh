@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs everything vdc's demo and tests need, idempotently, outside the repository:
+# Debian packages, and a virtualenv under $VDC_CACHE_DIR with vdc installed editable.
+# A second run with nothing to do takes about a second.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cache=${VDC_CACHE_DIR:-/var/cache/vdc}
+venv=$cache/venv
+
+debs=(iproute2 nftables bird2 dnsmasq-base util-linux procps iputils-ping socat curl)
+
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+mkdir -p "$cache"
+if [ ! -x "$venv/bin/python" ]; then
+  echo "install-deps: creating virtualenv $venv"
+  python3 -m venv "$venv"
+fi
+# Reinstall only when the dependency list changed.
+stamp=$venv/.vdc-deps-$(sha256sum "$here/pyproject.toml" | cut -c1-16)
+if [ ! -e "$stamp" ] || ! "$venv/bin/python" -c 'import vdc_runtime' 2>/dev/null; then
+  echo "install-deps: installing Python packages into $venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q -e "$here[test]"
+  rm -f "$venv"/.vdc-deps-*
+  touch "$stamp"
+fi
