@@ -1,0 +1,16 @@
+"""The network half of a data center: bridges, namespaces, veths, NAT."""
+
+from vdc_runtime.fabric.build import FabricError, build, delete_named_links, teardown
+from vdc_runtime.fabric.mtu import detect_mtu
+from vdc_runtime.fabric.plan import FabricPlan, plan_fabric, run_identity
+
+__all__ = [
+    "FabricError",
+    "FabricPlan",
+    "build",
+    "delete_named_links",
+    "detect_mtu",
+    "plan_fabric",
+    "run_identity",
+    "teardown",
+]

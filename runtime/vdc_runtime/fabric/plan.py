@@ -1,0 +1,104 @@
+"""The kernel objects a data center needs, computed from its spec without touching anything."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+
+from vdc_runtime.spec import DataCenter
+
+Address = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+# Sysctls every router namespace gets, as in Placemat; `default` keys are written before
+# any interface exists so the veths created afterwards inherit them.
+NETNS_SYSCTLS: tuple[tuple[str, str], ...] = (
+    ("net.ipv4.ip_forward", "1"),
+    ("net.ipv6.conf.all.forwarding", "1"),
+    ("net.ipv6.conf.default.forwarding", "1"),
+    ("net.ipv4.conf.all.rp_filter", "0"),
+    ("net.ipv4.conf.default.rp_filter", "0"),
+)
+NAT_SYSCTLS: tuple[tuple[str, str], ...] = (
+    ("net.ipv4.ip_forward", "1"),
+    ("net.ipv6.conf.all.forwarding", "1"),
+)
+
+
+def host_veth_name(netns: str, index: int) -> str:
+    """Host end of a namespace's veth: stable for a given spec, so `--force` finds it."""
+    digest = hashlib.sha1(f"{netns}/{index}".encode()).hexdigest()
+    return f"vdc{digest[:11]}"
+
+
+def run_identity(run_dir: str) -> tuple[str, int]:
+    """The nftables table name and link group owned by the run using `run_dir`."""
+    digest = hashlib.sha1(run_dir.encode()).digest()
+    table = "vdc_" + digest[:5].hex()
+    group = int.from_bytes(digest[5:9], "big") & 0x7FFFFFFF or 1
+    return table, group
+
+
+@dataclass(frozen=True)
+class BridgePlan:
+    name: str
+    kind: str  # internal / external / bmc
+    address: Address | None
+    nat: bool
+
+
+@dataclass(frozen=True)
+class VethPlan:
+    host: str
+    peer: str
+    bridge: str
+    addresses: tuple[Address, ...]
+
+
+@dataclass(frozen=True)
+class NetnsPlan:
+    name: str
+    veths: tuple[VethPlan, ...]
+
+
+@dataclass(frozen=True)
+class FabricPlan:
+    mtu: int | None
+    group: int
+    table: str
+    bridges: tuple[BridgePlan, ...]
+    namespaces: tuple[NetnsPlan, ...]
+    host_sysctls: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def links(self) -> list[str]:
+        return [b.name for b in self.bridges] + [
+            v.host for ns in self.namespaces for v in ns.veths
+        ]
+
+
+def plan_fabric(dc: DataCenter, *, mtu: int | None, group: int, table: str) -> FabricPlan:
+    bridges = tuple(
+        BridgePlan(name=n.name, kind=n.type, address=n.address, nat=n.use_nat)
+        for n in dc.networks
+    )
+    namespaces = tuple(
+        NetnsPlan(
+            name=ns.name,
+            veths=tuple(
+                VethPlan(
+                    host=host_veth_name(ns.name, i),
+                    peer=f"eth{i}",
+                    bridge=iface.network,
+                    addresses=tuple(iface.addresses),
+                )
+                for i, iface in enumerate(ns.interfaces)
+            ),
+        )
+        for ns in dc.netns
+    )
+    sysctls = NAT_SYSCTLS if any(b.nat for b in bridges) else ()
+    return FabricPlan(
+        mtu=mtu, group=group, table=table, bridges=bridges, namespaces=namespaces,
+        host_sysctls=sysctls,
+    )
