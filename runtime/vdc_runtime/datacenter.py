@@ -1,0 +1,249 @@
+"""One data center's life: check, build, run, and tear down on every exit path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pyroute2 import IPRoute
+
+from vdc_runtime import fabric, procs
+from vdc_runtime.fabric import netns as nsutil
+from vdc_runtime.fabric import nft
+from vdc_runtime.ledger import Ledger, RunLock
+from vdc_runtime.spec import DataCenter
+
+log = logging.getLogger("vdc.datacenter")
+T = TypeVar("T")
+
+
+class StartupError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    run_dir: Path = Path("/run/vdc")
+    data_dir: Path = Path("/var/lib/vdc")
+    cache_dir: Path = Path("/var/cache/vdc")
+    force: bool = False
+
+
+async def _finish(awaitable: Awaitable[T]) -> T:
+    """Await work that must not be abandoned halfway (it creates kernel objects from a
+    thread that a cancellation cannot stop); a cancellation waits for it, then propagates."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
+
+
+class DataCenterRun:
+    def __init__(self, dc: DataCenter, options: RunOptions) -> None:
+        self.dc = dc
+        self.options = options
+        self.phase = "pending"  # pending / building / running / stopping / stopped / failed
+        self.failure: str | None = None
+        self.failed = asyncio.Event()
+        self.table, self.group = fabric.run_identity(str(options.run_dir.resolve()))
+        self.plan: fabric.FabricPlan | None = None
+        self.ledger: Ledger | None = None
+        self.lock = RunLock(options.run_dir)
+        self.apps = procs.AppSupervisor(ledger=None, on_fatal=self._fatal)  # type: ignore[arg-type]
+        self.started_at: float | None = None
+        self.timings: dict[str, float] = {}
+
+    def _fatal(self, reason: str) -> None:
+        if self.failure is None:
+            self.failure = reason
+        self.failed.set()
+
+    # -- start ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Build everything. On failure, whatever was made is removed before raising."""
+        if os.geteuid() != 0:
+            raise StartupError("vdc run must run as root (it creates bridges and namespaces)")
+        self.phase = "building"
+        self.options.run_dir.mkdir(parents=True, exist_ok=True)
+        self.lock.acquire()
+        try:
+            await self._clear_leftovers()
+            self.ledger = Ledger(self.options.run_dir)
+            self.apps.ledger = self.ledger
+            await self._build()
+        except BaseException:
+            self.phase = "failed"
+            await self.teardown()
+            raise
+        self.phase = "running"
+        self.started_at = time.time()
+
+    async def _build(self) -> None:
+        assert self.ledger is not None
+        t0 = time.perf_counter()
+        mtu = await asyncio.to_thread(fabric.detect_mtu)
+        self.plan = fabric.plan_fabric(self.dc, mtu=mtu, group=self.group, table=self.table)
+        try:
+            await _finish(fabric.build(self.plan, self.ledger))
+        except (fabric.FabricError, OSError) as exc:
+            raise StartupError(str(exc)) from exc
+        self.timings["fabric"] = time.perf_counter() - t0
+        log.info(
+            "fabric ready in %.2f s: %d bridges, %d namespaces, %d veths (mtu %s)",
+            self.timings["fabric"],
+            len(self.plan.bridges),
+            len(self.plan.namespaces),
+            sum(len(ns.veths) for ns in self.plan.namespaces),
+            mtu or "kernel default",
+        )
+        t1 = time.perf_counter()
+        # Namespaces are independent: their scripts run concurrently, each one's in order.
+        results = await asyncio.gather(
+            *(
+                procs.run_init_scripts(ns.name, ns.init_scripts, self.ledger)
+                for ns in self.dc.netns
+                if ns.init_scripts
+            ),
+            return_exceptions=True,
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        for error in errors:
+            if not isinstance(error, procs.InitScriptError | OSError):
+                raise error
+        if errors:
+            raise StartupError("; ".join(str(e) for e in errors))
+        self.timings["init-scripts"] = time.perf_counter() - t1
+        for ns in self.dc.netns:
+            for app in ns.apps:
+                state = procs.AppState(
+                    netns=ns.name, name=app.name, command=list(app.command), restart=app.restart
+                )
+                try:
+                    await self.apps.start(state)
+                except RuntimeError as exc:
+                    raise StartupError(str(exc)) from exc
+
+    # -- leftovers -------------------------------------------------------------------------
+
+    def _conflicts(self) -> list[str]:
+        """Objects this spec would create that already exist."""
+        conflicts = [f"network namespace {n}" for n in sorted(nsutil.list_netns()) if n in self._netns_names()]
+        with IPRoute() as ipr:
+            links = {link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        wanted = set(fabric.plan_fabric(self.dc, mtu=None, group=self.group, table=self.table).links)
+        conflicts += [f"link {name}" for name in sorted(links & wanted)]
+        return conflicts
+
+    def _netns_names(self) -> set[str]:
+        return {ns.name for ns in self.dc.netns}
+
+    async def _clear_leftovers(self) -> None:
+        entries = Ledger.load(self.options.run_dir)
+        conflicts = await asyncio.to_thread(self._conflicts)
+        with contextlib.suppress(nft.NftError):
+            if self.table in await nft.list_tables():
+                conflicts.append(f"nftables table inet {self.table}")
+        if not entries and not conflicts:
+            return
+        if not self.options.force:
+            parts = []
+            if entries:
+                parts.append(
+                    f"an earlier run with run dir {self.options.run_dir} did not clean up "
+                    f"({len(entries)} objects in its ledger)"
+                )
+            if conflicts:
+                parts.append("already exist: " + ", ".join(conflicts[:10]))
+            raise StartupError("; ".join(parts) + "; run again with --force to remove them")
+        log.warning("--force: removing what an earlier run left behind")
+        problems = await self._undo(entries)
+        # Same-named objects that no ledger names (another run dir, or no ledger at all).
+        plan = fabric.plan_fabric(self.dc, mtu=None, group=self.group, table=self.table)
+        problems += await fabric.teardown(
+            [
+                {"kind": "nft-table", "name": self.table},
+                *({"kind": "netns", "name": n} for n in self._netns_names()),
+            ]
+        )
+        problems += await asyncio.to_thread(fabric.delete_named_links, plan.links)
+        for problem in problems:
+            log.warning("--force: %s", problem)
+        (self.options.run_dir / "vdc-ledger.jsonl").unlink(missing_ok=True)
+
+    @staticmethod
+    async def _undo(entries: list[dict[str, Any]]) -> list[str]:
+        problems = await procs.reap_recorded(entries)
+        problems += await fabric.teardown(entries)
+        return problems
+
+    # -- stop ------------------------------------------------------------------------------
+
+    async def teardown(self) -> list[str]:
+        """Remove everything this run created. Safe to call more than once."""
+        if self.phase != "failed":
+            self.phase = "stopping"
+        await self.apps.stop()
+        problems: list[str] = []
+        if self.ledger is not None:
+            problems = await self._undo(self.ledger.entries)
+            self.ledger.close(remove=not problems)
+            self.ledger = None
+        self.lock.release()
+        for problem in problems:
+            log.warning("teardown: %s", problem)
+        if self.phase != "failed":
+            self.phase = "stopped"
+        return problems
+
+    # -- views for the API --------------------------------------------------------------------
+
+    def networks_json(self) -> list[dict[str, Any]]:
+        mtu = self.plan.mtu if self.plan else None
+        return [
+            {
+                "name": n.name,
+                "type": n.type,
+                "use_nat": n.use_nat,
+                "address": str(n.address) if n.address else None,
+                "bridge": n.name,
+                "mtu": mtu,
+            }
+            for n in self.dc.networks
+        ]
+
+    def netns_json(self) -> list[dict[str, Any]]:
+        out = []
+        for ns in self.dc.netns:
+            plan = next((p for p in self.plan.namespaces if p.name == ns.name), None) if self.plan else None
+            interfaces = [
+                {
+                    "name": f"eth{i}",
+                    "network": iface.network,
+                    "addresses": [str(a) for a in iface.addresses],
+                    "host_link": plan.veths[i].host if plan else None,
+                }
+                for i, iface in enumerate(ns.interfaces)
+            ]
+            apps = [a.as_json() for a in self.apps.apps if a.netns == ns.name]
+            out.append(
+                {
+                    "name": ns.name,
+                    "path": str(nsutil.netns_path(ns.name)),
+                    "interfaces": interfaces,
+                    "init_scripts": [str(s) for s in ns.init_scripts],
+                    "apps": apps,
+                }
+            )
+        return out
+
