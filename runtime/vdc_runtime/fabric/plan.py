@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from vdc_runtime.spec import DataCenter
+if TYPE_CHECKING:
+    from vdc_runtime.spec import DataCenter
 
 Address = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
