@@ -24,7 +24,9 @@ def parse_listen_addr(value: str) -> tuple[str, int]:
             ipaddress.ip_address(host)
         except ValueError:
             if host != "localhost":
-                raise ValueError(f"--listen-addr {value!r}: {host!r} is not an IP address") from None
+                raise ValueError(
+                    f"--listen-addr {value!r}: {host!r} is not an IP address"
+                ) from None
     return host or "0.0.0.0", int(port)
 
 

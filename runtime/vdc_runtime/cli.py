@@ -77,7 +77,10 @@ async def _run(dc: DataCenter, args: argparse.Namespace) -> int:
     runner = None
     try:
         runner = await api.serve(run, args.listen_addr)
-        log.info("ready: API on http://%s (Ctrl-C or SIGTERM stops and removes everything)", args.listen_addr)
+        log.info(
+            "ready: API on http://%s (Ctrl-C or SIGTERM stops and removes everything)",
+            args.listen_addr,
+        )
         failed = asyncio.create_task(run.failed.wait())
         await asyncio.wait({stop_wait, failed}, return_when=asyncio.FIRST_COMPLETED)
         if run.failed.is_set():
@@ -124,16 +127,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="build a data center from YAML files and run it until stopped")
     run.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    run.add_argument("--run-dir", type=Path, default=Path("/run/vdc"),
-                     help="sockets, ledger and lock of this run (default /run/vdc)")
-    run.add_argument("--data-dir", type=Path, default=Path("/var/lib/vdc"),
-                     help="volumes and NVRAM kept across runs (default /var/lib/vdc)")
-    run.add_argument("--cache-dir", type=Path, default=Path("/var/cache/vdc"),
-                     help="downloaded images (default /var/cache/vdc)")
-    run.add_argument("--listen-addr", default="127.0.0.1:10808",
-                     help="REST API address (default 127.0.0.1:10808)")
-    run.add_argument("--force", action="store_true",
-                     help="first remove what a killed earlier run left behind")
+    run.add_argument(
+        "--run-dir",
+        type=Path,
+        default=Path("/run/vdc"),
+        help="sockets, ledger and lock of this run (default /run/vdc)",
+    )
+    run.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("/var/lib/vdc"),
+        help="volumes and NVRAM kept across runs (default /var/lib/vdc)",
+    )
+    run.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path("/var/cache/vdc"),
+        help="downloaded images (default /var/cache/vdc)",
+    )
+    run.add_argument(
+        "--listen-addr",
+        default="127.0.0.1:10808",
+        help="REST API address (default 127.0.0.1:10808)",
+    )
+    run.add_argument(
+        "--force", action="store_true", help="first remove what a killed earlier run left behind"
+    )
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check YAML files and report every error")

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pyroute2 import IPRoute
-
 from vdc_runtime import fabric, procs
 from vdc_runtime.fabric import netns as nsutil
 from vdc_runtime.fabric import nft
+from vdc_runtime.fabric.netlink import list_links
 from vdc_runtime.ledger import Ledger, RunLock
 from vdc_runtime.spec import DataCenter
 
@@ -138,10 +137,15 @@ class DataCenterRun:
 
     def _conflicts(self) -> list[str]:
         """Objects this spec would create that already exist."""
-        conflicts = [f"network namespace {n}" for n in sorted(nsutil.list_netns()) if n in self._netns_names()]
-        with IPRoute() as ipr:
-            links = {link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        wanted = set(fabric.plan_fabric(self.dc, mtu=None, group=self.group, table=self.table).links)
+        conflicts = [
+            f"network namespace {n}"
+            for n in sorted(nsutil.list_netns())
+            if n in self._netns_names()
+        ]
+        links = set(list_links())
+        wanted = set(
+            fabric.plan_fabric(self.dc, mtu=None, group=self.group, table=self.table).links
+        )
         conflicts += [f"link {name}" for name in sorted(links & wanted)]
         return conflicts
 
@@ -225,7 +229,11 @@ class DataCenterRun:
     def netns_json(self) -> list[dict[str, Any]]:
         out = []
         for ns in self.dc.netns:
-            plan = next((p for p in self.plan.namespaces if p.name == ns.name), None) if self.plan else None
+            plan = (
+                next((p for p in self.plan.namespaces if p.name == ns.name), None)
+                if self.plan
+                else None
+            )
             interfaces = [
                 {
                     "name": f"eth{i}",
@@ -246,4 +254,3 @@ class DataCenterRun:
                 }
             )
         return out
-

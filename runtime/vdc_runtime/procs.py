@@ -46,7 +46,9 @@ def _in_netns(netns: str, argv: Sequence[str]) -> list[str]:
     return ["nsenter", f"--net={netns_path(netns)}", "--", *argv]
 
 
-async def _spawn(netns: str, argv: Sequence[str], ledger: Ledger, label: str) -> asyncio.subprocess.Process:
+async def _spawn(
+    netns: str, argv: Sequence[str], ledger: Ledger, label: str
+) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
         *_in_netns(netns, argv),
         stdin=asyncio.subprocess.DEVNULL,
@@ -78,7 +80,8 @@ async def stop_process_group(pid: int, start: int | None, grace: float = STOP_GR
     except ProcessLookupError:
         return False
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _alive(pid, start):
+    # Polling /proc: after a killed run the process is not our child, so nothing to await.
+    while time.monotonic() < deadline and _alive(pid, start):  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)

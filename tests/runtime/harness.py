@@ -52,7 +52,9 @@ class HostNetns:
         return sh(argv, ns=self.name, check=check, timeout=timeout)
 
 
-def http_in_netns(ns: str, method: str, path: str, port: int = API_PORT, timeout: float = 5) -> tuple[int, Any]:
+def http_in_netns(
+    ns: str, method: str, path: str, port: int = API_PORT, timeout: float = 5
+) -> tuple[int, Any]:
     """An HTTP request whose socket is made inside `ns` (so 127.0.0.1 is that namespace's)."""
     result: dict[str, Any] = {}
 
@@ -66,7 +68,7 @@ def http_in_netns(ns: str, method: str, path: str, port: int = API_PORT, timeout
             resp = conn.getresponse()
             body = resp.read()
             result["value"] = (resp.status, json.loads(body) if body else None)
-        except Exception as exc:  # noqa: BLE001 - handed to the calling thread
+        except Exception as exc:
             result["error"] = exc
         finally:
             os.close(fd)
@@ -157,7 +159,8 @@ class VdcRun:
             "nsenter", f"--net=/run/netns/{host.name}", "--",
             sys.executable, "-m", "vdc_runtime.cli", "run",
             *map(str, files), "--run-dir", str(run_dir),
-            "--data-dir", str(run_dir.parent / "data"), "--cache-dir", str(run_dir.parent / "cache"),
+            "--data-dir", str(run_dir.parent / "data"),
+            "--cache-dir", str(run_dir.parent / "cache"),
             *extra,
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None

@@ -33,7 +33,9 @@ def test_bridge_request_without_mtu_leaves_kernel_default():
 
 
 def test_veth_request_decodes_with_peer_in_namespace():
-    body = netlink.veth_request("vdcabc", "eth3", peer_netns_fd=9, master_index=42, mtu=1500, group=5)
+    body = netlink.veth_request(
+        "vdcabc", "eth3", peer_netns_fd=9, master_index=42, mtu=1500, group=5
+    )
     msg = _decode(ifinfmsg, body)
     assert msg.get_attr("IFLA_IFNAME") == "vdcabc"
     assert msg.get_attr("IFLA_MASTER") == 42

@@ -18,11 +18,16 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 SLEEPER = "31{n}7"
 
 
-def small_dc(tmp_path: Path, prefix: str, *, init: str = "true", app_argv: str | None = None, restart: str = "no") -> Path:
+def small_dc(
+    tmp_path: Path,
+    prefix: str,
+    *,
+    init: str = "true",
+    app_argv: str | None = None,
+    restart: str = "no",
+) -> Path:
     write(tmp_path / f"{prefix}-init.sh", f"#!/bin/sh\n{init}\n", 0o755)
-    app = (
-        f"apps:\n- name: app\n  restart: {restart}\n  command: {app_argv}\n" if app_argv else ""
-    )
+    app = f"apps:\n- name: app\n  restart: {restart}\n  command: {app_argv}\n" if app_argv else ""
     text = f"""\
 kind: Network
 name: {prefix}net
@@ -47,9 +52,13 @@ init-scripts: [{prefix}-init.sh]
 def test_sigterm_removes_everything_and_exits_zero(host: HostNetns, tmp_path: Path) -> None:
     before = snapshot(host)
     marker = SLEEPER.format(n=1)
-    run = VdcRun(host, [small_dc(tmp_path, "lc", app_argv=f"[sleep, '{marker}']")], tmp_path / "run").start()
+    run = VdcRun(
+        host, [small_dc(tmp_path, "lc", app_argv=f"[sleep, '{marker}']")], tmp_path / "run"
+    ).start()
     run.wait_ready()
-    assert "1 received" in sh(["ip", "netns", "exec", "lca", "ping", "-c", "1", "-W", "2", "10.5.0.2"])
+    assert "1 received" in sh(
+        ["ip", "netns", "exec", "lca", "ping", "-c", "1", "-W", "2", "10.5.0.2"]
+    )
     assert run.stop() == 0, run.output
     assert "removed everything this run created" in run.output
     assert_no_leftovers(before, host, markers=(marker,))
@@ -79,7 +88,9 @@ def test_failing_init_script_mid_startup_leaves_nothing(host: HostNetns, tmp_pat
 
 def test_app_exit_stops_the_run_by_default(host: HostNetns, tmp_path: Path) -> None:
     before = snapshot(host)
-    run = VdcRun(host, [small_dc(tmp_path, "ax", app_argv="[sh, -c, 'sleep 1; exit 4']")], tmp_path / "run").start()
+    run = VdcRun(
+        host, [small_dc(tmp_path, "ax", app_argv="[sh, -c, 'sleep 1; exit 4']")], tmp_path / "run"
+    ).start()
     run.wait_ready()
     assert run.wait(30) == 1
     assert "app axb/app exited with 4" in run.output
@@ -88,7 +99,9 @@ def test_app_exit_stops_the_run_by_default(host: HostNetns, tmp_path: Path) -> N
 
 def test_app_restart_on_failure(host: HostNetns, tmp_path: Path) -> None:
     before = snapshot(host)
-    files = [small_dc(tmp_path, "ar", app_argv="[sh, -c, 'echo tick; exit 1']", restart="on-failure")]
+    files = [
+        small_dc(tmp_path, "ar", app_argv="[sh, -c, 'echo tick; exit 1']", restart="on-failure")
+    ]
     run = VdcRun(host, files, tmp_path / "run").start()
     run.wait_ready()
     deadline = time.monotonic() + 20
@@ -121,7 +134,9 @@ def test_sigkill_then_force_removes_leftovers(host: HostNetns, tmp_path: Path) -
     forced = VdcRun(host, files, tmp_path / "run", "--force").start()
     forced.wait_ready()
     # The killed run's app was stopped, and exactly one new one runs.
-    sleepers = [line for line in sh(["ps", "-eo", "args"]).splitlines() if line == f"sleep {marker}"]
+    sleepers = [
+        line for line in sh(["ps", "-eo", "args"]).splitlines() if line == f"sleep {marker}"
+    ]
     assert len(sleepers) == 1, sleepers
     assert forced.stop() == 0, forced.output
     assert_no_leftovers(before, host, markers=(marker,))
@@ -145,12 +160,20 @@ def test_force_removes_same_named_objects_without_a_ledger(host: HostNetns, tmp_
 def test_two_runs_with_own_run_dirs_coexist(host: HostNetns, tmp_path: Path) -> None:
     before = snapshot(host)
     one = VdcRun(host, [small_dc(tmp_path, "ca")], tmp_path / "run1").start()
-    two = VdcRun(host, [make_spine_leaf(tmp_path, prefix="c")], tmp_path / "run2", "--listen-addr", "127.0.0.1:10809").start()
+    two = VdcRun(
+        host,
+        [make_spine_leaf(tmp_path, prefix="c")],
+        tmp_path / "run2",
+        "--listen-addr",
+        "127.0.0.1:10809",
+    ).start()
     one.wait_ready()
     two.wait_ready(60)
     assert one.stop() == 0
     # The second run is untouched by the first one's teardown.
-    assert "2 received" in sh(["ip", "netns", "exec", "chost0", "ping", "-c", "2", "-W", "2", "10.2.1.10"])
+    assert "2 received" in sh(
+        ["ip", "netns", "exec", "chost0", "ping", "-c", "2", "-W", "2", "10.2.1.10"]
+    )
     assert two.stop() == 0
     assert_no_leftovers(before, host, markers=("http.server",))
 
@@ -159,7 +182,9 @@ def test_second_run_on_same_run_dir_is_refused(host: HostNetns, tmp_path: Path) 
     before = snapshot(host)
     one = VdcRun(host, [small_dc(tmp_path, "sa")], tmp_path / "run").start()
     one.wait_ready()
-    two = VdcRun(host, [small_dc(tmp_path, "sb")], tmp_path / "run", "--listen-addr", "127.0.0.1:10809")
+    two = VdcRun(
+        host, [small_dc(tmp_path, "sb")], tmp_path / "run", "--listen-addr", "127.0.0.1:10809"
+    )
     assert two.run_to_exit() == 1
     assert "is in use by another vdc run" in two.output
     assert one.api("/health")[0] == 200
@@ -171,7 +196,8 @@ def test_busy_api_port_fails_cleanly(host: HostNetns, tmp_path: Path) -> None:
     before = snapshot(host)
     blocker = subprocess.Popen(
         ["nsenter", f"--net=/run/netns/{host.name}", "--", sys.executable, "-c",
-         "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',10808)); s.listen(); time.sleep(60)"]
+         "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',10808)); s.listen(); "
+         "time.sleep(60)"]
     )  # fmt: skip
     try:
         time.sleep(0.5)

@@ -102,17 +102,40 @@ def test_hosts_in_different_racks_reach_each_other(host: HostNetns, tmp_path: Pa
         # Three routed hops: host0 → tor0 → spine0 → tor1 → host1.
         out = host.sh(["ip", "netns", "exec", "thost0", "ping", "-c", "2", "-W", "2", "10.2.1.10"])
         assert "2 received" in out
-        trace = host.sh(["ip", "netns", "exec", "thost0", "ping", "-c", "1", "-t", "3", "10.2.1.10"], check=False)
+        trace = host.sh(
+            ["ip", "netns", "exec", "thost0", "ping", "-c", "1", "-t", "3", "10.2.1.10"],
+            check=False,
+        )
         assert "Time to live exceeded" in trace, "the path should cross exactly three routers"
         page = host.sh(
-            ["ip", "netns", "exec", "thost0", "curl", "-sS", "--max-time", "5", "http://10.2.1.10:8080/"]
+            [
+                "ip",
+                "netns",
+                "exec",
+                "thost0",
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                "http://10.2.1.10:8080/",
+            ]
         )
         assert "Directory listing" in page
         # The router namespaces are real: the host (bridge address) reaches the spine directly.
         assert "1 received" in host.sh(["ping", "-c", "1", "-W", "2", "10.0.0.2"])
         # Namespaces got Placemat's sysctls.
-        assert host.sh(["ip", "netns", "exec", "tspine0", "sysctl", "-n", "net.ipv4.ip_forward"]).strip() == "1"
-        assert host.sh(["ip", "netns", "exec", "tspine0", "sysctl", "-n", "net.ipv4.conf.eth0.rp_filter"]).strip() == "0"
+        assert (
+            host.sh(
+                ["ip", "netns", "exec", "tspine0", "sysctl", "-n", "net.ipv4.ip_forward"]
+            ).strip()
+            == "1"
+        )
+        assert (
+            host.sh(
+                ["ip", "netns", "exec", "tspine0", "sysctl", "-n", "net.ipv4.conf.eth0.rp_filter"]
+            ).strip()
+            == "0"
+        )
 
         status, nets = run.api("/networks")
         assert status == 200
@@ -134,5 +157,5 @@ def test_hosts_in_different_racks_reach_each_other(host: HostNetns, tmp_path: Pa
     assert code == 0, output
     # Init-script and app output is logged line by line under netns/program.
     assert "[thost1/host1.sh] host1 routes ready" in output
-    assert '[thost1/web] 10.2.0.10 - - ' in output and '"GET / HTTP/1.1" 200' in output
+    assert "[thost1/web] 10.2.0.10 - - " in output and '"GET / HTTP/1.1" 200' in output
     assert_no_leftovers(before, host, markers=("http.server",))

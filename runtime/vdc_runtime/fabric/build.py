@@ -10,8 +10,6 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
-from pyroute2 import IPRoute
-
 from vdc_runtime.fabric import netns as nsutil
 from vdc_runtime.fabric import nft
 from vdc_runtime.fabric.netlink import (
@@ -23,6 +21,7 @@ from vdc_runtime.fabric.netlink import (
     delete_group_request,
     delete_link_request,
     link_up_request,
+    list_links,
     veth_request,
 )
 from vdc_runtime.fabric.plan import NETNS_SYSCTLS, FabricPlan
@@ -45,7 +44,7 @@ def _raise(errors: list[NetlinkError], doing: str) -> None:
 
 def _configure_new_netns() -> None:
     for key, value in NETNS_SYSCTLS:
-        nsutil.write_sysctl(key, value)
+        nsutil.set_sysctl(key, value)
     with RtnlSocket() as rtnl:
         batch = Batch()
         batch.set_link(link_up_request(LOOPBACK_IFINDEX), "lo up")
@@ -123,7 +122,8 @@ def _configure_namespaces(plan: FabricPlan, fds: dict[str, int]) -> None:
                 batch.set_link(link_up_request(index), f"{ns.name}/{veth.peer} up")
                 for address in veth.addresses:
                     batch.new_address(
-                        address_request(index, address), f"address {address} on {ns.name}/{veth.peer}"
+                        address_request(index, address),
+                        f"address {address} on {ns.name}/{veth.peer}",
                     )
             _raise(rtnl.run(batch), f"addressing network namespace {ns.name}")
 
@@ -164,11 +164,7 @@ def _delete_links(groups: dict[int, set[str]]) -> list[str]:
     because the name was taken belongs to someone else and stays.
     """
     problems: list[str] = []
-    with IPRoute() as ipr:
-        present = {
-            link.get_attr("IFLA_IFNAME"): link.get_attr("IFLA_GROUP") or 0
-            for link in ipr.get_links()
-        }
+    present = {name: group for name, (_, group) in list_links().items()}
     batch = Batch()
     for group, names in groups.items():
         members = {name for name, g in present.items() if g == group}
@@ -176,7 +172,9 @@ def _delete_links(groups: dict[int, set[str]]) -> list[str]:
             batch.delete_link(delete_group_request(group), f"link group {group}")
             continue
         for name in sorted(members - names):
-            problems.append(f"link {name} is in vdc's link group {group} but not in the ledger; kept")
+            problems.append(
+                f"link {name} is in vdc's link group {group} but not in the ledger; kept"
+            )
         for name in sorted(members & names):
             batch.delete_link(delete_link_request(name), f"link {name}")
     if batch:
@@ -187,8 +185,7 @@ def _delete_links(groups: dict[int, set[str]]) -> list[str]:
 
 def delete_named_links(names: list[str]) -> list[str]:
     """Delete host links by name whatever their group (`--force` on same-named objects)."""
-    with IPRoute() as ipr:
-        present = {link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+    present = list_links()
     batch = Batch()
     for name in names:
         if name in present:
@@ -229,15 +226,23 @@ async def teardown(entries: list[dict[str, Any]]) -> list[str]:
             groups.setdefault(entry["group"], set()).update(entry["names"])
     if groups:
         problems += await asyncio.to_thread(_delete_links, groups)
-    for entry in entries:
-        if entry["kind"] == "netns":
-            try:
-                await asyncio.to_thread(nsutil.remove, entry["name"])
-            except OSError as exc:
-                problems.append(f"network namespace {entry['name']}: {exc}")
-    try:
-        other_runs = bool(await nft.list_tables())
-    except nft.NftError:
-        other_runs = False
-    problems += await asyncio.to_thread(_restore_sysctls, entries, other_runs)
+    names = [e["name"] for e in entries if e["kind"] == "netns"]
+    if names:
+        problems += await asyncio.to_thread(_remove_namespaces, names)
+    if any(e["kind"] == "sysctl" for e in entries):
+        try:
+            other_runs = bool(await nft.list_tables())
+        except nft.NftError:
+            other_runs = False
+        problems += await asyncio.to_thread(_restore_sysctls, entries, other_runs)
+    return problems
+
+
+def _remove_namespaces(names: list[str]) -> list[str]:
+    problems = []
+    for name in names:
+        try:
+            nsutil.remove(name)
+        except OSError as exc:
+            problems.append(f"network namespace {name}: {exc}")
     return problems

@@ -30,9 +30,11 @@ def detect_mtu() -> int | None:
         for probe in (PROBE_V4, PROBE_V6):
             try:
                 routes = ipr.route("get", dst=probe)
-            except Exception:  # noqa: BLE001 - no route of that family
+            except Exception:
                 continue
-            route_mtus = [mtus[r.get_attr("RTA_OIF")] for r in routes if r.get_attr("RTA_OIF") in mtus]
+            route_mtus = [
+                mtus[r.get_attr("RTA_OIF")] for r in routes if r.get_attr("RTA_OIF") in mtus
+            ]
             if route_mtus:
                 break
         # A link with no kind (no IFLA_LINKINFO) is a real device; sysfs cannot tell, as it

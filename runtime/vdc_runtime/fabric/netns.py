@@ -102,7 +102,9 @@ def create(
         _check(_libc.unshare(CLONE_NEWNET), "unshare")
         try:
             _check(
-                _libc.mount(b"/proc/thread-self/ns/net", str(path).encode(), b"none", MS_BIND, None),
+                _libc.mount(
+                    b"/proc/thread-self/ns/net", str(path).encode(), b"none", MS_BIND, None
+                ),
                 f"mount {path}",
             )
             mounted = True
@@ -147,6 +149,12 @@ def write_sysctl(key: str, value: str) -> str | None:
     if old != value:
         path.write_text(value)
     return old
+
+
+def set_sysctl(key: str, value: str) -> None:
+    """Set a sysctl of the calling thread's namespace without reading it first."""
+    with open(Path("/proc/sys") / key.replace(".", "/"), "w") as f:
+        f.write(value)
 
 
 def read_sysctl(key: str) -> str | None:

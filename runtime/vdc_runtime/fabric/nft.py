@@ -52,9 +52,11 @@ def ruleset(plan: FabricPlan) -> str:
 async def _nft(*args: str, stdin: str | None = None) -> str:
     try:
         proc = await asyncio.create_subprocess_exec(
-            "nft", *args,
+            "nft",
+            *args,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
     except FileNotFoundError:
         raise NftError("nft not found: install the nftables package") from None
@@ -80,7 +82,11 @@ async def list_tables() -> set[str]:
 
 
 async def delete_table(name: str) -> bool:
-    if name not in await list_tables():
-        return False
-    await _nft("delete", "table", "inet", name)
+    """Delete the table; False if it did not exist."""
+    try:
+        await _nft("delete", "table", "inet", name)
+    except NftError as exc:
+        if "No such file or directory" in str(exc):
+            return False
+        raise
     return True

@@ -74,15 +74,12 @@ class FabricPlan:
 
     @property
     def links(self) -> list[str]:
-        return [b.name for b in self.bridges] + [
-            v.host for ns in self.namespaces for v in ns.veths
-        ]
+        return [b.name for b in self.bridges] + [v.host for ns in self.namespaces for v in ns.veths]
 
 
 def plan_fabric(dc: DataCenter, *, mtu: int | None, group: int, table: str) -> FabricPlan:
     bridges = tuple(
-        BridgePlan(name=n.name, kind=n.type, address=n.address, nat=n.use_nat)
-        for n in dc.networks
+        BridgePlan(name=n.name, kind=n.type, address=n.address, nat=n.use_nat) for n in dc.networks
     )
     namespaces = tuple(
         NetnsPlan(
@@ -101,6 +98,10 @@ def plan_fabric(dc: DataCenter, *, mtu: int | None, group: int, table: str) -> F
     )
     sysctls = NAT_SYSCTLS if any(b.nat for b in bridges) else ()
     return FabricPlan(
-        mtu=mtu, group=group, table=table, bridges=bridges, namespaces=namespaces,
+        mtu=mtu,
+        group=group,
+        table=table,
+        bridges=bridges,
+        namespaces=namespaces,
         host_sysctls=sysctls,
     )

@@ -1,0 +1,61 @@
+"""`vdc validate` and the refusals of `vdc run` that need no root."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.runtime.conftest import write
+
+VDC = [sys.executable, "-m", "vdc_runtime.cli"]
+
+
+def vdc(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*VDC, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_validate_valid_file_prints_summary(tmp_path: Path) -> None:
+    spec = write(tmp_path / "ok.yml", "kind: Network\nname: n0\ntype: internal\n")
+    result = vdc("validate", str(spec))
+    assert result.returncode == 0, result.stderr
+    assert (
+        result.stdout.strip()
+        == f"{spec}: valid (1 network, 0 network namespaces, 0 nodes, 0 images, 0 device classes)"
+    )
+
+
+def test_validate_reports_every_error_and_exits_1(tmp_path: Path) -> None:
+    spec = write(
+        tmp_path / "bad.yml",
+        "kind: Network\nname: n0\ntype: internal\nuse_nat: true\n---\n"
+        "kind: NetworkNamespace\nname: r\ninterfaces:\n- network: missing\n",
+    )
+    result = vdc("validate", str(spec))
+    assert result.returncode == 1
+    assert (
+        'bad.yml: document 1 (Network "n0"): use_nat: '
+        "unknown key 'use_nat'; did you mean 'use-nat'?" in result.stderr
+    )
+    assert 'bad.yml: document 2 (NetworkNamespace "r"): interfaces[0].network:' in result.stderr
+    assert "missing" in result.stderr
+    assert "2 errors; nothing was created" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_refuses_nodes_for_now(tmp_path: Path) -> None:
+    spec = write(tmp_path / "n.yml", "kind: Node\nname: w1\ncpu: 1\nmemory: 1G\n")
+    result = vdc("run", str(spec))
+    assert result.returncode == 1
+    assert "Node resources (w1)" in result.stderr and "Nothing was created" in result.stderr
+
+
+def test_run_rejects_bad_listen_addr(tmp_path: Path) -> None:
+    spec = write(tmp_path / "ok.yml", "kind: Network\nname: n0\ntype: internal\n")
+    result = vdc("run", str(spec), "--listen-addr", "localhost")
+    assert result.returncode == 2
+    assert "expected HOST:PORT" in result.stderr
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = vdc("validate", str(tmp_path / "nope.yml"))
+    assert result.returncode == 1
+    assert "nope.yml" in result.stderr and "Traceback" not in result.stderr
