@@ -1,0 +1,50 @@
+"""The data model of a virtual data center and its validation, before anything is created.
+
+`load_files` / `load_text` read Placemat v2 YAML (unchanged, including its case-insensitive
+keys) and return a `DataCenter`, or raise `SpecErrors` listing every problem with its file,
+document and key path.
+"""
+
+from vdc_runtime.spec.errors import SpecError, SpecErrors
+from vdc_runtime.spec.loader import load_files, load_text
+from vdc_runtime.spec.models import (
+    NUMA,
+    SMBIOS,
+    SMP,
+    App,
+    DataCenter,
+    DeviceClass,
+    HostPathVolume,
+    Image,
+    ImageVolume,
+    LocaldsVolume,
+    NetNSInterface,
+    Network,
+    NetworkNamespace,
+    Node,
+    RawVolume,
+    Volume,
+)
+
+__all__ = [
+    "NUMA",
+    "SMBIOS",
+    "SMP",
+    "App",
+    "DataCenter",
+    "DeviceClass",
+    "HostPathVolume",
+    "Image",
+    "ImageVolume",
+    "LocaldsVolume",
+    "NetNSInterface",
+    "Network",
+    "NetworkNamespace",
+    "Node",
+    "RawVolume",
+    "SpecError",
+    "SpecErrors",
+    "Volume",
+    "load_files",
+    "load_text",
+]

@@ -1,0 +1,342 @@
+"""Rules that span several fields or documents, and the files a spec points at.
+
+These run after each document has been validated on its own. They only read models and
+stat files; nothing is created. Each problem points at the document holding the bad
+value, with a location in canonical keys that the loader turns into the user's spelling.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
+from typing import Any
+
+from vdc_runtime.spec.errors import did_you_mean, format_path
+from vdc_runtime.spec.models import (
+    Image,
+    ImageVolume,
+    IPInterface,
+    LocaldsVolume,
+    Network,
+    NetworkNamespace,
+    Node,
+    SpecModel,
+)
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass
+class Document:
+    """One YAML document of a spec file, as far as it could be understood."""
+
+    file: str
+    index: int
+    """1-based position in its file."""
+    kind: str | None = None
+    name: str | None = None
+    raw: Any = None
+    """The document as written (keys in the user's spelling)."""
+    model: SpecModel | None = None
+    """The validated model, or None when the document itself has errors."""
+    order: tuple[int, int] = (0, 0)
+    """(file position, document index), for reporting in reading order."""
+
+    def describe(self) -> str:
+        label = f"{self.file}: document {self.index}"
+        if self.kind is None:
+            return label
+        return (
+            f"{label} ({self.kind})"
+            if self.name is None
+            else f'{label} ({self.kind} "{self.name}")'
+        )
+
+
+@dataclass(frozen=True)
+class Problem:
+    document: Document
+    loc: Loc
+    message: str
+
+
+@dataclass
+class _Declared:
+    """Names declared per kind, from every document that has a readable name."""
+
+    by_kind: dict[str, dict[str, Document]] = field(default_factory=dict)
+
+    def names(self, kind: str) -> dict[str, Document]:
+        return self.by_kind.setdefault(kind, {})
+
+
+def check(documents: Iterable[Document], *, references: bool = True) -> list[Problem]:
+    """All cross-field and cross-document problems.
+
+    `references=False` skips "no X named Y" checks: when some document could not be read
+    at all, the names it declared are unknown and those errors would be noise.
+    """
+    documents = list(documents)
+    problems: list[Problem] = []
+    declared = _Declared()
+    for doc in documents:
+        if doc.kind is None or doc.name is None:
+            continue
+        names = declared.names(doc.kind)
+        first = names.get(doc.name)
+        if first is None:
+            names[doc.name] = doc
+        else:
+            problems.append(
+                Problem(
+                    doc,
+                    ("name",),
+                    f"duplicate {doc.kind} name '{doc.name}'; first defined in {_where(first)}",
+                )
+            )
+    for doc in documents:
+        problems.extend(_document_rules(doc))
+        problems.extend(_files(doc))
+        if references:
+            problems.extend(_references(doc, declared))
+    problems.extend(_addresses(documents, declared))
+    problems.extend(_serials(documents))
+    return problems
+
+
+def _where(doc: Document, loc: Loc = ()) -> str:
+    where = doc.describe()
+    return f"{where}, {format_path(loc)}" if loc else where
+
+
+def _duplicates(values: Iterable[Any]) -> Iterator[tuple[int, int, Any]]:
+    """(index, index of first occurrence, value) for each repeated value."""
+    seen: dict[Any, int] = {}
+    for i, value in enumerate(values):
+        if value in seen:
+            yield i, seen[value], value
+        else:
+            seen[value] = i
+
+
+def _document_rules(doc: Document) -> Iterator[Problem]:
+    model = doc.model
+    if isinstance(model, Network):
+        yield from _network_rules(doc, model)
+    elif isinstance(model, Node):
+        yield from _node_rules(doc, model)
+    elif isinstance(model, Image):
+        if model.url is None and model.file is None:
+            yield Problem(doc, (), "an Image needs one of 'url' or 'file'")
+        elif model.url is not None and model.file is not None:
+            yield Problem(doc, ("file",), "'url' and 'file' are exclusive; give only one")
+    elif isinstance(model, NetworkNamespace):
+        for i, first, network in _duplicates(i.network for i in model.interfaces):
+            yield Problem(
+                doc,
+                ("interfaces", i, "network"),
+                f"the namespace already has an interface on network '{network}'"
+                f" (interfaces[{first}])",
+            )
+        for i, first, name in _duplicates(a.name for a in model.apps):
+            yield Problem(doc, ("apps", i, "name"), f"duplicate app name '{name}' (apps[{first}])")
+
+
+def _network_rules(doc: Document, net: Network) -> Iterator[Problem]:
+    if net.type == "internal" and net.address is not None:
+        yield Problem(
+            doc,
+            ("address",),
+            "an internal network has no host address; remove it or use type external",
+        )
+    if net.type != "internal" and net.address is None:
+        yield Problem(doc, ("address",), f"required for {net.type} networks")
+    if net.use_nat and net.type != "external":
+        yield Problem(
+            doc, ("use-nat",), f"NAT is only possible on external networks, not {net.type}"
+        )
+
+
+def _node_rules(doc: Document, node: Node) -> Iterator[Problem]:
+    if node.cpu is not None and node.smp is not None:
+        yield Problem(doc, ("smp",), "'cpu' and 'smp' are exclusive; give only one")
+    elif node.cpu is None and node.smp is None:
+        yield Problem(doc, (), "one of 'cpu' or 'smp' is required")
+    smp = node.smp
+    if smp is not None:
+        if smp.maxcpus and smp.maxcpus < smp.cpus:
+            yield Problem(
+                doc,
+                ("smp", "maxcpus"),
+                f"must be at least cpus ({smp.cpus})",
+            )
+        if smp.sockets and smp.cores and smp.threads:
+            product = smp.sockets * max(smp.dies, 1) * smp.cores * smp.threads
+            want = smp.maxcpus or smp.cpus
+            if product != want:
+                yield Problem(
+                    doc,
+                    ("smp",),
+                    f"sockets × dies × cores × threads = {product}, but QEMU needs it to equal"
+                    f" {'maxcpus' if smp.maxcpus else 'cpus'} ({want})",
+                )
+    if node.numa is not None and node.numa.nodes:
+        nodes, cpus = node.numa.nodes, node.cpus
+        if nodes > cpus:
+            yield Problem(
+                doc,
+                ("numa", "nodes"),
+                f"{nodes} NUMA nodes need at least {nodes} vCPUs, not {cpus}",
+            )
+        elif cpus % nodes:
+            yield Problem(
+                doc,
+                ("numa", "nodes"),
+                f"the {cpus} vCPUs cannot be split evenly over {nodes} NUMA nodes",
+            )
+    for i, first, network in _duplicates(node.interfaces):
+        yield Problem(
+            doc,
+            ("interfaces", i),
+            f"the node is already attached to network '{network}' (interfaces[{first}])",
+        )
+    for i, first, name in _duplicates(v.name for v in node.volumes):
+        yield Problem(
+            doc, ("volumes", i, "name"), f"duplicate volume name '{name}' (volumes[{first}])"
+        )
+
+
+def _file_problem(path: Path, *, executable: bool = False) -> str | None:
+    """Why `path` cannot be used as an input file, or None if it can."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return f"file not found: {path}"
+    except (OSError, ValueError) as exc:
+        return f"cannot access {path}: {getattr(exc, 'strerror', None) or exc}"
+    if stat.S_ISDIR(st.st_mode):
+        return f"is a directory, not a file: {path}"
+    if executable and not os.access(path, os.X_OK):
+        return f"init script is not executable: {path} (run chmod +x on it)"
+    if not os.access(path, os.R_OK):
+        return f"file is not readable: {path}"
+    return None
+
+
+def _files(doc: Document) -> Iterator[Problem]:
+    wanted: list[tuple[Loc, Path, bool]] = []
+    model = doc.model
+    if isinstance(model, Image) and model.file is not None:
+        wanted.append((("file",), model.file, False))
+    elif isinstance(model, Node):
+        if model.ignition is not None:
+            wanted.append((("ignition",), model.ignition, False))
+        for i, volume in enumerate(model.volumes):
+            if isinstance(volume, LocaldsVolume):
+                wanted.append((("volumes", i, "user-data"), volume.user_data, False))
+                if volume.network_config is not None:
+                    loc = ("volumes", i, "network-config")
+                    wanted.append((loc, volume.network_config, False))
+    elif isinstance(model, NetworkNamespace):
+        for i, script in enumerate(model.init_scripts):
+            wanted.append((("init-scripts", i), script, True))
+    for loc, path, executable in wanted:
+        message = _file_problem(path, executable=executable)
+        if message is not None:
+            yield Problem(doc, loc, message)
+
+
+def _reference(
+    doc: Document, loc: Loc, kind: str, name: str, declared: _Declared
+) -> Problem | None:
+    names = declared.names(kind)
+    if name in names:
+        return None
+    return Problem(doc, loc, f"no {kind} named '{name}' is defined{did_you_mean(name, names)}")
+
+
+def _references(doc: Document, declared: _Declared) -> Iterator[Problem]:
+    found: list[Problem | None] = []
+    model = doc.model
+    if isinstance(model, Node):
+        for i, network in enumerate(model.interfaces):
+            found.append(_reference(doc, ("interfaces", i), "Network", network, declared))
+        for i, volume in enumerate(model.volumes):
+            if isinstance(volume, ImageVolume):
+                loc = ("volumes", i, "image")
+                found.append(_reference(doc, loc, "Image", volume.image, declared))
+            if volume.device_class is not None:
+                loc = ("volumes", i, "device-class")
+                found.append(_reference(doc, loc, "DeviceClass", volume.device_class, declared))
+    elif isinstance(model, NetworkNamespace):
+        for i, iface in enumerate(model.interfaces):
+            loc = ("interfaces", i, "network")
+            found.append(_reference(doc, loc, "Network", iface.network, declared))
+    yield from (p for p in found if p is not None)
+
+
+def _addresses(documents: list[Document], declared: _Declared) -> Iterator[Problem]:
+    """Addresses must fit their network and be used once across the data center."""
+    used: list[tuple[Document, Loc, IPInterface]] = []
+    for doc in documents:
+        if isinstance(doc.model, Network) and doc.model.address is not None:
+            used.append((doc, ("address",), doc.model.address))
+        elif isinstance(doc.model, NetworkNamespace):
+            for i, iface in enumerate(doc.model.interfaces):
+                network_doc = declared.names("Network").get(iface.network)
+                network = network_doc.model if network_doc is not None else None
+                for j, address in enumerate(iface.addresses):
+                    loc = ("interfaces", i, "addresses", j)
+                    used.append((doc, loc, address))
+                    if isinstance(network, Network) and network.address is not None:
+                        message = _fits(address, network)
+                        if message is not None:
+                            yield Problem(doc, loc, message)
+    first_use: dict[IPv4Address | IPv6Address, tuple[Document, Loc]] = {}
+    for doc, loc, address in used:
+        # Link-local IPv6 addresses are per link, so the same one on two links is fine.
+        if address.ip.is_link_local and address.version == 6:
+            continue
+        first = first_use.get(address.ip)
+        if first is None:
+            first_use[address.ip] = (doc, loc)
+        else:
+            yield Problem(doc, loc, f"address {address.ip} is already used at {_where(*first)}")
+
+
+def _fits(address: IPInterface, network: Network) -> str | None:
+    assert network.address is not None
+    net = network.address.network
+    if address.version != net.version:
+        return (
+            f"{address} is IPv{address.version} but network '{network.name}' is"
+            f" IPv{net.version} ({network.address})"
+        )
+    if address.ip not in net:
+        return f"{address.ip} is outside network '{network.name}' ({net})"
+    return None
+
+
+def _serials(documents: list[Document]) -> Iterator[Problem]:
+    # Guests (and tools that inventory machines by serial) must be able to tell nodes apart.
+    first: dict[str, Document] = {}
+    for doc in documents:
+        node = doc.model
+        if not isinstance(node, Node) or node.smbios is None or node.smbios.serial is None:
+            continue
+        serial = node.smbios.serial
+        if serial in first:
+            yield Problem(
+                doc,
+                ("smbios", "serial"),
+                f"serial '{serial}' is already used by {first[serial].describe()}",
+            )
+        else:
+            first[serial] = doc
+
+
+__all__ = ["Document", "Problem", "check"]

@@ -1,0 +1,290 @@
+"""The data model of a data center: one pydantic model per Placemat v2 kind.
+
+Python attributes are snake_case; the YAML keys are Placemat's kebab-case, produced by one
+alias generator so another key style (camelCase for the CRD) can be swapped in one place.
+Models check single values (types, enums, names, addresses, sizes); rules that span fields
+or documents live in `checks`, so each problem can be reported at the exact key.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+
+from vdc_runtime.spec.fields import (
+    SHA256,
+    URL,
+    AbsolutePath,
+    FileName,
+    FilePath,
+    HostInterface,
+    IPInterface,
+    Name,
+    NetNSName,
+    NetworkName,
+    Restart,
+    Size,
+)
+
+
+def kebab_case(name: str) -> str:
+    """Placemat's key for a Python field name: `use_nat` -> `use-nat`."""
+    return name.replace("_", "-")
+
+
+class SpecModel(BaseModel):
+    """Base of every spec model: unknown keys are errors, objects are immutable once valid."""
+
+    model_config = ConfigDict(
+        alias_generator=kebab_case,
+        # Python code may build models by attribute name; the loader passes by_name=False so
+        # `use_nat` in YAML stays an unknown key (with a suggestion) instead of being accepted.
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+NetworkType = Literal["internal", "external", "bmc"]
+CacheMode = Literal["writeback", "none", "writethrough", "directsync", "unsafe"]
+Compression = Literal["", "gzip", "bzip2", "xz", "zstd"]
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+Count = Annotated[StrictInt, Field(ge=0)]
+
+
+class Network(SpecModel):
+    """An L2 segment: a Linux bridge, optionally with a host address and NAT."""
+
+    name: NetworkName
+    type: NetworkType
+    use_nat: StrictBool = False
+    address: HostInterface | None = None
+
+
+class NetNSInterface(SpecModel):
+    """The i-th entry becomes eth<i> inside the namespace, attached to `network`."""
+
+    network: Name
+    addresses: list[HostInterface] = []
+
+
+class App(SpecModel):
+    """A long-running process inside a network namespace."""
+
+    name: Name
+    command: Annotated[list[Name], Field(min_length=1)]
+    restart: Restart = "no"
+
+
+class NetworkNamespace(SpecModel):
+    """A named network namespace acting as a router or host, wired to networks by veth pairs."""
+
+    name: NetNSName
+    interfaces: Annotated[list[NetNSInterface], Field(min_length=1)]
+    init_scripts: list[FilePath] = []
+    apps: list[App] = []
+
+
+class Image(SpecModel):
+    """A disk image for `image` volumes, downloaded from `url` or read from `file`."""
+
+    name: Name
+    url: URL | None = None
+    file: FilePath | None = None
+    compression: Compression = ""
+    sha256: SHA256 | None = None
+
+
+class DeviceClass(SpecModel):
+    """A host directory where volumes that name this class are stored."""
+
+    name: Name
+    path: AbsolutePath
+
+
+class _VolumeBase(SpecModel):
+    name: FileName
+    cache: CacheMode = "none"
+    device_class: Name | None = None
+    vg: str | None = Field(
+        default=None, description="Ignored; accepted for compatibility with Placemat v1 files."
+    )
+
+
+class ImageVolume(_VolumeBase):
+    """A disk made from an Image, copied or as a copy-on-write overlay."""
+
+    kind: Literal["image"]
+    image: Name
+    copy_on_write: StrictBool = False
+
+
+class LocaldsVolume(_VolumeBase):
+    """A cloud-init NoCloud seed disk built with cloud-localds."""
+
+    kind: Literal["localds"]
+    user_data: FilePath
+    network_config: FilePath | None = None
+
+
+class RawVolume(_VolumeBase):
+    """An empty disk created with qemu-img."""
+
+    kind: Literal["raw"]
+    size: Size
+    format: Literal["qcow2", "raw"] = "qcow2"
+
+
+class HostPathVolume(_VolumeBase):
+    """A host directory shared with the guest over virtio-9p."""
+
+    kind: Literal["hostPath"]
+    path: AbsolutePath
+    writable: StrictBool = False
+
+
+Volume = Annotated[
+    ImageVolume | LocaldsVolume | RawVolume | HostPathVolume, Field(discriminator="kind")
+]
+
+
+class SMP(SpecModel):
+    """QEMU -smp; zero means "not given" for every field but `cpus`."""
+
+    cpus: PositiveInt
+    cores: Count = 0
+    threads: Count = 0
+    dies: Count = 0
+    sockets: Count = 0
+    maxcpus: Count = 0
+
+
+class NUMA(SpecModel):
+    """Split the vCPUs evenly over this many NUMA nodes (0 = no NUMA)."""
+
+    nodes: Count = 0
+
+
+class SMBIOS(SpecModel):
+    """SMBIOS type 1 (system information) strings shown to the guest."""
+
+    manufacturer: str | None = None
+    product: str | None = None
+    serial: str | None = None
+
+
+class Node(SpecModel):
+    """A QEMU virtual machine."""
+
+    name: FileName
+    interfaces: list[Name] = []
+    volumes: list[Volume] = []
+    ignition: FilePath | None = None
+    cpu: PositiveInt | None = Field(default=None, description="Legacy; exclusive with smp.")
+    smp: SMP | None = None
+    memory: Size | None = None
+    numa: NUMA | None = None
+    uefi: StrictBool = False
+    tpm: StrictBool = False
+    smbios: SMBIOS | None = None
+    network_device_queue: Count | None = None
+
+    @property
+    def cpus(self) -> int:
+        """The number of vCPUs the guest gets, whichever of `cpu` / `smp` set it."""
+        if self.cpu is not None:
+            return self.cpu
+        if self.smp is not None:
+            return self.smp.cpus
+        return 1  # QEMU's default when -smp is absent
+
+
+KINDS: dict[str, type[SpecModel]] = {
+    "Network": Network,
+    "NetworkNamespace": NetworkNamespace,
+    "Node": Node,
+    "Image": Image,
+    "DeviceClass": DeviceClass,
+}
+"""Placemat `kind` -> model, in the order DataCenter lists them."""
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+class DataCenter(SpecModel):
+    """A whole data center: everything every spec file declared, in file order."""
+
+    networks: list[Network] = []
+    netns: list[NetworkNamespace] = []
+    nodes: list[Node] = []
+    images: list[Image] = []
+    device_classes: list[DeviceClass] = []
+
+    def network(self, name: str) -> Network:
+        return _by_name(self.networks, name)
+
+    def namespace(self, name: str) -> NetworkNamespace:
+        return _by_name(self.netns, name)
+
+    def node(self, name: str) -> Node:
+        return _by_name(self.nodes, name)
+
+    def image(self, name: str) -> Image:
+        return _by_name(self.images, name)
+
+    def device_class(self, name: str) -> DeviceClass:
+        return _by_name(self.device_classes, name)
+
+    def summary(self) -> str:
+        """`3 networks, 2 network namespaces, 1 node, 1 image, 0 device classes`."""
+        return ", ".join(
+            [
+                _plural(len(self.networks), "network", "networks"),
+                _plural(len(self.netns), "network namespace", "network namespaces"),
+                _plural(len(self.nodes), "node", "nodes"),
+                _plural(len(self.images), "image", "images"),
+                _plural(len(self.device_classes), "device class", "device classes"),
+            ]
+        )
+
+
+_Named = TypeVar("_Named", Network, NetworkNamespace, Node, Image, DeviceClass)
+
+
+def _by_name(items: list[_Named], name: str) -> _Named:
+    for item in items:
+        if item.name == name:
+            return item
+    raise KeyError(name)
+
+
+__all__ = [
+    "KINDS",
+    "NUMA",
+    "SMBIOS",
+    "SMP",
+    "App",
+    "CacheMode",
+    "Compression",
+    "DataCenter",
+    "DeviceClass",
+    "HostPathVolume",
+    "IPInterface",
+    "Image",
+    "ImageVolume",
+    "LocaldsVolume",
+    "NetNSInterface",
+    "Network",
+    "NetworkNamespace",
+    "NetworkType",
+    "Node",
+    "RawVolume",
+    "SpecModel",
+    "Volume",
+    "kebab_case",
+]

@@ -1,0 +1,2 @@
+#!/bin/sh
+ip link set lo up
