@@ -28,10 +28,17 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 # Reinstall only when the dependency list changed.
 stamp=$venv/.vdc-deps-$(sha256sum "$here/pyproject.toml" | cut -c1-16)
-if [ ! -e "$stamp" ] || ! "$venv/bin/python" -c 'import vdc_runtime' 2>/dev/null; then
+if [ ! -e "$stamp" ]; then
   echo "install-deps: installing Python packages into $venv"
   "$venv/bin/pip" install -q --upgrade pip
   "$venv/bin/pip" install -q -e "$here[test]"
   rm -f "$venv"/.vdc-deps-*
   touch "$stamp"
+fi
+# The venv is shared by every checkout on the machine (CI clones afresh): vdc itself must
+# be this checkout, or tests would quietly run another tree's code.
+installed=$(cd / && "$venv/bin/python" -c 'import vdc_runtime, os; print(os.path.dirname(os.path.dirname(vdc_runtime.__file__)))' 2>/dev/null || true)
+if [ "$installed" != "$here/runtime" ]; then
+  echo "install-deps: pointing $venv at this checkout ($here)"
+  "$venv/bin/pip" install -q --no-deps -e "$here"
 fi
