@@ -22,6 +22,10 @@ if ((${#missing[@]})); then
 fi
 
 mkdir -p "$cache"
+# pip's build warnings are noise on success; on failure the whole log is shown.
+pip_quiet() {
+  "$venv/bin/pip" -q "$@" >"$cache/pip.log" 2>&1 || { cat "$cache/pip.log" >&2; return 1; }
+}
 if [ ! -x "$venv/bin/python" ]; then
   echo "install-deps: creating virtualenv $venv"
   python3 -m venv "$venv"
@@ -30,8 +34,8 @@ fi
 stamp=$venv/.vdc-deps-$(sha256sum "$here/pyproject.toml" | cut -c1-16)
 if [ ! -e "$stamp" ]; then
   echo "install-deps: installing Python packages into $venv"
-  "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q -e "$here[test]"
+  pip_quiet install --upgrade pip
+  pip_quiet install -e "$here[test]"
   rm -f "$venv"/.vdc-deps-*
   touch "$stamp"
 fi
@@ -40,5 +44,5 @@ fi
 installed=$(cd / && "$venv/bin/python" -c 'import vdc_runtime, os; print(os.path.dirname(os.path.dirname(vdc_runtime.__file__)))' 2>/dev/null || true)
 if [ "$installed" != "$here/runtime" ]; then
   echo "install-deps: pointing $venv at this checkout ($here)"
-  "$venv/bin/pip" install -q --no-deps -e "$here"
+  pip_quiet install --no-deps -e "$here"
 fi
