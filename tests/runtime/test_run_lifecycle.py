@@ -208,3 +208,55 @@ def test_busy_api_port_fails_cleanly(host: HostNetns, tmp_path: Path) -> None:
         blocker.kill()
         blocker.wait()
     assert_no_leftovers(before, host)
+
+
+def test_sigterm_during_startup_undoes_the_partial_build(host: HostNetns, tmp_path: Path) -> None:
+    before = snapshot(host)
+    files = [small_dc(tmp_path, "su", init="echo waiting; sleep 60")]
+    run = VdcRun(host, files, tmp_path / "run").start()
+    deadline = time.monotonic() + 20
+    while "[sub/su-init.sh] waiting" not in run.output and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "sua" in sh(["ip", "netns", "list"])  # the fabric exists while the script runs
+    run.signal(signal.SIGTERM)
+    assert run.wait(30) == 0, run.output
+    assert "signal received during start-up" in run.output
+    assert_no_leftovers(before, host, markers=("sleep 60",))
+
+
+# A plan the kernel refuses halfway: bridges and namespaces exist by then, and the veth
+# with an over-long interface name fails. The ledger must undo exactly what was made.
+FAULTY_BUILD = """
+import asyncio, ipaddress, sys, tempfile
+from pathlib import Path
+from vdc_runtime import fabric
+from vdc_runtime.fabric.plan import BridgePlan, FabricPlan, NetnsPlan, VethPlan
+from vdc_runtime.ledger import Ledger
+
+plan = FabricPlan(
+    mtu=None, group=777, table="vdc_faulty",
+    bridges=(BridgePlan("fbr0", "internal", None, False),),
+    namespaces=(
+        NetnsPlan("fns0", (VethPlan("vdcfault0", "eth0", "fbr0", (ipaddress.ip_interface("10.8.0.1/24"),)),)),
+        NetnsPlan("fns1", (VethPlan("vdcfault1", "eth-name-too-long0", "fbr0", ()),)),
+    ),
+)
+
+async def main():
+    ledger = Ledger(Path(tempfile.mkdtemp()))
+    try:
+        await fabric.build(plan, ledger)
+    except fabric.FabricError as exc:
+        print("refused:", exc)
+    print("problems:", await fabric.teardown(ledger.entries))
+
+asyncio.run(main())
+"""
+
+
+def test_kernel_failure_mid_build_is_undone_by_the_ledger(host: HostNetns) -> None:
+    before = snapshot(host)
+    out = host.sh([sys.executable, "-c", FAULTY_BUILD])
+    assert "refused: creating veth pairs: " in out and "eth-name-too-long0" in out, out
+    assert "problems: []" in out
+    assert_no_leftovers(before, host)
