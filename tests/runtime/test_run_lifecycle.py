@@ -233,11 +233,12 @@ from vdc_runtime import fabric
 from vdc_runtime.fabric.plan import BridgePlan, FabricPlan, NetnsPlan, VethPlan
 from vdc_runtime.ledger import Ledger
 
+addr = ipaddress.ip_interface
 plan = FabricPlan(
     mtu=None, group=777, table="vdc_faulty",
     bridges=(BridgePlan("fbr0", "internal", None, False),),
     namespaces=(
-        NetnsPlan("fns0", (VethPlan("vdcfault0", "eth0", "fbr0", (ipaddress.ip_interface("10.8.0.1/24"),)),)),
+        NetnsPlan("fns0", (VethPlan("vdcfault0", "eth0", "fbr0", (addr("10.8.0.1/24"),)),)),
         NetnsPlan("fns1", (VethPlan("vdcfault1", "eth-name-too-long0", "fbr0", ()),)),
     ),
 )
