@@ -58,7 +58,7 @@ class DataCenterRun:
         self.plan: fabric.FabricPlan | None = None
         self.ledger: Ledger | None = None
         self.lock = RunLock(options.run_dir)
-        self.apps = procs.AppSupervisor(ledger=None, on_fatal=self._fatal)  # type: ignore[arg-type]
+        self.apps: procs.AppSupervisor | None = None  # exists once the ledger does
         self.started_at: float | None = None
         self.timings: dict[str, float] = {}
 
@@ -79,7 +79,7 @@ class DataCenterRun:
         try:
             await self._clear_leftovers()
             self.ledger = Ledger(self.options.run_dir)
-            self.apps.ledger = self.ledger
+            self.apps = procs.AppSupervisor(self.ledger, on_fatal=self._fatal)
             await self._build()
         except BaseException:
             self.phase = "failed"
@@ -89,7 +89,7 @@ class DataCenterRun:
         self.started_at = time.time()
 
     async def _build(self) -> None:
-        assert self.ledger is not None
+        assert self.ledger is not None and self.apps is not None
         t0 = time.perf_counter()
         mtu = await asyncio.to_thread(fabric.detect_mtu)
         self.plan = fabric.plan_fabric(self.dc, mtu=mtu, group=self.group, table=self.table)
@@ -197,7 +197,8 @@ class DataCenterRun:
         """Remove everything this run created. Safe to call more than once."""
         if self.phase != "failed":
             self.phase = "stopping"
-        await self.apps.stop()
+        if self.apps is not None:
+            await self.apps.stop()
         problems: list[str] = []
         if self.ledger is not None:
             problems = await self._undo(self.ledger.entries)
@@ -243,7 +244,8 @@ class DataCenterRun:
                 }
                 for i, iface in enumerate(ns.interfaces)
             ]
-            apps = [a.as_json() for a in self.apps.apps if a.netns == ns.name]
+            running = self.apps.apps if self.apps else []
+            apps = [a.as_json() for a in running if a.netns == ns.name]
             out.append(
                 {
                     "name": ns.name,
