@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -30,10 +31,6 @@ def parse_listen_addr(value: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
-def _not_found(kind: str, name: str) -> web.Response:
-    return web.json_response({"error": f"no {kind} named {name!r}"}, status=404)
-
-
 async def health(request: web.Request) -> web.Response:
     run = request.app[RUN_KEY]
     body = {
@@ -50,12 +47,16 @@ async def networks(request: web.Request) -> web.Response:
     return web.json_response(request.app[RUN_KEY].networks_json())
 
 
-async def network(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
-    for item in request.app[RUN_KEY].networks_json():
+def _one(items: list[dict[str, Any]], kind: str, name: str) -> web.Response:
+    for item in items:
         if item["name"] == name:
             return web.json_response(item)
-    return _not_found("network", name)
+    return web.json_response({"error": f"no {kind} named {name!r}"}, status=404)
+
+
+async def network(request: web.Request) -> web.Response:
+    run = request.app[RUN_KEY]
+    return _one(run.networks_json(), "network", request.match_info["name"])
 
 
 async def netns_list(request: web.Request) -> web.Response:
@@ -63,11 +64,8 @@ async def netns_list(request: web.Request) -> web.Response:
 
 
 async def netns_one(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
-    for item in request.app[RUN_KEY].netns_json():
-        if item["name"] == name:
-            return web.json_response(item)
-    return _not_found("network namespace", name)
+    run = request.app[RUN_KEY]
+    return _one(run.netns_json(), "network namespace", request.match_info["name"])
 
 
 def make_app(run: DataCenterRun) -> web.Application:
