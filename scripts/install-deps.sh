@@ -8,7 +8,9 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cache=${VDC_CACHE_DIR:-/var/cache/vdc}
 venv=$cache/venv
 
-debs=(iproute2 nftables bird2 dnsmasq-base util-linux procps iputils-ping socat curl)
+debs=(iproute2 nftables bird2 dnsmasq-base util-linux procps iputils-ping socat curl
+      qemu-system-x86 qemu-utils ovmf swtpm swtpm-tools ipxe-qemu seabios
+      busybox-static cpio kmod mtools dosfstools fdisk syslinux syslinux-common extlinux)
 
 missing=()
 for p in "${debs[@]}"; do
