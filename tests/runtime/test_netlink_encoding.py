@@ -69,3 +69,12 @@ def test_group_delete_request_decodes():
     msg = _decode(ifinfmsg, netlink.delete_group_request(1234))
     assert msg.get_attr("IFLA_GROUP") == 1234
     assert msg["index"] == 0 and msg.get_attr("IFLA_IFNAME") is None
+
+
+def test_set_link_request_decodes():
+    msg = _decode(ifinfmsg, netlink.set_link_request(12, master_index=3, mtu=1400, group=9))
+    assert msg["index"] == 12
+    assert msg.get_attr("IFLA_MASTER") == 3
+    assert msg.get_attr("IFLA_MTU") == 1400
+    assert msg.get_attr("IFLA_GROUP") == 9
+    assert msg["flags"] & netlink.IFF_UP

@@ -22,9 +22,11 @@ from vdc_runtime.fabric.netlink import (
     delete_link_request,
     link_up_request,
     list_links,
+    set_link_request,
     veth_request,
 )
 from vdc_runtime.fabric.plan import NETNS_SYSCTLS, FabricPlan
+from vdc_runtime.fabric.taps import create_tap
 from vdc_runtime.ledger import Ledger
 
 log = logging.getLogger("vdc.fabric")
@@ -111,6 +113,31 @@ def _create_veths(plan: FabricPlan, fds: dict[str, int], ledger: Ledger) -> None
         _raise(rtnl.run(batch), "creating veth pairs")
 
 
+def _create_taps(plan: FabricPlan, ledger: Ledger) -> None:
+    if not plan.taps:
+        return
+    ledger.record("links", group=plan.group, names=[t.name for t in plan.taps])
+    for tap in plan.taps:
+        try:
+            create_tap(tap.name, tap.queues)
+        except OSError as exc:
+            raise FabricError(f"tap {tap.name} of node {tap.node}: {exc.strerror or exc}") from exc
+    bridge_index = {b.name: socket.if_nametoindex(b.name) for b in plan.bridges}
+    with RtnlSocket() as rtnl:
+        batch = Batch()
+        for tap in plan.taps:
+            batch.set_link(
+                set_link_request(
+                    socket.if_nametoindex(tap.name),
+                    master_index=bridge_index[tap.bridge],
+                    mtu=plan.mtu,
+                    group=plan.group,
+                ),
+                f"tap {tap.name} of node {tap.node} on {tap.bridge}",
+            )
+        _raise(rtnl.run(batch), "attaching taps")
+
+
 def _configure_namespaces(plan: FabricPlan, fds: dict[str, int]) -> None:
     for ns in plan.namespaces:
         if not ns.veths:
@@ -145,6 +172,7 @@ async def build(plan: FabricPlan, ledger: Ledger) -> None:
         fds = await namespaces
     try:
         await asyncio.to_thread(_create_veths, plan, fds, ledger)
+        await asyncio.to_thread(_create_taps, plan, ledger)
         await asyncio.to_thread(_configure_namespaces, plan, fds)
     finally:
         for fd in fds.values():

@@ -129,6 +129,14 @@ def link_up_request(index: int) -> bytes:
     return _ifinfo(index=index, up=True)
 
 
+def set_link_request(index: int, *, master_index: int, mtu: int | None, group: int) -> bytes:
+    """Enslave an existing link to a bridge, set its MTU and group, and bring it up."""
+    attrs = [_u32(IFLA_MASTER, master_index), _u32(IFLA_GROUP, group)]
+    if mtu:
+        attrs.append(_u32(IFLA_MTU, mtu))
+    return _ifinfo(index=index, up=True) + b"".join(attrs)
+
+
 def address_request(
     index: int, address: ipaddress.IPv4Interface | ipaddress.IPv6Interface
 ) -> bytes:

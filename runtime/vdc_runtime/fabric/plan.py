@@ -64,6 +64,14 @@ class NetnsPlan:
 
 
 @dataclass(frozen=True)
+class TapPlan:
+    name: str
+    bridge: str
+    queues: int
+    node: str
+
+
+@dataclass(frozen=True)
 class FabricPlan:
     mtu: int | None
     group: int
@@ -71,13 +79,26 @@ class FabricPlan:
     bridges: tuple[BridgePlan, ...]
     namespaces: tuple[NetnsPlan, ...]
     host_sysctls: tuple[tuple[str, str], ...] = field(default=())
+    taps: tuple[TapPlan, ...] = field(default=())
 
     @property
     def links(self) -> list[str]:
-        return [b.name for b in self.bridges] + [v.host for ns in self.namespaces for v in ns.veths]
+        return (
+            [b.name for b in self.bridges]
+            + [v.host for ns in self.namespaces for v in ns.veths]
+            + [t.name for t in self.taps]
+        )
 
 
-def plan_fabric(dc: DataCenter, *, mtu: int | None, group: int, table: str) -> FabricPlan:
+def plan_fabric(
+    dc: DataCenter,
+    *,
+    mtu: int | None,
+    group: int,
+    table: str,
+    taps: tuple[TapPlan, ...] = (),
+) -> FabricPlan:
+    """`taps` come from the nodes' layouts, which own the tap names and queue counts."""
     bridges = tuple(
         BridgePlan(name=n.name, kind=n.type, address=n.address, nat=n.use_nat) for n in dc.networks
     )
@@ -104,4 +125,5 @@ def plan_fabric(dc: DataCenter, *, mtu: int | None, group: int, table: str) -> F
         bridges=bridges,
         namespaces=namespaces,
         host_sysctls=sysctls,
+        taps=taps,
     )
