@@ -99,11 +99,13 @@ def _alive(pid: int, start: int | None) -> bool:
     return start is None or int(fields[19]) == start
 
 
-async def run_init_scripts(netns: str, scripts: Sequence[Path], ledger: Ledger) -> None:
+async def run_init_scripts(
+    netns: str, scripts: Sequence[Path], ledger: Ledger, cwd: Path | None = None
+) -> None:
     """Run a namespace's init-scripts in order; the first failure aborts with its output."""
     for script in scripts:
         prefix = f"{netns}/{script.name}"
-        proc = await _spawn(netns, [str(script)], ledger, label=prefix)
+        proc = await _spawn(netns, [str(script)], ledger, label=prefix, cwd=cwd)
         tail: list[str] = []
         assert proc.stdout is not None
         try:
@@ -159,8 +161,14 @@ class AppSupervisor:
     "no" is reported and the run goes on, also as Placemat.
     """
 
-    def __init__(self, ledger: Ledger, on_fatal: Callable[[str], Awaitable[None] | None]) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        on_fatal: Callable[[str], Awaitable[None] | None],
+        cwd: Path | None = None,
+    ) -> None:
         self.ledger = ledger
+        self.cwd = cwd
         self.on_fatal = on_fatal
         self.apps: list[AppState] = []
         self._procs: dict[int, tuple[asyncio.subprocess.Process, int | None]] = {}
@@ -173,7 +181,7 @@ class AppSupervisor:
 
     async def _launch(self, app: AppState) -> asyncio.subprocess.Process:
         try:
-            proc = await _spawn(app.netns, app.command, self.ledger, label=app.label)
+            proc = await _spawn(app.netns, app.command, self.ledger, label=app.label, cwd=self.cwd)
         except OSError as exc:
             app.state = "failed"
             raise RuntimeError(f"app {app.label}: cannot start {app.command[0]}: {exc}") from exc
