@@ -1,0 +1,408 @@
+"""One running machine: its QEMU (and swtpm), power control over QMP, liveness.
+
+Power follows Placemat's model so existing tooling behaves the same: "off" pauses the
+vCPUs (`stop`), "on" resets and resumes (`system_reset` + `cont`), so a machine powered
+on always boots afresh. QEMU runs with `-no-shutdown`, so a guest that powers itself off
+leaves QEMU alive in the `shutdown` state and can be powered on again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import QMPClient
+from qemu.qmp.error import QMPError
+
+from vdc_runtime.ledger import Ledger
+from vdc_runtime.nodes.layout import NodeLayout
+from vdc_runtime.nodes.qemu_args import qemu_argv
+from vdc_runtime.procs import process_start_time, stop_process_group
+from vdc_runtime.spec import Node
+
+log = logging.getLogger("vdc.nodes")
+
+SOCKET_TIMEOUT = 30.0  # QEMU under TCG on a loaded 2-core host can take a while to start
+QMP_TIMEOUT = 10.0
+QUIT_GRACE = 5.0
+RESTART_BACKOFF_MAX = 30.0
+
+
+class NodeError(RuntimeError):
+    pass
+
+
+class PowerError(NodeError):
+    """A power request that does not fit the machine's state (e.g. reset while off)."""
+
+
+@dataclass(frozen=True)
+class Transition:
+    at: float
+    power: str
+    cause: str
+
+
+async def _wait_for_socket(
+    path: Path, proc: asyncio.subprocess.Process, what: str, tail: deque[str]
+) -> None:
+    """Wait until `path` exists, or fail at once when the process that makes it dies."""
+    deadline = time.monotonic() + SOCKET_TIMEOUT
+    while not path.exists():  # noqa: ASYNC240 - a stat every 20 ms
+        if proc.returncode is not None:
+            detail = " | ".join(list(tail)[-5:]) or "no output"
+            raise NodeError(
+                f"{what} exited with {proc.returncode} before creating {path}: {detail}"
+            )
+        if time.monotonic() > deadline:
+            raise NodeError(f"{what} did not create {path} within {SOCKET_TIMEOUT:.0f} s")
+        await asyncio.sleep(0.02)
+
+
+async def _pump(stream: asyncio.StreamReader | None, prefix: str, tail: deque[str]) -> None:
+    if stream is None:
+        return
+    logger = logging.getLogger(f"vdc.qemu.{prefix}")
+    while line := await stream.readline():
+        text = line.decode(errors="replace").rstrip()
+        tail.append(text)
+        logger.info("%s", text, extra={"prefix": prefix})
+
+
+class Machine:
+    def __init__(
+        self,
+        node: Node,
+        layout: NodeLayout,
+        ledger: Ledger,
+        on_fatal: Callable[[str], object],
+        on_bmc_address: Callable[[Machine, str], Awaitable[None] | None] | None = None,
+    ) -> None:
+        self.node = node
+        self.layout = layout
+        self.ledger = ledger
+        self.on_fatal = on_fatal
+        self.on_bmc_address = on_bmc_address
+        self.state = "stopped"  # starting / running / restarting / failed / stopped
+        self.power = "Off"
+        self.transitions: deque[Transition] = deque(maxlen=32)
+        self.bmc_address: str | None = None
+        self.restarts = 0
+        self.exit_code: int | None = None
+        self.started_at: float | None = None
+        self.failure: str | None = None
+        self._qemu: asyncio.subprocess.Process | None = None
+        self._swtpm: asyncio.subprocess.Process | None = None
+        self._qmp: QMPClient | None = None
+        self._lock = asyncio.Lock()  # one power operation at a time, from any front end
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopping = False
+        self._stderr: deque[str] = deque(maxlen=50)
+        # The action in progress, so the QMP event it causes is recorded with its reason.
+        self._cause: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def pid(self) -> int | None:
+        return self._qemu.pid if self._qemu and self._qemu.returncode is None else None
+
+    def _set_power(self, power: str, cause: str) -> None:
+        if self._cause is not None:
+            cause, self._cause = self._cause, None
+        if power != self.power:
+            self.power = power
+            self.transitions.append(Transition(time.time(), power, cause))
+            log.info("node %s: power %s (%s)", self.name, power, cause)
+
+    # -- start -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.state = "starting"
+        try:
+            await self._launch()
+        except BaseException:
+            await self._kill_processes()
+            raise
+        self.state = "running"
+        self._tasks.append(asyncio.create_task(self._watch(), name=f"watch {self.name}"))
+
+    def _clear_stale_files(self) -> None:
+        # The run dir is locked by this run, so sockets here are a dead run's leftovers.
+        for path in (self.layout.console_socket, self.layout.qmp_socket, self.layout.guest_socket):
+            path.unlink(missing_ok=True)
+        if self.layout.tpm_dir is not None:
+            shutil.rmtree(self.layout.tpm_dir, ignore_errors=True)
+
+    async def _launch(self) -> None:
+        layout = self.layout
+        layout.run_dir.mkdir(parents=True, exist_ok=True)
+        layout.console_log.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._clear_stale_files)
+        if layout.nvram is not None and not layout.nvram.exists():
+            await asyncio.to_thread(self._create_nvram)
+        if layout.tpm_socket is not None and layout.tpm_dir is not None:
+            await self._start_swtpm(layout.tpm_dir, layout.tpm_socket)
+        argv = qemu_argv(layout, self.node)
+        log.debug("node %s: %s", self.name, " ".join(argv))
+        self._stderr.clear()
+        self._qemu = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        label = f"qemu/{self.name}"
+        self._record(self._qemu, label)
+        self._tasks.append(asyncio.create_task(_pump(self._qemu.stdout, label, self._stderr)))
+        what = f"QEMU of node {self.name}"
+        await _wait_for_socket(layout.qmp_socket, self._qemu, what, self._stderr)
+        self._qmp = QMPClient(self.name)
+        try:
+            await asyncio.wait_for(self._qmp.connect(str(layout.qmp_socket)), QMP_TIMEOUT)
+        except (TimeoutError, OSError, QMPError) as exc:
+            raise NodeError(f"{what}: cannot connect to QMP at {layout.qmp_socket}: {exc}") from exc
+        self.started_at = time.time()
+        self._set_power("On", "started")
+        self._tasks.append(asyncio.create_task(self._events(self._qmp), name=f"events {label}"))
+        self._tasks.append(asyncio.create_task(self._guest_port(), name=f"guest port {label}"))
+
+    def _record(self, proc: asyncio.subprocess.Process, label: str) -> None:
+        self.ledger.record("process", pid=proc.pid, start=process_start_time(proc.pid), label=label)
+
+    def _create_nvram(self) -> None:
+        template = self.layout.host.ovmf_vars_template
+        nvram = self.layout.nvram
+        assert nvram is not None
+        if template is None:
+            raise NodeError(f"node {self.name} wants UEFI but no OVMF variables template was found")
+        nvram.parent.mkdir(parents=True, exist_ok=True)
+        tmp = nvram.with_suffix(".tmp")
+        shutil.copyfile(template, tmp)
+        os.replace(tmp, nvram)
+
+    async def _start_swtpm(self, tpm_dir: Path, tpm_socket: Path) -> None:
+        await asyncio.to_thread(tpm_dir.mkdir, parents=True, exist_ok=True)
+        tail: deque[str] = deque(maxlen=20)
+        try:
+            self._swtpm = await asyncio.create_subprocess_exec(
+                "swtpm", "socket", "--tpm2",
+                "--tpmstate", f"dir={tpm_dir}",
+                "--ctrl", f"type=unixio,path={tpm_socket}",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        except FileNotFoundError:
+            raise NodeError(f"node {self.name} wants a TPM but swtpm is not installed") from None
+        label = f"swtpm/{self.name}"
+        self._record(self._swtpm, label)
+        self._tasks.append(asyncio.create_task(_pump(self._swtpm.stdout, label, tail)))
+        await _wait_for_socket(tpm_socket, self._swtpm, f"swtpm of node {self.name}", tail)
+
+    # -- watching ------------------------------------------------------------------------
+
+    async def _events(self, qmp: QMPClient) -> None:
+        with contextlib.suppress(asyncio.CancelledError, QMPError, EOFError, OSError):
+            async for event in qmp.events:
+                name = event["event"]
+                if name == "SHUTDOWN":
+                    reason = event.get("data", {}).get("reason", "")
+                    cause = f"guest shut down ({reason})" if reason else "guest shut down"
+                    self._set_power("Off", cause)
+                elif name == "STOP":
+                    self._set_power("Off", "stopped")
+                elif name == "RESUME":
+                    self._set_power("On", "resumed")
+
+    async def _guest_port(self) -> None:
+        """Read what the guest writes to its `placemat` port: its BMC address, one per line."""
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(self.layout.guest_socket))
+        except OSError as exc:
+            log.warning("node %s: cannot open the placemat port: %s", self.name, exc)
+            return
+        try:
+            while line := await reader.readline():
+                address = line.decode(errors="replace").strip()
+                if not address or address == self.bmc_address:
+                    continue
+                log.info("node %s: guest announced BMC address %s", self.name, address)
+                self.bmc_address = address
+                if self.on_bmc_address is not None:
+                    result = self.on_bmc_address(self, address)
+                    if result is not None:
+                        await result
+        except asyncio.CancelledError:
+            pass
+        finally:
+            writer.close()
+
+    async def _watch(self) -> None:
+        backoff = 1.0
+        while True:
+            qemu, swtpm = self._qemu, self._swtpm
+            assert qemu is not None
+            waits = [asyncio.ensure_future(qemu.wait())]
+            if swtpm is not None:
+                waits.append(asyncio.ensure_future(swtpm.wait()))
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+            if self._stopping:
+                return
+            if qemu.returncode is not None:
+                what = f"QEMU exited with {qemu.returncode}"
+                self.exit_code = qemu.returncode
+            else:
+                what = f"swtpm exited with {swtpm.returncode if swtpm else '?'}"
+            detail = " | ".join(list(self._stderr)[-3:])
+            reason = f"node {self.name}: {what}" + (f" ({detail})" if detail else "")
+            log.error("%s", reason)
+            self._set_power("Unknown", what)
+            await self._kill_processes()
+            if self.node.restart != "on-failure":
+                self.state, self.failure = "failed", reason
+                self.on_fatal(reason)
+                return
+            self.state = "restarting"
+            uptime = time.time() - (self.started_at or time.time())
+            backoff = 1.0 if uptime > RESTART_BACKOFF_MAX else min(backoff * 2, RESTART_BACKOFF_MAX)
+            log.warning("node %s: restarting in %.0f s (restart: on-failure)", self.name, backoff)
+            await asyncio.sleep(backoff)
+            if self._stopping:
+                return
+            self.restarts += 1
+            try:
+                await self._launch()
+            except NodeError as exc:
+                self.state, self.failure = "failed", str(exc)
+                self.on_fatal(str(exc))
+                return
+            self.state = "running"
+
+    # -- power ---------------------------------------------------------------------------
+
+    async def _execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        if self._qmp is None or self.state not in ("running",):
+            raise NodeError(f"node {self.name} is {self.state}")
+        try:
+            return await asyncio.wait_for(self._qmp.execute(command, arguments), QMP_TIMEOUT)
+        except (TimeoutError, QMPError, OSError, EOFError) as exc:
+            detail = str(exc) or type(exc).__name__
+            raise NodeError(f"node {self.name}: QMP {command} failed: {detail}") from exc
+
+    async def query_power(self) -> str:
+        """On, Off or Unknown, asked of QEMU (never raises)."""
+        try:
+            status = await self._execute("query-status")
+        except NodeError:
+            return "Unknown"
+        return "On" if status.get("running") else "Off"
+
+    async def power_on(self) -> bool:
+        """Boot the machine afresh if it is off; False if it was already on."""
+        async with self._lock:
+            if await self.query_power() == "On":
+                return False
+            self._cause = "power on"
+            await self._execute("system_reset")
+            await self._execute("cont")
+            self._set_power("On", "power on")
+            return True
+
+    async def power_off(self) -> bool:
+        """Hard power off (vCPUs stopped); False if it was already off."""
+        async with self._lock:
+            if await self.query_power() == "Off":
+                return False
+            self._cause = "power off"
+            await self._execute("stop")
+            self._set_power("Off", "power off")
+            return True
+
+    async def restart(self) -> None:
+        """Power off then on: the guest boots again whatever its state was."""
+        async with self._lock:
+            if await self.query_power() == "On":
+                self._cause = "restart"
+                await self._execute("stop")
+            self._cause = "restart"
+            await self._execute("system_reset")
+            await self._execute("cont")
+            self._set_power("On", "restart")
+
+    async def reset(self) -> None:
+        async with self._lock:
+            if await self.query_power() != "On":
+                raise PowerError(f"node {self.name} is off; power it on instead of resetting it")
+            await self._execute("system_reset")
+            self.transitions.append(Transition(time.time(), "On", "reset"))
+
+    async def acpi_shutdown(self) -> None:
+        """Press the power button: the guest's OS decides (Placemat paused the VM instead)."""
+        async with self._lock:
+            if await self.query_power() != "On":
+                raise PowerError(f"node {self.name} is already off")
+            await self._execute("system_powerdown")
+
+    async def nmi(self) -> None:
+        async with self._lock:
+            if await self.query_power() != "On":
+                raise PowerError(f"node {self.name} is off")
+            await self._execute("inject-nmi")
+
+    # -- stop ----------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Stop QEMU and swtpm and remove the run files; safe to call twice."""
+        self._stopping = True
+        if self._qmp is not None and self._qemu is not None and self._qemu.returncode is None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._qmp.execute("quit"), 2)
+        if self._qemu is not None and self._qemu.returncode is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._qemu.wait(), QUIT_GRACE)
+        await self._kill_processes()
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
+        self._tasks.clear()
+        if self.state != "failed":
+            self.state = "stopped"
+        await asyncio.to_thread(self._clear_stale_files)
+
+    async def _kill_processes(self) -> None:
+        if self._qmp is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._qmp.disconnect(), 2)
+            self._qmp = None
+        for proc in (self._qemu, self._swtpm):
+            if proc is not None and proc.returncode is None:
+                await stop_process_group(proc.pid, None, grace=QUIT_GRACE)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+
+    # -- views ---------------------------------------------------------------------------
+
+    def uptime(self) -> float | None:
+        if self.started_at is None or self.state not in ("running",):
+            return None
+        return round(time.time() - self.started_at, 1)
