@@ -1,29 +1,36 @@
 #!/usr/bin/env bash
-# `make demo`: run the quick-start data center in the foreground until Ctrl-C.
-# DEMO_SECONDS=N stops it by itself after N seconds (used to check the demo unattended).
+# `make demo`: the quick start — a boot server, two workers that network-boot from it, a
+# BMC network — in the foreground until Ctrl-C. DEMO_SECONDS=N stops it by itself once the
+# workers are up (used to check the demo unattended).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-vdc=${VDC_CACHE_DIR:-/var/cache/vdc}/venv/bin/vdc
-spec=examples/network-quickstart.yml
+venv=${VDC_CACHE_DIR:-/var/cache/vdc}/venv
+vdc=$venv/bin/vdc
+spec=examples/quickstart.yml
+
+# The workers boot the small test guest built from Debian packages (cached after the first time).
+paths=$("$venv/bin/python" tests/guest/build.py --print-paths)
+install -m 644 "$("$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["vmlinuz"])' <<<"$paths")" examples/quickstart/boot/vmlinuz
+install -m 644 "$("$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["initrd"])' <<<"$paths")" examples/quickstart/boot/initrd.gz
 
 "$vdc" validate "$spec"
 cat <<'MSG'
 
-Starting the quick-start data center. While it runs, in another terminal:
-  ip netns                                     # spine0, rack0-tor, rack1-tor, rack0-host, rack1-host
-  ip netns exec rack0-host ping 10.72.2.74     # rack 0 to rack 1, through three routers
-  ip netns exec rack0-host curl http://10.72.2.74:8000/
-  curl -s localhost:10808/netns                # the REST API
-Stop with Ctrl-C: everything it created is removed.
+Starting the quick start. Machines run under TCG here, so booting takes tens of seconds.
+While it runs, in another terminal:
+  vdc node list                       # worker-1, worker-2 (vdc is /var/cache/vdc/venv/bin/vdc)
+  vdc node enter worker-1             # its serial console; Ctrl-] leaves
+  vdc node action restart worker-2    # power, as pmctl2 node action
+  vdc node console-log worker-1 -f
+  curl -s localhost:10808/nodes       # the REST API
+Stop with Ctrl-C: everything it created is removed (volumes and logs stay in /var/lib/vdc).
 
 MSG
+"$vdc" run --run-dir /run/vdc/demo "$spec" 2> >(grep -v -E '\[(boot-server/http|qemu/)' >&2) &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null; wait $pid' INT TERM
+"$venv/bin/python" scripts/demo_watch.py "${DEMO_SECONDS:-300}" || true
 if [ -n "${DEMO_SECONDS:-}" ]; then
-  "$vdc" run --run-dir /run/vdc/demo "$spec" &
-  pid=$!
-  sleep "$DEMO_SECONDS"
-  ip netns exec rack0-host ping -c 1 -W 2 10.72.2.74
   kill -TERM "$pid"
-  wait "$pid"
-else
-  exec "$vdc" run --run-dir /run/vdc/demo "$spec"
 fi
+wait "$pid"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from vdc_runtime import __version__
 from vdc_runtime.datacenter import DataCenterRun
+from vdc_runtime.nodes.machine import Machine, NodeError, PowerError
 
 RUN_KEY: web.AppKey[DataCenterRun] = web.AppKey("run", DataCenterRun)
 
@@ -39,6 +42,8 @@ async def health(request: web.Request) -> web.Response:
         "version": __version__,
         "uptime_seconds": round(time.time() - run.started_at, 1) if run.started_at else 0,
         "failure": run.failure,
+        "accel": run.accel,
+        "accel_reason": run.accel_reason,
     }
     return web.json_response(body, status=200 if run.phase == "running" else 503)
 
@@ -51,7 +56,11 @@ def _one(items: list[dict[str, Any]], kind: str, name: str) -> web.Response:
     for item in items:
         if item["name"] == name:
             return web.json_response(item)
-    return web.json_response({"error": f"no {kind} named {name!r}"}, status=404)
+    return _error(404, f"no {kind} named {name!r}")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
 
 
 async def network(request: web.Request) -> web.Response:
@@ -68,6 +77,114 @@ async def netns_one(request: web.Request) -> web.Response:
     return _one(run.netns_json(), "network namespace", request.match_info["name"])
 
 
+def node_status(machine: Machine, power: str) -> dict[str, Any]:
+    """Placemat's NodeStatus (same keys) plus vdc's extensions."""
+    node, layout = machine.node, machine.layout
+    smbios = node.smbios
+    return {
+        "name": node.name,
+        "taps": {nic.network: nic.tap for nic in layout.nics},
+        "volumes": [v.name for v in node.volumes],
+        "cpu": node.cpus,  # Placemat always said 0 here
+        "memory": node.memory,
+        "uefi": node.uefi,
+        "tpm": node.tpm,
+        "smbios": {
+            "manufacturer": smbios.manufacturer if smbios else "",
+            "product": smbios.product if smbios else "",
+            "serial": layout.serial,
+        },
+        "power_status": power,
+        "socket_path": str(layout.console_socket),
+        # Extensions.
+        "state": machine.state,
+        "failure": machine.failure,
+        "interfaces": [
+            {"network": nic.network, "tap": nic.tap, "mac": nic.mac, "queues": nic.queues}
+            for nic in layout.nics
+        ],
+        "accel": layout.host.accel,
+        "console_log": str(layout.console_log),
+        "qmp_socket": str(layout.qmp_socket),
+        "bmc_address": machine.bmc_address,
+        "pid": machine.pid,
+        "uptime_seconds": machine.uptime(),
+        "restarts": machine.restarts,
+        "power_transitions": [
+            {"at": t.at, "power": t.power, "cause": t.cause} for t in machine.transitions
+        ],
+    }
+
+
+def _machine(request: web.Request) -> Machine | None:
+    return request.app[RUN_KEY].machines.get(request.match_info["name"])
+
+
+async def nodes(request: web.Request) -> web.Response:
+    machines = list(request.app[RUN_KEY].machines.values())
+    powers = await asyncio.gather(*(m.query_power() for m in machines))
+    return web.json_response([node_status(m, p) for m, p in zip(machines, powers, strict=True)])
+
+
+async def node(request: web.Request) -> web.Response:
+    machine = _machine(request)
+    if machine is None:
+        return _error(404, f"no node named {request.match_info['name']!r}")
+    return web.json_response(node_status(machine, await machine.query_power()))
+
+
+# Placemat's three actions, then vdc's.
+ACTIONS: dict[str, Callable[[Machine], Awaitable[object]]] = {
+    "start": Machine.power_on,
+    "stop": Machine.power_off,
+    "restart": Machine.restart,
+    "reset": Machine.reset,
+    "shutdown": Machine.acpi_shutdown,
+    "nmi": Machine.nmi,
+}
+
+
+async def node_action(request: web.Request) -> web.Response:
+    machine = _machine(request)
+    if machine is None:
+        return _error(404, f"no node named {request.match_info['name']!r}")
+    action = ACTIONS.get(request.match_info["action"])
+    if action is None:
+        return _error(
+            400, f"unknown action {request.match_info['action']!r}; one of: {', '.join(ACTIONS)}"
+        )
+    try:
+        await action(machine)
+    except PowerError as exc:
+        return _error(409, str(exc))
+    except NodeError as exc:
+        return _error(500, str(exc))
+    return web.json_response(None)
+
+
+async def forwards_list(request: web.Request) -> web.Response:
+    return web.json_response([f.as_json() for f in request.app[RUN_KEY].forwards.items.values()])
+
+
+async def forwards_add(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+        fwd = await request.app[RUN_KEY].forwards.add(
+            int(body["local_port"]), str(body["netns"]), str(body["remote_host"]),
+            int(body["remote_port"]), str(body.get("bind", "127.0.0.1")),
+        )  # fmt: skip
+    except (ValueError, KeyError, TypeError) as exc:
+        return _error(400, f"bad forward: {exc}")
+    return web.json_response(fwd.as_json(), status=201)
+
+
+async def forwards_delete(request: web.Request) -> web.Response:
+    port = request.match_info["port"]
+    if not port.isdigit() or not await request.app[RUN_KEY].forwards.delete(int(port)):
+        return _error(404, f"no forward on port {port}")
+    return web.json_response(None)
+
+
 def make_app(run: DataCenterRun) -> web.Application:
     app = web.Application()
     app[RUN_KEY] = run
@@ -76,6 +193,12 @@ def make_app(run: DataCenterRun) -> web.Application:
     app.router.add_get("/networks/{name}", network)
     app.router.add_get("/netns", netns_list)
     app.router.add_get("/netns/{name}", netns_one)
+    app.router.add_get("/nodes", nodes)
+    app.router.add_get("/nodes/{name}", node)
+    app.router.add_post("/nodes/{name}/{action}", node_action)
+    app.router.add_get("/forwards", forwards_list)
+    app.router.add_post("/forwards", forwards_add)
+    app.router.add_delete("/forwards/{port}", forwards_delete)
     return app
 
 

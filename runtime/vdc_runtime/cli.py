@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -52,6 +53,9 @@ async def _run(dc: DataCenter, args: argparse.Namespace) -> int:
             data_dir=args.data_dir.absolute(),
             cache_dir=args.cache_dir.absolute(),
             force=args.force,
+            accel=args.accel,
+            workdir=args.files[0].absolute().parent,
+            recreate_volumes=args.recreate_volumes,
         ),
     )
     loop = asyncio.get_running_loop()
@@ -108,15 +112,130 @@ def cmd_run(args: argparse.Namespace) -> int:
     dc = _load(args.files)
     if dc is None:
         return EXIT_FAILED
-    if dc.nodes:
-        names = ", ".join(n.name for n in dc.nodes[:5])
-        print(
-            f"vdc run: this version builds networks and namespaces only; the file defines "
-            f"Node resources ({names}), which a later release supports. Nothing was created.",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
     return asyncio.run(_run(dc, args))
+
+
+def _client(args: argparse.Namespace, method: str, path: str, body: object = None) -> object:
+    from vdc_runtime.client import call
+
+    return call(args.endpoint, method, path, body)
+
+
+def cmd_node_list(args: argparse.Namespace) -> int:
+    nodes = _client(args, "GET", "/nodes")
+    assert isinstance(nodes, list)
+    if args.json:
+        print(json.dumps(nodes))
+    else:
+        for node in nodes:
+            print(node["name"])
+    return EXIT_OK
+
+
+def cmd_node_show(args: argparse.Namespace) -> int:
+    print(
+        json.dumps(_client(args, "GET", f"/nodes/{args.node}"), indent=2 if args.pretty else None)
+    )
+    return EXIT_OK
+
+
+def cmd_node_action(args: argparse.Namespace) -> int:
+    _client(args, "POST", f"/nodes/{args.node}/{args.action}")
+    return EXIT_OK
+
+
+def cmd_node_enter(args: argparse.Namespace) -> int:
+    from vdc_runtime.client import enter
+
+    node = _client(args, "GET", f"/nodes/{args.node}")
+    assert isinstance(node, dict)
+    enter(Path(node["socket_path"]), args.node)
+    return EXIT_OK
+
+
+def cmd_node_console_log(args: argparse.Namespace) -> int:
+    from vdc_runtime.client import show_log
+
+    node = _client(args, "GET", f"/nodes/{args.node}")
+    assert isinstance(node, dict)
+    show_log(Path(node["console_log"]), args.follow)
+    return EXIT_OK
+
+
+def cmd_forward_add(args: argparse.Namespace) -> int:
+    netns, sep, rest = args.target.partition(":")
+    host, sep2, port = rest.rpartition(":")
+    if not (sep and sep2 and port.isdigit() and host):
+        print(f"vdc forward add: {args.target!r} is not NETNS:HOST:PORT", file=sys.stderr)
+        return EXIT_USAGE
+    body = {"local_port": args.local_port, "netns": netns, "remote_host": host,
+            "remote_port": int(port), "bind": args.bind}  # fmt: skip
+    _client(args, "POST", "/forwards", body)
+    return EXIT_OK
+
+
+def cmd_forward_list(args: argparse.Namespace) -> int:
+    forwards = _client(args, "GET", "/forwards")
+    assert isinstance(forwards, list)
+    if args.json:
+        print(json.dumps(forwards))
+    else:
+        for f in forwards:
+            print(f"{f['local_port']} {f['netns']}:{f['remote_host']}:{f['remote_port']}")
+    return EXIT_OK
+
+
+def cmd_forward_delete(args: argparse.Namespace) -> int:
+    _client(args, "DELETE", f"/forwards/{args.local_port}")
+    return EXIT_OK
+
+
+NODE_ACTIONS = ("start", "stop", "restart", "reset", "shutdown", "nmi")
+
+
+def _add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    endpoint = argparse.ArgumentParser(add_help=False)
+    endpoint.add_argument("--endpoint", default="http://localhost:10808",
+                          help="vdc API (default http://localhost:10808)")  # fmt: skip
+
+    node = sub.add_parser("node", help="machines of the running data center (like pmctl2 node)")
+    nsub = node.add_subparsers(dest="node_command", required=True, metavar="COMMAND")
+    p = nsub.add_parser("list", parents=[endpoint], help="node names, or --json for everything")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_node_list)
+    p = nsub.add_parser("show", parents=[endpoint], help="one node's status as JSON")
+    p.add_argument("node")
+    p.add_argument("--pretty", action="store_true")
+    p.set_defaults(func=cmd_node_show)
+    p = nsub.add_parser(
+        "action", parents=[endpoint], help="power a node: " + ", ".join(NODE_ACTIONS)
+    )
+    p.add_argument("action", choices=NODE_ACTIONS)
+    p.add_argument("node")
+    p.set_defaults(func=cmd_node_action)
+    p = nsub.add_parser(
+        "enter", parents=[endpoint], help="attach to the serial console (leave: Ctrl-])"
+    )
+    p.add_argument("node")
+    p.set_defaults(func=cmd_node_enter)
+    p = nsub.add_parser("console-log", parents=[endpoint], help="print what the console showed")
+    p.add_argument("node")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.set_defaults(func=cmd_node_console_log)
+
+    fwd = sub.add_parser("forward", help="TCP forwards from the host into a namespace")
+    fsub = fwd.add_subparsers(dest="forward_command", required=True, metavar="COMMAND")
+    p = fsub.add_parser("add", parents=[endpoint], help="forward LOCAL_PORT to NETNS:HOST:PORT")
+    p.add_argument("local_port", type=int)
+    p.add_argument("target", metavar="NETNS:HOST:PORT")
+    p.add_argument("--bind", default="127.0.0.1", help="host address to listen on")
+    p.set_defaults(func=cmd_forward_add)
+    p = fsub.add_parser("list", parents=[endpoint])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_forward_list)
+    p = fsub.add_parser("delete", parents=[endpoint])
+    p.add_argument("local_port", type=int)
+    p.set_defaults(func=cmd_forward_delete)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,18 +272,36 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--force", action="store_true", help="first remove what a killed earlier run left behind"
     )
+    run.add_argument(
+        "--accel",
+        choices=("auto", "kvm", "tcg"),
+        default="auto",
+        help="auto uses KVM only where stock guests can run on it",
+    )
+    run.add_argument(
+        "--recreate-volumes",
+        action="store_true",
+        help="rebuild volume files instead of reusing those of earlier runs",
+    )
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check YAML files and report every error")
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
     validate.set_defaults(func=cmd_validate)
+    _add_client_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vdc_runtime.client import ClientError
+
     args = build_parser().parse_args(argv)
     logs.setup(verbose=args.verbose)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ClientError as exc:
+        print(f"vdc: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

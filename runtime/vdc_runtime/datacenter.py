@@ -16,8 +16,13 @@ from vdc_runtime import fabric, procs
 from vdc_runtime.fabric import netns as nsutil
 from vdc_runtime.fabric import nft
 from vdc_runtime.fabric.netlink import list_links
+from vdc_runtime.fabric.plan import TapPlan
+from vdc_runtime.forward import Forwards
 from vdc_runtime.ledger import Ledger, RunLock
-from vdc_runtime.spec import DataCenter
+from vdc_runtime.nodes.host import find_ovmf, probe_accel, vhost_available
+from vdc_runtime.nodes.layout import DriveLayout, HostFacts, NodeLayout, plan_node
+from vdc_runtime.nodes.machine import Machine, NodeError
+from vdc_runtime.spec import DataCenter, Node
 
 log = logging.getLogger("vdc.datacenter")
 T = TypeVar("T")
@@ -33,6 +38,11 @@ class RunOptions:
     data_dir: Path = Path("/var/lib/vdc")
     cache_dir: Path = Path("/var/cache/vdc")
     force: bool = False
+    accel: str = "auto"  # auto / kvm / tcg
+    # Where apps and init-scripts run, so relative paths in their commands work as in
+    # Placemat, which ran everything from the first YAML file's folder.
+    workdir: Path | None = None
+    recreate_volumes: bool = False
 
 
 async def _finish(awaitable: Awaitable[T]) -> T:
@@ -61,6 +71,11 @@ class DataCenterRun:
         self.apps: procs.AppSupervisor | None = None  # exists once the ledger does
         self.started_at: float | None = None
         self.timings: dict[str, float] = {}
+        self.machines: dict[str, Machine] = {}
+        self.layouts: dict[str, NodeLayout] = {}
+        self.accel: str | None = None
+        self.accel_reason: str | None = None
+        self.forwards = Forwards({ns.name for ns in dc.netns})
 
     def _fatal(self, reason: str) -> None:
         if self.failure is None:
@@ -79,7 +94,9 @@ class DataCenterRun:
         try:
             await self._clear_leftovers()
             self.ledger = Ledger(self.options.run_dir)
-            self.apps = procs.AppSupervisor(self.ledger, on_fatal=self._fatal)
+            self.apps = procs.AppSupervisor(
+                self.ledger, on_fatal=self._fatal, cwd=self.options.workdir
+            )
             await self._build()
         except BaseException:
             self.phase = "failed"
@@ -92,7 +109,14 @@ class DataCenterRun:
         assert self.ledger is not None and self.apps is not None
         t0 = time.perf_counter()
         mtu = await asyncio.to_thread(fabric.detect_mtu)
-        self.plan = fabric.plan_fabric(self.dc, mtu=mtu, group=self.group, table=self.table)
+        if self.dc.nodes:
+            # Downloads and volumes first: a bad image URL must fail before any kernel
+            # object exists.
+            await self._plan_nodes(mtu)
+            self.timings["volumes"] = time.perf_counter() - t0
+        self.plan = fabric.plan_fabric(
+            self.dc, mtu=mtu, group=self.group, table=self.table, taps=self._taps()
+        )
         try:
             await _finish(fabric.build(self.plan, self.ledger))
         except (fabric.FabricError, OSError) as exc:
@@ -110,7 +134,7 @@ class DataCenterRun:
         # Namespaces are independent: their scripts run concurrently, each one's in order.
         results = await asyncio.gather(
             *(
-                procs.run_init_scripts(ns.name, ns.init_scripts, self.ledger)
+                procs.run_init_scripts(ns.name, ns.init_scripts, self.ledger, self.options.workdir)
                 for ns in self.dc.netns
                 if ns.init_scripts
             ),
@@ -132,6 +156,127 @@ class DataCenterRun:
                     await self.apps.start(state)
                 except RuntimeError as exc:
                     raise StartupError(str(exc)) from exc
+        if self.dc.nodes:
+            t2 = time.perf_counter()
+            await self._start_machines()
+            self.timings["machines"] = time.perf_counter() - t2
+
+    # -- machines --------------------------------------------------------------------------
+
+    def _host_facts(self, mtu: int | None) -> HostFacts:
+        try:
+            self.accel, self.accel_reason = probe_accel(self.options.accel)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from exc
+        log.info("acceleration: %s (%s)", self.accel, self.accel_reason)
+        ovmf = find_ovmf()
+        wants_uefi = [n.name for n in self.dc.nodes if n.uefi]
+        if wants_uefi and ovmf is None:
+            raise StartupError(
+                f"nodes {', '.join(wants_uefi)} want UEFI but no OVMF firmware was found "
+                "(Debian: apt-get install ovmf)"
+            )
+        return HostFacts(
+            accel=self.accel,  # type: ignore[arg-type]
+            vhost=vhost_available(),
+            mtu=mtu,
+            ovmf_code=ovmf[0] if ovmf else None,
+            ovmf_vars_template=ovmf[1] if ovmf else None,
+        )
+
+    async def _plan_nodes(self, mtu: int | None) -> None:
+        host = self._host_facts(mtu)
+        for node in self.dc.nodes:
+            for volume in node.volumes:
+                if volume.kind == "hostPath":
+                    await asyncio.to_thread(volume.path.mkdir, parents=True, exist_ok=True)
+        if not any(v.kind != "hostPath" for node in self.dc.nodes for v in node.volumes):
+            for node in self.dc.nodes:
+                self.layouts[node.name] = self._plan_layout(node, [], host)
+            return
+        # Only data centers with disks load the image machinery.
+        from vdc_runtime.images import ImageCache
+        from vdc_runtime.volumes import prepare_volume
+
+        cache = ImageCache(self.options.cache_dir)
+        images = {image.name: image for image in self.dc.images}
+        classes = {dc.name: dc.path for dc in self.dc.device_classes}
+
+        async def drives_of(node: Node) -> list[DriveLayout]:
+            prepared = await asyncio.gather(
+                *(
+                    prepare_volume(
+                        volume,
+                        node_name=node.name,
+                        data_dir=self.options.data_dir,
+                        device_classes=classes,
+                        images=images,
+                        cache=cache,
+                        recreate=self.options.recreate_volumes,
+                    )
+                    for volume in node.volumes
+                    if volume.kind != "hostPath"
+                )
+            )
+            caches = {v.name: v.cache for v in node.volumes}
+            return [
+                DriveLayout(
+                    name=p.name,
+                    kind=p.kind,
+                    path=p.path,
+                    format=p.format,
+                    cache=caches[p.name],
+                    read_only=p.read_only,
+                )
+                for p in prepared
+            ]
+
+        try:
+            all_drives = await asyncio.gather(*(drives_of(node) for node in self.dc.nodes))
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise StartupError(f"preparing volumes: {exc}") from exc
+        for node, drives in zip(self.dc.nodes, all_drives, strict=True):
+            self.layouts[node.name] = self._plan_layout(node, drives, host)
+
+    def _plan_layout(self, node: Node, drives: list[DriveLayout], host: HostFacts) -> NodeLayout:
+        try:
+            return self._layout(node, drives, host)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from exc
+
+    def _layout(self, node: Node, drives: list[DriveLayout], host: HostFacts) -> NodeLayout:
+        return plan_node(
+            node,
+            run_dir=self.options.run_dir,
+            data_dir=self.options.data_dir,
+            log_dir=self.options.data_dir / "logs",
+            drives=drives,
+            host=host,
+        )
+
+    def _taps(self, layouts: dict[str, NodeLayout] | None = None) -> tuple[TapPlan, ...]:
+        return tuple(
+            TapPlan(name=nic.tap, bridge=nic.network, queues=nic.queues, node=name)
+            for name, layout in (self.layouts if layouts is None else layouts).items()
+            for nic in layout.nics
+        )
+
+    async def _start_machines(self) -> None:
+        assert self.ledger is not None
+        for node in self.dc.nodes:
+            self.machines[node.name] = Machine(
+                node, self.layouts[node.name], self.ledger, on_fatal=self._fatal
+            )
+        results = await asyncio.gather(
+            *(m.start() for m in self.machines.values()), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        for error in errors:
+            if not isinstance(error, NodeError | OSError):
+                raise error
+        if errors:
+            raise StartupError("; ".join(str(e) for e in errors))
+        log.info("%d machines started", len(self.machines))
 
     # -- leftovers -------------------------------------------------------------------------
 
@@ -143,11 +288,23 @@ class DataCenterRun:
             if n in self._netns_names()
         ]
         links = set(list_links())
-        wanted = set(
-            fabric.plan_fabric(self.dc, mtu=None, group=self.group, table=self.table).links
-        )
+        wanted = set(self._planned_links())
         conflicts += [f"link {name}" for name in sorted(links & wanted)]
         return conflicts
+
+    def _planned_links(self) -> list[str]:
+        """Every host link name this spec makes, taps included (they depend on names only)."""
+        host = HostFacts(
+            accel="tcg", vhost=False, mtu=None, ovmf_code=None, ovmf_vars_template=None
+        )
+        try:
+            layouts = {node.name: self._layout(node, [], host) for node in self.dc.nodes}
+        except ValueError as exc:  # e.g. a socket path too long for this run dir
+            raise StartupError(str(exc)) from exc
+        plan = fabric.plan_fabric(
+            self.dc, mtu=None, group=self.group, table=self.table, taps=self._taps(layouts)
+        )
+        return plan.links
 
     def _netns_names(self) -> set[str]:
         return {ns.name for ns in self.dc.netns}
@@ -173,14 +330,13 @@ class DataCenterRun:
         log.warning("--force: removing what an earlier run left behind")
         problems = await self._undo(entries)
         # Same-named objects that no ledger names (another run dir, or no ledger at all).
-        plan = fabric.plan_fabric(self.dc, mtu=None, group=self.group, table=self.table)
         problems += await fabric.teardown(
             [
                 {"kind": "nft-table", "name": self.table},
                 *({"kind": "netns", "name": n} for n in self._netns_names()),
             ]
         )
-        problems += await asyncio.to_thread(fabric.delete_named_links, plan.links)
+        problems += await asyncio.to_thread(fabric.delete_named_links, self._planned_links())
         for problem in problems:
             log.warning("--force: %s", problem)
         (self.options.run_dir / "vdc-ledger.jsonl").unlink(missing_ok=True)
@@ -197,6 +353,9 @@ class DataCenterRun:
         """Remove everything this run created. Safe to call more than once."""
         if self.phase != "failed":
             self.phase = "stopping"
+        await self.forwards.close()
+        if self.machines:
+            await asyncio.gather(*(m.stop() for m in self.machines.values()))
         if self.apps is not None:
             await self.apps.stop()
         problems: list[str] = []

@@ -38,3 +38,5 @@ def setup(verbose: bool = False) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("pyroute2", "asyncio", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # qemu.qmp logs every lost connection as an error; vdc reports what it means instead.
+    logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)

@@ -47,10 +47,11 @@ def _in_netns(netns: str, argv: Sequence[str]) -> list[str]:
 
 
 async def _spawn(
-    netns: str, argv: Sequence[str], ledger: Ledger, label: str
+    netns: str, argv: Sequence[str], ledger: Ledger, label: str, cwd: Path | None = None
 ) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
         *_in_netns(netns, argv),
+        cwd=cwd,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

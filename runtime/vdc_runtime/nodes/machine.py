@@ -170,15 +170,36 @@ class Machine:
         self._tasks.append(asyncio.create_task(_pump(self._qemu.stdout, label, self._stderr)))
         what = f"QEMU of node {self.name}"
         await _wait_for_socket(layout.qmp_socket, self._qemu, what, self._stderr)
-        self._qmp = QMPClient(self.name)
         try:
-            await asyncio.wait_for(self._qmp.connect(str(layout.qmp_socket)), QMP_TIMEOUT)
+            self._qmp = await self._connect_qmp()
         except (TimeoutError, OSError, QMPError) as exc:
+            # A QEMU that rejects its arguments still creates the socket first; its own
+            # message says more than the failed handshake.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._qemu.wait(), 1)
+            if self._qemu.returncode is not None:
+                detail = " | ".join(list(self._stderr)[-3:]) or "no output"
+                raise NodeError(f"{what} exited with {self._qemu.returncode}: {detail}") from exc
             raise NodeError(f"{what}: cannot connect to QMP at {layout.qmp_socket}: {exc}") from exc
         self.started_at = time.time()
         self._set_power("On", "started")
         self._tasks.append(asyncio.create_task(self._events(self._qmp), name=f"events {label}"))
         self._tasks.append(asyncio.create_task(self._guest_port(), name=f"guest port {label}"))
+
+    async def _connect_qmp(self) -> QMPClient:
+        # QEMU creates the socket file just before it listens on it: a refusal in that
+        # window is retried while QEMU lives.
+        assert self._qemu is not None
+        deadline = time.monotonic() + QMP_TIMEOUT
+        while True:
+            client = QMPClient(self.name)
+            try:
+                await asyncio.wait_for(client.connect(str(self.layout.qmp_socket)), QMP_TIMEOUT)
+                return client
+            except (OSError, QMPError):
+                if self._qemu.returncode is not None or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.05)
 
     def _record(self, proc: asyncio.subprocess.Process, label: str) -> None:
         self.ledger.record("process", pid=proc.pid, start=process_start_time(proc.pid), label=label)

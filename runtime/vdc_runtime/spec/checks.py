@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from vdc_runtime.spec.errors import did_you_mean, format_path
+from vdc_runtime.spec.identity import generated_mac
 from vdc_runtime.spec.models import (
+    MAX_QUEUES,
+    HostPathVolume,
     Image,
     ImageVolume,
     IPInterface,
@@ -28,6 +31,11 @@ from vdc_runtime.spec.models import (
 )
 
 Loc = tuple[str | int, ...]
+
+MAX_INTERFACES = 28
+"""NICs sit at fixed PCI slots 3, 4, ... of the root bus, whose last free slot is 30."""
+MOUNT_TAG_MAX = 31
+"""QEMU's limit on a virtio-9p mount tag."""
 
 
 @dataclass
@@ -105,6 +113,7 @@ def check(documents: Iterable[Document], *, references: bool = True) -> list[Pro
             problems.extend(_references(doc, declared))
     problems.extend(_addresses(documents, declared))
     problems.extend(_serials(documents))
+    problems.extend(_macs(documents))
     return problems
 
 
@@ -198,12 +207,41 @@ def _node_rules(doc: Document, node: Node) -> Iterator[Problem]:
                 ("numa", "nodes"),
                 f"the {cpus} vCPUs cannot be split evenly over {nodes} NUMA nodes",
             )
-    for i, first, network in _duplicates(node.interfaces):
+    if len(node.interfaces) > MAX_INTERFACES:
         yield Problem(
             doc,
-            ("interfaces", i),
-            f"the node is already attached to network '{network}' (interfaces[{first}])",
+            ("interfaces",),
+            f"{len(node.interfaces)} interfaces; a node has at most {MAX_INTERFACES}"
+            " (one PCI slot each)",
         )
+    queues = node.network_device_queue
+    if queues is not None and queues > MAX_QUEUES:
+        yield Problem(
+            doc,
+            ("network-device-queue",),
+            f"{queues} queues; a tap has at most {MAX_QUEUES}",
+        )
+    for i, first, device in _duplicates(node.boot_order):
+        yield Problem(
+            doc, ("boot-order", i), f"'{device}' is already in the boot order (boot-order[{first}])"
+        )
+    if node.tpm and "," in node.name:
+        # swtpm takes the state dir and socket (named after the node) in comma-separated
+        # options with no way to escape a comma.
+        yield Problem(doc, ("name",), "a node with tpm: true cannot have ',' in its name")
+    if node.kernel is None:
+        for key, value in (("initrd", node.initrd), ("cmdline", node.cmdline)):
+            if value is not None:
+                yield Problem(doc, (key,), f"'{key}' is only used with 'kernel' (direct boot)")
+    for i, volume in enumerate(node.volumes):
+        tag = len(volume.name.encode())
+        if isinstance(volume, HostPathVolume) and tag > MOUNT_TAG_MAX:
+            yield Problem(
+                doc,
+                ("volumes", i, "name"),
+                f"a hostPath volume's name is its 9p mount tag, at most {MOUNT_TAG_MAX}"
+                f" bytes; '{volume.name}' has {tag}",
+            )
     for i, first, name in _duplicates(v.name for v in node.volumes):
         yield Problem(
             doc, ("volumes", i, "name"), f"duplicate volume name '{name}' (volumes[{first}])"
@@ -233,8 +271,13 @@ def _files(doc: Document) -> Iterator[Problem]:
     if isinstance(model, Image) and model.file is not None:
         wanted.append((("file",), model.file, False))
     elif isinstance(model, Node):
-        if model.ignition is not None:
-            wanted.append((("ignition",), model.ignition, False))
+        for key, path in (
+            ("ignition", model.ignition),
+            ("kernel", model.kernel),
+            ("initrd", model.initrd),
+        ):
+            if path is not None:
+                wanted.append(((key,), path, False))
         for i, volume in enumerate(model.volumes):
             if isinstance(volume, LocaldsVolume):
                 wanted.append((("volumes", i, "user-data"), volume.user_data, False))
@@ -263,8 +306,9 @@ def _references(doc: Document, declared: _Declared) -> Iterator[Problem]:
     found: list[Problem | None] = []
     model = doc.model
     if isinstance(model, Node):
-        for i, network in enumerate(model.interfaces):
-            found.append(_reference(doc, ("interfaces", i), "Network", network, declared))
+        for i, iface in enumerate(model.interfaces):
+            loc = ("interfaces", i, "network")
+            found.append(_reference(doc, loc, "Network", iface.network, declared))
         for i, volume in enumerate(model.volumes):
             if isinstance(volume, ImageVolume):
                 loc = ("volumes", i, "image")
@@ -311,11 +355,10 @@ def _addresses(documents: list[Document], declared: _Declared) -> Iterator[Probl
 def _fits(address: IPInterface, network: Network) -> str | None:
     assert network.address is not None
     net = network.address.network
+    # One L2 segment carries both families; the network's address is only the host's, so
+    # an address of the other family has nothing to be checked against.
     if address.version != net.version:
-        return (
-            f"{address} is IPv{address.version} but network '{network.name}' is"
-            f" IPv{net.version} ({network.address})"
-        )
+        return None
     if address.ip not in net:
         return f"{address.ip} is outside network '{network.name}' ({net})"
     return None
@@ -339,4 +382,38 @@ def _serials(documents: list[Document]) -> Iterator[Problem]:
             first[serial] = doc
 
 
-__all__ = ["Document", "Problem", "check"]
+def _macs(documents: list[Document]) -> Iterator[Problem]:
+    # Two NICs with one MAC break any L2 segment they share, and DHCP reservations anywhere.
+    first: dict[str, tuple[Document, Loc, bool]] = {}
+    explicit: list[tuple[Document, Loc, str]] = []
+    for doc in documents:
+        node = doc.model
+        if not isinstance(node, Node):
+            continue
+        for i, iface in enumerate(node.interfaces):
+            loc: Loc = ("interfaces", i, "mac")
+            if iface.mac is not None:
+                explicit.append((doc, loc, iface.mac))
+                continue
+            mac = generated_mac(node.name, i)
+            if mac in first:
+                # Only ever a hash collision; an explicit MAC on either NIC resolves it.
+                yield Problem(
+                    doc,
+                    ("interfaces", i),
+                    f"the MAC generated for this interface ({mac}) is also the one generated"
+                    f" at {_where(first[mac][0], first[mac][1][:-1])}; give one of them a 'mac'",
+                )
+            else:
+                first[mac] = (doc, loc, False)
+    for doc, loc, mac in explicit:
+        if mac not in first:
+            first[mac] = (doc, loc, True)
+            continue
+        other, other_loc, other_explicit = first[mac]
+        what = "used" if other_explicit else "generated for the interface"
+        where = _where(other, other_loc if other_explicit else other_loc[:-1])
+        yield Problem(doc, loc, f"MAC {mac} is already {what} at {where}")
+
+
+__all__ = ["MAX_INTERFACES", "MOUNT_TAG_MAX", "Document", "Problem", "check"]
