@@ -13,6 +13,7 @@ from vdc_runtime.spec import (
     ImageVolume,
     LocaldsVolume,
     Network,
+    NodeInterface,
     RawVolume,
     load_files,
     load_text,
@@ -45,7 +46,11 @@ def test_full_file_every_kind_and_field(full_dir: Path) -> None:
 
     boot, worker = dc.nodes
     assert boot.name == "boot-0"
-    assert boot.interfaces == ["internet", "core", "bmc"]
+    assert boot.interfaces == [
+        NodeInterface(network="internet"),
+        NodeInterface(network="core"),
+        NodeInterface(network="bmc"),
+    ]
     assert (boot.cpu, boot.smp, boot.cpus) == (2, None, 2)
     assert (boot.memory, boot.uefi, boot.tpm) == ("2G", True, True)
     assert boot.ignition == full_dir / "ignition.json"
@@ -151,7 +156,7 @@ def test_keys_match_case_insensitively(multi_dir: Path) -> None:
         1,
         True,
         True,
-        ["net0"],
+        [NodeInterface(network="net0")],
     )
     dc = load_text("KIND: Network\nName: n\nTYPE: external\nUse-NAT: true\nAddress: 10.0.0.1/8\n")
     assert dc.networks[0].use_nat

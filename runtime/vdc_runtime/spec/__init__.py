@@ -22,6 +22,7 @@ from vdc_runtime.spec.models import (
     Network,
     NetworkNamespace,
     Node,
+    NodeInterface,
     RawVolume,
     Volume,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "Network",
     "NetworkNamespace",
     "Node",
+    "NodeInterface",
     "RawVolume",
     "SpecError",
     "SpecErrors",

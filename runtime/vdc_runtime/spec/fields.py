@@ -32,9 +32,13 @@ IPInterface = IPv4Interface | IPv6Interface
 # Linux limits from dev_valid_name(): IFNAMSIZ is 16 including the terminating NUL.
 IFNAME_MAX = 15
 NETNS_NAME_MAX = 64
+# A node's name ends up in unix socket paths (108 bytes including the NUL) next to the run
+# dir; 63 leaves room for a reasonable run dir and matches a DNS label, which guests may use.
+NODE_NAME_MAX = 63
 
 _SIZE = re.compile(r"(?:[0-9]+|[0-9]+\.[0-9]+(?=[KMGT]))[KMGT]?", re.IGNORECASE)
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_MAC = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
 
 
 def _error(kind: str, template: str, **context: object) -> PydanticCustomError:
@@ -98,6 +102,24 @@ def _netns_name(value: str) -> str:
     return _file_name(value)
 
 
+def _node_name(value: str) -> str:
+    if len(value) > NODE_NAME_MAX:
+        raise _error(
+            "node_name",
+            "'{value}' is {n} characters long; at most {max} are allowed (the name is part"
+            " of socket paths)",
+            value=value,
+            n=len(value),
+            max=NODE_NAME_MAX,
+        )
+    if any(c.isspace() for c in value):
+        raise _error("node_name", "'{value}' must not contain whitespace", value=value)
+    return _file_name(value)
+
+
+Text = Annotated[str, BeforeValidator(_require_str)]
+"""Any string, possibly empty, but written as a string."""
+
 Name = Annotated[str, BeforeValidator(_require_str), AfterValidator(_non_empty)]
 """Any non-empty string; used for names that are only labels or keys."""
 
@@ -112,6 +134,15 @@ NetworkName = Annotated[
     ),
 ]
 """A Network's name is its bridge's name, so it must be a valid Linux interface name."""
+
+NodeName = Annotated[
+    Name,
+    AfterValidator(_node_name),
+    WithJsonSchema(
+        {"type": "string", "minLength": 1, "maxLength": NODE_NAME_MAX, "pattern": r"^[^/\s]+$"}
+    ),
+]
+"""A node's name names its sockets, log, NVRAM and volume folder."""
 
 NetNSName = Annotated[
     Name,
@@ -274,6 +305,35 @@ SHA256 = Annotated[
     WithJsonSchema({"type": "string", "pattern": r"^[0-9a-fA-F]{64}$"}),
 ]
 
+
+def _mac(value: str) -> str:
+    if not _MAC.fullmatch(value):
+        raise _error(
+            "mac",
+            "'{value}' is not a MAC address; write six hexadecimal pairs separated by ':',"
+            " e.g. 52:54:00:12:34:56",
+            value=value,
+        )
+    if int(value[:2], 16) & 1:
+        raise _error(
+            "mac",
+            "'{value}' is a multicast address; a NIC needs a unicast one (the lowest bit of"
+            " the first byte clear, e.g. 52:54:00:...)",
+            value=value,
+        )
+    if value.replace(":", "").strip("0") == "":
+        raise _error("mac", "'{value}' is the all-zero address", value=value)
+    return value.lower()
+
+
+MAC = Annotated[
+    str,
+    BeforeValidator(_require_str),
+    AfterValidator(_mac),
+    WithJsonSchema({"type": "string", "pattern": r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"}),
+]
+"""A unicast Ethernet address, stored in lower case."""
+
 RestartPolicy = Literal["no", "on-failure", "always"]
 
 
@@ -283,3 +343,6 @@ def _restart(value: object) -> object:
 
 
 Restart = Annotated[RestartPolicy, BeforeValidator(_restart)]
+
+NodeRestart = Annotated[Literal["no", "on-failure"], BeforeValidator(_restart)]
+"""What the runtime does when a node's QEMU dies unexpectedly."""

@@ -153,6 +153,10 @@ def locate(loc: Sequence[str | int], tp: Any, raw: Any, *, tagged: bool = True) 
                 tag = raw.get(find_key(raw, _DISCRIMINATOR)) if isinstance(raw, dict) else None
                 tp = members.get(tag) if isinstance(tag, str) else None
         siblings = None
+        if _is_model(tp) and isinstance(raw, str):
+            # A mapping written in its one-string short form (a node interface given as
+            # just the network name): the string itself is what the user can fix.
+            break
         if _is_model(tp):
             key = find_key(raw, str(seg)) if isinstance(raw, dict) else None
             info = fields_by_key(tp).get(str(seg))

@@ -10,9 +10,20 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
 
+from vdc_runtime.spec.errors import describe
 from vdc_runtime.spec.fields import (
+    MAC,
     SHA256,
     URL,
     AbsolutePath,
@@ -23,8 +34,11 @@ from vdc_runtime.spec.fields import (
     Name,
     NetNSName,
     NetworkName,
+    NodeName,
+    NodeRestart,
     Restart,
     Size,
+    Text,
 )
 
 
@@ -53,6 +67,10 @@ CacheMode = Literal["writeback", "none", "writethrough", "directsync", "unsafe"]
 Compression = Literal["", "gzip", "bzip2", "xz", "zstd"]
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
 Count = Annotated[StrictInt, Field(ge=0)]
+BootDevice = Literal["network", "disk", "cdrom"]
+Machine = Literal["pc", "q35"]
+MAX_QUEUES = 256
+"""The kernel's limit on queues of one multi-queue tap (MAX_TAP_QUEUES)."""
 
 
 class Network(SpecModel):
@@ -176,13 +194,56 @@ class SMBIOS(SpecModel):
     serial: str | None = None
 
 
+class NodeInterface(SpecModel):
+    """A NIC of a node, attached to `network`; written as just the network's name in Placemat."""
+
+    network: Name
+    mac: MAC | None = Field(default=None, description="Default: stable, derived from the name.")
+    queues: Annotated[StrictInt, Field(ge=1, le=MAX_QUEUES)] | None = Field(
+        default=None, description="Overrides the node's network-device-queue for this NIC."
+    )
+
+
+def _interface_entry(value: object) -> object:
+    if isinstance(value, str):
+        return {"network": value}
+    if isinstance(value, dict | NodeInterface):
+        return value
+    raise PydanticCustomError(
+        "interface_type",
+        "expected a network name or a mapping with 'network' (and optionally 'mac',"
+        " 'queues'), got {got}",
+        {"got": describe(value)},
+    )
+
+
+NodeInterfaceEntry = Annotated[
+    NodeInterface,
+    BeforeValidator(_interface_entry),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "minLength": 1}, NodeInterface.model_json_schema()]}
+    ),
+]
+"""A network name (Placemat's form) or a NodeInterface mapping; always a NodeInterface."""
+
+
 class Node(SpecModel):
     """A QEMU virtual machine."""
 
-    name: FileName
-    interfaces: list[Name] = []
+    name: NodeName
+    interfaces: list[NodeInterfaceEntry] = []
     volumes: list[Volume] = []
     ignition: FilePath | None = None
+    kernel: FilePath | None = Field(default=None, description="Boot this kernel directly.")
+    initrd: FilePath | None = Field(default=None, description="Only with kernel.")
+    cmdline: Text | None = Field(default=None, description="Kernel command line; only with kernel.")
+    boot_order: list[BootDevice] = Field(
+        default=[],
+        description="Firmware boot order; empty means the firmware's default (disk, then"
+        " network, as in Placemat).",
+    )
+    restart: NodeRestart = "no"
+    machine: Machine = "pc"
     cpu: PositiveInt | None = Field(default=None, description="Legacy; exclusive with smp.")
     smp: SMP | None = None
     memory: Size | None = None
@@ -265,10 +326,12 @@ def _by_name(items: list[_Named], name: str) -> _Named:
 
 __all__ = [
     "KINDS",
+    "MAX_QUEUES",
     "NUMA",
     "SMBIOS",
     "SMP",
     "App",
+    "BootDevice",
     "CacheMode",
     "Compression",
     "DataCenter",
@@ -278,11 +341,13 @@ __all__ = [
     "Image",
     "ImageVolume",
     "LocaldsVolume",
+    "Machine",
     "NetNSInterface",
     "Network",
     "NetworkNamespace",
     "NetworkType",
     "Node",
+    "NodeInterface",
     "RawVolume",
     "SpecModel",
     "Volume",

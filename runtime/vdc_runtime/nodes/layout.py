@@ -1,0 +1,252 @@
+"""Everything about one node that the effects need, computed once and without side effects.
+
+`plan_node` turns a validated Node plus facts the caller gathered (run/data/log dirs, the
+prepared drives, the host's capabilities) into a frozen `NodeLayout`. It touches neither
+the filesystem nor processes, so the same layout can be computed for a dry run or by
+`--force` to find what an earlier run left behind, and it is what the QEMU argv, the taps,
+the API and the BMC all read: one serial, one MAC and one tap name per NIC.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from vdc_runtime.spec import HostPathVolume, Node
+from vdc_runtime.spec.identity import default_serial, generated_mac, tap_name
+
+SUN_PATH_MAX = 107
+"""sockaddr_un.sun_path holds 108 bytes including the terminating NUL."""
+
+DEFAULT_MEMORY_MIB = 128
+"""QEMU's RAM size when -m is absent."""
+
+_UNITS = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([KMGT]?)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class NicLayout:
+    """One NIC: the host tap it is plugged into and what the guest sees."""
+
+    index: int
+    network: str
+    tap: str
+    mac: str
+    queues: int
+    netdev_id: str
+
+
+@dataclass(frozen=True)
+class DriveLayout:
+    """One block device, as prepared by the volume module (kinds image, localds, raw)."""
+
+    name: str
+    kind: str
+    path: Path
+    format: str | None
+    cache: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class ShareLayout:
+    """A hostPath volume: a host directory exported over virtio-9p, tagged with `name`."""
+
+    name: str
+    path: Path
+    writable: bool
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the host offers, probed once per run (see `nodes.host`)."""
+
+    accel: Literal["kvm", "tcg"]
+    vhost: bool
+    mtu: int | None
+    ovmf_code: Path | None
+    ovmf_vars_template: Path | None
+    qemu_binary: str = "qemu-system-x86_64"
+
+
+@dataclass(frozen=True)
+class NumaNodeLayout:
+    """One guest NUMA node: its vCPU range (`0-1`) and its share of the RAM in bytes."""
+
+    cpus: str
+    memory: int
+
+
+@dataclass(frozen=True)
+class NodeLayout:
+    name: str
+    serial: str
+    run_dir: Path
+    console_socket: Path
+    console_log: Path
+    qmp_socket: Path
+    guest_socket: Path
+    tpm_dir: Path | None
+    tpm_socket: Path | None
+    nvram: Path | None
+    nics: tuple[NicLayout, ...]
+    drives: tuple[DriveLayout, ...]
+    shares: tuple[ShareLayout, ...]
+    kernel: Path | None
+    initrd: Path | None
+    cmdline: str | None
+    boot_order: tuple[str, ...]
+    machine: str
+    smp: str | None
+    """The -smp value, or None to leave QEMU's default of one vCPU."""
+    memory: str | None
+    """The -m value as written in the spec, or None for QEMU's default."""
+    numa: tuple[NumaNodeLayout, ...]
+    ignition: Path | None
+    host: HostFacts
+
+    @property
+    def sockets(self) -> tuple[Path, ...]:
+        """Every unix socket of the node (QEMU's and swtpm's)."""
+        found = (self.console_socket, self.qmp_socket, self.guest_socket, self.tpm_socket)
+        return tuple(p for p in found if p is not None)
+
+
+def memory_bytes(memory: str | None) -> int:
+    """The RAM size QEMU gives for `-m <memory>`: a bare number is MiB."""
+    if memory is None:
+        return DEFAULT_MEMORY_MIB << 20
+    match = _SIZE.fullmatch(memory)
+    if match is None:
+        raise ValueError(f"not a memory size: {memory!r}")
+    number, unit = match.groups()
+    size = int(float(number) * _UNITS[unit.upper()])
+    # QEMU rounds the RAM size up to 8 KiB; the NUMA shares must add up to exactly that.
+    return -(-size // 8192) * 8192
+
+
+def _smp(node: Node) -> str | None:
+    if node.cpu is not None:
+        return str(node.cpu)
+    smp = node.smp
+    if smp is None or smp.cpus <= 0:
+        return None
+    parts = [str(smp.cpus)]
+    for key in ("cores", "threads", "dies", "sockets", "maxcpus"):
+        value = getattr(smp, key)
+        if value:
+            parts.append(f"{key}={value}")
+    return ",".join(parts)
+
+
+def _numa(node: Node) -> tuple[NumaNodeLayout, ...]:
+    count = node.numa.nodes if node.numa is not None else 0
+    if count <= 0:
+        return ()
+    per_node = node.cpus // count
+    total = memory_bytes(node.memory)
+    # Equal shares rounded down to whole MiB; the last node takes what is left so the sum
+    # is exactly the RAM size, which QEMU requires.
+    share = (total // count) >> 20 << 20
+    return tuple(
+        NumaNodeLayout(
+            cpus=f"{i * per_node}-{(i + 1) * per_node - 1}",
+            memory=share if i < count - 1 else total - share * (count - 1),
+        )
+        for i in range(count)
+    )
+
+
+def _check_socket(node: str, path: Path) -> None:
+    size = len(os.fsencode(path))
+    if size > SUN_PATH_MAX:
+        raise ValueError(
+            f"node {node}: socket path {path} is {size} bytes, but unix socket paths can"
+            f" have at most {SUN_PATH_MAX}; use a shorter --run-dir"
+        )
+
+
+def plan_node(
+    node: Node,
+    *,
+    run_dir: Path,
+    data_dir: Path,
+    log_dir: Path,
+    drives: Sequence[DriveLayout],
+    host: HostFacts,
+) -> NodeLayout:
+    """The layout of `node`.
+
+    Raises ValueError when a socket path would be too long for a unix socket, or the TPM
+    directory has a comma swtpm cannot take.
+    """
+    name = node.name
+    nics = tuple(
+        NicLayout(
+            index=i,
+            network=iface.network,
+            tap=tap_name(name, i),
+            mac=iface.mac or generated_mac(name, i),
+            queues=iface.queues or node.network_device_queue or 1,
+            netdev_id=f"net{i}",
+        )
+        for i, iface in enumerate(node.interfaces)
+    )
+    shares = tuple(
+        ShareLayout(name=v.name, path=v.path, writable=v.writable)
+        for v in node.volumes
+        if isinstance(v, HostPathVolume)
+    )
+    tpm_dir = run_dir / name if node.tpm else None
+    layout = NodeLayout(
+        name=name,
+        serial=(node.smbios.serial if node.smbios is not None else None) or default_serial(name),
+        run_dir=run_dir,
+        console_socket=run_dir / f"{name}.socket",
+        console_log=log_dir / f"{name}.console.log",
+        qmp_socket=run_dir / f"{name}.qmp",
+        guest_socket=run_dir / f"{name}.guest",
+        tpm_dir=tpm_dir,
+        tpm_socket=tpm_dir / "swtpm.socket" if tpm_dir is not None else None,
+        nvram=data_dir / "nvram" / f"{name}.fd" if node.uefi else None,
+        nics=nics,
+        drives=tuple(drives),
+        shares=shares,
+        kernel=node.kernel,
+        initrd=node.initrd,
+        cmdline=node.cmdline,
+        boot_order=tuple(node.boot_order),
+        machine=node.machine,
+        smp=_smp(node),
+        memory=node.memory,
+        numa=_numa(node),
+        ignition=node.ignition,
+        host=host,
+    )
+    for path in layout.sockets:
+        _check_socket(name, path)
+    if tpm_dir is not None and "," in str(tpm_dir):
+        # swtpm splits its options at commas and has no escape for them (0.7).
+        raise ValueError(
+            f"node {name}: swtpm cannot use the TPM directory {tpm_dir} because it contains"
+            " ','; use a --run-dir without commas"
+        )
+    return layout
+
+
+__all__ = [
+    "SUN_PATH_MAX",
+    "DriveLayout",
+    "HostFacts",
+    "NicLayout",
+    "NodeLayout",
+    "NumaNodeLayout",
+    "ShareLayout",
+    "memory_bytes",
+    "plan_node",
+]

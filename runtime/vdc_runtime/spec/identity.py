@@ -1,0 +1,35 @@
+"""Values derived from a node's name that must be identical wherever they are computed.
+
+They live in `spec` because validation needs them (a generated MAC must not clash with an
+explicit one) and every later layer (node layout, API, BMC) must agree with validation.
+All are stable across runs, so DHCP reservations and a later `--force` keep working.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+MAC_PREFIX = "52:54:00"
+"""QEMU's OUI, as Placemat used."""
+
+
+def _nic_digest(node: str, index: int) -> bytes:
+    return hashlib.sha1(f"{node}/{index}".encode()).digest()
+
+
+def generated_mac(node: str, index: int) -> str:
+    """The MAC of a node's `index`-th NIC when the spec gives none."""
+    return MAC_PREFIX + "".join(f":{b:02x}" for b in _nic_digest(node, index)[:3])
+
+
+def tap_name(node: str, index: int) -> str:
+    """The host tap of a node's `index`-th NIC: `vdt` + 11 hex digits, within IFNAMSIZ."""
+    return "vdt" + _nic_digest(node, index).hex()[:11]
+
+
+def default_serial(node: str) -> str:
+    """Placemat's default SMBIOS serial: the lowercase hex SHA-1 of the node name."""
+    return hashlib.sha1(node.encode()).hexdigest()
+
+
+__all__ = ["MAC_PREFIX", "default_serial", "generated_mac", "tap_name"]
