@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import select
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -328,3 +330,42 @@ def test_pxe_quickstart_two_workers(
         assert f"VDC-GUEST-BMC {bmc}" in text
         assert "iPXE" in text  # the console log shows the network boot itself
     assert run.stop() == 0, run.output
+
+
+def test_enter_console_and_console_log(
+    host: HostNetns, tmp_path: Path, guest: GuestPaths, running: list[VdcRun]
+) -> None:
+    run = start(host, tmp_path, running, node_yaml("c1", guest))
+    con = console(run, "c1")
+    con.wait_for("VDC-GUEST-DONE")
+    time.sleep(1)
+    # `vdc node enter` on a real terminal: type into the guest's shell, read its answer,
+    # leave with Ctrl-].
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{host.name}", "--",
+         sys.executable, "-m", "vdc_runtime.cli", "node", "enter", "c1"],
+        stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+    )  # fmt: skip
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        os.write(master, b"\r")
+        time.sleep(0.5)
+        os.write(master, b"echo hi-$((6*7))\r")
+        while b"hi-42" not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                seen += os.read(master, 4096)
+        assert b"hi-42" in seen, seen
+        os.write(master, b"\x1d")
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert "hi-42" in con.text  # the console log kept the session too
+    log = host.sh([sys.executable, "-m", "vdc_runtime.cli", "node", "console-log", "c1"])
+    assert "VDC-GUEST-READY" in log and "hi-42" in log
+    assert run.stop() == 0
