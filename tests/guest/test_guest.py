@@ -207,9 +207,19 @@ def test_pvh_boot_counts_resets_and_powers_off_on_acpi(
     assert m.group(3) != first_id
     vm.wait_for("VDC-GUEST-DONE", m.end())
 
+    # acpid has only just started: a press before it listens is lost, as on hardware, so
+    # press again (at most a few times) until the guest reacts.
     t = time.monotonic()
-    vm.qmp("system_powerdown")
-    assert vm.wait_exit() == 0
+    for _ in range(6):
+        vm.qmp("system_powerdown")
+        try:
+            code = vm.proc.wait(5)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    else:
+        code = vm.wait_exit()
+    assert code == 0
     report("system_powerdown to QEMU exit", time.monotonic() - t)
 
 

@@ -196,10 +196,12 @@ address: 10.72.16.1/20
     assert run.stop() == 0, run.output
 
 
-def test_disk_image_copy_on_write(
+def test_disk_image_copy_on_write_with_seed_and_ignition(
     host: HostNetns, tmp_path: Path, guest: GuestPaths, running: list[VdcRun]
 ) -> None:
     base_sum = hashlib.sha256(guest.disk.read_bytes()).hexdigest()
+    write(tmp_path / "user-data.yml", "#cloud-config\nhostname: d1\n")
+    ignition = write(tmp_path / "ignition.json", '{"ignition": {"version": "3.4.0"}}\n')
     text = f"""\
 kind: Image
 name: tiny
@@ -209,11 +211,20 @@ kind: Node
 name: d1
 smp: {{cpus: 1}}
 memory: 256M
+ignition: ignition.json
 volumes:
 - {{kind: image, name: root, image: tiny, copy-on-write: true}}
+- {{kind: localds, name: seed, user-data: user-data.yml}}
+- {{kind: raw, name: data, size: 64M}}
 """
     run = start(host, tmp_path, running, text)
-    console(run, "d1").wait_for("VDC-GUEST-READY")
+    con = console(run, "d1")
+    con.wait_for("VDC-GUEST-READY")
+    # The NoCloud seed vdc built in Python, and the ignition file passed by fw_cfg.
+    con.wait_for("VDC-GUEST-SEED instance-id=d1")
+    con.wait_for("VDC-GUEST-USERDATA #cloud-config")
+    con.wait_for("VDC-GUEST-IGNITION " + hashlib.sha1(ignition.read_bytes()).hexdigest())
+    assert "VDC-GUEST-DISKS vda vdb vdc" in con.wait_for("VDC-GUEST-DISKS")
     overlay = tmp_path / "data" / "volumes" / "d1" / "root.img"
     assert overlay.exists() and overlay.stat().st_size < guest.disk.stat().st_size
     assert run.stop() == 0, run.output
