@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,26 +11,10 @@ from aiohttp import web
 
 from vdc_runtime import __version__
 from vdc_runtime.datacenter import DataCenterRun
+from vdc_runtime.listen import parse_listen_addr
 from vdc_runtime.nodes.machine import Machine, NodeError, PowerError
 
 RUN_KEY: web.AppKey[DataCenterRun] = web.AppKey("run", DataCenterRun)
-
-
-def parse_listen_addr(value: str) -> tuple[str, int]:
-    """'127.0.0.1:10808', '[::1]:10808' or ':10808' (all addresses) → (host, port)."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--listen-addr {value!r}: expected HOST:PORT, e.g. 127.0.0.1:10808")
-    host = host.removeprefix("[").removesuffix("]")
-    if host:
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            if host != "localhost":
-                raise ValueError(
-                    f"--listen-addr {value!r}: {host!r} is not an IP address"
-                ) from None
-    return host or "0.0.0.0", int(port)
 
 
 async def health(request: web.Request) -> web.Response:

@@ -38,11 +38,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 async def _run(dc: DataCenter, args: argparse.Namespace) -> int:
-    from vdc_runtime import api
     from vdc_runtime.datacenter import DataCenterRun, RunOptions, StartupError
+    from vdc_runtime.listen import parse_listen_addr
 
     try:
-        api.parse_listen_addr(args.listen_addr)
+        parse_listen_addr(args.listen_addr)
     except ValueError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
@@ -80,6 +80,9 @@ async def _run(dc: DataCenter, args: argparse.Namespace) -> int:
     exit_code = EXIT_OK
     runner = None
     try:
+        # aiohttp costs ~0.25 s to import: only once the machines are already booting.
+        from vdc_runtime import api
+
         runner = await api.serve(run, args.listen_addr)
         log.info(
             "ready: API on http://%s (Ctrl-C or SIGTERM stops and removes everything)",

@@ -6,8 +6,6 @@ the host, so every bridge, veth and guest NIC adopts the uplink's MTU.
 
 from __future__ import annotations
 
-from pyroute2 import IPRoute
-
 # RFC 8155's anycast address: a route lookup toward it finds the uplink without sending.
 PROBE_V4 = "192.0.0.10"
 PROBE_V6 = "2001:1::2"
@@ -24,6 +22,8 @@ def choose_mtu(route_mtus: list[int], physical_up_mtus: list[int]) -> int | None
 
 
 def detect_mtu() -> int | None:
+    from pyroute2 import IPRoute  # its import is slow; only this probe needs the full API
+
     with IPRoute() as ipr:
         mtus = {link["index"]: link.get_attr("IFLA_MTU") for link in ipr.get_links()}
         route_mtus: list[int] = []
