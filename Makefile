@@ -26,4 +26,5 @@ lint: deps
 	$(VENV)/bin/ruff format --check runtime operator tests bench
 
 bench: deps
-	$(PY) bench/fabric_build.py
+	PYTHONPATH=$(CURDIR) $(PY) bench/fabric_build.py
+	PYTHONPATH=$(CURDIR) $(PY) bench/boot.py
