@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vdc_runtime import fabric, procs
 from vdc_runtime.fabric import netns as nsutil
@@ -23,6 +23,10 @@ from vdc_runtime.nodes.host import find_ovmf, probe_accel, vhost_available
 from vdc_runtime.nodes.layout import DriveLayout, HostFacts, NodeLayout, plan_node
 from vdc_runtime.nodes.machine import Machine, NodeError
 from vdc_runtime.spec import DataCenter, Node
+from vdc_runtime.spec.identity import tap_name
+
+if TYPE_CHECKING:
+    from vdc_runtime.images import ImageCache
 
 log = logging.getLogger("vdc.datacenter")
 T = TypeVar("T")
@@ -76,6 +80,7 @@ class DataCenterRun:
         self.accel: str | None = None
         self.accel_reason: str | None = None
         self.forwards = Forwards({ns.name for ns in dc.netns})
+        self._cache: ImageCache | None = None
 
     def _fatal(self, reason: str) -> None:
         if self.failure is None:
@@ -190,74 +195,63 @@ class DataCenterRun:
             for volume in node.volumes:
                 if volume.kind == "hostPath":
                     await asyncio.to_thread(volume.path.mkdir, parents=True, exist_ok=True)
-        if not any(v.kind != "hostPath" for node in self.dc.nodes for v in node.volumes):
-            for node in self.dc.nodes:
-                self.layouts[node.name] = self._plan_layout(node, [], host)
-            return
-        # Only data centers with disks load the image machinery.
-        from vdc_runtime.images import ImageCache
-        from vdc_runtime.volumes import prepare_volume
-
-        cache = ImageCache(self.options.cache_dir)
-        images = {image.name: image for image in self.dc.images}
-        classes = {dc.name: dc.path for dc in self.dc.device_classes}
-
-        async def drives_of(node: Node) -> list[DriveLayout]:
-            prepared = await asyncio.gather(
-                *(
-                    prepare_volume(
-                        volume,
-                        node_name=node.name,
-                        data_dir=self.options.data_dir,
-                        device_classes=classes,
-                        images=images,
-                        cache=cache,
-                        recreate=self.options.recreate_volumes,
-                    )
-                    for volume in node.volumes
-                    if volume.kind != "hostPath"
-                )
-            )
-            caches = {v.name: v.cache for v in node.volumes}
-            return [
-                DriveLayout(
-                    name=p.name,
-                    kind=p.kind,
-                    path=p.path,
-                    format=p.format,
-                    cache=caches[p.name],
-                    read_only=p.read_only,
-                )
-                for p in prepared
-            ]
-
         try:
-            all_drives = await asyncio.gather(*(drives_of(node) for node in self.dc.nodes))
+            all_drives = await asyncio.gather(*(self._drives(node) for node in self.dc.nodes))
         except (OSError, RuntimeError, ValueError) as exc:
             raise StartupError(f"preparing volumes: {exc}") from exc
         for node, drives in zip(self.dc.nodes, all_drives, strict=True):
-            self.layouts[node.name] = self._plan_layout(node, drives, host)
+            try:
+                self.layouts[node.name] = plan_node(
+                    node,
+                    run_dir=self.options.run_dir,
+                    data_dir=self.options.data_dir,
+                    log_dir=self.options.data_dir / "logs",
+                    drives=drives,
+                    host=host,
+                )
+            except ValueError as exc:  # e.g. a socket path too long for this run dir
+                raise StartupError(str(exc)) from exc
 
-    def _plan_layout(self, node: Node, drives: list[DriveLayout], host: HostFacts) -> NodeLayout:
-        try:
-            return self._layout(node, drives, host)
-        except ValueError as exc:
-            raise StartupError(str(exc)) from exc
+    async def _drives(self, node: Node) -> list[DriveLayout]:
+        disks = [v for v in node.volumes if v.kind != "hostPath"]
+        if not disks:
+            return []
+        # Only nodes with disks load the image machinery (aiohttp, pycdlib).
+        from vdc_runtime.images import ImageCache
+        from vdc_runtime.volumes import prepare_volume
 
-    def _layout(self, node: Node, drives: list[DriveLayout], host: HostFacts) -> NodeLayout:
-        return plan_node(
-            node,
-            run_dir=self.options.run_dir,
-            data_dir=self.options.data_dir,
-            log_dir=self.options.data_dir / "logs",
-            drives=drives,
-            host=host,
+        if self._cache is None:  # one cache, so an image shared by several nodes is fetched once
+            self._cache = ImageCache(self.options.cache_dir)
+        prepared = await asyncio.gather(
+            *(
+                prepare_volume(
+                    volume,
+                    node_name=node.name,
+                    data_dir=self.options.data_dir,
+                    device_classes={c.name: c.path for c in self.dc.device_classes},
+                    images={image.name: image for image in self.dc.images},
+                    cache=self._cache,
+                    recreate=self.options.recreate_volumes,
+                )
+                for volume in disks
+            )
         )
+        return [
+            DriveLayout(
+                name=p.name,
+                kind=p.kind,
+                path=p.path,
+                format=p.format,
+                cache=volume.cache,
+                read_only=p.read_only,
+            )
+            for volume, p in zip(disks, prepared, strict=True)
+        ]
 
-    def _taps(self, layouts: dict[str, NodeLayout] | None = None) -> tuple[TapPlan, ...]:
+    def _taps(self) -> tuple[TapPlan, ...]:
         return tuple(
             TapPlan(name=nic.tap, bridge=nic.network, queues=nic.queues, node=name)
-            for name, layout in (self.layouts if layouts is None else layouts).items()
+            for name, layout in self.layouts.items()
             for nic in layout.nics
         )
 
@@ -283,9 +277,7 @@ class DataCenterRun:
     def _conflicts(self) -> list[str]:
         """Objects this spec would create that already exist."""
         conflicts = [
-            f"network namespace {n}"
-            for n in sorted(nsutil.list_netns())
-            if n in self._netns_names()
+            f"network namespace {n}" for n in sorted(nsutil.list_netns() & self._netns_names())
         ]
         links = set(list_links())
         wanted = set(self._planned_links())
@@ -293,17 +285,13 @@ class DataCenterRun:
         return conflicts
 
     def _planned_links(self) -> list[str]:
-        """Every host link name this spec makes, taps included (they depend on names only)."""
-        host = HostFacts(
-            accel="tcg", vhost=False, mtu=None, ovmf_code=None, ovmf_vars_template=None
+        """Every host link name this spec makes; tap names follow from node names alone."""
+        taps = tuple(
+            TapPlan(name=tap_name(node.name, i), bridge=iface.network, queues=1, node=node.name)
+            for node in self.dc.nodes
+            for i, iface in enumerate(node.interfaces)
         )
-        try:
-            layouts = {node.name: self._layout(node, [], host) for node in self.dc.nodes}
-        except ValueError as exc:  # e.g. a socket path too long for this run dir
-            raise StartupError(str(exc)) from exc
-        plan = fabric.plan_fabric(
-            self.dc, mtu=None, group=self.group, table=self.table, taps=self._taps(layouts)
-        )
+        plan = fabric.plan_fabric(self.dc, mtu=None, group=self.group, table=self.table, taps=taps)
         return plan.links
 
     def _netns_names(self) -> set[str]:

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -416,9 +415,7 @@ class Machine:
             self._qmp = None
         for proc in (self._qemu, self._swtpm):
             if proc is not None and proc.returncode is None:
-                await stop_process_group(proc.pid, None, grace=QUIT_GRACE)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+                await stop_process_group(proc.pid, None, grace=QUIT_GRACE)  # TERM, then KILL
                 await proc.wait()
 
     # -- views ---------------------------------------------------------------------------
