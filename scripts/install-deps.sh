@@ -10,7 +10,8 @@ venv=$cache/venv
 
 debs=(iproute2 nftables bird2 dnsmasq-base util-linux procps iputils-ping socat curl
       qemu-system-x86 qemu-utils ovmf swtpm swtpm-tools ipxe-qemu seabios
-      busybox-static cpio kmod mtools dosfstools fdisk syslinux syslinux-common extlinux)
+      busybox-static cpio kmod mtools dosfstools fdisk syslinux syslinux-common extlinux
+      ipmitool freeipmi-tools)
 
 missing=()
 for p in "${debs[@]}"; do

@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from qemu.qmp.error import QMPError
 
 from vdc_runtime.ledger import Ledger
 from vdc_runtime.nodes.layout import NodeLayout
-from vdc_runtime.nodes.qemu_args import qemu_argv
+from vdc_runtime.nodes.qemu_args import boot_indexes, disk_device_id, nic_device_id, qemu_argv
 from vdc_runtime.procs import process_start_time, stop_process_group
 from vdc_runtime.spec import Node
 
@@ -109,6 +109,8 @@ class Machine:
         self._stderr: deque[str] = deque(maxlen=50)
         # The action in progress, so the QMP event it causes is recorded with its reason.
         self._cause: str | None = None
+        self.reset_listeners: list[Callable[[], object]] = []
+        """Called after every reset of the machine (power on, reset, guest reboot)."""
 
     @property
     def name(self) -> str:
@@ -248,6 +250,9 @@ class Machine:
                     self._set_power("Off", "stopped")
                 elif name == "RESUME":
                     self._set_power("On", "resumed")
+                elif name == "RESET":
+                    for listener in self.reset_listeners:
+                        listener()
 
     async def _guest_port(self) -> None:
         """Read what the guest writes to its `placemat` port: its BMC address, one per line."""
@@ -385,6 +390,28 @@ class Machine:
             if await self.query_power() != "On":
                 raise PowerError(f"node {self.name} is off")
             await self._execute("inject-nmi")
+
+    async def set_boot_order(self, order: Sequence[str] | None) -> None:
+        """Boot from `order` (None: the node's own `boot-order`) from the next reset on.
+
+        QEMU rebuilds the firmware's `bootorder` file from the devices' `bootindex` at
+        every reset, so changing the property now redirects the next boot, whoever
+        causes it, without restarting QEMU.
+        """
+        nics, drives = boot_indexes(self.layout, order)
+        wanted = {nic_device_id(n.index): nics.get(n.index, -1) for n in self.layout.nics}
+        wanted |= {disk_device_id(i): drives.get(i, -1) for i in range(len(self.layout.drives))}
+        async with self._lock:
+            # QEMU refuses a bootindex another device holds, so clear them all first.
+            for device in wanted:
+                await self._set_bootindex(device, -1)
+            for device, index in wanted.items():
+                if index >= 0:
+                    await self._set_bootindex(device, index)
+
+    async def _set_bootindex(self, device: str, index: int) -> None:
+        path = f"/machine/peripheral/{device}"
+        await self._execute("qom-set", {"path": path, "property": "bootindex", "value": index})
 
     # -- stop ----------------------------------------------------------------------------
 

@@ -24,8 +24,11 @@ the same machine, with these deliberate differences:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from vdc_runtime.nodes.layout import NodeLayout
 from vdc_runtime.spec import Node
+from vdc_runtime.spec.identity import system_uuid
 
 FIRST_NIC_SLOT = 3
 """Placemat's guests found their first NIC at PCI slot 3 (after VGA at 2): ens3."""
@@ -43,8 +46,21 @@ def _opts(*parts: str | None) -> str:
     return ",".join(p for p in parts if p is not None)
 
 
-def boot_indexes(layout: NodeLayout) -> tuple[dict[int, int], dict[int, int]]:
-    """`bootindex` per NIC index and per drive position, following `boot-order`.
+def nic_device_id(index: int) -> str:
+    """The QOM id of a NIC, so its `bootindex` can be changed while QEMU runs."""
+    return f"nic{index}"
+
+
+def disk_device_id(position: int) -> str:
+    """The QOM id of a disk, so its `bootindex` can be changed while QEMU runs."""
+    return f"disk{position}"
+
+
+def boot_indexes(
+    layout: NodeLayout, order: Sequence[str] | None = None
+) -> tuple[dict[int, int], dict[int, int]]:
+    """`bootindex` per NIC index and per drive position, following `order` (default:
+    the node's `boot-order`; a BMC boot override passes its own).
 
     Each class of device in the order gets the next indexes, its devices in spec order;
     `cdrom` takes none, as nodes have no CD-ROM drives. An empty order assigns nothing, so
@@ -53,7 +69,7 @@ def boot_indexes(layout: NodeLayout) -> tuple[dict[int, int], dict[int, int]]:
     nics: dict[int, int] = {}
     drives: dict[int, int] = {}
     next_index = 1
-    for device in layout.boot_order:
+    for device in layout.boot_order if order is None else order:
         if device == "network":
             for nic in layout.nics:
                 nics[nic.index] = next_index
@@ -124,7 +140,8 @@ def qemu_argv(layout: NodeLayout, node: Node) -> list[str]:
             f"product={escape(product)}" if product else None,
             f"serial={escape(layout.serial)}",
         ),
-    ]
+        "-uuid", system_uuid(layout.name),
+    ]  # fmt: skip
 
     nic_boot, drive_boot = boot_indexes(layout)
     for nic in layout.nics:
@@ -138,7 +155,8 @@ def qemu_argv(layout: NodeLayout, node: Node) -> list[str]:
             ),
             "-device",
             _opts(
-                f"virtio-net-pci,netdev={nic.netdev_id},mac={nic.mac}",
+                f"virtio-net-pci,id={nic_device_id(nic.index)},netdev={nic.netdev_id}",
+                f"mac={nic.mac}",
                 f"addr={FIRST_NIC_SLOT + nic.index:#x}",
                 f"host_mtu={host.mtu}" if host.mtu else None,
                 f"mq=on,vectors={2 * nic.queues + 2}" if multiqueue else None,
@@ -163,7 +181,7 @@ def qemu_argv(layout: NodeLayout, node: Node) -> list[str]:
             ),
             "-device",
             _opts(
-                f"virtio-blk-pci,drive={drive_id}",
+                f"virtio-blk-pci,id={disk_device_id(position)},drive={drive_id}",
                 f"bootindex={drive_boot[position]}" if position in drive_boot else None,
             ),
         ]
@@ -214,4 +232,11 @@ def qemu_argv(layout: NodeLayout, node: Node) -> list[str]:
     return argv
 
 
-__all__ = ["FIRST_NIC_SLOT", "boot_indexes", "escape", "qemu_argv"]
+__all__ = [
+    "FIRST_NIC_SLOT",
+    "boot_indexes",
+    "disk_device_id",
+    "escape",
+    "nic_device_id",
+    "qemu_argv",
+]

@@ -8,6 +8,7 @@ All are stable across runs, so DHCP reservations and a later `--force` keep work
 from __future__ import annotations
 
 import hashlib
+import uuid
 
 MAC_PREFIX = "52:54:00"
 """QEMU's OUI, as Placemat used."""
@@ -32,4 +33,12 @@ def default_serial(node: str) -> str:
     return hashlib.sha1(node.encode()).hexdigest()
 
 
-__all__ = ["MAC_PREFIX", "default_serial", "generated_mac", "tap_name"]
+UUID_NAMESPACE = uuid.UUID("6f1f5c52-3a0e-5b7c-9d43-76a1d3c0b2e1")
+
+
+def system_uuid(node: str) -> str:
+    """The SMBIOS system UUID: stable per name, so the guest and its BMC report the same one."""
+    return str(uuid.uuid5(UUID_NAMESPACE, node))
+
+
+__all__ = ["MAC_PREFIX", "default_serial", "generated_mac", "system_uuid", "tap_name"]

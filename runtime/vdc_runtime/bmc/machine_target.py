@@ -1,0 +1,131 @@
+"""A running `Machine` as its BMC sees it (`BmcTarget`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from vdc_runtime.bmc.target import (
+    BootOverride,
+    BootTarget,
+    PowerState,
+    PowerStateError,
+    SystemFacts,
+    TargetError,
+)
+from vdc_runtime.nodes.layout import memory_bytes
+from vdc_runtime.nodes.machine import Machine, NodeError, PowerError
+from vdc_runtime.spec.identity import system_uuid
+
+log = logging.getLogger("vdc.bmc")
+
+T = TypeVar("T")
+
+QEMU_DEFAULT_MEMORY_MIB = 128
+
+BOOT_ORDERS: dict[BootTarget, tuple[str, ...] | None] = {
+    "pxe": ("network", "disk"),
+    "uefi-http": ("network", "disk"),
+    "hdd": ("disk", "network"),
+    # Nodes have no optical drive and QEMU has no firmware setup to stop in: these keep the
+    # node's own order, as a server whose CD tray is empty boots its next device.
+    "cd": None,
+    "bios-setup": None,
+    "none": None,
+}
+
+
+def facts_of(machine: Machine) -> SystemFacts:
+    node, layout = machine.node, machine.layout
+    smbios = node.smbios
+    memory = memory_bytes(node.memory) // 2**20 if node.memory else QEMU_DEFAULT_MEMORY_MIB
+    return SystemFacts(
+        name=node.name,
+        serial=layout.serial,
+        uuid=system_uuid(node.name),
+        manufacturer=(smbios.manufacturer if smbios else None) or "QEMU",
+        model=(smbios.product if smbios else None) or "vdc virtual machine",
+        memory_mib=memory,
+        cpus=node.cpus,
+        uefi=node.uefi,
+        tpm=node.tpm,
+        macs=tuple(nic.mac for nic in layout.nics),
+    )
+
+
+class MachineTarget:
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+        self._facts = facts_of(machine)
+        self._override = BootOverride(mode="uefi" if machine.node.uefi else "legacy")
+        self._tasks: set[asyncio.Task[None]] = set()
+        machine.reset_listeners.append(self._on_reset)
+
+    @property
+    def facts(self) -> SystemFacts:
+        return self._facts
+
+    async def _call(self, action: Awaitable[T]) -> T:
+        try:
+            return await action
+        except PowerError as exc:
+            raise PowerStateError(str(exc)) from exc
+        except NodeError as exc:
+            raise TargetError(str(exc)) from exc
+
+    async def power_state(self) -> PowerState:
+        return await self.machine.query_power()  # type: ignore[return-value]
+
+    async def power_on(self) -> bool:
+        return await self._call(self.machine.power_on())
+
+    async def power_off(self) -> bool:
+        return await self._call(self.machine.power_off())
+
+    async def power_cycle(self) -> None:
+        await self._call(self.machine.restart())
+
+    async def reset(self) -> None:
+        await self._call(self.machine.reset())
+
+    async def graceful_shutdown(self) -> None:
+        await self._call(self.machine.acpi_shutdown())
+
+    async def nmi(self) -> None:
+        await self._call(self.machine.nmi())
+
+    def boot_override(self) -> BootOverride:
+        return self._override
+
+    async def set_boot_override(self, override: BootOverride) -> None:
+        if override.enabled == "disabled":
+            override = BootOverride(target="none", enabled="disabled", mode=override.mode)
+        await self._call(self.machine.set_boot_order(BOOT_ORDERS[override.target]))
+        self._override = override
+        log.info(
+            "node %s: next boot from %s (%s, %s)",
+            self.machine.name,
+            override.target,
+            override.enabled,
+            override.mode,
+        )
+
+    def _on_reset(self) -> None:
+        """The reset that just happened consumed a `once` override: go back to the node's order."""
+        if self._override.enabled != "once":
+            return
+        self._override = BootOverride(mode=self._override.mode)
+        task = asyncio.get_running_loop().create_task(self._restore_order())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _restore_order(self) -> None:
+        try:
+            await self.machine.set_boot_order(None)
+        except NodeError as exc:
+            log.warning("node %s: cannot restore the boot order: %s", self.machine.name, exc)
+
+
+__all__ = ["BOOT_ORDERS", "MachineTarget", "facts_of"]

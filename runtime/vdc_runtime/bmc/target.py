@@ -1,0 +1,112 @@
+"""What a BMC may do to its machine: the small power and boot interface it speaks through.
+
+IPMI and Redfish front ends see a machine only through `BmcTarget`, so they never touch
+QEMU or QMP themselves and one machine serves both (and the REST API) consistently: a
+power request from any of them is serialised by the machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+PowerState = Literal["On", "Off", "Unknown"]
+
+BootTarget = Literal["none", "pxe", "hdd", "cd", "bios-setup", "uefi-http"]
+"""Where the next boot goes: Redfish's BootSourceOverrideTarget values, lower-cased.
+
+IPMI boot devices map onto them: pxe -> pxe, disk -> hdd, cdrom -> cd, bios -> bios-setup,
+none/default -> none."""
+
+BootEnabled = Literal["disabled", "once", "continuous"]
+BootMode = Literal["legacy", "uefi"]
+
+
+@dataclass(frozen=True)
+class BootOverride:
+    """A boot source override as a server BMC keeps it (IPMI boot flags, Redfish Boot)."""
+
+    target: BootTarget = "none"
+    enabled: BootEnabled = "disabled"
+    mode: BootMode = "legacy"
+
+
+@dataclass(frozen=True)
+class SystemFacts:
+    """What the BMC reports about the machine; fixed for the run."""
+
+    name: str
+    serial: str
+    uuid: str
+    manufacturer: str
+    model: str
+    memory_mib: int
+    cpus: int
+    uefi: bool
+    tpm: bool
+    macs: tuple[str, ...]
+
+
+class PowerStateError(RuntimeError):
+    """The request does not fit the power state (e.g. reset while off): IPMI 0xD5, HTTP 409."""
+
+
+class TargetError(RuntimeError):
+    """The machine could not carry the request out (QEMU gone, QMP failed): IPMI 0xFF, HTTP 500."""
+
+
+class BmcTarget(Protocol):
+    """One machine as its BMC sees it. Every method is a coroutine on the runtime's loop."""
+
+    @property
+    def facts(self) -> SystemFacts: ...
+
+    async def power_state(self) -> PowerState:
+        """Never raises; Unknown when QEMU cannot be asked."""
+        ...
+
+    async def power_on(self) -> bool:
+        """Boot afresh if off; False (nothing done) if already on."""
+        ...
+
+    async def power_off(self) -> bool:
+        """Hard off; False (nothing done) if already off."""
+        ...
+
+    async def power_cycle(self) -> None:
+        """Off then on, from any state: the guest boots again."""
+        ...
+
+    async def reset(self) -> None:
+        """Hard reset; PowerStateError if off."""
+        ...
+
+    async def graceful_shutdown(self) -> None:
+        """ACPI power button; the guest OS decides. PowerStateError if off."""
+        ...
+
+    async def nmi(self) -> None:
+        """Diagnostic interrupt; PowerStateError if off."""
+        ...
+
+    def boot_override(self) -> BootOverride:
+        """The override in force now (a consumed `once` reads back as disabled)."""
+        ...
+
+    async def set_boot_override(self, override: BootOverride) -> None:
+        """Applied at the next boot, whoever causes it (BMC, API or the guest rebooting);
+        a `once` override is cleared after that boot."""
+        ...
+
+
+__all__ = [
+    "BmcTarget",
+    "BootEnabled",
+    "BootMode",
+    "BootOverride",
+    "BootTarget",
+    "PowerState",
+    "PowerStateError",
+    "SystemFacts",
+    "TargetError",
+]

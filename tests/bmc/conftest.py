@@ -1,0 +1,86 @@
+"""A real machine for BMC front ends to drive: the test guest under TCG, booted directly.
+
+The fixture starts QEMU through `nodes.Machine` exactly as `vdc run` does (no network, so
+it needs neither root nor a fabric) and hands it over as a `BmcTarget`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.guest.build import GuestPaths, build_guest
+from vdc_runtime.bmc.machine_target import MachineTarget
+from vdc_runtime.ledger import Ledger
+from vdc_runtime.nodes import HostFacts, plan_node
+from vdc_runtime.nodes.machine import Machine
+from vdc_runtime.spec import load_text
+
+READY = "VDC-GUEST-READY"
+
+
+@pytest.fixture(scope="session")
+def guest() -> GuestPaths:
+    return build_guest()
+
+
+class RunningMachine:
+    """The machine, its BMC target, and its console for assertions."""
+
+    def __init__(self, machine: Machine, target: MachineTarget) -> None:
+        self.machine = machine
+        self.target = target
+
+    @property
+    def console(self) -> str:
+        path = self.machine.layout.console_log
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    async def wait_console(self, text: str, count: int = 1, within: float = 120) -> None:
+        """Wait until `text` has appeared `count` times on the serial console."""
+        deadline = time.monotonic() + within
+        while self.console.count(text) < count:
+            if time.monotonic() > deadline:
+                tail = self.console[-2000:]
+                raise AssertionError(f"{text!r} x{count} not on the console; tail:\n{tail}")
+            await asyncio.sleep(0.2)
+
+
+async def start_machine(guest: GuestPaths, tmp: Path, name: str = "bmc-node") -> RunningMachine:
+    spec = f"""
+kind: Node
+name: {name}
+kernel: {guest.vmlinuz}
+initrd: {guest.initrd}
+cmdline: console=ttyS0 quiet
+smp:
+  cpus: 1
+memory: 256M
+smbios:
+  serial: SERIAL-{name}
+"""
+    dc = load_text(spec)
+    node = dc.nodes[0]
+    run_dir = tmp / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    host = HostFacts(accel="tcg", vhost=False, mtu=None, ovmf_code=None, ovmf_vars_template=None)
+    layout = plan_node(
+        node, run_dir=run_dir, data_dir=tmp / "data", log_dir=tmp / "logs", drives=(), host=host
+    )
+    machine = Machine(node, layout, Ledger(run_dir), on_fatal=lambda reason: None)
+    await machine.start()
+    return RunningMachine(machine, MachineTarget(machine))
+
+
+@pytest.fixture
+async def machine(guest: GuestPaths, tmp_path: Path) -> AsyncIterator[RunningMachine]:
+    """A running test guest (powered on, booting) with its `BmcTarget` as `.target`."""
+    running = await start_machine(guest, tmp_path)
+    try:
+        yield running
+    finally:
+        await running.machine.stop()
