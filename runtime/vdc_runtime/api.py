@@ -60,7 +60,7 @@ async def netns_one(request: web.Request) -> web.Response:
     return _one(run.netns_json(), "network namespace", request.match_info["name"])
 
 
-def node_status(machine: Machine, power: str) -> dict[str, Any]:
+def node_status(machine: Machine, power: str, bmc: dict[str, Any] | None = None) -> dict[str, Any]:
     """Placemat's NodeStatus (same keys) plus vdc's extensions."""
     node, layout = machine.node, machine.layout
     smbios = node.smbios
@@ -89,7 +89,8 @@ def node_status(machine: Machine, power: str) -> dict[str, Any]:
         "accel": layout.host.accel,
         "console_log": str(layout.console_log),
         "qmp_socket": str(layout.qmp_socket),
-        "bmc_address": machine.bmc_address,
+        "bmc_address": bmc["address"] if bmc else machine.bmc_address,
+        "bmc": bmc,
         "pid": machine.pid,
         "uptime_seconds": machine.uptime(),
         "restarts": machine.restarts,
@@ -106,14 +107,18 @@ def _machine(request: web.Request) -> Machine | None:
 async def nodes(request: web.Request) -> web.Response:
     machines = list(request.app[RUN_KEY].machines.values())
     powers = await asyncio.gather(*(m.query_power() for m in machines))
-    return web.json_response([node_status(m, p) for m, p in zip(machines, powers, strict=True)])
+    run = request.app[RUN_KEY]
+    return web.json_response(
+        [node_status(m, p, run.bmc_json(m.name)) for m, p in zip(machines, powers, strict=True)]
+    )
 
 
 async def node(request: web.Request) -> web.Response:
     machine = _machine(request)
     if machine is None:
         return _error(404, f"no node named {request.match_info['name']!r}")
-    return web.json_response(node_status(machine, await machine.query_power()))
+    bmc = request.app[RUN_KEY].bmc_json(machine.name)
+    return web.json_response(node_status(machine, await machine.query_power(), bmc))
 
 
 # Placemat's three actions, then vdc's.

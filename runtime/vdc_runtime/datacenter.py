@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vdc_runtime import fabric, procs
+from vdc_runtime.bmc.service import BmcError, BmcManager
 from vdc_runtime.fabric import netns as nsutil
 from vdc_runtime.fabric import nft
 from vdc_runtime.fabric.netlink import list_links
@@ -81,6 +82,8 @@ class DataCenterRun:
         self.accel_reason: str | None = None
         self.forwards = Forwards({ns.name for ns in dc.netns})
         self._cache: ImageCache | None = None
+        self.bmc: BmcManager | None = None
+        self._bmc_started: asyncio.Task[None] | None = None
 
     def _fatal(self, reason: str) -> None:
         if self.failure is None:
@@ -113,6 +116,13 @@ class DataCenterRun:
     async def _build(self) -> None:
         assert self.ledger is not None and self.apps is not None
         t0 = time.perf_counter()
+        if self.dc.nodes:
+            try:  # reads password files: a bad one must fail before anything exists
+                self.bmc = BmcManager(
+                    self.dc, data_dir=self.options.data_dir, run_dir=self.options.run_dir
+                )
+            except BmcError as exc:
+                raise StartupError(str(exc)) from exc
         mtu = await asyncio.to_thread(fabric.detect_mtu)
         if self.dc.nodes:
             # Downloads and volumes first: a bad image URL must fail before any kernel
@@ -259,7 +269,11 @@ class DataCenterRun:
         assert self.ledger is not None
         for node in self.dc.nodes:
             self.machines[node.name] = Machine(
-                node, self.layouts[node.name], self.ledger, on_fatal=self._fatal
+                node,
+                self.layouts[node.name],
+                self.ledger,
+                on_fatal=self._fatal,
+                on_bmc_address=self._bmc_announced,
             )
         results = await asyncio.gather(
             *(m.start() for m in self.machines.values()), return_exceptions=True
@@ -271,6 +285,52 @@ class DataCenterRun:
         if errors:
             raise StartupError("; ".join(str(e) for e in errors))
         log.info("%d machines started", len(self.machines))
+        await self._start_static_bmcs()
+
+    # -- BMCs ------------------------------------------------------------------------------
+
+    async def _bmc_manager(self) -> BmcManager:
+        """The BMC servers, started on first use (a run without BMCs never loads them)."""
+        assert self.bmc is not None
+        if self._bmc_started is None:
+            self._bmc_started = asyncio.create_task(self.bmc.start())
+        await asyncio.shield(self._bmc_started)
+        return self.bmc
+
+    async def _start_static_bmcs(self) -> None:
+        static = [n for n in self.dc.nodes if n.bmc is not None and n.bmc.address is not None]
+        if not static:
+            return
+        try:
+            manager = await self._bmc_manager()
+        except BmcError as exc:
+            raise StartupError(str(exc)) from exc
+        endpoints = await asyncio.gather(
+            *(
+                manager.attach(self.machines[n.name], str(n.bmc.address), "static")  # type: ignore[union-attr]
+                for n in static
+            )
+        )
+        failed = [f"node {e.node}: BMC on {e.address}: {e.error}" for e in endpoints if e.error]
+        if failed:
+            raise StartupError("; ".join(failed))
+
+    async def _bmc_announced(self, machine: Machine, address: str) -> None:
+        node = machine.node
+        if node.bmc is not None and node.bmc.address is not None:
+            log.info(
+                "node %s: guest announced BMC address %s; the spec's %s stays",
+                node.name, address, node.bmc.address,
+            )  # fmt: skip
+            return
+        if self.phase not in ("building", "running"):
+            return
+        try:
+            manager = await self._bmc_manager()
+        except BmcError as exc:
+            log.error("node %s: BMC: %s", node.name, exc)
+            return
+        await manager.attach(machine, address, "announced")
 
     # -- leftovers -------------------------------------------------------------------------
 
@@ -342,6 +402,11 @@ class DataCenterRun:
         if self.phase != "failed":
             self.phase = "stopping"
         await self.forwards.close()
+        if self._bmc_started is not None:
+            self._bmc_started.cancel()
+            await asyncio.gather(self._bmc_started, return_exceptions=True)
+        if self.bmc is not None:
+            await self.bmc.close()
         if self.machines:
             await asyncio.gather(*(m.stop() for m in self.machines.values()))
         if self.apps is not None:
@@ -359,6 +424,9 @@ class DataCenterRun:
         return problems
 
     # -- views for the API --------------------------------------------------------------------
+
+    def bmc_json(self, node: str) -> dict[str, Any] | None:
+        return self.bmc.endpoint_json(node) if self.bmc is not None else None
 
     def networks_json(self) -> list[dict[str, Any]]:
         mtu = self.plan.mtu if self.plan else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import os
 import socket
@@ -22,6 +23,7 @@ from vdc_runtime.fabric.netlink import (
     delete_link_request,
     link_up_request,
     list_links,
+    raise_first,
     set_link_request,
     veth_request,
 )
@@ -88,6 +90,21 @@ def _create_bridges(plan: FabricPlan, ledger: Ledger) -> None:
                     f"address {bridge.address} on bridge {bridge.name}",
                 )
         _raise(rtnl.run(batch), "adding bridge addresses")
+
+
+def add_bridge_address(
+    bridge: str, address: ipaddress.IPv4Interface | ipaddress.IPv6Interface
+) -> None:
+    """Add one more address to a bridge of this run (a BMC's); it goes with the bridge.
+
+    Adding an address the bridge already has is not an error, so a node whose QEMU is
+    restarted can announce its BMC address again.
+    """
+    with RtnlSocket() as rtnl:
+        batch = Batch()
+        what = f"address {address} on bridge {bridge}"
+        batch.new_address(address_request(socket.if_nametoindex(bridge), address), what)
+        raise_first(rtnl.run(batch, ignore=(errno.EEXIST,)))
 
 
 def _create_veths(plan: FabricPlan, fds: dict[str, int], ledger: Ledger) -> None:

@@ -8,10 +8,12 @@ document and key path.
 from vdc_runtime.spec.errors import SpecError, SpecErrors
 from vdc_runtime.spec.loader import load_files, load_text
 from vdc_runtime.spec.models import (
+    BMC,
     NUMA,
     SMBIOS,
     SMP,
     App,
+    BMCUser,
     DataCenter,
     DeviceClass,
     HostPathVolume,
@@ -22,16 +24,19 @@ from vdc_runtime.spec.models import (
     Network,
     NetworkNamespace,
     Node,
+    NodeBMC,
     NodeInterface,
     RawVolume,
     Volume,
 )
 
 __all__ = [
+    "BMC",
     "NUMA",
     "SMBIOS",
     "SMP",
     "App",
+    "BMCUser",
     "DataCenter",
     "DeviceClass",
     "HostPathVolume",
@@ -42,6 +47,7 @@ __all__ = [
     "Network",
     "NetworkNamespace",
     "Node",
+    "NodeBMC",
     "NodeInterface",
     "RawVolume",
     "SpecError",

@@ -11,13 +11,14 @@ import os
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_interface
 from pathlib import Path
 from typing import Any
 
 from vdc_runtime.spec.errors import did_you_mean, format_path
 from vdc_runtime.spec.identity import generated_mac
 from vdc_runtime.spec.models import (
+    BMC,
     MAX_QUEUES,
     HostPathVolume,
     Image,
@@ -111,6 +112,8 @@ def check(documents: Iterable[Document], *, references: bool = True) -> list[Pro
         problems.extend(_files(doc))
         if references:
             problems.extend(_references(doc, declared))
+    problems.extend(_bmc_settings(documents))
+    problems.extend(_bmc_addresses(documents, declared))
     problems.extend(_addresses(documents, declared))
     problems.extend(_serials(documents))
     problems.extend(_macs(documents))
@@ -287,6 +290,13 @@ def _files(doc: Document) -> Iterator[Problem]:
     elif isinstance(model, NetworkNamespace):
         for i, script in enumerate(model.init_scripts):
             wanted.append((("init-scripts", i), script, True))
+    elif isinstance(model, BMC):
+        for i, user in enumerate(model.users):
+            if user.password_file is not None:
+                wanted.append((("users", i, "password-file"), user.password_file, False))
+        if model.tls is not None:
+            wanted.append((("tls", "cert"), model.tls.cert, False))
+            wanted.append((("tls", "key"), model.tls.key, False))
     for loc, path, executable in wanted:
         message = _file_problem(path, executable=executable)
         if message is not None:
@@ -329,6 +339,9 @@ def _addresses(documents: list[Document], declared: _Declared) -> Iterator[Probl
     for doc in documents:
         if isinstance(doc.model, Network) and doc.model.address is not None:
             used.append((doc, ("address",), doc.model.address))
+        elif isinstance(doc.model, Node) and doc.model.bmc and doc.model.bmc.address is not None:
+            address = ip_interface(doc.model.bmc.address)
+            used.append((doc, ("bmc", "address"), address))
         elif isinstance(doc.model, NetworkNamespace):
             for i, iface in enumerate(doc.model.interfaces):
                 network_doc = declared.names("Network").get(iface.network)
@@ -350,6 +363,73 @@ def _addresses(documents: list[Document], declared: _Declared) -> Iterator[Probl
             first_use[address.ip] = (doc, loc)
         else:
             yield Problem(doc, loc, f"address {address.ip} is already used at {_where(*first)}")
+
+
+IPMI_NAME_MAX = 16
+IPMI_PASSWORD_MAX = 20
+"""IPMI 2.0 limits on user names and passwords (bytes), which RAKP carries verbatim."""
+
+
+def _bmc_settings(documents: list[Document]) -> Iterator[Problem]:
+    first: Document | None = None
+    for doc in documents:
+        if doc.kind != "BMC":
+            continue
+        if first is not None:
+            yield Problem(
+                doc, (), f"only one BMC document is allowed; the first is {first.describe()}"
+            )
+            continue
+        first = doc
+        if not isinstance(doc.model, BMC):
+            continue
+        names: dict[str, int] = {}
+        for i, user in enumerate(doc.model.users):
+            loc: Loc = ("users", i)
+            if user.name in names:
+                yield Problem(
+                    doc, (*loc, "name"), f"duplicate user '{user.name}' (users[{names[user.name]}])"
+                )
+            names.setdefault(user.name, i)
+            if not user.name.isascii() or not user.name.isprintable() or ":" in user.name:
+                yield Problem(doc, (*loc, "name"), "a BMC user name is printable ASCII without ':'")
+            elif len(user.name) > IPMI_NAME_MAX:
+                yield Problem(
+                    doc, (*loc, "name"), f"IPMI allows at most {IPMI_NAME_MAX} characters"
+                )
+            if (user.password is None) == (user.password_file is None):
+                yield Problem(doc, loc, "give exactly one of 'password' or 'password-file'")
+            elif user.password is not None:
+                if not user.password:
+                    yield Problem(doc, (*loc, "password"), "the password is empty")
+                elif len(user.password.encode()) > IPMI_PASSWORD_MAX:
+                    yield Problem(
+                        doc,
+                        (*loc, "password"),
+                        f"IPMI 2.0 allows at most {IPMI_PASSWORD_MAX} bytes",
+                    )
+
+
+def _bmc_addresses(documents: list[Document], declared: _Declared) -> Iterator[Problem]:
+    """A static BMC address must sit inside a bmc network, whose bridge will carry it."""
+    bmc_networks = [
+        d.model
+        for d in declared.names("Network").values()
+        if isinstance(d.model, Network) and d.model.type == "bmc" and d.model.address is not None
+    ]
+    for doc in documents:
+        node = doc.model
+        if not isinstance(node, Node) or node.bmc is None or node.bmc.address is None:
+            continue
+        address = node.bmc.address
+        if not any(address in n.address.network for n in bmc_networks if n.address):
+            where = ", ".join(f"{n.name} ({n.address.network})" for n in bmc_networks if n.address)
+            yield Problem(
+                doc,
+                ("bmc", "address"),
+                f"{address} is not inside any bmc network"
+                + (f" ({where})" if where else " (no Network of type bmc has an address)"),
+            )
 
 
 def _fits(address: IPInterface, network: Network) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from ipaddress import IPv4Interface, IPv6Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -28,6 +28,7 @@ from pydantic_core import PydanticCustomError
 from vdc_runtime.spec.errors import describe
 
 IPInterface = IPv4Interface | IPv6Interface
+IPAddress = IPv4Address | IPv6Address
 
 # Linux limits from dev_valid_name(): IFNAMSIZ is 16 including the terminating NUL.
 IFNAME_MAX = 15
@@ -195,6 +196,41 @@ def _host_interface(value: object) -> IPInterface:
                 net=str(net),
             )
     return iface
+
+
+def _host_address(value: object) -> IPAddress:
+    if isinstance(value, IPv4Address | IPv6Address):
+        return value
+    if not isinstance(value, str):
+        raise _error(
+            "ip_address_type", "expected an address like 10.0.0.1, got {got}", got=describe(value)
+        )
+    if "/" in value:
+        raise _error(
+            "ip_address",
+            "'{value}' has a prefix length; write the address alone, it takes its network's",
+            value=value,
+        )
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        raise _error(
+            "ip_address", "'{value}' is not an IP address (e.g. 10.0.0.1 or fd00::1)", value=value
+        ) from None
+    if address.is_unspecified or address.is_multicast or address.is_loopback:
+        raise _error("ip_address", "'{value}' cannot be a host's address", value=value)
+    return address
+
+
+HostAddress = Annotated[
+    IPAddress,
+    PlainValidator(_host_address),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema(
+        {"type": "string", "description": "an IP address, e.g. 10.72.16.11 or fd00::11"}
+    ),
+]
+"""One unicast address without a prefix length."""
 
 
 HostInterface = Annotated[

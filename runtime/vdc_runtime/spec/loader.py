@@ -17,6 +17,7 @@ from vdc_runtime.spec.checks import Document, check
 from vdc_runtime.spec.errors import SpecError, SpecErrors, describe, did_you_mean, format_path
 from vdc_runtime.spec.keys import Location, fields_by_key, find_key, locate, normalize, remove
 from vdc_runtime.spec.models import (
+    BMC,
     KINDS,
     DataCenter,
     DeviceClass,
@@ -168,6 +169,7 @@ def _load(sources: list[_Source]) -> DataCenter:
         nodes=[m for m in models if isinstance(m, Node)],
         images=[m for m in models if isinstance(m, Image)],
         device_classes=[m for m in models if isinstance(m, DeviceClass)],
+        bmc=next((m for m in models if isinstance(m, BMC)), None),
     )
 
 

@@ -29,6 +29,7 @@ from vdc_runtime.spec.fields import (
     AbsolutePath,
     FileName,
     FilePath,
+    HostAddress,
     HostInterface,
     IPInterface,
     Name,
@@ -227,6 +228,16 @@ NodeInterfaceEntry = Annotated[
 """A network name (Placemat's form) or a NodeInterface mapping; always a NodeInterface."""
 
 
+class NodeBMC(SpecModel):
+    """The node's BMC (IPMI on UDP 623, Redfish on HTTPS 443)."""
+
+    address: HostAddress | None = Field(
+        default=None,
+        description="Static BMC address inside a bmc network; without it the guest announces"
+        " one on its `placemat` port, as in Placemat.",
+    )
+
+
 class Node(SpecModel):
     """A QEMU virtual machine."""
 
@@ -252,6 +263,7 @@ class Node(SpecModel):
     tpm: StrictBool = False
     smbios: SMBIOS | None = None
     network_device_queue: Count | None = None
+    bmc: NodeBMC | None = None
 
     @property
     def cpus(self) -> int:
@@ -263,12 +275,44 @@ class Node(SpecModel):
         return 1  # QEMU's default when -smp is absent
 
 
+BMCRole = Literal["Administrator", "Operator", "ReadOnly"]
+
+
+class BMCUser(SpecModel):
+    """An account on every BMC of the data center (IPMI and Redfish)."""
+
+    name: Name
+    password: Text | None = None
+    password_file: FilePath | None = Field(
+        default=None, description="A file holding the password (trailing newline ignored)."
+    )
+    role: BMCRole = "Administrator"
+
+
+class BMCTLS(SpecModel):
+    """A certificate and key for every BMC's HTTPS, instead of ones from vdc's own CA."""
+
+    cert: FilePath
+    key: FilePath
+
+
+class BMC(SpecModel):
+    """Settings shared by the BMCs of all nodes; at most one per data center.
+
+    Without users, Placemat's account (cybozu / cybozu) is kept so its scripts work.
+    """
+
+    users: list[BMCUser] = []
+    tls: BMCTLS | None = None
+
+
 KINDS: dict[str, type[SpecModel]] = {
     "Network": Network,
     "NetworkNamespace": NetworkNamespace,
     "Node": Node,
     "Image": Image,
     "DeviceClass": DeviceClass,
+    "BMC": BMC,
 }
 """Placemat `kind` -> model, in the order DataCenter lists them."""
 
@@ -285,6 +329,7 @@ class DataCenter(SpecModel):
     nodes: list[Node] = []
     images: list[Image] = []
     device_classes: list[DeviceClass] = []
+    bmc: BMC | None = None
 
     def network(self, name: str) -> Network:
         return _by_name(self.networks, name)
@@ -325,12 +370,16 @@ def _by_name(items: list[_Named], name: str) -> _Named:
 
 
 __all__ = [
+    "BMC",
+    "BMCTLS",
     "KINDS",
     "MAX_QUEUES",
     "NUMA",
     "SMBIOS",
     "SMP",
     "App",
+    "BMCRole",
+    "BMCUser",
     "BootDevice",
     "CacheMode",
     "Compression",
@@ -347,6 +396,7 @@ __all__ = [
     "NetworkNamespace",
     "NetworkType",
     "Node",
+    "NodeBMC",
     "NodeInterface",
     "RawVolume",
     "SpecModel",
