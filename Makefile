@@ -28,3 +28,4 @@ lint: deps
 bench: deps
 	PYTHONPATH=$(CURDIR) $(PY) bench/fabric_build.py
 	PYTHONPATH=$(CURDIR) $(PY) bench/boot.py
+	PYTHONPATH=$(CURDIR) $(PY) bench/bmc.py

@@ -23,6 +23,9 @@ While it runs, in another terminal:
   vdc node action restart worker-2    # power, as pmctl2 node action
   vdc node console-log worker-1 -f
   curl -s localhost:10808/nodes       # the REST API
+  ipmitool -I lanplus -H 10.72.16.11 -U cybozu -P cybozu -C 17 power status   # worker-1's BMC
+  curl -s --cacert /var/lib/vdc/bmc/ca.crt -u cybozu:cybozu \
+       https://10.72.16.11/redfish/v1/Systems/worker-1               # its Redfish
 Stop with Ctrl-C: everything it created is removed (volumes and logs stay in /var/lib/vdc).
 
 MSG

@@ -1,4 +1,4 @@
-"""`make demo`'s narrator: prints each node as it powers on, boots, takes DHCP, announces its BMC."""
+"""`make demo`'s narrator: each node as it powers on, boots, takes DHCP, gets its BMC."""
 
 from __future__ import annotations
 
@@ -46,7 +46,14 @@ def main(timeout: float) -> int:
                 if match and (name, pattern.pattern) not in seen:
                     seen.add((name, pattern.pattern))
                     print(f"  {name}: {message.format(*match.groups())}")
-        if all((n["name"], MARKERS[2][0].pattern) in seen for n in nodes) and nodes:
+            bmc = node.get("bmc") or {}
+            if bmc.get("state") in ("listening", "failed") and (name, "bmc") not in seen:
+                seen.add((name, "bmc"))
+                if bmc["state"] == "failed":
+                    print(f"  {name}: BMC not started: {bmc['error']}")
+                else:
+                    print(f"  {name}: BMC up: IPMI {bmc['ipmi']}, Redfish {bmc['redfish']}")
+        if nodes and all((n["name"], "bmc") in seen for n in nodes):
             return 0
         time.sleep(0.5)
     print("  (some nodes are still booting; see `vdc node console-log NODE`)")

@@ -224,7 +224,12 @@ class BmcManager:
 
     def endpoint_json(self, node: str) -> dict[str, Any] | None:
         endpoint = self.endpoints.get(node)
-        return endpoint.as_json(self.ipmi_port, self.redfish_port) if endpoint else None
+        if endpoint is None:
+            return None
+        ca = self.ca_cert
+        return endpoint.as_json(self.ipmi_port, self.redfish_port) | {
+            "ca_cert": str(ca) if ca is not None else None
+        }
 
 
 __all__ = ["BmcEndpoint", "BmcError", "BmcManager", "bmc_network", "load_users"]
