@@ -117,7 +117,9 @@ def test_two_interfaces_on_one_network_with_explicit_mac() -> None:
     )
     argv = argv_of(node)
     assert_golden("two_nics_one_network", argv)
-    assert "virtio-net-pci,id=nic1,netdev=net1,mac=52:54:00:12:34:56,addr=0x4,mq=on,vectors=6" in argv
+    assert (
+        "virtio-net-pci,id=nic1,netdev=net1,mac=52:54:00:12:34:56,addr=0x4,mq=on,vectors=6" in argv
+    )
 
 
 @pytest.mark.parametrize("host", [TCG, KVM], ids=["tcg", "kvm"])
