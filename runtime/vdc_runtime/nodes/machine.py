@@ -35,6 +35,9 @@ SOCKET_TIMEOUT = 30.0  # QEMU under TCG on a loaded 2-core host can take a while
 QMP_TIMEOUT = 10.0
 QUIT_GRACE = 5.0
 RESTART_BACKOFF_MAX = 30.0
+POST_TIMEOUT = 30.0
+# What SeaBIOS prints once its power-on self test is over.
+POST_DONE_MARKERS = (b"Booting from ", b"No bootable device")
 
 
 class NodeError(RuntimeError):
@@ -111,6 +114,7 @@ class Machine:
         self._cause: str | None = None
         self.reset_listeners: list[Callable[[], object]] = []
         """Called after every reset of the machine (power on, reset, guest reboot)."""
+        self._post_done = asyncio.Event()
 
     @property
     def name(self) -> str:
@@ -158,6 +162,8 @@ class Machine:
             await self._start_swtpm(layout.tpm_dir, layout.tpm_socket)
         argv = qemu_argv(layout, self.node)
         log.debug("node %s: %s", self.name, " ".join(argv))
+        self._post_done.clear()
+        log_offset = layout.console_log.stat().st_size if layout.console_log.exists() else 0
         self._stderr.clear()
         self._qemu = await asyncio.create_subprocess_exec(
             *argv,
@@ -186,6 +192,10 @@ class Machine:
         self._set_power("On", "started")
         self._tasks.append(asyncio.create_task(self._events(self._qmp), name=f"events {label}"))
         self._tasks.append(asyncio.create_task(self._guest_port(), name=f"guest port {label}"))
+        if self.node.uefi:
+            self._post_done.set()  # OVMF runs from flash: no shadowed BIOS to lose
+        else:
+            self._tasks.append(asyncio.create_task(self._watch_post(log_offset)))
 
     async def _connect_qmp(self) -> QMPClient:
         # QEMU creates the socket file just before it listens on it: a refusal in that
@@ -253,6 +263,41 @@ class Machine:
                 elif name == "RESET":
                     for listener in self.reset_listeners:
                         listener()
+
+    async def _watch_post(self, offset: int) -> None:
+        """Note when SeaBIOS's first power-on self test after QEMU started is over.
+
+        That POST turns the BIOS area into RAM before copying the BIOS there, and QEMU's
+        reset does not turn it back: a reset in between leaves the machine running zeros
+        forever. Resets wait for this (see `_reset`); later POSTs reboot safely."""
+        path = self.layout.console_log
+        tail = b""
+        try:
+            while not self._post_done.is_set():
+                await asyncio.sleep(0.05)
+                with contextlib.suppress(FileNotFoundError):
+                    with path.open("rb") as console:
+                        console.seek(offset)
+                        chunk = console.read()
+                    offset += len(chunk)
+                    tail = (tail + chunk)[-64:]
+                    if any(marker in tail for marker in POST_DONE_MARKERS):
+                        self._post_done.set()
+        except asyncio.CancelledError:
+            pass
+
+    async def _reset(self) -> None:
+        """`system_reset`, once the first POST is safely past (see `_watch_post`)."""
+        if not self._post_done.is_set():
+            if not (await self._execute("query-status")).get("running"):
+                await self._execute("cont")  # let the interrupted POST finish first
+            try:
+                await asyncio.wait_for(self._post_done.wait(), POST_TIMEOUT)
+            except TimeoutError:
+                log.warning(
+                    "node %s: firmware still in its first POST; resetting anyway", self.name
+                )
+        await self._execute("system_reset")
 
     async def _guest_port(self) -> None:
         """Read what the guest writes to its `placemat` port: its BMC address, one per line."""
@@ -345,7 +390,7 @@ class Machine:
             if await self.query_power() == "On":
                 return False
             self._cause = "power on"
-            await self._execute("system_reset")
+            await self._reset()
             await self._execute("cont")
             self._set_power("On", "power on")
             return True
@@ -367,7 +412,7 @@ class Machine:
                 self._cause = "restart"
                 await self._execute("stop")
             self._cause = "restart"
-            await self._execute("system_reset")
+            await self._reset()
             await self._execute("cont")
             self._set_power("On", "restart")
 
@@ -375,7 +420,7 @@ class Machine:
         async with self._lock:
             if await self.query_power() != "On":
                 raise PowerError(f"node {self.name} is off; power it on instead of resetting it")
-            await self._execute("system_reset")
+            await self._reset()
             self.transitions.append(Transition(time.time(), "On", "reset"))
 
     async def acpi_shutdown(self) -> None:
