@@ -24,6 +24,7 @@ log = logging.getLogger("vdc.bmc")
 T = TypeVar("T")
 
 QEMU_DEFAULT_MEMORY_MIB = 128
+RESTORE_WITHIN = 120.0  # a firmware that never picks a device still gets the order back
 
 BOOT_ORDERS: dict[BootTarget, tuple[str, ...] | None] = {
     "pxe": ("network", "disk"),
@@ -61,6 +62,7 @@ class MachineTarget:
         self._facts = facts_of(machine)
         self._override = BootOverride(mode="uefi" if machine.node.uefi else "legacy")
         self._tasks: set[asyncio.Task[None]] = set()
+        self._generation = 0  # of overrides set, so a late restore never undoes a newer one
         machine.reset_listeners.append(self._on_reset)
 
     @property
@@ -102,6 +104,7 @@ class MachineTarget:
     async def set_boot_override(self, override: BootOverride) -> None:
         if override.enabled == "disabled":
             override = BootOverride(target="none", enabled="disabled", mode=override.mode)
+        self._generation += 1
         await self._call(self.machine.set_boot_order(BOOT_ORDERS[override.target]))
         self._override = override
         log.info(
@@ -112,16 +115,29 @@ class MachineTarget:
             override.mode,
         )
 
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
     def _on_reset(self) -> None:
-        """The reset that just happened consumed a `once` override: go back to the node's order."""
+        """The boot that just began consumes a `once` override: it reads as disabled at
+        once, and the node's own order comes back when the firmware has read this one."""
         if self._override.enabled != "once":
             return
         self._override = BootOverride(mode=self._override.mode)
-        task = asyncio.get_running_loop().create_task(self._restore_order())
+        task = asyncio.get_running_loop().create_task(self._restore_order(self._generation))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _restore_order(self) -> None:
+    async def _restore_order(self, generation: int) -> None:
+        try:
+            async with asyncio.timeout(RESTORE_WITHIN):
+                await self.machine.wait_boot_selected()
+        except TimeoutError:
+            log.warning("node %s: no boot seen; restoring its boot order anyway", self.machine.name)
+        if generation != self._generation:
+            return  # a newer override was set meanwhile: it stands
         try:
             await self.machine.set_boot_order(None)
         except NodeError as exc:

@@ -220,6 +220,8 @@ class BmcManager:
             if server is not None:
                 await server.close()
         self._ipmi = self._redfish = None
+        for target in self._targets.values():
+            await target.close()
         await asyncio.to_thread(shutil.rmtree, self._cert_dir, True)
 
     def endpoint_json(self, node: str) -> dict[str, Any] | None:

@@ -36,8 +36,9 @@ QMP_TIMEOUT = 10.0
 QUIT_GRACE = 5.0
 RESTART_BACKOFF_MAX = 30.0
 POST_TIMEOUT = 30.0
-# What SeaBIOS prints once its power-on self test is over.
-POST_DONE_MARKERS = (b"Booting from ", b"No bootable device")
+# What the firmware prints once it has read the boot order and picked a device: SeaBIOS,
+# then OVMF's boot manager.
+BOOT_SELECTED_MARKERS = (b"Booting from ", b"No bootable device", b"BdsDxe: ")
 
 
 class NodeError(RuntimeError):
@@ -114,7 +115,14 @@ class Machine:
         self._cause: str | None = None
         self.reset_listeners: list[Callable[[], object]] = []
         """Called after every reset of the machine (power on, reset, guest reboot)."""
+        # Firmware progress, read off the console log: whether this QEMU's first POST is
+        # over (see `_reset`), and whether the firmware has picked a boot device since the
+        # latest reset (see `wait_boot_selected`).
         self._post_done = asyncio.Event()
+        self._boot_selected = asyncio.Event()
+        self._firmware_wakeup = asyncio.Event()
+        self._firmware_offset = 0
+        self._firmware_tail = b""
 
     @property
     def name(self) -> str:
@@ -163,7 +171,7 @@ class Machine:
         argv = qemu_argv(layout, self.node)
         log.debug("node %s: %s", self.name, " ".join(argv))
         self._post_done.clear()
-        log_offset = layout.console_log.stat().st_size if layout.console_log.exists() else 0
+        self._watch_firmware_from_now()
         self._stderr.clear()
         self._qemu = await asyncio.create_subprocess_exec(
             *argv,
@@ -194,8 +202,7 @@ class Machine:
         self._tasks.append(asyncio.create_task(self._guest_port(), name=f"guest port {label}"))
         if self.node.uefi:
             self._post_done.set()  # OVMF runs from flash: no shadowed BIOS to lose
-        else:
-            self._tasks.append(asyncio.create_task(self._watch_post(log_offset)))
+        self._tasks.append(asyncio.create_task(self._watch_firmware(), name=f"firmware {label}"))
 
     async def _connect_qmp(self) -> QMPClient:
         # QEMU creates the socket file just before it listens on it: a refusal in that
@@ -261,33 +268,49 @@ class Machine:
                 elif name == "RESUME":
                     self._set_power("On", "resumed")
                 elif name == "RESET":
+                    self._watch_firmware_from_now()
                     for listener in self.reset_listeners:
                         listener()
 
-    async def _watch_post(self, offset: int) -> None:
-        """Note when SeaBIOS's first power-on self test after QEMU started is over.
-
-        That POST turns the BIOS area into RAM before copying the BIOS there, and QEMU's
-        reset does not turn it back: a reset in between leaves the machine running zeros
-        forever. Resets wait for this (see `_reset`); later POSTs reboot safely."""
+    def _watch_firmware_from_now(self) -> None:
+        self._boot_selected.clear()
         path = self.layout.console_log
-        tail = b""
-        try:
-            while not self._post_done.is_set():
+        self._firmware_offset = path.stat().st_size if path.exists() else 0
+        self._firmware_tail = b""
+        self._firmware_wakeup.set()
+
+    async def _watch_firmware(self) -> None:
+        """Follow the console log from each reset until the firmware has picked a device.
+
+        The first POST after QEMU starts matters most: SeaBIOS turns the BIOS area into
+        RAM before copying itself there, and QEMU's reset does not turn it back, so a
+        reset in between leaves a machine running zeros forever (see `_reset`)."""
+        path = self.layout.console_log
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                await self._firmware_wakeup.wait()
                 await asyncio.sleep(0.05)
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     with path.open("rb") as console:
-                        console.seek(offset)
+                        console.seek(self._firmware_offset)
                         chunk = console.read()
-                    offset += len(chunk)
-                    tail = (tail + chunk)[-64:]
-                    if any(marker in tail for marker in POST_DONE_MARKERS):
-                        self._post_done.set()
-        except asyncio.CancelledError:
-            pass
+                except FileNotFoundError:
+                    continue
+                self._firmware_offset += len(chunk)
+                self._firmware_tail = (self._firmware_tail + chunk)[-64:]
+                if any(marker in self._firmware_tail for marker in BOOT_SELECTED_MARKERS):
+                    self._firmware_wakeup.clear()
+                    self._boot_selected.set()
+                    self._post_done.set()
+
+    async def wait_boot_selected(self) -> None:
+        """Wait until the firmware has read the boot order since the latest reset: QEMU
+        hands the firmware the devices' `bootindex` as they are when it asks, not as they
+        were at the reset."""
+        await self._boot_selected.wait()
 
     async def _reset(self) -> None:
-        """`system_reset`, once the first POST is safely past (see `_watch_post`)."""
+        """`system_reset`, once the first POST is safely past (see `_watch_firmware`)."""
         if not self._post_done.is_set():
             if not (await self._execute("query-status")).get("running"):
                 await self._execute("cont")  # let the interrupted POST finish first
