@@ -33,10 +33,10 @@ from pathlib import Path
 
 from tests.bmc.conftest import start_machine
 from tests.guest.build import build_guest
+
 from vdc_runtime.bmc.ipmi import IpmiService
 from vdc_runtime.bmc.redfish import RedfishService
 from vdc_runtime.bmc.tls import CertificateAuthority, ssl_context
-
 from vdc_runtime.bmc.users import BmcUser, Users
 
 USER, PASSWORD = "bench", "bench-password"
