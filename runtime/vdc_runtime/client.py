@@ -88,7 +88,7 @@ def enter(socket_path: Path, name: str) -> None:
         asyncio.run(_console(socket_path))
     except ConnectionRefusedError:
         raise ClientError(
-            f"node {name}'s console refused the connection: another client may be attached"
+            f"node {name}'s console refused the connection: is its run stopping?"
         ) from None
     finally:
         if saved is not None:

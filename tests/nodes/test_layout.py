@@ -20,6 +20,7 @@ def test_paths_follow_placemat() -> None:
     layout = layout_of(make_node(name="node1", uefi=True, tpm=True))
     assert layout.run_dir == RUN
     assert layout.console_socket == Path("/run/vdc/node1.socket")
+    assert layout.serial_socket == Path("/run/vdc/node1.serial")
     assert layout.qmp_socket == Path("/run/vdc/node1.qmp")
     assert layout.guest_socket == Path("/run/vdc/node1.guest")
     assert layout.tpm_dir == Path("/run/vdc/node1")
@@ -28,6 +29,7 @@ def test_paths_follow_placemat() -> None:
     assert layout.console_log == Path("/var/lib/vdc/logs/node1.console.log")
     assert layout.sockets == (
         layout.console_socket,
+        layout.serial_socket,
         layout.qmp_socket,
         layout.guest_socket,
         layout.tpm_socket,
@@ -37,7 +39,7 @@ def test_paths_follow_placemat() -> None:
 def test_no_tpm_or_uefi_paths_unless_asked() -> None:
     layout = layout_of(make_node(name="n"))
     assert (layout.tpm_dir, layout.tpm_socket, layout.nvram) == (None, None, None)
-    assert len(layout.sockets) == 3
+    assert len(layout.sockets) == 4
 
 
 def test_serial_defaults_to_sha1_of_the_name() -> None:

@@ -346,7 +346,7 @@ def test_argv_is_consistent_for_any_valid_node(
         (s.name, s.path) for s in layout.shares
     ]
     (console,) = [o for o in options(argv, "-chardev") if o["id"] == "console"]
-    assert Path(console["path"]) == layout.console_socket
+    assert Path(console["path"]) == layout.serial_socket
     (smbios,) = options(argv, "-smbios")
     assert smbios["serial"] == layout.serial
     (name,) = options(argv, "-name")

@@ -7,6 +7,7 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -268,6 +269,9 @@ def test_enter_console_and_console_log(
         stdin=slave, stdout=slave, stderr=slave, close_fds=True,
     )  # fmt: skip
     os.close(slave)
+    # A second client on the console socket at the same time sees the same session.
+    other = socket.socket(socket.AF_UNIX)
+    other.connect(run.api("/nodes/c1")[1]["socket_path"])
     seen = b""
     try:
         deadline = time.monotonic() + 30
@@ -281,7 +285,12 @@ def test_enter_console_and_console_log(
         assert b"hi-42" in seen, seen
         os.write(master, b"\x1d")
         assert proc.wait(10) == 0
+        other.settimeout(5)
+        beside = b""
+        while b"hi-42" not in beside:
+            beside += other.recv(4096)
     finally:
+        other.close()
         if proc.poll() is None:
             proc.kill()
         os.close(master)

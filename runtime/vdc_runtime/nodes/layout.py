@@ -88,6 +88,9 @@ class NodeLayout:
     serial: str
     run_dir: Path
     console_socket: Path
+    """The node's console for any number of clients, served by the runtime (Placemat's path)."""
+    serial_socket: Path
+    """QEMU's own serial chardev, which takes one client: the runtime's console hub."""
     console_log: Path
     qmp_socket: Path
     guest_socket: Path
@@ -112,8 +115,14 @@ class NodeLayout:
 
     @property
     def sockets(self) -> tuple[Path, ...]:
-        """Every unix socket of the node (QEMU's and swtpm's)."""
-        found = (self.console_socket, self.qmp_socket, self.guest_socket, self.tpm_socket)
+        """Every unix socket of the node (the runtime's, QEMU's and swtpm's)."""
+        found = (
+            self.console_socket,
+            self.serial_socket,
+            self.qmp_socket,
+            self.guest_socket,
+            self.tpm_socket,
+        )
         return tuple(p for p in found if p is not None)
 
 
@@ -208,6 +217,7 @@ def plan_node(
         serial=(node.smbios.serial if node.smbios is not None else None) or default_serial(name),
         run_dir=run_dir,
         console_socket=run_dir / f"{name}.socket",
+        serial_socket=run_dir / f"{name}.serial",
         console_log=log_dir / f"{name}.console.log",
         qmp_socket=run_dir / f"{name}.qmp",
         guest_socket=run_dir / f"{name}.guest",

@@ -24,6 +24,7 @@ from qemu.qmp import QMPClient
 from qemu.qmp.error import QMPError
 
 from vdc_runtime.ledger import Ledger
+from vdc_runtime.nodes.console import ConsoleHub
 from vdc_runtime.nodes.layout import NodeLayout
 from vdc_runtime.nodes.qemu_args import boot_indexes, disk_device_id, nic_device_id, qemu_argv
 from vdc_runtime.procs import process_start_time, stop_process_group
@@ -115,6 +116,7 @@ class Machine:
         self._cause: str | None = None
         self.reset_listeners: list[Callable[[], object]] = []
         """Called after every reset of the machine (power on, reset, guest reboot)."""
+        self.console = ConsoleHub(node.name, layout.serial_socket, layout.console_socket)
         # Firmware progress, read off the console log: whether this QEMU's first POST is
         # over (see `_reset`), and whether the firmware has picked a boot device since the
         # latest reset (see `wait_boot_selected`).
@@ -145,16 +147,18 @@ class Machine:
     async def start(self) -> None:
         self.state = "starting"
         try:
+            await self.console.serve()
             await self._launch()
         except BaseException:
             await self._kill_processes()
+            await self.console.close()
             raise
         self.state = "running"
         self._tasks.append(asyncio.create_task(self._watch(), name=f"watch {self.name}"))
 
     def _clear_stale_files(self) -> None:
         # The run dir is locked by this run, so sockets here are a dead run's leftovers.
-        for path in (self.layout.console_socket, self.layout.qmp_socket, self.layout.guest_socket):
+        for path in (self.layout.serial_socket, self.layout.qmp_socket, self.layout.guest_socket):
             path.unlink(missing_ok=True)
         if self.layout.tpm_dir is not None:
             shutil.rmtree(self.layout.tpm_dir, ignore_errors=True)
@@ -196,6 +200,10 @@ class Machine:
                 detail = " | ".join(list(self._stderr)[-3:]) or "no output"
                 raise NodeError(f"{what} exited with {self._qemu.returncode}: {detail}") from exc
             raise NodeError(f"{what}: cannot connect to QMP at {layout.qmp_socket}: {exc}") from exc
+        try:
+            await self.console.attach()
+        except (TimeoutError, OSError) as exc:
+            raise NodeError(f"{what}: cannot connect to its serial console: {exc}") from exc
         self.started_at = time.time()
         self._set_power("On", "started")
         self._tasks.append(asyncio.create_task(self._events(self._qmp), name=f"events {label}"))
@@ -501,9 +509,11 @@ class Machine:
         self._tasks.clear()
         if self.state != "failed":
             self.state = "stopped"
+        await self.console.close()
         await asyncio.to_thread(self._clear_stale_files)
 
     async def _kill_processes(self) -> None:
+        await self.console.detach()
         if self._qmp is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._qmp.disconnect(), 2)

@@ -114,7 +114,7 @@ def qemu_argv(layout: NodeLayout, node: Node) -> list[str]:
         "-chardev",
         _opts(
             "socket,id=console",
-            f"path={escape(layout.console_socket)}",
+            f"path={escape(layout.serial_socket)}",
             "server=on,wait=off",
             f"logfile={escape(layout.console_log)}",
             "logappend=on",
