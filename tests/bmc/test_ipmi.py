@@ -7,7 +7,10 @@ here can be plain blocking programs. Everything listens on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
+import select
 import socket
 import subprocess
 import threading
@@ -331,3 +334,93 @@ def test_boot_device_next_boot_and_persistent(bmc: Bmc) -> None:
     assert re.search(r"^\s*Boot_Device\s+PXE$", checkout, re.M), checkout
     ipmitool(bmc, "chassis", "bootdev", "none")
     assert bmc.target.boot_override().enabled == "disabled"
+
+
+# -- serial over LAN -------------------------------------------------------------------------
+
+
+class Terminal:
+    """A program on a pseudo-terminal, as a person would run `ipmitool sol activate`."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.master, slave = os.openpty()
+        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave)
+        os.close(slave)
+        self.output = b""
+
+    def read_until(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.output:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not seen; got:\n{self.output[-2000:]!r}")
+            ready, _, _ = select.select([self.master], [], [], 0.2)
+            if ready:
+                try:
+                    self.output += os.read(self.master, 4096)
+                except OSError:  # the program ended
+                    break
+        return self.output.decode(errors="replace")
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def close(self) -> int:
+        try:
+            return self.proc.wait(10)
+        finally:
+            os.close(self.master)
+
+
+def sol(bmc: Bmc, *args: str) -> list[str]:
+    return ["ipmitool", "-I", "lanplus", "-H", HOST, "-p", str(bmc.port), "-U", ADMIN[0],
+            "-P", ADMIN[1], "-C", "17", "sol", *args]  # fmt: skip
+
+
+def test_serial_over_lan(bmc: Bmc) -> None:
+    info = ipmitool(bmc, "sol", "info", "1")
+    assert "Enabled                         : true" in info
+    assert "Force Encryption                : true" in info
+    assert f"Payload Port                    : {bmc.port}" in info
+
+    # A console client next to SOL: both see the guest, as with a console server.
+    watcher = socket.socket(socket.AF_UNIX)
+    watcher.connect(str(bmc.machine.machine.layout.console_socket))
+    watcher.settimeout(0.2)
+    terminal = Terminal(sol(bmc, "activate"))
+    try:
+        terminal.read_until("SOL Session operational")
+        terminal.type("\r")
+        terminal.type("echo sol-$((6*7))\r")
+        terminal.read_until("sol-42")
+        seen = b""
+        deadline = time.monotonic() + 10
+        while b"sol-42" not in seen and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                seen += watcher.recv(4096)
+        assert b"sol-42" in seen
+
+        second = subprocess.run(sol(bmc, "activate"), capture_output=True, text=True, timeout=30)
+        assert "SOL payload already active on another session" in second.stdout + second.stderr
+
+        # The session outlives a reboot: the second boot shows up over SOL.
+        boots = bmc.ready_count()
+        ipmitool(bmc, "power", "cycle")
+        terminal.output = b""
+        terminal.read_until("VDC-GUEST-READY", timeout=90)
+        bmc.wait_console("VDC-GUEST-READY", boots + 1)
+
+        terminal.type("\r~.")
+        terminal.read_until("terminated by user")
+    finally:
+        watcher.close()
+        if terminal.proc.poll() is None:
+            terminal.proc.kill()
+        terminal.close()
+    # The payload is free again once the session has ended.
+    again = Terminal(sol(bmc, "activate"))
+    try:
+        again.read_until("SOL Session operational")
+        again.type("\r~.")
+        again.read_until("terminated by user")
+    finally:
+        again.close()

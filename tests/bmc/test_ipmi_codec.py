@@ -116,3 +116,10 @@ def test_user_list() -> None:
     assert codec.user_access(3, users) == (0, bytes([3, 0x42, 0x01, 0x32]))
     assert codec.user_access(4, users)[0] == codec.PARAMETER_OUT_OF_RANGE
     assert codec.user_name(2, users) == (0, b"admin".ljust(16, b"\0"))
+
+
+def test_serial_over_lan_replies() -> None:
+    assert codec.activate_payload_reply(132, 623) == bytes.fromhex("00000000840084006f02ffff")
+    assert codec.sol_parameter(1, 623) == (0, bytes([0x11, 0x01]))  # enabled
+    assert codec.sol_parameter(8, 16230) == (0, bytes([0x11]) + (16230).to_bytes(2, "little"))
+    assert codec.sol_parameter(9, 623)[0] == codec.PARAMETER_NOT_SUPPORTED

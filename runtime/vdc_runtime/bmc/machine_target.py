@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from vdc_runtime.bmc.target import (
@@ -114,6 +114,12 @@ class MachineTarget:
             override.enabled,
             override.mode,
         )
+
+    def console_subscribe(self, reader: Callable[[bytes], None]) -> Callable[[], None]:
+        return self.machine.console.subscribe(reader)
+
+    def console_write(self, data: bytes) -> None:
+        self.machine.console.write(data)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -7,6 +7,7 @@ power request from any of them is serialised by the machine.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -96,6 +97,15 @@ class BmcTarget(Protocol):
     async def set_boot_override(self, override: BootOverride) -> None:
         """Applied at the next boot, whoever causes it (BMC, API or the guest rebooting);
         a `once` override is cleared after that boot."""
+        ...
+
+    def console_subscribe(self, reader: Callable[[bytes], None]) -> Callable[[], None]:
+        """Hand `reader` everything the serial console prints from now on; returns the
+        function that stops it (serial over LAN)."""
+        ...
+
+    def console_write(self, data: bytes) -> None:
+        """Type on the serial console."""
         ...
 
 

@@ -258,6 +258,37 @@ def encode_boot_flags(override: BootOverride) -> bytes:
     return bytes([flags, device, 0, 0, 0])
 
 
+# -- serial over LAN (section 26) --------------------------------------------------------------
+
+NETFN_TRANSPORT = 0x0C
+PAYLOAD_SOL = 0x01
+BIT_RATE_115200 = 0x0A
+
+
+def sol_parameter(parameter: int, port: int) -> tuple[int, bytes]:
+    """Get SOL Configuration Parameters (table 26-5), revision 11h; fixed values: SOL is
+    enabled, encrypted and authenticated, for User privilege and up, at 115200 bit/s."""
+    values = {
+        0: bytes([0x00]),  # set complete
+        1: bytes([0x01]),  # enabled
+        2: bytes([0xC0 | USER]),  # force encryption and authentication; User and up
+        3: bytes([12, 96]),  # character accumulate interval (5 ms units), send threshold
+        4: bytes([7, 50]),  # retry count, retry interval (10 ms units)
+        5: bytes([BIT_RATE_115200]),
+        6: bytes([BIT_RATE_115200]),
+        7: bytes([LAN_CHANNEL]),
+        8: struct.pack("<H", port),
+    }
+    if parameter not in values:
+        return PARAMETER_NOT_SUPPORTED, b""
+    return OK, bytes([0x11]) + values[parameter]
+
+
+def activate_payload_reply(max_payload: int, port: int) -> bytes:
+    """Activate Payload's reply for SOL (table 24-2): payload sizes, UDP port, no VLAN."""
+    return bytes(4) + struct.pack("<HHHH", max_payload, max_payload, port, 0xFFFF)
+
+
 # -- user accounts (tables 22-33, 22-37) ----------------------------------------------------------
 
 
@@ -286,6 +317,7 @@ __all__ = [
     "SUITE_3",
     "SUITE_17",
     "CipherSuite",
+    "activate_payload_reply",
     "algorithm_payloads",
     "channel_info",
     "chassis_status",
@@ -295,6 +327,7 @@ __all__ = [
     "device_id",
     "encode_boot_flags",
     "negotiate",
+    "sol_parameter",
     "user_access",
     "user_name",
 ]

@@ -22,6 +22,7 @@ from pyghmi.ipmi.private import session as pyghmi_session
 from vdc_runtime.bmc.ipmi import codec
 from vdc_runtime.bmc.ipmi.commands import Commands
 from vdc_runtime.bmc.ipmi.session import Header, RmcpPlusSession, SocketShim
+from vdc_runtime.bmc.ipmi.sol import MAX_CHARACTERS, SolPayload
 from vdc_runtime.bmc.target import BmcTarget
 from vdc_runtime.bmc.users import Users
 
@@ -86,6 +87,7 @@ class BmcEndpoint(asyncio.DatagramProtocol):
         self.sessions: dict[int, RmcpPlusSession] = {}
         self.commands = Commands(target, users, self._active_sessions)
         self.transport: asyncio.DatagramTransport | None = None
+        self.sol: SolPayload | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
 
@@ -98,6 +100,7 @@ class BmcEndpoint(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]  # a datagram transport
         self.shim = SocketShim(transport)
         self.sessionless = SessionlessBmc(self.shim)
+        self.port = transport.get_extra_info("sockname")[1]
         self._sweeper = asyncio.get_running_loop().call_later(SWEEP_EVERY, self._sweep)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
@@ -110,6 +113,8 @@ class BmcEndpoint(asyncio.DatagramProtocol):
         log.debug("node %s: IPMI socket: %s", self.name, exc)
 
     async def close(self) -> None:
+        if self.sol is not None:
+            self.sol.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
         for task in list(self._tasks):
@@ -190,6 +195,8 @@ class BmcEndpoint(asyncio.DatagramProtocol):
                 return candidate
 
     def _drop(self, session: RmcpPlusSession) -> None:
+        if self.sol is not None and self.sol.session is session:
+            self.sol.close()
         session.closed = True
         self.sessions.pop(session.localsid, None)
 
@@ -215,10 +222,42 @@ class BmcEndpoint(asyncio.DatagramProtocol):
             return self._drop(session)
         if netfn == codec.NETFN_APP and command == 0x38:  # Get Channel Auth Caps, in session
             return session.reply(header, codec.OK, self.sessionless.authcap[1:])
+        if netfn == codec.NETFN_APP and command in (0x48, 0x49, 0x4A):
+            return session.reply(header, *self._payload_command(session, command, data))
+        if netfn == codec.NETFN_TRANSPORT and command == 0x22:  # Get SOL Configuration
+            if len(data) < 2:
+                return session.reply(header, codec.REQUEST_DATA_LENGTH_INVALID)
+            return session.reply(header, *codec.sol_parameter(data[1] & 0x7F, self.port))
         run = self._run(session, header, netfn, command, data)
         task = asyncio.get_running_loop().create_task(run)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _payload_command(
+        self, session: RmcpPlusSession, command: int, data: bytes
+    ) -> tuple[int, bytes]:
+        """Activate / Deactivate Payload and Get Payload Activation Status (section 24),
+        for the one SOL instance a BMC has."""
+        if not data:
+            return codec.REQUEST_DATA_LENGTH_INVALID, b""
+        if data[0] & 0x3F != codec.PAYLOAD_SOL or (command != 0x4A and data[1:2] != b"\x01"):
+            return codec.INVALID_DATA_FIELD, b""
+        if command == 0x4A:  # status: one instance, active or not
+            return codec.OK, bytes([1, 0x01 if self.sol is not None else 0x00, 0x00])
+        if session.privilege < codec.USER:
+            return codec.INSUFFICIENT_PRIVILEGE, b""
+        if command == 0x48:  # activate
+            if self.sol is not None:
+                return 0x80, b""  # already active (on this session or another)
+            self.sol = SolPayload(session, self.target, on_end=self._sol_ended)
+            return codec.OK, codec.activate_payload_reply(MAX_CHARACTERS + 4, self.port)
+        if self.sol is None or self.sol.session is not session:
+            return 0x80, b""  # not active on this session
+        self.sol.close()
+        return codec.OK, b""
+
+    def _sol_ended(self) -> None:
+        self.sol = None
 
     async def _run(
         self, session: RmcpPlusSession, header: Header, netfn: int, command: int, data: bytes

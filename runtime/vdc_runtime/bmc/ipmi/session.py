@@ -92,7 +92,8 @@ class RmcpPlusSession(serversession.ServerSession):
         self.broken = False
         self.pendingpayloads: collections.deque[Any] = collections.deque()
         self.pktqueue: collections.deque[Any] = collections.deque()
-        self.sol_handler = None
+        self.sol_handler: Callable[[Any], None] | None = None
+        self.last_payload_type = None
         self._customkeepalives = None
         self.currhashlib = codec.SUITE_3.hash
         self.currhashlen = codec.SUITE_3.icv_length
