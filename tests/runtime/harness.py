@@ -73,11 +73,13 @@ def http_in_netns(
         finally:
             os.close(fd)
 
-    thread = threading.Thread(target=worker)
+    thread = threading.Thread(target=worker, daemon=True)
     thread.start()
     thread.join(timeout + 5)
     if "error" in result:
         raise result["error"]
+    if "value" not in result:
+        raise TimeoutError(f"{method} {path} in {ns}: no answer within {timeout + 5:.0f} s")
     return result["value"]
 
 
@@ -175,6 +177,8 @@ class VdcRun:
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 60) -> None:
+        """Wait for the run's API to say it is running; a run that does not get there is
+        stopped (so that a failed test leaves nothing behind) and its output shown."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -184,9 +188,10 @@ class VdcRun:
                 status, body = self.api("/health")
                 if status == 200 and body["phase"] == "running":
                     return
-            except OSError:
+            except OSError:  # TimeoutError included
                 pass
             time.sleep(0.1)
+        self.stop()
         raise AssertionError(f"vdc run not ready after {timeout} s:\n{self.output}")
 
     def api(self, path: str, method: str = "GET") -> tuple[int, Any]:

@@ -203,18 +203,19 @@ def test_bmcs_of_real_guests(
     def redfish_once_pxe() -> str:
         import sushy
 
-        client = sushy.Sushy(
-            "https://10.72.16.21/redfish/v1",
-            username=ADMIN[0],
-            password=ADMIN[1],
-            verify=str(ca),
-        )
-        system = client.get_system("/redfish/v1/Systems/disk-1")
-        system.set_system_boot_options(
-            sushy.BOOT_SOURCE_TARGET_PXE, enabled=sushy.BOOT_SOURCE_ENABLED_ONCE
-        )
-        system.reset_system(sushy.RESET_FORCE_RESTART)
-        return str(system.boot.target)
+        auth = sushy.auth.SessionOrBasicAuth(*ADMIN)
+        client = sushy.Sushy("https://10.72.16.21/redfish/v1", auth=auth, verify=str(ca))
+        try:
+            system = client.get_system("/redfish/v1/Systems/disk-1")
+            system.set_system_boot_options(
+                sushy.BOOT_SOURCE_TARGET_PXE, enabled=sushy.BOOT_SOURCE_ENABLED_ONCE
+            )
+            system.reset_system(sushy.RESET_FORCE_RESTART)
+            return str(system.boot.target)
+        finally:
+            # Log out now, in the namespace: left to a garbage collection later, sushy
+            # retries an unreachable BMC for a minute in whatever thread collects it.
+            auth.close()
 
     call_in_netns(host.name, redfish_once_pxe)
     disk.wait_for("VDC-GUEST-READY", 2)
