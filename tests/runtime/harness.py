@@ -16,11 +16,14 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from vdc_runtime.fabric import netns as nsutil
+
+T = TypeVar("T")
 
 API_PORT = 10808
 
@@ -80,6 +83,28 @@ def http_in_netns(
         raise result["error"]
     if "value" not in result:
         raise TimeoutError(f"{method} {path} in {ns}: no answer within {timeout + 5:.0f} s")
+    return result["value"]
+
+
+def call_in_netns(ns: str, fn: Callable[[], T]) -> T:
+    """Run `fn` in a thread inside `ns`, so every socket it opens is that namespace's."""
+    result: dict[str, Any] = {}
+
+    def worker() -> None:
+        fd = nsutil.open_fd(ns)
+        try:
+            with nsutil.entered(fd):
+                result["value"] = fn()
+        except BaseException as exc:  # handed to the caller
+            result["error"] = exc
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(300)
+    if "error" in result:
+        raise result["error"]
     return result["value"]
 
 

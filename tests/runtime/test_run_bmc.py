@@ -7,49 +7,22 @@ so nothing leaves the namespaces the test made.
 from __future__ import annotations
 
 import json
-import os
-import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from tests.guest.build import GuestPaths
 from tests.runtime.conftest import write
 from tests.runtime.guests import console, start
-from tests.runtime.harness import HostNetns, VdcRun
-from vdc_runtime.fabric import netns as nsutil
+from tests.runtime.harness import HostNetns, VdcRun, call_in_netns
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-T = TypeVar("T")
 
 ADMIN = ("admin", "s3cret-admin")
 VIEWER = ("viewer", "s3cret-viewer")
 DISK_MAC = "52:54:00:48:00:21"
-
-
-def call_in_netns(ns: str, fn: Callable[[], T]) -> T:
-    """Run `fn` in a thread inside `ns`, so every socket it opens is that namespace's."""
-    result: dict[str, Any] = {}
-
-    def worker() -> None:
-        fd = nsutil.open_fd(ns)
-        try:
-            with nsutil.entered(fd):
-                result["value"] = fn()
-        except BaseException as exc:  # handed to the caller
-            result["error"] = exc
-        finally:
-            os.close(fd)
-
-    thread = threading.Thread(target=worker)
-    thread.start()
-    thread.join(300)
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
 
 
 def ipmitool(host: HostNetns, address: str, *args: str, suite: int = 17, user=ADMIN, check=True):

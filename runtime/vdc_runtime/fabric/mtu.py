@@ -6,6 +6,10 @@ the host, so every bridge, veth and guest NIC adopts the uplink's MTU.
 
 from __future__ import annotations
 
+import ipaddress
+
+from vdc_runtime.fabric.netlink import dump_links, route_output_index
+
 # RFC 8155's anycast address: a route lookup toward it finds the uplink without sending.
 PROBE_V4 = "192.0.0.10"
 PROBE_V6 = "2001:1::2"
@@ -22,28 +26,20 @@ def choose_mtu(route_mtus: list[int], physical_up_mtus: list[int]) -> int | None
 
 
 def detect_mtu() -> int | None:
-    from pyroute2 import IPRoute  # its import is slow; only this probe needs the full API
-
-    with IPRoute() as ipr:
-        mtus = {link["index"]: link.get_attr("IFLA_MTU") for link in ipr.get_links()}
-        route_mtus: list[int] = []
-        for probe in (PROBE_V4, PROBE_V6):
-            try:
-                routes = ipr.route("get", dst=probe)
-            except Exception:
-                continue
-            route_mtus = [
-                mtus[r.get_attr("RTA_OIF")] for r in routes if r.get_attr("RTA_OIF") in mtus
-            ]
-            if route_mtus:
-                break
-        # A link with no kind (no IFLA_LINKINFO) is a real device; sysfs cannot tell, as it
-        # shows the namespace it was mounted in, not ours.
-        physical = [
-            link.get_attr("IFLA_MTU")
-            for link in ipr.get_links()
-            if link.get_attr("IFLA_LINKINFO") is None
-            and link["flags"] & IFF_UP
-            and not link["flags"] & IFF_LOOPBACK
-        ]
+    """The MTU of the calling thread's namespace's uplink, as Placemat chose it."""
+    links = dump_links()
+    mtus = {link.index: link.mtu for link in links}
+    route_mtus: list[int] = []
+    for probe in (PROBE_V4, PROBE_V6):
+        index = route_output_index(ipaddress.ip_address(probe))
+        if index in mtus:
+            route_mtus = [mtus[index]]
+            break
+    # A link with no kind is a real device; sysfs cannot tell, as it shows the namespace it
+    # was mounted in, not ours.
+    physical = [
+        link.mtu
+        for link in links
+        if not link.has_kind and link.flags & IFF_UP and not link.flags & IFF_LOOPBACK
+    ]
     return choose_mtu(route_mtus, physical)
