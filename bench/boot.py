@@ -1,7 +1,7 @@
 """Benchmark (not a test): N guests booted by `vdc run` beside the same QEMUs started directly.
 
     sudo PYTHONPATH=/work/main/runtime:/work/main /var/cache/vdc/venv/bin/python bench/boot.py \\
-        [--sizes 1,4,8] [--repeat 3]
+        [--sizes 1,4,8] [--repeat 5]
 
 Each case is a spec of N nodes: the cached test guest (`tests/guest`, PVH `vmlinux` plus its
 initrd), `smp: {cpus: 1}`, `memory: 256M`, `cmdline: "console=ttyS0 quiet"`, one interface
@@ -883,7 +883,7 @@ def report(
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,4,8", help="comma list of guest counts")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per size and side (median)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per size and side (median)")
     parser.add_argument("--settle", type=float, default=1.0, help="pause after each run, s")
     parser.add_argument("--no-warmup", action="store_true", help="skip the unreported N=1 runs")
     args = parser.parse_args()
