@@ -16,7 +16,7 @@ import pytest
 from tests.guest.build import GuestPaths, build_guest
 from vdc_runtime.bmc.machine_target import MachineTarget
 from vdc_runtime.ledger import Ledger
-from vdc_runtime.nodes import HostFacts, plan_node
+from vdc_runtime.nodes import DriveLayout, HostFacts, plan_node
 from vdc_runtime.nodes.machine import Machine
 from vdc_runtime.spec import load_text
 
@@ -50,7 +50,17 @@ class RunningMachine:
             await asyncio.sleep(0.2)
 
 
-async def start_machine(guest: GuestPaths, tmp: Path, name: str = "bmc-node") -> RunningMachine:
+async def start_machine(
+    guest: GuestPaths,
+    tmp: Path,
+    name: str = "bmc-node",
+    *,
+    disk: bool = False,
+    smbios: str = "",
+    memory: str = "256M",
+) -> RunningMachine:
+    """Start the test guest through `nodes.Machine`; `disk` adds a 1 MiB raw disk, so the
+    node has a device whose boot index a boot override can move."""
     spec = f"""
 kind: Node
 name: {name}
@@ -59,17 +69,21 @@ initrd: {guest.initrd}
 cmdline: console=ttyS0 quiet
 smp:
   cpus: 1
-memory: 256M
+memory: {memory}
 smbios:
   serial: SERIAL-{name}
-"""
-    dc = load_text(spec)
-    node = dc.nodes[0]
+{smbios}"""
+    node = load_text(spec).nodes[0]
     run_dir = tmp / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
+    drives: tuple[DriveLayout, ...] = ()
+    if disk:
+        image = tmp / "disk.img"
+        image.write_bytes(b"\0" * (1 << 20))
+        drives = (DriveLayout("d", "raw", image, "raw", "writeback", read_only=False),)
     host = HostFacts(accel="tcg", vhost=False, mtu=None, ovmf_code=None, ovmf_vars_template=None)
     layout = plan_node(
-        node, run_dir=run_dir, data_dir=tmp / "data", log_dir=tmp / "logs", drives=(), host=host
+        node, run_dir=run_dir, data_dir=tmp / "data", log_dir=tmp / "logs", drives=drives, host=host
     )
     machine = Machine(node, layout, Ledger(run_dir), on_fatal=lambda reason: None)
     await machine.start()

@@ -10,14 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.bmc.conftest import RunningMachine
+from tests.bmc.conftest import RunningMachine, start_machine
 from tests.guest.build import GuestPaths
-from vdc_runtime.bmc.machine_target import MachineTarget
 from vdc_runtime.bmc.target import BootOverride, PowerStateError
-from vdc_runtime.ledger import Ledger
-from vdc_runtime.nodes import DriveLayout, HostFacts, plan_node
 from vdc_runtime.nodes.machine import Machine
-from vdc_runtime.spec import load_text
 
 pytestmark = pytest.mark.slow
 
@@ -25,25 +21,11 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 async def with_disk(guest: GuestPaths, tmp_path: Path) -> AsyncIterator[RunningMachine]:
     """The test guest with one raw disk, so it has a device whose boot index can move."""
-    disk = tmp_path / "disk.img"
-    disk.write_bytes(b"\0" * (1 << 20))
-    node = load_text(
-        f"kind: Node\nname: t1\ncpu: 1\nmemory: 192M\nkernel: {guest.vmlinuz}\n"
-        f"initrd: {guest.initrd}\ncmdline: console=ttyS0 quiet\n"
-    ).nodes[0]
-    host = HostFacts(accel="tcg", vhost=False, mtu=None, ovmf_code=None, ovmf_vars_template=None)
-    drive = DriveLayout("d", "raw", disk, "raw", "writeback", read_only=False)
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    layout = plan_node(
-        node, run_dir=run_dir, data_dir=tmp_path, log_dir=tmp_path, drives=(drive,), host=host
-    )
-    machine = Machine(node, layout, Ledger(run_dir), on_fatal=lambda reason: None)
-    await machine.start()
+    running = await start_machine(guest, tmp_path, "t1", disk=True, memory="192M")
     try:
-        yield RunningMachine(machine, MachineTarget(machine))
+        yield running
     finally:
-        await machine.stop()
+        await running.machine.stop()
 
 
 async def disk_bootindex(machine: Machine) -> int:

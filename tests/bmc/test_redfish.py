@@ -30,17 +30,14 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from tests.bmc.conftest import RunningMachine
+from tests.bmc.conftest import RunningMachine, start_machine
 from tests.guest.build import GuestPaths
 from vdc_runtime.bmc.machine_target import MachineTarget
 from vdc_runtime.bmc.redfish import RedfishService
 from vdc_runtime.bmc.target import BootOverride
 from vdc_runtime.bmc.tls import CertificateAuthority, ssl_context
 from vdc_runtime.bmc.users import BmcUser, Users
-from vdc_runtime.ledger import Ledger
-from vdc_runtime.nodes import DriveLayout, HostFacts, plan_node
 from vdc_runtime.nodes.machine import Machine
-from vdc_runtime.spec import load_text
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -181,25 +178,17 @@ class Bmc:
 async def node(
     guest: GuestPaths, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[RunningMachine]:
-    tmp = tmp_path_factory.mktemp("rf")
-    disk = tmp / "disk.img"
-    disk.write_bytes(b"\0" * (1 << 20))
-    spec = load_text(
-        f"kind: Node\nname: {NODE}\nkernel: {guest.vmlinuz}\ninitrd: {guest.initrd}\n"
-        "cmdline: console=ttyS0 quiet\nsmp:\n  cpus: 1\nmemory: 256M\n"
-        f"smbios:\n  serial: SERIAL-{NODE}\n  manufacturer: Acme\n  product: Rack 1U\n"
-    ).nodes[0]
-    host = HostFacts(accel="tcg", vhost=False, mtu=None, ovmf_code=None, ovmf_vars_template=None)
-    drive = DriveLayout("d", "raw", disk, "raw", "writeback", read_only=False)
-    run_dir = tmp / "run"
-    run_dir.mkdir()
-    layout = plan_node(spec, run_dir=run_dir, data_dir=tmp, log_dir=tmp, drives=(drive,), host=host)
-    machine = Machine(spec, layout, Ledger(run_dir), on_fatal=lambda reason: None)
-    await machine.start()
+    running = await start_machine(
+        guest,
+        tmp_path_factory.mktemp("rf"),
+        NODE,
+        disk=True,
+        smbios="  manufacturer: Acme\n  product: Rack 1U\n",
+    )
     try:
-        yield RunningMachine(machine, MachineTarget(machine))
+        yield running
     finally:
-        await machine.stop()
+        await running.machine.stop()
 
 
 USERS = Users(
