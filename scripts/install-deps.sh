@@ -11,7 +11,10 @@ venv=$cache/venv
 debs=(iproute2 nftables bird2 dnsmasq-base util-linux procps iputils-ping socat curl
       qemu-system-x86 qemu-utils ovmf swtpm swtpm-tools ipxe-qemu seabios
       busybox-static cpio kmod mtools dosfstools fdisk syslinux syslinux-common extlinux
-      ipmitool freeipmi-tools)
+      ipmitool freeipmi-tools
+      # the e2e cluster (tests/e2e/cluster) and its images
+      containerd runc containernetworking-plugins conntrack iptables gcc libc6-dev
+      buildah mmdebstrap)
 
 missing=()
 for p in "${debs[@]}"; do

@@ -1,0 +1,180 @@
+"""Build the e2e cluster's binaries from the Go module proxy, once per version.
+
+    python3 tests/e2e/cluster/build.py [--print-dir]
+
+Nothing is downloaded from GitHub or a registry: Kubernetes, etcd and helm come from the
+Go module proxy as source and are compiled here. Results live under
+`$VDC_CACHE_DIR/k8s/<versions>/bin` with a stamp; a second run with the stamp present does
+nothing. Go's module and build caches live beside them, so a rebuild after a version bump
+recompiles only what changed.
+
+Why the wrappers: `k8s.io/kubernetes` maps its staging modules with `replace` directives,
+which Go honours only in the main module, so `go install k8s.io/kubernetes/cmd/...@v` is
+refused. A generated main module requires it and replaces each staging module with its
+published `v0.M.P` twin. etcd's server module has local-path replaces too, so it gets a
+(simpler) wrapper of its own, which also keeps its newer dependencies from moving
+Kubernetes' ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+KUBERNETES = "v1.34.4"
+ETCD = "v3.6.16"
+HELM = "v3.22.0"
+KUBE_BINARIES = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+    "kubectl",
+)
+ALL_BINARIES = (*KUBE_BINARIES, "etcd", "helm")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("VDC_CACHE_DIR", "/var/cache/vdc"))
+
+
+def bin_dir() -> Path:
+    return cache_root() / "k8s" / f"kubernetes-{KUBERNETES}_etcd-{ETCD}_helm-{HELM}" / "bin"
+
+
+def go_env() -> dict[str, str]:
+    root = cache_root() / "go"
+    return os.environ | {
+        "GOMODCACHE": str(root / "mod"),
+        "GOCACHE": str(root / "build"),
+        "GOFLAGS": "-modcacherw -mod=mod",
+        # Fail at once on a go.mod wanting a newer Go instead of fetching a toolchain.
+        "GOTOOLCHAIN": "local",
+        "CGO_ENABLED": "0",
+    }
+
+
+def run(argv: list[str], cwd: Path, what: str, env: dict[str, str] | None = None) -> str:
+    started = time.monotonic()
+    done = subprocess.run(argv, cwd=cwd, env=go_env() | (env or {}), capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout + done.stderr)
+        raise SystemExit(f"build.py: {what} failed (exit {done.returncode})")
+    print(f"build.py: {what}: {time.monotonic() - started:.0f} s", flush=True)
+    return done.stdout
+
+
+def kubernetes_wrapper(upstream_mod: str, version: str) -> str:
+    """The main module that builds `k8s.io/kubernetes` at `version` (pure, for tests)."""
+    go_line = re.search(r"^go (\S+)$", upstream_mod, re.M)
+    godebug = re.search(r"^godebug (.+)$", upstream_mod, re.M)
+    staging = re.findall(r"^\s*(k8s\.io/\S+) => \./staging/src/\S+$", upstream_mod, re.M)
+    if go_line is None or not staging:
+        raise ValueError("unexpected go.mod for k8s.io/kubernetes: no go line or no staging")
+    twin = "v0." + version.removeprefix("v1.")
+    lines = ["module vdc.invalid/k8sbuild", "", f"go {go_line.group(1)}"]
+    if godebug:  # only the main module's godebug line counts; keep the branch's defaults
+        lines.append(f"godebug {godebug.group(1)}")
+    lines += ["", f"require k8s.io/kubernetes {version}", "", "replace ("]
+    lines += [f"\t{name} => {name} {twin}" for name in staging]
+    lines += [")", ""]
+    return "\n".join(lines)
+
+
+def version_ldflags(version: str) -> str:
+    major, minor = version.removeprefix("v").split(".")[:2]
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    pkg = "k8s.io/component-base/version"
+    pairs = {
+        "gitVersion": version,
+        "gitMajor": major,
+        "gitMinor": minor,
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": now,
+    }
+    return "-s -w " + " ".join(f"-X {pkg}.{key}={value}" for key, value in pairs.items())
+
+
+def build_kubernetes(work: Path, out: Path) -> None:
+    src = work / "kubernetes"
+    src.mkdir(parents=True, exist_ok=True)
+    info = json.loads(
+        run(["go", "mod", "download", "-json", f"k8s.io/kubernetes@{KUBERNETES}"], src, "fetch")
+    )
+    (src / "go.mod").write_text(kubernetes_wrapper(Path(info["GoMod"]).read_text(), KUBERNETES))
+    packages = [f"k8s.io/kubernetes/cmd/{name}" for name in KUBE_BINARIES]
+    # One invocation, so the packages the binaries share are compiled once.
+    run(
+        ["go", "build", "-p", "2", "-trimpath", "-tags", "selinux,notest",
+         "-ldflags", version_ldflags(KUBERNETES), "-o", str(out) + "/", *packages],
+        src,
+        f"kubernetes {KUBERNETES}",
+    )  # fmt: skip
+
+
+def build_etcd(work: Path, out: Path) -> None:
+    src = work / "etcd"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "go.mod").write_text(
+        f"module vdc.invalid/etcdbuild\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 {ETCD}\n"
+    )
+    run(
+        ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "etcd"),
+         "go.etcd.io/etcd/server/v3"],
+        src,
+        f"etcd {ETCD}",
+    )  # fmt: skip
+
+
+def build_helm(work: Path, out: Path) -> None:
+    # helm's go.mod has no replace directives: a plain `go install`, straight into `out`.
+    run(
+        ["go", "install", "-trimpath", "-ldflags", "-s -w", f"helm.sh/helm/v3/cmd/helm@{HELM}"],
+        work,
+        f"helm {HELM}",
+        env={"GOBIN": str(out), "GOFLAGS": "-modcacherw"},
+    )
+
+
+def build() -> Path:
+    out = bin_dir()
+    stamp = out / ".complete"
+    if stamp.exists() and all((out / name).exists() for name in ALL_BINARIES):
+        return out
+    if shutil.which("go") is None:
+        raise SystemExit("build.py: the Go toolchain is not installed")
+    work = out.parent / "src"
+    partial = out.with_name("bin.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    started = time.monotonic()
+    build_kubernetes(work, partial)
+    build_etcd(work, partial)
+    build_helm(work, partial)
+    (partial / ".complete").write_text(f"built in {time.monotonic() - started:.0f} s\n")
+    shutil.rmtree(out, ignore_errors=True)
+    partial.rename(out)  # all or nothing: a killed build leaves no half set behind
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--print-dir", action="store_true", help="print the bin directory")
+    args = parser.parse_args()
+    out = build()
+    if args.print_dir:
+        print(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,393 @@
+"""A real single-node Kubernetes for the e2e tests, inside a network namespace of its own.
+
+    python3 tests/e2e/cluster/cluster.py up       # builds what is missing; prints KUBECONFIG
+    python3 tests/e2e/cluster/cluster.py status   # each component, the node, exit 0 when healthy
+    python3 tests/e2e/cluster/cluster.py down [--purge]
+
+Every component runs inside the namespace `vdc-e2e`, entered with `nsenter --net` (not
+`ip netns exec`, which hides the cgroup mounts kubelet and containerd need), so cluster
+traffic never leaves the machine. A veth pair joins it to the host: the apiserver is at
+https://10.201.0.2:6443 from both sides. `up` on a healthy cluster only prints its
+KUBECONFIG. State that makes the next `up` fast (binaries, PKI, etcd, imported images)
+lives under `$VDC_CACHE_DIR/k8s`; `down --purge` removes the cluster's part of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `tests.e2e.cluster` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+from tests.e2e.cluster import build, config, oci
+from tests.e2e.cluster.pki import CLIENTS, Pki, kubelet_client
+
+DEBS = ("containerd", "runc", "containernetworking-plugins", "conntrack", "iptables", "gcc")
+"""What `up` needs besides the binaries it builds (pause.c is compiled with gcc)."""
+START_ORDER = (
+    "containerd",
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+)
+READY_TIMEOUT = 120.0
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+def layout() -> config.Layout:
+    root = build.cache_root() / "k8s"
+    return config.Layout(bin=build.bin_dir(), state=root / "cluster", run=Path("/run/vdc-e2e"))
+
+
+def sh(*argv: str, netns: bool = False, check: bool = True) -> str:
+    if netns:
+        argv = ("nsenter", f"--net=/run/netns/{config.NETNS}", "--", *argv)
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise ClusterError(f"{' '.join(argv)}: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout
+
+
+# -- processes -------------------------------------------------------------------------------
+
+
+def pid_of(lay: config.Layout, name: str) -> int | None:
+    """The component's pid while it runs: not a zombie (its parent, `up`, is gone and
+    init reaps late) and not a recycled pid (the command line names it)."""
+    try:
+        pid = int((lay.run / f"{name}.pid").read_text())
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    if stat.rpartition(")")[2].split()[0] == "Z" or name.encode() not in cmdline:
+        return None
+    return pid
+
+
+def start(lay: config.Layout, name: str, argv: list[str]) -> None:
+    log = open(lay.run / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
+    proc = subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{config.NETNS}", "--", *argv],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # outlives `up`; `down` stops it by pid
+    )
+    log.close()
+    (lay.run / f"{name}.pid").write_text(str(proc.pid))
+
+
+def stop(lay: config.Layout, name: str, grace: float = 10) -> None:
+    pid = pid_of(lay, name)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while pid_of(lay, name) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    (lay.run / f"{name}.pid").unlink(missing_ok=True)
+
+
+def log_tail(lay: config.Layout, name: str, lines: int = 15) -> str:
+    try:
+        return "\n".join(
+            (lay.run / f"{name}.log").read_text(errors="replace").splitlines()[-lines:]
+        )
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def wait(lay: config.Layout, name: str, ready, what: str, timeout: float = READY_TIMEOUT) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pid_of(lay, name) is None:
+            raise ClusterError(f"{name} exited while starting:\n{log_tail(lay, name)}")
+        with contextlib.suppress(OSError, ClusterError, urllib.error.URLError):
+            if ready():
+                return
+        time.sleep(0.2)
+    raise ClusterError(f"{name}: {what} not reached in {timeout:.0f} s:\n{log_tail(lay, name)}")
+
+
+# -- the API ---------------------------------------------------------------------------------
+
+
+def api_get(lay: config.Layout, path: str) -> tuple[int, str]:
+    context = ssl.create_default_context(cafile=str(lay.pki / "ca.crt"))
+    context.load_cert_chain(lay.pki / "admin.crt", lay.pki / "admin.key")
+    try:
+        with urllib.request.urlopen(lay.apiserver_url + path, context=context, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def kubectl(lay: config.Layout, *args: str) -> str:
+    return sh(str(lay.bin / "kubectl"), "--kubeconfig", str(lay.kubeconfig), *args)
+
+
+def node_ready(lay: config.Layout) -> bool:
+    status, body = api_get(lay, f"/api/v1/nodes/{config.NODE}")
+    if status != 200:
+        return False
+    conditions = json.loads(body)["status"].get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def healthy(lay: config.Layout) -> bool:
+    if any(pid_of(lay, name) is None for name in START_ORDER):
+        return False
+    try:
+        return api_get(lay, "/readyz")[0] == 200 and node_ready(lay)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+# -- bring-up steps --------------------------------------------------------------------------
+
+
+def check_packages() -> None:
+    """The Debian packages come from `scripts/install-deps.sh` (`make deps`), like the
+    rest of what the tests need."""
+    missing = [
+        p
+        for p in DEBS
+        if "install ok installed"
+        not in subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True
+        ).stdout
+    ]
+    if missing:
+        raise ClusterError(f"missing Debian packages {', '.join(missing)}: run `make deps`")
+
+
+def ensure_netns() -> None:
+    if not Path(f"/run/netns/{config.NETNS}").exists():
+        sh("ip", "netns", "add", config.NETNS)
+    if config.HOST_LINK not in sh("ip", "-o", "link", "show"):
+        sh("ip", "link", "add", config.HOST_LINK, "type", "veth", "peer", "name",
+           config.NODE_LINK, "netns", config.NETNS)  # fmt: skip
+        sh("ip", "addr", "add", f"{config.HOST_IP}/{config.NODE_PREFIX}", "dev", config.HOST_LINK)
+        sh("ip", "link", "set", config.HOST_LINK, "up")
+        ns = ("ip", "-n", config.NETNS)
+        sh(*ns, "addr", "add", f"{config.NODE_IP}/{config.NODE_PREFIX}", "dev", config.NODE_LINK)
+        sh(*ns, "link", "set", config.NODE_LINK, "up")
+        sh(*ns, "link", "set", "lo", "up")
+        # No default route: pod egress to anywhere but the node and the host goes nowhere.
+    sh("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=True)
+
+
+def write_configs(lay: config.Layout) -> None:
+    for directory in (lay.run, lay.state, lay.state / "containerd" / "cni"):
+        directory.mkdir(parents=True, exist_ok=True)
+    pki = Pki(lay.pki)
+    pki.ensure(config.NODE, config.NODE_IP, config.SERVICE_IP)
+    for client in (*CLIENTS, kubelet_client(config.NODE)):
+        name = "admin" if client.file == "admin" else client.file
+        path = lay.kubeconfig if name == "admin" else lay.kubeconfig_of(name)
+        path.write_text(pki.kubeconfig(client, lay.apiserver_url))
+        path.chmod(0o600)
+    resolv = lay.state / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\n")  # nothing answers: lookups fail fast, locally
+    files = {
+        lay.run / "containerd.toml": config.containerd_config(lay),
+        lay.state / "containerd" / "cni" / "10-vdc-e2e.conflist": config.cni_conflist(),
+        lay.run / "kubelet.yaml": config.kubelet_config(lay, resolv),
+        lay.run / "kube-proxy.yaml": config.kube_proxy_config(lay),
+        lay.run / "scheduler.yaml": config.scheduler_config(lay),
+    }
+    for path, text in files.items():
+        path.write_text(text)
+
+
+def pause_archive(lay: config.Layout) -> Path:
+    """The sandbox image, built from pause.c (cached by the source's content)."""
+    source = Path(__file__).with_name("pause.c")
+    out = lay.state / "pause.oci.tar"
+    stamp = lay.state / "pause.source"
+    if out.exists() and stamp.exists() and stamp.read_bytes() == source.read_bytes():
+        return out
+    binary = lay.state / "pause"
+    sh("gcc", "-Os", "-static", "-s", "-o", str(binary), str(source))
+    layer = oci.layer([oci.File("pause", binary.read_bytes(), 0o755)])
+    oci.write_archive(out, config.PAUSE_IMAGE, [layer], entrypoint=["/pause"])
+    stamp.write_bytes(source.read_bytes())
+    return out
+
+
+def import_image(lay: config.Layout, archive: Path) -> None:
+    sh("ctr", "--address", str(lay.containerd_socket), "-n", "k8s.io", "images", "import",
+       str(archive), netns=True)  # fmt: skip
+
+
+def up() -> config.Layout:
+    lay = layout()
+    if healthy(lay):
+        return lay
+    check_packages()
+    build.build()
+    down(lay)  # whatever a killed earlier `up` left
+    ensure_netns()
+    write_configs(lay)
+    argv = config.commands(lay)
+    started = time.monotonic()
+
+    start(lay, "containerd", argv["containerd"])
+    wait(lay, "containerd", lay.containerd_socket.exists, "its socket")
+    # Imported at every start: containerd 1.6 does not pin the sandbox image against GC.
+    import_image(lay, pause_archive(lay))
+
+    start(lay, "etcd", argv["etcd"])
+    # etcd listens on the namespace's loopback only: asked from inside it.
+    health = ("curl", "-sf", "http://127.0.0.1:2379/health")
+    wait(lay, "etcd", lambda: '"health":"true"' in sh(*health, netns=True), "health")
+    start(lay, "kube-apiserver", argv["kube-apiserver"])
+    wait(lay, "kube-apiserver", lambda: api_get(lay, "/readyz")[0] == 200, "readyz")
+    # The apiserver's client identity may use kubelets' logs, exec and port-forward.
+    if "vdc-e2e-apiserver-kubelet" not in kubectl(lay, "get", "clusterrolebinding", "-o", "name"):
+        kubectl(lay, "create", "clusterrolebinding", "vdc-e2e-apiserver-kubelet",
+                "--clusterrole=system:kubelet-api-admin", "--user=kube-apiserver")  # fmt: skip
+    for name in ("kube-controller-manager", "kube-scheduler"):
+        start(lay, name, argv[name])
+    start(lay, "kubelet", argv["kubelet"])
+    wait(lay, "kubelet", lambda: node_ready(lay), "node Ready")
+    start(lay, "kube-proxy", argv["kube-proxy"])
+    for name in ("kube-controller-manager", "kube-scheduler", "kube-proxy"):
+        wait(lay, name, lambda: True, "running")
+    print(f"cluster.py: up in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return lay
+
+
+# -- teardown --------------------------------------------------------------------------------
+
+
+def down(lay: config.Layout, purge: bool = False) -> None:
+    """Stop everything `up` started, by pid, and remove what it left in the kernel."""
+    if lay.run.exists():
+        for name in ("kube-proxy", "kubelet", "kube-scheduler", "kube-controller-manager"):
+            stop(lay, name)
+        if pid_of(lay, "containerd") is not None:
+            _remove_pods(lay)
+        for name in ("kube-apiserver", "etcd", "containerd"):
+            stop(lay, name)
+        _kill_shims()
+    _unmount(lay)
+    for netns in Path("/run/netns").glob("cni-*"):
+        with contextlib.suppress(subprocess.CalledProcessError):
+            subprocess.run(["ip", "netns", "delete", netns.name], check=True, capture_output=True)
+    if Path(f"/run/netns/{config.NETNS}").exists():
+        sh("ip", "netns", "delete", config.NETNS)  # takes the veth pair and iptables with it
+    # The kernel frees a namespace (and so the host end of the veth) a moment later.
+    deadline = time.monotonic() + 15
+    while config.HOST_LINK in sh("ip", "-o", "link", "show") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _remove_pod_cgroups()
+    shutil.rmtree(lay.run, ignore_errors=True)
+    if purge:
+        shutil.rmtree(lay.state, ignore_errors=True)
+
+
+def _remove_pods(lay: config.Layout) -> None:
+    ctr = ("ctr", "--address", str(lay.containerd_socket), "-n", "k8s.io")
+    for task in sh(*ctr, "tasks", "ls", "-q", netns=True, check=False).split():
+        sh(*ctr, "tasks", "kill", "-s", "SIGKILL", task, netns=True, check=False)
+    time.sleep(0.5)
+    for task in sh(*ctr, "tasks", "ls", "-q", netns=True, check=False).split():
+        sh(*ctr, "tasks", "delete", "-f", task, netns=True, check=False)
+    for container in sh(*ctr, "containers", "ls", "-q", netns=True, check=False).split():
+        sh(*ctr, "containers", "delete", container, netns=True, check=False)
+
+
+def _kill_shims() -> None:
+    # A shim whose containerd is gone still holds its container: stop the ones of ours.
+    out = subprocess.run(["pgrep", "-f", "containerd-shim-runc-v2 .*-address /run/vdc-e2e/"],
+                         capture_output=True, text=True).stdout  # fmt: skip
+    for pid in out.split():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def _unmount(lay: config.Layout) -> None:
+    """What the kubelet and containerd mounted (volumes, sandbox shm) and left behind."""
+    prefixes = (str(lay.state / "kubelet") + "/", str(lay.run) + "/")
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m.startswith(prefixes)), reverse=True):
+        subprocess.run(["umount", "-l", mount], capture_output=True)
+
+
+def _remove_pod_cgroups() -> None:
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        kubepods = hierarchy / "kubepods"
+        if kubepods.is_dir():
+            for directory in sorted(kubepods.rglob("*"), key=lambda p: -len(p.parts)):
+                if directory.is_dir():
+                    with contextlib.suppress(OSError):
+                        directory.rmdir()
+            with contextlib.suppress(OSError):
+                kubepods.rmdir()
+
+
+# -- status ----------------------------------------------------------------------------------
+
+
+def status(lay: config.Layout) -> bool:
+    ok = True
+    for name in START_ORDER:
+        pid = pid_of(lay, name)
+        print(f"{name:<24} {'running, pid ' + str(pid) if pid else 'not running'}")
+        ok &= pid is not None
+    try:
+        ready = api_get(lay, "/readyz")[0] == 200
+        node = node_ready(lay)
+    except (OSError, urllib.error.URLError):
+        ready = node = False
+    print(f"{'apiserver /readyz':<24} {'ok' if ready else 'not ready'}")
+    print(f"{'node ' + config.NODE:<24} {'Ready' if node else 'not Ready'}")
+    print(f"KUBECONFIG={lay.kubeconfig}")
+    return ok and ready and node
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start the cluster (or reuse a healthy one)")
+    sub.add_parser("status", help="show each component; exit 0 when healthy")
+    purge = sub.add_parser("down", help="stop everything and clean the kernel up")
+    purge.add_argument("--purge", action="store_true", help="also forget PKI, etcd, images")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("cluster.py: run as root (it makes a network namespace and cgroups)")
+    try:
+        if args.command == "up":
+            print(f"KUBECONFIG={up().kubeconfig}")
+        elif args.command == "down":
+            down(layout(), purge=args.purge)
+        else:
+            raise SystemExit(0 if status(layout()) else 1)
+    except ClusterError as exc:
+        raise SystemExit(f"cluster.py: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()
