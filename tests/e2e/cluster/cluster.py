@@ -1,8 +1,10 @@
 """A real single-node Kubernetes for the e2e tests, inside a network namespace of its own.
 
-    python3 tests/e2e/cluster/cluster.py up       # builds what is missing; prints KUBECONFIG
-    python3 tests/e2e/cluster/cluster.py status   # each component, the node, exit 0 when healthy
-    python3 tests/e2e/cluster/cluster.py down [--purge]
+    $PY tests/e2e/cluster/cluster.py up       # builds what is missing; prints KUBECONFIG
+    $PY tests/e2e/cluster/cluster.py status   # each component, the node; exit 0 when healthy
+    $PY tests/e2e/cluster/cluster.py down [--purge]
+
+with PY the Python of the venv `make deps` makes (/var/cache/vdc/venv/bin/python).
 
 Every component runs inside the namespace `vdc-e2e`, entered with `nsenter --net` (not
 `ip netns exec`, which hides the cgroup mounts kubelet and containerd need), so cluster
@@ -71,14 +73,15 @@ def sh(*argv: str, netns: bool = False, check: bool = True) -> str:
 
 def pid_of(lay: config.Layout, name: str) -> int | None:
     """The component's pid while it runs: not a zombie (its parent, `up`, is gone and
-    init reaps late) and not a recycled pid (the command line names it)."""
+    init reaps late) and not a recycled pid (the command line names it; it is empty for
+    an instant while nsenter execs the component)."""
     try:
         pid = int((lay.run / f"{name}.pid").read_text())
         stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
-    if stat.rpartition(")")[2].split()[0] == "Z" or name.encode() not in cmdline:
+    if stat.rpartition(")")[2].split()[0] == "Z" or (cmdline and name.encode() not in cmdline):
         return None
     return pid
 
@@ -330,9 +333,10 @@ def _kill_shims() -> None:
 
 def _unmount(lay: config.Layout) -> None:
     """What the kubelet and containerd mounted (volumes, sandbox shm) and left behind."""
-    prefixes = (str(lay.state / "kubelet") + "/", str(lay.run) + "/")
+    roots = (str(lay.state / "kubelet"), str(lay.run))  # kubelet bind-mounts its root dir
     mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
-    for mount in sorted((m for m in mounts if m.startswith(prefixes)), reverse=True):
+    ours = [m for m in mounts if m in roots or m.startswith(tuple(r + "/" for r in roots))]
+    for mount in sorted(ours, reverse=True):
         subprocess.run(["umount", "-l", mount], capture_output=True)
 
 

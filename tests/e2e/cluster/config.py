@@ -210,6 +210,8 @@ def commands(layout: Layout) -> dict[str, list[str]]:
             "--kubelet-certificate-authority", str(pki / "ca.crt"),
             "--kubelet-client-certificate", str(pki / "apiserver-kubelet-client.crt"),
             "--kubelet-client-key", str(pki / "apiserver-kubelet-client.key"),
+            # The node's IP, never its name: a name would be looked up in the host's DNS.
+            "--kubelet-preferred-address-types", "InternalIP",
             "--service-account-issuer", "https://kubernetes.default.svc",
             "--service-account-key-file", str(pki / "sa.pub"),
             "--service-account-signing-key-file", str(pki / "sa.key"),

@@ -12,6 +12,7 @@ images; an unchanged layer is reused, so a code change rebuilds only the last la
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import subprocess
 import sys
@@ -25,6 +26,8 @@ from tests.e2e.cluster import build
 
 ROOT = Path(__file__).resolve().parents[3]
 BASE_NAME = "docker.io/library/debian:bookworm-slim"
+COPIED = ("pyproject.toml", "README.md", "runtime", "operator")
+"""What the Containerfiles COPY from the repository (keep in step with them)."""
 IMAGES = {
     "vdc.local/vdc-runtime:dev": ROOT / "images" / "runtime" / "Containerfile",
     "vdc.local/vdc-operator:dev": ROOT / "images" / "operator" / "Containerfile",
@@ -38,7 +41,7 @@ def work_dir() -> Path:
 def buildah(*args: str, capture: bool = True) -> str:
     storage = work_dir() / "storage"
     argv = ["buildah", "--root", str(storage / "root"), "--runroot", str(storage / "run"),
-            "--storage-driver", "vfs", *args]  # fmt: skip
+            "--storage-driver", "overlay", *args]  # fmt: skip
     done = subprocess.run(argv, capture_output=capture, text=True)
     if done.returncode != 0:
         output = (done.stdout or "") + (done.stderr or "") if capture else ""
@@ -68,20 +71,48 @@ def ensure_base() -> None:
         buildah("rm", container)
 
 
+def proxy_ca_args() -> list[str]:
+    """Where pip on this machine is told to trust a TLS-inspecting proxy (PIP_CERT), the
+    build's pip is told the same, through the Containerfiles' PIP_CERT argument."""
+    host_ca = os.environ.get("PIP_CERT")
+    if not host_ca or not Path(host_ca).is_file():
+        return []
+    inside = "/run/vdc-build-ca.crt"
+    return ["--volume", f"{host_ca}:{inside}:ro", "--build-arg", f"PIP_CERT={inside}"]
+
+
+def inputs_digest(containerfile: Path) -> str:
+    """What an image is built from: its Containerfile and the repository files it copies."""
+    digest = hashlib.sha256(containerfile.read_bytes())
+    for top in COPIED:
+        path = ROOT / top
+        files = sorted(path.rglob("*")) if path.is_dir() else [path]
+        for file in files:
+            if file.is_file() and "__pycache__" not in file.parts:
+                digest.update(str(file.relative_to(ROOT)).encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
 def build_images() -> dict[str, Path]:
-    """Build every image; returns name -> oci-archive path."""
+    """Build every image whose inputs changed; returns name -> oci-archive path."""
     work_dir().mkdir(parents=True, exist_ok=True)
-    ensure_base()
     archives = {}
     for name, containerfile in IMAGES.items():
+        archive = work_dir() / (name.split("/")[-1].replace(":", "_") + ".oci.tar")
+        stamp = archive.with_suffix(".inputs")
+        digest = inputs_digest(containerfile)
+        archives[name] = archive
+        if archive.exists() and stamp.exists() and stamp.read_text() == digest:
+            continue
+        ensure_base()
         started = time.monotonic()
         buildah("bud", "--quiet", "--layers", "--pull-never", "--isolation", "chroot",
-                "-f", str(containerfile), "-t", name, str(ROOT))  # fmt: skip
-        archive = work_dir() / (name.split("/")[-1].replace(":", "_") + ".oci.tar")
+                *proxy_ca_args(), "-f", str(containerfile), "-t", name, str(ROOT))  # fmt: skip
         archive.unlink(missing_ok=True)
-        buildah("push", "--quiet", name, f"oci-archive:{archive}:{name}")
+        # Uncompressed: the archive only travels to containerd on this machine.
+        buildah("push", "--quiet", "--disable-compression", name, f"oci-archive:{archive}:{name}")
+        stamp.write_text(digest)
         print(f"images.py: {name} in {time.monotonic() - started:.0f} s", flush=True)
-        archives[name] = archive
     return archives
 
 
