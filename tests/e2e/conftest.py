@@ -2,7 +2,7 @@
 
 The first e2e test brings the cluster up (building its binaries and images when they
 are not cached yet: about 10 minutes on a fresh machine, seconds afterwards) and the
-session takes it down at the end, so CI leaves no process behind.
+last one takes it down, so the other suites run without it and CI leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class Kube:
             time.sleep(1)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def kube() -> Iterator[Kube]:
     layout = cluster.up()
     for archive in images.build_images().values():
