@@ -23,6 +23,8 @@ def test_runtime_pod_boots_a_guest(kube: Kube, guest: GuestPaths) -> None:
     assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.34.4"
     spec = textwrap.indent(
         "kind: Network\nname: smokenet\ntype: internal\n---\n"
+        "kind: NetworkNamespace\nname: smoke-router\ninterfaces:\n"
+        "- {network: smokenet, addresses: [10.77.0.1/24]}\n---\n"
         "kind: Node\nname: smoke-1\nsmp: {cpus: 1}\nmemory: 256M\n"
         f"kernel: /guest/{guest.vmlinux.name}\ninitrd: /guest/{guest.initrd.name}\n"
         'cmdline: "console=ttyS0 quiet"\ninterfaces: [smokenet]\n',
@@ -70,7 +72,8 @@ spec:
 
         kube.wait_for(booted, "the guest's ready marker")
         logs = kube.run("logs", "smoke")
-        assert "acceleration: tcg" in logs and "fabric ready" in logs, logs
+        assert "acceleration: tcg" in logs, logs
+        assert "fabric ready in" in logs and "1 bridges, 1 namespaces, 1 veths" in logs, logs
     finally:
         kube.run("delete", "pod", "smoke", "--wait=true", "--timeout=60s", check=False)
         kube.run("delete", "configmap", "smoke-dc", check=False)
