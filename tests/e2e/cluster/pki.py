@@ -22,20 +22,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from vdc_runtime.bmc.tls import CA_KEY_USAGE  # a CA's key usage is a CA's key usage
+
 VALIDITY = datetime.timedelta(days=3650)  # a test cluster's PKI outlives its CI machine
 
 Key = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-CA_USAGE = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=True,
-    crl_sign=True,
-    encipher_only=False,
-    decipher_only=False,
-)
 
 
 @dataclass(frozen=True)
@@ -143,7 +134,7 @@ class Pki:
             .not_valid_before(now - datetime.timedelta(hours=1))
             .not_valid_after(now + VALIDITY)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(CA_USAGE, critical=True)
+            .add_extension(CA_KEY_USAGE, critical=True)
             .sign(key, hashes.SHA256())
         )
         _write(key_path, _pem(key))
