@@ -81,6 +81,9 @@ def node_status(machine: Machine, power: str, bmc: dict[str, Any] | None = None)
         "socket_path": str(layout.console_socket),
         # Extensions.
         "state": machine.state,
+        "ready": machine.ready,
+        "ready_at": machine.ready_at,
+        "boots": machine.boots,
         "failure": machine.failure,
         "interfaces": [
             {"network": nic.network, "tap": nic.tap, "mac": nic.mac, "queues": nic.queues}

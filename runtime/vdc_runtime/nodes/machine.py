@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import shutil
 import time
 from collections import deque
@@ -37,6 +38,7 @@ QMP_TIMEOUT = 10.0
 QUIT_GRACE = 5.0
 RESTART_BACKOFF_MAX = 30.0
 POST_TIMEOUT = 30.0
+READINESS_WINDOW = 8192
 # What the firmware prints once it has read the boot order and picked a device: SeaBIOS,
 # then OVMF's boot manager.
 BOOT_SELECTED_MARKERS = (b"Booting from ", b"No bootable device", b"BdsDxe: ")
@@ -125,6 +127,13 @@ class Machine:
         self._firmware_wakeup = asyncio.Event()
         self._firmware_offset = 0
         self._firmware_tail = b""
+        self.boots = 0
+        """Times the machine started booting: QEMU starts, resets and reboots."""
+        self.ready_at: float | None = None
+        """When the guest met its readiness rule since its latest boot (None: not yet)."""
+        self._readiness = re.compile(node.readiness.console) if node.readiness else None
+        self._console_window = ""
+        self.console.subscribe(self._watch_readiness)
 
     @property
     def name(self) -> str:
@@ -133,6 +142,31 @@ class Machine:
     @property
     def pid(self) -> int | None:
         return self._qemu.pid if self._qemu and self._qemu.returncode is None else None
+
+    @property
+    def ready(self) -> bool:
+        """Running, powered on, and (with a readiness rule) showing its marker since the
+        latest boot."""
+        if self.state != "running" or self.power != "On":
+            return False
+        return self._readiness is None or self.ready_at is not None
+
+    def _booting(self) -> None:
+        self.boots += 1
+        self.ready_at = None
+        self._console_window = ""
+
+    def _watch_readiness(self, data: bytes) -> None:
+        if self._readiness is None or self.ready_at is not None:
+            return
+        # A marker may arrive split over reads; a window of recent output catches it.
+        window = (self._console_window + data.decode(errors="replace"))[-READINESS_WINDOW:]
+        if self._readiness.search(window):
+            self.ready_at = time.time()
+            self._console_window = ""
+            log.info("node %s: ready (its console matched %r)", self.name, self._readiness.pattern)
+        else:
+            self._console_window = window
 
     def _set_power(self, power: str, cause: str) -> None:
         if self._cause is not None:
@@ -200,6 +234,7 @@ class Machine:
                 detail = " | ".join(list(self._stderr)[-3:]) or "no output"
                 raise NodeError(f"{what} exited with {self._qemu.returncode}: {detail}") from exc
             raise NodeError(f"{what}: cannot connect to QMP at {layout.qmp_socket}: {exc}") from exc
+        self._booting()
         try:
             await self.console.attach()
         except (TimeoutError, OSError) as exc:
@@ -276,6 +311,7 @@ class Machine:
                 elif name == "RESUME":
                     self._set_power("On", "resumed")
                 elif name == "RESET":
+                    self._booting()
                     self._watch_firmware_from_now()
                     for listener in self.reset_listeners:
                         listener()

@@ -54,8 +54,12 @@ class Document:
     """The validated model, or None when the document itself has errors."""
     order: tuple[int, int] = (0, 0)
     """(file position, document index), for reporting in reading order."""
+    label: str | None = None
+    """Where the object is when it is not a document of a file (`spec.nodes[2]` of a CR)."""
 
     def describe(self) -> str:
+        if self.label is not None:
+            return f'{self.label} ({self.kind} "{self.name}")' if self.name else self.label
         label = f"{self.file}: document {self.index}"
         if self.kind is None:
             return label
@@ -83,11 +87,15 @@ class _Declared:
         return self.by_kind.setdefault(kind, {})
 
 
-def check(documents: Iterable[Document], *, references: bool = True) -> list[Problem]:
+def check(
+    documents: Iterable[Document], *, references: bool = True, files: bool = True
+) -> list[Problem]:
     """All cross-field and cross-document problems.
 
     `references=False` skips "no X named Y" checks: when some document could not be read
     at all, the names it declared are unknown and those errors would be noise.
+    `files=False` skips the checks of input files, for a spec whose files exist only
+    elsewhere (a CR's, before its pod has them).
     """
     documents = list(documents)
     problems: list[Problem] = []
@@ -109,7 +117,8 @@ def check(documents: Iterable[Document], *, references: bool = True) -> list[Pro
             )
     for doc in documents:
         problems.extend(_document_rules(doc))
-        problems.extend(_files(doc))
+        if files:
+            problems.extend(_files(doc))
         if references:
             problems.extend(_references(doc, declared))
     problems.extend(_bmc_settings(documents))

@@ -121,10 +121,19 @@ def _node_name(value: str) -> str:
 Text = Annotated[str, BeforeValidator(_require_str)]
 """Any string, possibly empty, but written as a string."""
 
-Name = Annotated[str, BeforeValidator(_require_str), AfterValidator(_non_empty)]
+Name = Annotated[
+    str,
+    BeforeValidator(_require_str),
+    AfterValidator(_non_empty),
+    WithJsonSchema({"type": "string", "minLength": 1}),
+]
 """Any non-empty string; used for names that are only labels or keys."""
 
-FileName = Annotated[Name, AfterValidator(_file_name)]
+FileName = Annotated[
+    Name,
+    AfterValidator(_file_name),
+    WithJsonSchema({"type": "string", "minLength": 1, "pattern": r"^[^/]+$"}),
+]
 """A name that becomes part of a file path (node volumes, sockets)."""
 
 NetworkName = Annotated[
@@ -227,7 +236,12 @@ HostAddress = Annotated[
     PlainValidator(_host_address),
     PlainSerializer(str, return_type=str),
     WithJsonSchema(
-        {"type": "string", "description": "an IP address, e.g. 10.72.16.11 or fd00::11"}
+        {
+            "type": "string",
+            "format": "ip",
+            "maxLength": 64,
+            "description": "an IP address, e.g. 10.72.16.11 or fd00::11",
+        }
     ),
 ]
 """One unicast address without a prefix length."""
@@ -240,6 +254,8 @@ HostInterface = Annotated[
     WithJsonSchema(
         {
             "type": "string",
+            "format": "ip-interface",
+            "maxLength": 64,
             "description": "a host address with its prefix length, e.g. 10.0.0.1/24 or fd00::1/64",
         }
     ),
@@ -382,3 +398,24 @@ Restart = Annotated[RestartPolicy, BeforeValidator(_restart)]
 
 NodeRestart = Annotated[Literal["no", "on-failure"], BeforeValidator(_restart)]
 """What the runtime does when a node's QEMU dies unexpectedly."""
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise _error(
+            "regex", "'{value}' is not a regular expression: {why}", value=value, why=str(exc)
+        ) from None
+    if re.fullmatch(value, ""):
+        raise _error("regex", "'{value}' matches an empty text, so anything", value=value)
+    return value
+
+
+Regex = Annotated[
+    str,
+    BeforeValidator(_require_str),
+    AfterValidator(_regex),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 1024}),
+]
+"""A Python regular expression that cannot match nothing at all."""

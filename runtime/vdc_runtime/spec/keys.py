@@ -9,7 +9,7 @@ exactly as the user spelt them.
 from __future__ import annotations
 
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -17,6 +17,10 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 _DISCRIMINATOR = "kind"
+
+KeyStyle = Callable[[str], str]
+"""How a key is written for a Python field name; None means the models' own aliases
+(Placemat's kebab-case, matched case-insensitively)."""
 
 
 def _unwrap(tp: Any) -> Any:
@@ -41,6 +45,22 @@ def _is_model(tp: Any) -> bool:
 def fields_by_key(model: type[BaseModel]) -> dict[str, FieldInfo]:
     """The model's fields keyed by the YAML key (its alias)."""
     return {(info.alias or name): info for name, info in model.model_fields.items()}
+
+
+def _names_by_key(model: type[BaseModel]) -> dict[str, str]:
+    return {(info.alias or name): name for name, info in model.model_fields.items()}
+
+
+def styled_keys(model: type[BaseModel], style: KeyStyle | None) -> dict[str, str]:
+    """The model's keys as written in `style` -> the canonical keys (aliases)."""
+    return {(style(name) if style else key): key for key, name in _names_by_key(model).items()}
+
+
+def _written(model: type[BaseModel], canonical: str, style: KeyStyle | None) -> str:
+    if style is None:
+        return canonical
+    name = _names_by_key(model).get(canonical)
+    return style(name) if name is not None else canonical
 
 
 def union_members(tp: Any) -> dict[str, type[BaseModel]] | None:
@@ -121,6 +141,36 @@ def normalize(value: Any, tp: Any) -> Any:
     return value
 
 
+def rename(value: Any, tp: Any, style: KeyStyle) -> Any:
+    """Rename keys written in `style` (exactly) to the models' canonical keys.
+
+    Unknown keys are kept as written so pydantic reports them; nulls stay (a CR has none
+    that mean anything else than what the schema says).
+    """
+    tp = _unwrap(tp)
+    members = union_members(tp)
+    if members is not None:
+        tag = value.get(_DISCRIMINATOR) if isinstance(value, dict) else None
+        if isinstance(tag, str) and tag in members:
+            return rename(value, members[tag], style)
+        return value
+    if _is_model(tp) and isinstance(value, dict):
+        keys = styled_keys(tp, style)
+        fields = fields_by_key(tp)
+        out: dict[Any, Any] = {}
+        for key, item in value.items():
+            canonical = keys.get(key) if isinstance(key, str) else None
+            if canonical is None:
+                out[key] = item
+            else:
+                out[canonical] = rename(item, fields[canonical].annotation, style)
+        return out
+    item_tp = _item_type(tp)
+    if item_tp is not None and isinstance(value, list):
+        return [rename(item, item_tp, style) for item in value]
+    return value
+
+
 @dataclass(frozen=True)
 class Location:
     """Where a pydantic error location points, in the user's terms."""
@@ -132,13 +182,21 @@ class Location:
     """When `type` was chosen by `kind` from a union: all the union's models by kind."""
 
 
-def locate(loc: Sequence[str | int], tp: Any, raw: Any, *, tagged: bool = True) -> Location:
+def locate(
+    loc: Sequence[str | int],
+    tp: Any,
+    raw: Any,
+    *,
+    tagged: bool = True,
+    style: KeyStyle | None = None,
+) -> Location:
     """Translate a location made of canonical keys into the path the user wrote.
 
     Pydantic puts the discriminator value into locations inside tagged unions
     (`volumes.1.localds.user-data`); with `tagged` those segments are dropped. Without it
     (locations built by `checks`), the union member is picked by the data's own `kind`.
-    Canonical keys are replaced by the user's spelling found in `raw`.
+    Canonical keys are replaced by the user's spelling found in `raw`, or by their
+    spelling in `style` where `raw` does not have them.
     """
     path: list[str | int] = []
     siblings: dict[str, type[BaseModel]] | None = None
@@ -158,9 +216,10 @@ def locate(loc: Sequence[str | int], tp: Any, raw: Any, *, tagged: bool = True) 
             # just the network name): the string itself is what the user can fix.
             break
         if _is_model(tp):
-            key = find_key(raw, str(seg)) if isinstance(raw, dict) else None
+            written = _written(tp, str(seg), style)
+            key = find_key(raw, written) if isinstance(raw, dict) else None
             info = fields_by_key(tp).get(str(seg))
-            path.append(seg if key is None else key)
+            path.append(written if key is None else key)
             raw = raw.get(key) if isinstance(raw, dict) and key is not None else None
             tp = info.annotation if info is not None else None
         else:

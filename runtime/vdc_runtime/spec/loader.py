@@ -15,7 +15,15 @@ from pydantic_core import ErrorDetails
 
 from vdc_runtime.spec.checks import Document, check
 from vdc_runtime.spec.errors import SpecError, SpecErrors, describe, did_you_mean, format_path
-from vdc_runtime.spec.keys import Location, fields_by_key, find_key, locate, normalize, remove
+from vdc_runtime.spec.keys import (
+    KeyStyle,
+    Location,
+    find_key,
+    locate,
+    normalize,
+    remove,
+    styled_keys,
+)
 from vdc_runtime.spec.models import (
     BMC,
     KINDS,
@@ -162,7 +170,12 @@ def _load(sources: list[_Source]) -> DataCenter:
         collector.add(doc.order, _error(doc, path, problem.message))
     if collector.entries:
         raise SpecErrors(collector.sorted())
-    models = [doc.model for doc in documents]
+    return assemble(doc.model for doc in documents)
+
+
+def assemble(models: Iterable[SpecModel | None]) -> DataCenter:
+    """The data center made of valid documents' models, each kind in the given order."""
+    models = list(models)
     return DataCenter(
         networks=[m for m in models if isinstance(m, Network)],
         netns=[m for m in models if isinstance(m, NetworkNamespace)],
@@ -268,8 +281,17 @@ def _without_unknown_keys(
 
 
 def _pydantic_error(doc: Document, model_cls: type[SpecModel], err: ErrorDetails) -> SpecError:
+    path, message = pydantic_problem(err, model_cls, doc.raw)
+    return _error(doc, format_path(path), message)
+
+
+def pydantic_problem(
+    err: ErrorDetails, model_cls: type[SpecModel], raw: Any, style: KeyStyle | None = None
+) -> tuple[list[str | int], str]:
+    """Where one pydantic error is, in the keys of `raw` (the data as the user wrote it,
+    in key `style`), and what it means in the user's terms."""
     loc = err["loc"]
-    where = locate(loc, model_cls, doc.raw)
+    where = locate(loc, model_cls, raw, style=style)
     path = list(where.path)
     kind = err["type"]
     value = err.get("input")
@@ -277,7 +299,7 @@ def _pydantic_error(doc: Document, model_cls: type[SpecModel], err: ErrorDetails
     if kind == "missing":
         message = "missing required key"
     elif kind == "extra_forbidden":
-        message = _unknown_key(loc, model_cls, doc.raw)
+        message = _unknown_key(loc, model_cls, raw, style)
     elif kind in {"union_tag_invalid", "union_tag_not_found"}:
         path.append(_KIND_KEY)
         tags = str(ctx.get("expected_tags", ""))
@@ -307,23 +329,27 @@ def _pydantic_error(doc: Document, model_cls: type[SpecModel], err: ErrorDetails
         message = f"must be at least {bound}, got {describe(value)}"
     else:
         message = err["msg"].removeprefix("Value error, ")
-    return _error(doc, format_path(path), message)
+    return path, message
 
 
-def _unknown_key(loc: tuple[int | str, ...], model_cls: type[SpecModel], raw: Any) -> str:
+def _unknown_key(
+    loc: tuple[int | str, ...], model_cls: type[SpecModel], raw: Any, style: KeyStyle | None
+) -> str:
     key = str(loc[-1])
-    parent: Location = locate(loc[:-1], model_cls, raw)
-    known: list[str] = list(fields_by_key(parent.type)) if _is_model(parent.type) else []
-    if parent.type is model_cls:
+    parent: Location = locate(loc[:-1], model_cls, raw, style=style)
+    known: list[str] = list(styled_keys(parent.type, style)) if _is_model(parent.type) else []
+    if parent.type is model_cls and style is None:
         known.append(_KIND_KEY)
     folded = {k.lower(): k for k in known}
-    if key.lower() in folded:
+    # Only Placemat's keys fold case: there a case variant of a known key that is still
+    # unknown must be a second spelling of one given too.
+    if style is None and key.lower() in folded:
         return (
             f"duplicate key '{key}': keys are case-insensitive and"
             f" '{folded[key.lower()]}' is also given"
         )
     if parent.siblings:
-        owners = [tag for tag, m in parent.siblings.items() if key in fields_by_key(m)]
+        owners = [tag for tag, m in parent.siblings.items() if key in styled_keys(m, style)]
         if owners:
             this = next((t for t, m in parent.siblings.items() if m is parent.type), "?")
             return (

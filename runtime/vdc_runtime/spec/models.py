@@ -37,6 +37,7 @@ from vdc_runtime.spec.fields import (
     NetworkName,
     NodeName,
     NodeRestart,
+    Regex,
     Restart,
     Size,
     Text,
@@ -238,6 +239,15 @@ class NodeBMC(SpecModel):
     )
 
 
+class NodeReadiness(SpecModel):
+    """When a node counts as ready; without it, as soon as its machine runs."""
+
+    console: Regex = Field(
+        description="A regular expression: the node is ready once its serial console shows"
+        " a match, again after every boot."
+    )
+
+
 class Node(SpecModel):
     """A QEMU virtual machine."""
 
@@ -264,6 +274,7 @@ class Node(SpecModel):
     smbios: SMBIOS | None = None
     network_device_queue: Count | None = None
     bmc: NodeBMC | None = None
+    readiness: NodeReadiness | None = None
 
     @property
     def cpus(self) -> int:
@@ -398,6 +409,7 @@ __all__ = [
     "Node",
     "NodeBMC",
     "NodeInterface",
+    "NodeReadiness",
     "RawVolume",
     "SpecModel",
     "Volume",

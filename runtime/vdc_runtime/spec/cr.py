@@ -1,0 +1,575 @@
+"""The VirtualDataCenter custom resource's spec, read with the same models as Placemat YAML.
+
+A CR's keys are camelCase, Kubernetes' convention, where Placemat's files are kebab-case:
+both are spellings of the same models' fields (`keys.rename` maps one onto the other), so
+the same rules check both and errors name the key as the user wrote it
+(`spec.nodes[2].smp.maxcpus`). Where a file spec names a file on the host, a CR gives a
+`FileSource`: the content inline, a key of a ConfigMap or Secret (which the operator
+mounts into the VDC pod), or an Image of the spec (downloaded in the pod like disk images).
+
+`parse` checks one CR spec on its own; `load` turns it into the `DataCenter` the runtime
+builds, with every file resolved by the caller (the operator resolves them to placeholders
+to validate, the agent in the pod to real files).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from vdc_runtime.spec.checks import Document, check
+from vdc_runtime.spec.errors import SpecError, SpecErrors, did_you_mean, format_path
+from vdc_runtime.spec.fields import Name, Text, _require_str
+from vdc_runtime.spec.keys import locate, rename
+from vdc_runtime.spec.loader import assemble, pydantic_problem
+from vdc_runtime.spec.models import (
+    BMC,
+    BMCTLS,
+    KINDS,
+    BMCRole,
+    BMCUser,
+    DataCenter,
+    DeviceClass,
+    HostPathVolume,
+    Image,
+    ImageVolume,
+    LocaldsVolume,
+    Network,
+    NetworkNamespace,
+    Node,
+    NodeInterface,
+    RawVolume,
+    SpecModel,
+)
+
+GROUP = "vdc.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "VirtualDataCenter"
+PLURAL = "virtualdatacenters"
+SINGULAR = "virtualdatacenter"
+SHORT_NAMES = ("vdc",)
+
+VDC_NAME_MAX = 52
+"""A VDC's name is part of its pod's and Role's names (`vdc-<name>-...`) and of label
+values, which Kubernetes caps at 63 characters."""
+INLINE_MAX = 262144
+"""An inline file's size cap: a whole CR must stay well under etcd's 1.5 MiB object limit."""
+
+
+def camel(name: str) -> str:
+    """A CR's key for a Python field name: `use_nat` -> `useNat`."""
+    first, *rest = name.split("_")
+    return first + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
+def _error(kind: str, template: str, **context: object) -> PydanticCustomError:
+    return PydanticCustomError(kind, template, context)
+
+
+_DNS_SUBDOMAIN_MAX = 253
+
+
+def _dns_subdomain(value: str) -> str:
+
+    if len(value) > _DNS_SUBDOMAIN_MAX or not re.fullmatch(
+        r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", value
+    ):
+        raise _error(
+            "k8s_name",
+            "'{value}' is not a Kubernetes object name (lower-case letters, digits, '-' and"
+            " '.', starting and ending with a letter or digit, at most 253 characters)",
+            value=value,
+        )
+    return value
+
+
+ObjectName = Annotated[
+    str,
+    BeforeValidator(_require_str),
+    AfterValidator(_dns_subdomain),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": _DNS_SUBDOMAIN_MAX,
+            "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        }
+    ),
+]
+"""The name of a ConfigMap or Secret in the VDC's namespace."""
+
+
+def _data_key(value: str) -> str:
+
+    if len(value) > _DNS_SUBDOMAIN_MAX or not re.fullmatch(r"[-._a-zA-Z0-9]+", value):
+        raise _error(
+            "data_key",
+            "'{value}' is not a ConfigMap or Secret key (letters, digits, '-', '_' and '.')",
+            value=value,
+        )
+    return value
+
+
+DataKey = Annotated[
+    str,
+    BeforeValidator(_require_str),
+    AfterValidator(_data_key),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": _DNS_SUBDOMAIN_MAX,
+            "pattern": r"^[-._a-zA-Z0-9]+$",
+        }
+    ),
+]
+
+
+class KeyRef(SpecModel):
+    """One key of a ConfigMap or Secret in the VDC's namespace."""
+
+    name: ObjectName
+    key: DataKey
+
+
+class FileSource(SpecModel):
+    """Where a file's content comes from: exactly one of these."""
+
+    inline: Annotated[Text, Field(max_length=INLINE_MAX)] | None = Field(
+        default=None, description="The content itself."
+    )
+    config_map_key_ref: KeyRef | None = None
+    secret_key_ref: KeyRef | None = None
+    image: Name | None = Field(
+        default=None,
+        description="An Image of spec.images, downloaded (and decompressed) in the pod;"
+        " for kernels and other files too large for a ConfigMap.",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> FileSource:
+        given = [k for k in _SOURCE_KEYS if getattr(self, k) is not None]
+        if len(given) != 1:
+            names = ", ".join(camel(k) for k in _SOURCE_KEYS)
+            raise _error("file_source", "give exactly one of: {names}", names=names)
+        return self
+
+    @property
+    def describe(self) -> str:
+        if self.config_map_key_ref is not None:
+            return f"ConfigMap {self.config_map_key_ref.name} key {self.config_map_key_ref.key}"
+        if self.secret_key_ref is not None:
+            return f"Secret {self.secret_key_ref.name} key {self.secret_key_ref.key}"
+        if self.image is not None:
+            return f"image {self.image}"
+        return "inline content"
+
+
+_SOURCE_KEYS = ("inline", "config_map_key_ref", "secret_key_ref", "image")
+
+
+class CRNetworkNamespace(NetworkNamespace):
+    """A named network namespace acting as a router or host, wired to networks by veth pairs."""
+
+    init_scripts: Annotated[list[FileSource], Field(max_length=32)] = Field(
+        default=[], description="Run in order once the namespace is wired, before its apps."
+    )
+
+
+class CRLocaldsVolume(LocaldsVolume):
+    """A cloud-init NoCloud seed disk."""
+
+    user_data: FileSource
+    network_config: FileSource | None = None
+
+
+CRVolume = Annotated[
+    ImageVolume | CRLocaldsVolume | RawVolume | HostPathVolume, Field(discriminator="kind")
+]
+
+
+class CRNode(Node):
+    """A QEMU virtual machine."""
+
+    interfaces: Annotated[list[NodeInterface], Field(max_length=28)] = []
+    volumes: Annotated[list[CRVolume], Field(max_length=32)] = []
+    ignition: FileSource | None = None
+    kernel: FileSource | None = Field(default=None, description="Boot this kernel directly.")
+    initrd: FileSource | None = Field(default=None, description="Only with kernel.")
+
+
+class CRBMCUser(SpecModel):
+    """An account on every BMC of the data center (IPMI and Redfish)."""
+
+    name: Name
+    password: Text | None = Field(
+        default=None, description="Prefer passwordSecretRef: a CR is readable by many."
+    )
+    password_secret_ref: KeyRef | None = None
+    role: BMCRole = "Administrator"
+
+    @model_validator(mode="after")
+    def _one_password(self) -> CRBMCUser:
+        if (self.password is None) == (self.password_secret_ref is None):
+            raise _error("password", "give exactly one of 'password' or 'passwordSecretRef'")
+        return self
+
+
+class CRBMCTLS(SpecModel):
+    """A kubernetes.io/tls Secret (keys tls.crt and tls.key) for every BMC's HTTPS."""
+
+    secret_name: ObjectName
+
+
+class CRBMC(SpecModel):
+    """Settings shared by the BMCs of all nodes.
+
+    Without users, Placemat's account (cybozu / cybozu) is kept so its scripts work.
+    """
+
+    users: Annotated[list[CRBMCUser], Field(max_length=16)] = []
+    tls: CRBMCTLS | None = None
+
+
+def _relative_path(value: str) -> str:
+    path = PurePosixPath(value)
+    if not value or path.is_absolute() or ".." in path.parts or "\0" in value:
+        raise _error(
+            "relative_path",
+            "'{value}' must be a relative path inside the working directory (no leading '/',"
+            " no '..')",
+            value=value,
+        )
+    return str(path)
+
+
+RelativePath = Annotated[
+    str,
+    BeforeValidator(_require_str),
+    AfterValidator(_relative_path),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 1024, "pattern": r"^[^/]"}),
+]
+
+
+class ExtraFile(FileSource):
+    """A file written into the working directory where apps and init scripts run."""
+
+    path: RelativePath
+    executable: StrictBool = False
+
+
+K8sText = Annotated[Text, Field(max_length=_DNS_SUBDOMAIN_MAX)]
+
+
+class Toleration(SpecModel):
+    """As a pod's toleration."""
+
+    key: K8sText | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: K8sText | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: StrictInt | None = None
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_require_str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": 64,
+            "pattern": r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$",
+        }
+    ),
+]
+"""A Kubernetes resource quantity (`500m`, `2Gi`)."""
+
+
+class EmptyDirCache(SpecModel):
+    size_limit: Quantity | None = None
+
+
+class ClaimCache(SpecModel):
+    claim_name: ObjectName
+
+
+class HostPathCache(SpecModel):
+    path: Annotated[Text, Field(min_length=2, max_length=1024, pattern=r"^/")]
+
+
+class ImageCache(SpecModel):
+    """Where the pod keeps downloaded images: exactly one (default: an emptyDir)."""
+
+    empty_dir: EmptyDirCache | None = None
+    persistent_volume_claim: ClaimCache | None = None
+    host_path: HostPathCache | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ImageCache:
+        given = [
+            k for k in ("empty_dir", "persistent_volume_claim", "host_path") if getattr(self, k)
+        ]
+        if len(given) != 1:
+            raise _error(
+                "image_cache", "give exactly one of: emptyDir, persistentVolumeClaim, hostPath"
+            )
+        return self
+
+
+class PodResources(SpecModel):
+    """Override the requests computed from the nodes (their vCPUs and memory plus overhead)."""
+
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+
+
+class PodSettings(SpecModel):
+    """How the VDC's pod is scheduled and what it mounts."""
+
+    image: Annotated[Text, Field(min_length=1, max_length=512)] | None = Field(
+        default=None, description="The runtime image; default: the operator's."
+    )
+    node_selector: dict[str, K8sText] = {}
+    tolerations: Annotated[list[Toleration], Field(max_length=32)] = []
+    priority_class_name: ObjectName | None = None
+    image_cache: ImageCache | None = None
+    resources: PodResources | None = None
+
+
+Accel = Literal["auto", "kvm", "tcg"]
+
+
+class VirtualDataCenterSpec(SpecModel):
+    """A whole data center: Placemat's kinds as lists, and how its pod runs."""
+
+    networks: Annotated[list[Network], Field(max_length=128)] = []
+    network_namespaces: Annotated[list[CRNetworkNamespace], Field(max_length=128)] = []
+    nodes: Annotated[list[CRNode], Field(max_length=512)] = []
+    images: Annotated[list[Image], Field(max_length=64)] = []
+    device_classes: Annotated[list[DeviceClass], Field(max_length=16)] = []
+    bmc: CRBMC | None = None
+    files: Annotated[list[ExtraFile], Field(max_length=64)] = Field(
+        default=[], description="Files for apps and init scripts, in their working directory."
+    )
+    accel: Accel = Field(
+        default="auto", description="auto: KVM where stock guests can run, else TCG."
+    )
+    pod: PodSettings = PodSettings()
+
+
+# Each list of the spec and the Placemat kind of its entries.
+LISTS: dict[str, str] = {
+    "networks": "Network",
+    "network_namespaces": "NetworkNamespace",
+    "nodes": "Node",
+    "images": "Image",
+    "device_classes": "DeviceClass",
+}
+
+# -- checking ------------------------------------------------------------------------------
+
+
+def _at(path: list[str | int] | tuple[str | int, ...], message: str) -> SpecError:
+    return SpecError(format_path(("spec", *path)), None, None, None, "", message)
+
+
+def parse(raw: Any) -> VirtualDataCenterSpec:
+    """One CR spec (camelCase, as the API server stores it), checked field by field.
+
+    Raises SpecErrors naming each bad key as `spec.<path>`.
+    """
+    if raw is None:
+        raw = {}
+    data = rename(raw, VirtualDataCenterSpec, camel)
+    try:
+        return VirtualDataCenterSpec.model_validate(data, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        errors = []
+        for err in exc.errors():
+            path, message = pydantic_problem(err, VirtualDataCenterSpec, raw, camel)
+            errors.append(_at(path, message))
+        raise SpecErrors(errors) from None
+
+
+Resolve = Callable[[FileSource, str, bool], Path]
+"""Makes a file's content available: (source, where it is used, executable) -> its path."""
+
+
+def placeholder(source: FileSource, where: str, executable: bool) -> Path:
+    """A stand-in path, for checking a spec whose files are not here."""
+    return Path("/vdc-files") / where
+
+
+def load(raw: Any, resolve: Resolve = placeholder, *, files: bool = False) -> DataCenter:
+    """The data center a CR spec describes, after every check `vdc validate` makes.
+
+    `resolve` gives each FileSource a path; with `files` those files are checked too.
+    Raises SpecErrors with `spec.<path>` locations.
+    """
+    spec = parse(raw)
+    errors = list(_references(spec))
+    if errors:
+        raise SpecErrors(errors)
+    raw = raw or {}
+    documents: list[Document] = []
+    for field, kind in LISTS.items():
+        items = getattr(spec, field)
+        raw_items = raw.get(camel(field)) or []
+        for i, item in enumerate(items):
+            label = format_path(("spec", camel(field), i))
+            model = _runtime_model(kind, item, label, resolve)
+            documents.append(
+                Document("", 0, kind, item.name, raw_items[i], model, (0, len(documents)), label)
+            )
+    if spec.bmc is not None:
+        model = _runtime_bmc(spec.bmc, resolve)
+        documents.append(Document("", 0, "BMC", None, raw["bmc"], model, (0, 0), "spec.bmc"))
+    problems = check(documents, files=files)
+    if problems:
+        errors = []
+        for problem in problems:
+            doc = problem.document
+            assert doc.kind is not None and doc.label is not None
+            where = locate(problem.loc, KINDS[doc.kind], doc.raw, tagged=False, style=camel)
+            path = format_path(where.path)
+            errors.append(SpecError(f"{doc.label}.{path}" if path else doc.label,
+                                    None, None, None, "", problem.message))  # fmt: skip
+        raise SpecErrors(errors)
+    return assemble(doc.model for doc in documents)
+
+
+def _references(spec: VirtualDataCenterSpec) -> Iterator[SpecError]:
+    """What a CR adds to Placemat's rules: file sources naming images, unique file paths."""
+    images = [image.name for image in spec.images]
+    for where, source in _sources(spec):
+        if source.image is not None and source.image not in images:
+            hint = did_you_mean(source.image, images)
+            yield _at([*where, "image"], f"no Image named '{source.image}' is defined{hint}")
+    seen: dict[str, int] = {}
+    for i, extra in enumerate(spec.files):
+        if extra.path in seen:
+            yield _at(
+                ["files", i, "path"], f"duplicate path '{extra.path}' (files[{seen[extra.path]}])"
+            )
+        seen.setdefault(extra.path, i)
+
+
+def _sources(spec: VirtualDataCenterSpec) -> Iterator[tuple[list[str | int], FileSource]]:
+    """Every FileSource of the spec with its path."""
+    for i, ns in enumerate(spec.network_namespaces):
+        for j, script in enumerate(ns.init_scripts):
+            yield ["networkNamespaces", i, "initScripts", j], script
+    for i, node in enumerate(spec.nodes):
+        for key in ("ignition", "kernel", "initrd"):
+            source = getattr(node, key)
+            if source is not None:
+                yield ["nodes", i, key], source
+        for j, volume in enumerate(node.volumes):
+            if isinstance(volume, CRLocaldsVolume):
+                yield ["nodes", i, "volumes", j, "userData"], volume.user_data
+                if volume.network_config is not None:
+                    yield ["nodes", i, "volumes", j, "networkConfig"], volume.network_config
+    for i, extra in enumerate(spec.files):
+        yield ["files", i], extra
+
+
+def sources(spec: VirtualDataCenterSpec) -> list[FileSource]:
+    """Every FileSource of the spec, the BMC's secrets included (what the pod must mount)."""
+    found = [source for _, source in _sources(spec)]
+    if spec.bmc is not None:
+        for user in spec.bmc.users:
+            if user.password_secret_ref is not None:
+                found.append(FileSource(secret_key_ref=user.password_secret_ref))
+        if spec.bmc.tls is not None:
+            found.extend(_tls_sources(spec.bmc.tls))
+    return found
+
+
+def _tls_sources(tls: CRBMCTLS) -> tuple[FileSource, FileSource]:
+    return (
+        FileSource(secret_key_ref=KeyRef(name=tls.secret_name, key="tls.crt")),
+        FileSource(secret_key_ref=KeyRef(name=tls.secret_name, key="tls.key")),
+    )
+
+
+def _runtime_model(kind: str, item: SpecModel, label: str, resolve: Resolve) -> SpecModel:
+    """The runtime's model of one CR entry, its file sources resolved to paths."""
+    data = item.model_dump(by_alias=False, exclude_none=True)
+    if isinstance(item, CRNetworkNamespace):
+        data["init_scripts"] = [
+            resolve(script, f"{label}.initScripts[{j}]", True)
+            for j, script in enumerate(item.init_scripts)
+        ]
+    elif isinstance(item, CRNode):
+        for key in ("ignition", "kernel", "initrd"):
+            source = getattr(item, key)
+            if source is not None:
+                data[key] = resolve(source, f"{label}.{key}", False)
+        for j, volume in enumerate(item.volumes):
+            if isinstance(volume, CRLocaldsVolume):
+                where = f"{label}.volumes[{j}]"
+                data["volumes"][j]["user_data"] = resolve(
+                    volume.user_data, f"{where}.userData", False
+                )
+                if volume.network_config is not None:
+                    data["volumes"][j]["network_config"] = resolve(
+                        volume.network_config, f"{where}.networkConfig", False
+                    )
+    return KINDS[kind].model_validate(data)
+
+
+def _runtime_bmc(bmc: CRBMC, resolve: Resolve) -> BMC:
+    users = []
+    for i, user in enumerate(bmc.users):
+        if user.password_secret_ref is not None:
+            source = FileSource(secret_key_ref=user.password_secret_ref)
+            password_file = resolve(source, f"spec.bmc.users[{i}].passwordSecretRef", False)
+            users.append(BMCUser(name=user.name, password_file=password_file, role=user.role))
+        else:
+            users.append(BMCUser(name=user.name, password=user.password, role=user.role))
+    tls = None
+    if bmc.tls is not None:
+        cert, key = _tls_sources(bmc.tls)
+        tls = BMCTLS(
+            cert=resolve(cert, "spec.bmc.tls.cert", False),
+            key=resolve(key, "spec.bmc.tls.key", False),
+        )
+    return BMC(users=users, tls=tls)
+
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "KIND",
+    "PLURAL",
+    "SHORT_NAMES",
+    "SINGULAR",
+    "VERSION",
+    "CRNode",
+    "ExtraFile",
+    "FileSource",
+    "KeyRef",
+    "PodSettings",
+    "Resolve",
+    "VirtualDataCenterSpec",
+    "camel",
+    "load",
+    "parse",
+    "placeholder",
+    "sources",
+]

@@ -1,0 +1,183 @@
+"""The VirtualDataCenter spec: the same models and rules as Placemat YAML, in a CR's keys."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.spec.conftest import DATA
+from vdc_runtime.spec import SpecErrors, cr, load_files
+from vdc_runtime.spec.convert import to_manifest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def quickstart() -> dict[str, Any]:
+    docs = yaml.safe_load_all((EXAMPLES / "vdc-quickstart.yaml").read_text())
+    return next(d for d in docs if d["kind"] == cr.KIND)
+
+
+def errors(spec: dict[str, Any]) -> list[str]:
+    with pytest.raises(SpecErrors) as info:
+        cr.load(spec)
+    return [str(e) for e in info.value.errors]
+
+
+def test_quickstart_example_is_valid() -> None:
+    dc = cr.load(quickstart()["spec"])
+    assert [n.name for n in dc.nodes] == ["worker-1", "worker-2"]
+    worker = dc.nodes[0]
+    assert worker.boot_order == ["network"]
+    assert worker.readiness is not None and worker.readiness.console == "VDC-GUEST-READY"
+    assert worker.interfaces[0].mac == "52:54:00:48:00:11"
+    assert dc.bmc is not None and dc.bmc.users[0].password_file is not None
+
+
+def test_placemat_files_round_trip_through_a_cr(full_dir: Path) -> None:
+    """Every Placemat kind and key: YAML -> VirtualDataCenter -> the same data center,
+    with each file's content where the file was."""
+    yaml_dc = load_files([full_dir / "cluster.yml"])
+    # TLS files cannot become inline content (they belong in a Secret).
+    no_tls = yaml_dc.model_copy(
+        update={"bmc": yaml_dc.bmc.model_copy(update={"tls": None})} if yaml_dc.bmc else {}
+    )
+    manifest = to_manifest(no_tls, "full")
+    assert manifest["apiVersion"] == "vdc.dev/v1alpha1" and manifest["kind"] == cr.KIND
+    contents: dict[Path, bytes] = {}
+
+    def resolve(source: cr.FileSource, where: str, executable: bool) -> Path:
+        path = Path("/cr") / where
+        contents[path] = (source.inline or "").encode()
+        return path
+
+    cr_dc = cr.load(manifest["spec"], resolve)
+    assert cr_dc.summary() == no_tls.summary()
+    assert cr_dc.networks == no_tls.networks
+    assert cr_dc.images == no_tls.images
+    for a, b in zip(cr_dc.nodes, no_tls.nodes, strict=True):
+        plain = {"ignition", "kernel", "initrd", "volumes"}
+        assert a.model_dump(exclude=plain) == b.model_dump(exclude=plain)
+        for key in ("ignition", "kernel", "initrd"):
+            mine, theirs = getattr(a, key), getattr(b, key)
+            assert (mine is None) == (theirs is None)
+            if mine is not None:
+                assert contents[mine] == theirs.read_bytes()
+    for a, b in zip(cr_dc.netns, no_tls.netns, strict=True):
+        assert [contents[p] for p in a.init_scripts] == [p.read_bytes() for p in b.init_scripts]
+
+
+def test_camel_case_keys_and_every_error_at_its_cr_path() -> None:
+    spec = {
+        "networks": [{"name": "pxe", "type": "internal", "address": "10.0.0.1/24", "usenat": 1}],
+        "nodes": [
+            {
+                "name": "n1",
+                "cpu": 1,
+                "smp": {"cpus": 2, "maxcpus": 1},
+                "interfaces": [{"network": "pxf"}],
+                "kernel": {"image": "k", "inline": "x"},
+                "volumes": [{"kind": "localds", "name": "seed", "userData": {}, "size": "1G"}],
+            }
+        ],
+    }
+    assert errors(spec) == [
+        "spec.networks[0].usenat: unknown key 'usenat'; did you mean 'useNat'?",
+        "spec.nodes[0].volumes[0].userData: give exactly one of: inline, configMapKeyRef,"
+        " secretKeyRef, image",
+        "spec.nodes[0].volumes[0].size: unknown key 'size' for a volume of kind localds;"
+        " it belongs to kind raw",
+        "spec.nodes[0].kernel: give exactly one of: inline, configMapKeyRef, secretKeyRef, image",
+    ]
+    spec["networks"][0].pop("usenat")
+    del spec["nodes"][0]["kernel"]
+    spec["nodes"][0]["volumes"] = []
+    spec["nodes"][0]["initrd"] = {"inline": "x"}
+    assert errors(spec) == [
+        "spec.networks[0].address: an internal network has no host address; remove it or use"
+        " type external",
+        "spec.nodes[0].smp: 'cpu' and 'smp' are exclusive; give only one",
+        "spec.nodes[0].smp.maxcpus: must be at least cpus (2)",
+        "spec.nodes[0].initrd: 'initrd' is only used with 'kernel' (direct boot)",
+        "spec.nodes[0].interfaces[0].network: no Network named 'pxf' is defined; did you mean"
+        " 'pxe'?",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s["nodes"][0].update(kernel={"image": "nope"}),
+         "spec.nodes[0].kernel.image: no Image named 'nope' is defined"),
+        (lambda s: s["files"].append(dict(s["files"][0])),
+         "spec.files[6].path: duplicate path 'boot/vmlinuz' (files[0])"),
+        (lambda s: s["files"][0].update(path="/etc/passwd"),
+         "spec.files[0].path: '/etc/passwd' must be a relative path inside the working"
+         " directory (no leading '/', no '..')"),
+        (lambda s: s["files"][0].update(path="a/../../b"),
+         "spec.files[0].path: 'a/../../b' must be a relative path"),
+        (lambda s: s["bmc"]["users"][0].update(password="x"),
+         "spec.bmc.users[0]: give exactly one of 'password' or 'passwordSecretRef'"),
+        (lambda s: s["bmc"]["users"][0]["passwordSecretRef"].update(name="Bad_Name"),
+         "spec.bmc.users[0].passwordSecretRef.name: 'Bad_Name' is not a Kubernetes object name"),
+        (lambda s: s["nodes"][1]["interfaces"][0].update(mac="52:54:00:48:00:11"),
+         "spec.nodes[1].interfaces[0].mac: MAC 52:54:00:48:00:11 is already used at"
+         ' spec.nodes[0] (Node "worker-1"), interfaces[0].mac'),
+        (lambda s: s["nodes"][1].update(name="worker-1"),
+         "spec.nodes[1].name: duplicate Node name 'worker-1'; first defined in spec.nodes[0]"),
+        (lambda s: s["nodes"][0].update(bmc={"address": "10.99.0.1"}),
+         "spec.nodes[0].bmc.address: 10.99.0.1 is not inside any bmc network"),
+        (lambda s: s["nodes"][0]["readiness"].update(console="(unclosed"),
+         "spec.nodes[0].readiness.console: '(unclosed' is not a regular expression"),
+        (lambda s: s["nodes"][0]["readiness"].update(console="x*"),
+         "spec.nodes[0].readiness.console: 'x*' matches an empty text"),
+        (lambda s: s.update(pod={"imageCache": {}}),
+         "spec.pod.imageCache: give exactly one of: emptyDir, persistentVolumeClaim, hostPath"),
+        (lambda s: s.update(pod={"tolerations": [{"effect": "Sometimes"}]}),
+         "spec.pod.tolerations[0].effect: invalid value 'Sometimes'"),
+        (lambda s: s.update(accel="fast"),
+         "spec.accel: invalid value 'fast' (expected one of: 'auto', 'kvm', 'tcg')"),
+        (lambda s: s["networkNamespaces"][0]["apps"][0].update(restart="sometimes"),
+         "spec.networkNamespaces[0].apps[0].restart: invalid value 'sometimes'"),
+    ],
+)  # fmt: skip
+def test_invalid_specs(change: Any, message: str) -> None:
+    spec = copy.deepcopy(quickstart()["spec"])
+    change(spec)
+    found = errors(spec)
+    assert any(e.startswith(message) for e in found), found
+
+
+def test_sources_are_what_the_pod_mounts() -> None:
+    spec = cr.parse(quickstart()["spec"])
+    refs = [(s.secret_key_ref.name, s.secret_key_ref.key) for s in cr.sources(spec)
+            if s.secret_key_ref]  # fmt: skip
+    assert refs == [("quickstart-bmc", "admin")]
+    assert sum(1 for s in cr.sources(spec) if s.image) == 2
+    tls = cr.parse({"bmc": {"tls": {"secretName": "bmc-tls"}}})
+    keys = [s.secret_key_ref.key for s in cr.sources(tls) if s.secret_key_ref]
+    assert keys == ["tls.crt", "tls.key"]
+
+
+def test_an_empty_spec_is_an_empty_data_center() -> None:
+    empty = "0 networks, 0 network namespaces, 0 nodes, 0 images, 0 device classes"
+    assert cr.load({}).summary() == empty
+    assert cr.load(None).nodes == []
+
+
+def test_camel() -> None:
+    assert cr.camel("use_nat") == "useNat"
+    assert cr.camel("config_map_key_ref") == "configMapKeyRef"
+    assert cr.camel("name") == "name"
+
+
+def test_placemat_data_has_no_cr_only_keys() -> None:
+    # A Placemat file keeps its kebab-case keys: a CR's spelling there is an unknown key.
+    from tests.spec.conftest import spec_errors
+
+    found = spec_errors("kind: Network\nname: n\ntype: internal\nuseNat: true\n")
+    assert [e.message for e in found] == ["unknown key 'useNat'; did you mean 'use-nat'?"]
+    assert (DATA / "full" / "cluster.yml").is_file()
