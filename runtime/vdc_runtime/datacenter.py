@@ -119,7 +119,10 @@ class DataCenterRun:
         if self.dc.nodes:
             try:  # reads password files: a bad one must fail before anything exists
                 self.bmc = BmcManager(
-                    self.dc, data_dir=self.options.data_dir, run_dir=self.options.run_dir
+                    self.dc,
+                    data_dir=self.options.data_dir,
+                    run_dir=self.options.run_dir,
+                    nft_table=self.table,
                 )
             except BmcError as exc:
                 raise StartupError(str(exc)) from exc

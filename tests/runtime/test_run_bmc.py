@@ -88,6 +88,7 @@ kind: BMC
 users:
 - {{name: {ADMIN[0]}, password: {ADMIN[1]}}}
 - {{name: {VIEWER[0]}, password-file: viewer.pw, role: ReadOnly}}
+publish: {{ipmi-port: 6230, redfish-port: 8443}}
 ---
 kind: NetworkNamespace
 name: boot-server
@@ -137,6 +138,19 @@ def test_bmcs_of_real_guests(
     assert bmcs["k-3"]["state"] == "failed"
     assert "198.51.100.9 is not inside any bmc network" in bmcs["k-3"]["error"]
     assert "10.72.16.22/20" in host.sh(["ip", "-o", "addr", "show", "dev", "bmc"])
+
+    # Published on the host's own addresses: from another namespace, k-1's BMC (the second
+    # node: ports 6231 and 8444) answers on the pxe-net bridge's address.
+    assert bmcs["k-1"]["published"] == {"ipmi_port": 6231, "redfish_port": 8444}
+    assert bmcs["disk-1"]["published"] == {"ipmi_port": 6230, "redfish_port": 8443}
+    assert bmcs["k-2"]["published"] is None  # an IPv6 BMC
+    outside = ["ip", "netns", "exec", "boot-server"]
+    power = host.sh([*outside, "ipmitool", "-I", "lanplus", "-H", "10.72.48.254", "-p", "6231",
+                     "-U", ADMIN[0], "-P", ADMIN[1], "-C", "17", "power", "status"])  # fmt: skip
+    assert "Chassis Power is on" in power
+    system = host.sh([*outside, "curl", "-sS", "--fail", "-k", "-u", ":".join(ADMIN),
+                      "https://10.72.48.254:8444/redfish/v1/Systems/k-1"])  # fmt: skip
+    assert json.loads(system)["Id"] == "k-1"
 
     # IPMI with both cipher suites, IPv6 included, and freeipmi.
     assert "Chassis Power is on" in ipmitool(host, "10.72.16.22", "power", "status", suite=3)

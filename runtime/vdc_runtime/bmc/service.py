@@ -22,7 +22,9 @@ from typing import Any, Literal
 
 from vdc_runtime import fabric
 from vdc_runtime.bmc.machine_target import MachineTarget
+from vdc_runtime.bmc.stats import BmcStats
 from vdc_runtime.bmc.users import PLACEMAT_USER, BmcUser, Users
+from vdc_runtime.fabric import nft
 from vdc_runtime.nodes.machine import Machine
 from vdc_runtime.spec import DataCenter
 from vdc_runtime.spec.models import Network
@@ -45,6 +47,8 @@ class BmcEndpoint:
     network: str | None = None
     state: Literal["starting", "listening", "failed"] = "starting"
     error: str | None = None
+    published: tuple[int, int] | None = None
+    """(UDP port for IPMI, TCP port for Redfish) on the host's own addresses."""
 
     def as_json(self, ipmi_port: int, redfish_port: int) -> dict[str, Any]:
         host = f"[{self.address}]" if ":" in self.address else self.address
@@ -58,6 +62,11 @@ class BmcEndpoint:
             "error": self.error,
             "ipmi": f"{host}:{ipmi_port}" if listening else None,
             "redfish": f"{redfish}/redfish/v1" if listening else None,
+            "published": (
+                {"ipmi_port": self.published[0], "redfish_port": self.published[1]}
+                if self.published
+                else None
+            ),
         }
 
 
@@ -107,8 +116,11 @@ class BmcManager:
         run_dir: Path,
         ipmi_port: int = IPMI_PORT,
         redfish_port: int = REDFISH_PORT,
+        nft_table: str | None = None,
     ) -> None:
         self.dc = dc
+        self.nft_table = nft_table
+        """The run's nftables table, whose `publish` chain forwards published BMC ports."""
         self.ipmi_port = ipmi_port
         self.redfish_port = redfish_port
         self.endpoints: dict[str, BmcEndpoint] = {}
@@ -121,6 +133,7 @@ class BmcManager:
         self._ca: Any = None
         self._user_tls: ssl.SSLContext | None = None
         self.users = load_users(dc)
+        self.stats = BmcStats()
 
     @property
     def ca_cert(self) -> Path | None:
@@ -143,8 +156,8 @@ class BmcManager:
             self._ca = await asyncio.to_thread(CertificateAuthority.load_or_create, self._ca_dir)
             log.info("BMC: HTTPS certificates are signed by the CA in %s", self._ca.cert_path)
         self._ssl_context = ssl_context
-        self._ipmi = IpmiService(self.users)
-        self._redfish = RedfishService(self.users, ssl_for=self._ssl_for)
+        self._ipmi = IpmiService(self.users, stats=self.stats)
+        self._redfish = RedfishService(self.users, ssl_for=self._ssl_for, stats=self.stats)
 
     def _ssl_for(self, address: str) -> ssl.SSLContext:
         if self._user_tls is not None:
@@ -185,7 +198,38 @@ class BmcManager:
                 "node %s: BMC on %s (IPMI udp/%d, Redfish https/%d)",
                 machine.name, endpoint.address, self.ipmi_port, self.redfish_port,
             )  # fmt: skip
+            await self._publish(machine, endpoint)
             return endpoint
+
+    async def _publish(self, machine: Machine, endpoint: BmcEndpoint) -> None:
+        """Forward the node's published ports on the host's addresses to its BMC."""
+        publish = self.dc.bmc.publish if self.dc.bmc is not None else None
+        if publish is None or self.nft_table is None:
+            return
+        if ipaddress.ip_address(endpoint.address).version != 4:
+            log.warning(
+                "node %s: BMC %s is IPv6: published ports forward to IPv4 BMCs only",
+                machine.name, endpoint.address,
+            )  # fmt: skip
+            return
+        index = [node.name for node in self.dc.nodes].index(machine.name)
+        ports = (publish.ipmi_port + index, publish.redfish_port + index)
+        rules = nft.publish_rules(
+            self.nft_table,
+            [("udp", ports[0], endpoint.address, self.ipmi_port),
+             ("tcp", ports[1], endpoint.address, self.redfish_port)],
+        )  # fmt: skip
+        try:
+            await nft.apply(rules)
+        except nft.NftError as exc:
+            endpoint.error = f"cannot publish ports {ports[0]}/{ports[1]}: {exc}"
+            log.error("node %s: BMC: %s", machine.name, endpoint.error)
+            return
+        endpoint.published = ports
+        log.info(
+            "node %s: BMC published on the host's addresses: IPMI udp/%d, Redfish https/%d",
+            machine.name, *ports,
+        )  # fmt: skip
 
     async def _bring_up(self, machine: Machine, endpoint: BmcEndpoint) -> None:
         try:

@@ -45,8 +45,25 @@ def ruleset(plan: FabricPlan) -> str:
     lines.append("    type nat hook postrouting priority srcnat; policy accept;")
     lines += [f"    {rule}" for rule in postrouting]
     lines.append("  }")
+    # Filled at run time by `publish_rules` as BMCs come up (their addresses may be
+    # announced by guests).
+    lines.append(f"  chain {PUBLISH_CHAIN} {{")
+    lines.append("    type nat hook prerouting priority dstnat; policy accept;")
+    lines.append("  }")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+PUBLISH_CHAIN = "publish"
+
+
+def publish_rules(table: str, forwards: list[tuple[str, int, str, int]]) -> str:
+    """The `nft -f` script that forwards (protocol, host port) to (IPv4 address, port)."""
+    return "".join(
+        f"add rule inet {table} {PUBLISH_CHAIN} meta nfproto ipv4 {proto} dport {port}"
+        f" dnat ip to {address}:{target}\n"
+        for proto, port, address, target in forwards
+    )
 
 
 async def _nft(*args: str, stdin: str | None = None) -> str:

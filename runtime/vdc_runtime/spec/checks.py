@@ -122,6 +122,7 @@ def check(
         if references:
             problems.extend(_references(doc, declared))
     problems.extend(_bmc_settings(documents))
+    problems.extend(_bmc_publish(documents))
     problems.extend(_bmc_addresses(documents, declared))
     problems.extend(_addresses(documents, declared))
     problems.extend(_serials(documents))
@@ -417,6 +418,30 @@ def _bmc_settings(documents: list[Document]) -> Iterator[Problem]:
                         (*loc, "password"),
                         f"IPMI 2.0 allows at most {IPMI_PASSWORD_MAX} bytes",
                     )
+
+
+def _bmc_publish(documents: list[Document]) -> Iterator[Problem]:
+    """Published BMC ports: one per node from each base, inside 1-65535, apart."""
+    settings = next((d for d in documents if isinstance(d.model, BMC)), None)
+    if settings is None or settings.model.publish is None:  # type: ignore[union-attr]
+        return
+    publish = settings.model.publish  # type: ignore[union-attr]
+    count = sum(1 for d in documents if isinstance(d.model, Node))
+    ipmi = range(publish.ipmi_port, publish.ipmi_port + count)
+    redfish = range(publish.redfish_port, publish.redfish_port + count)
+    for key, ports in (("ipmi-port", ipmi), ("redfish-port", redfish)):
+        if ports and ports[-1] > 65535:
+            yield Problem(
+                settings, ("publish", key),
+                f"{count} nodes need ports {ports[0]}-{ports[-1]}, beyond 65535",
+            )  # fmt: skip
+    if ipmi and redfish and ipmi.start < redfish.stop and redfish.start < ipmi.stop:
+        # IPMI is UDP and Redfish TCP, but one range per protocol keeps firewalls simple.
+        yield Problem(
+            settings, ("publish",),
+            f"the IPMI ports {ipmi[0]}-{ipmi[-1]} overlap the Redfish ports"
+            f" {redfish[0]}-{redfish[-1]}",
+        )  # fmt: skip
 
 
 def _bmc_addresses(documents: list[Document], declared: _Declared) -> Iterator[Problem]:

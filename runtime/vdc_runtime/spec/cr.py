@@ -40,6 +40,7 @@ from vdc_runtime.spec.models import (
     BMC,
     BMCTLS,
     KINDS,
+    BMCPublish,
     BMCRole,
     BMCUser,
     DataCenter,
@@ -244,6 +245,7 @@ class CRBMC(SpecModel):
 
     users: Annotated[list[CRBMCUser], Field(max_length=16)] = []
     tls: CRBMCTLS | None = None
+    publish: BMCPublish | None = None
 
 
 def _relative_path(value: str) -> str:
@@ -549,7 +551,7 @@ def _runtime_bmc(bmc: CRBMC, resolve: Resolve) -> BMC:
             cert=resolve(cert, "spec.bmc.tls.cert", False),
             key=resolve(key, "spec.bmc.tls.key", False),
         )
-    return BMC(users=users, tls=tls)
+    return BMC(users=users, tls=tls, publish=bmc.publish)
 
 
 __all__ = [

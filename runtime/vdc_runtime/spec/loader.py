@@ -324,6 +324,10 @@ def pydantic_problem(
     elif kind == "too_short":
         n = ctx.get("min_length", 1)
         message = f"must have at least {n} {'entry' if n == 1 else 'entries'}"
+    elif kind == "too_long" and isinstance(value, list | str):
+        n = ctx.get("max_length")
+        what = "entries" if isinstance(value, list) else "characters"
+        message = f"has {len(value)} {what}; at most {n} are allowed"
     elif kind in {"greater_than_equal", "greater_than"}:
         bound = ctx.get("ge", ctx.get("gt"))
         message = f"must be at least {bound}, got {describe(value)}"

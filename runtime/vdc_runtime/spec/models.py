@@ -88,14 +88,14 @@ class NetNSInterface(SpecModel):
     """The i-th entry becomes eth<i> inside the namespace, attached to `network`."""
 
     network: Name
-    addresses: list[HostInterface] = []
+    addresses: Annotated[list[HostInterface], Field(max_length=32)] = []
 
 
 class App(SpecModel):
     """A long-running process inside a network namespace."""
 
     name: Name
-    command: Annotated[list[Name], Field(min_length=1)]
+    command: Annotated[list[Name], Field(min_length=1, max_length=256)]
     restart: Restart = "no"
 
 
@@ -103,9 +103,9 @@ class NetworkNamespace(SpecModel):
     """A named network namespace acting as a router or host, wired to networks by veth pairs."""
 
     name: NetNSName
-    interfaces: Annotated[list[NetNSInterface], Field(min_length=1)]
-    init_scripts: list[FilePath] = []
-    apps: list[App] = []
+    interfaces: Annotated[list[NetNSInterface], Field(min_length=1, max_length=64)]
+    init_scripts: Annotated[list[FilePath], Field(max_length=32)] = []
+    apps: Annotated[list[App], Field(max_length=32)] = []
 
 
 class Image(SpecModel):
@@ -307,6 +307,18 @@ class BMCTLS(SpecModel):
     key: FilePath
 
 
+Port = Annotated[StrictInt, Field(ge=1, le=65535)]
+
+
+class BMCPublish(SpecModel):
+    """Also reach every BMC on the host's own addresses (in Kubernetes, the pod's): the
+    i-th node of the spec (from 0) on UDP ipmi-port + i and TCP redfish-port + i, forwarded
+    to its BMC's IPv4 address."""
+
+    ipmi_port: Port = 6230
+    redfish_port: Port = 8443
+
+
 class BMC(SpecModel):
     """Settings shared by the BMCs of all nodes; at most one per data center.
 
@@ -315,6 +327,7 @@ class BMC(SpecModel):
 
     users: list[BMCUser] = []
     tls: BMCTLS | None = None
+    publish: BMCPublish | None = None
 
 
 KINDS: dict[str, type[SpecModel]] = {
@@ -389,6 +402,7 @@ __all__ = [
     "SMBIOS",
     "SMP",
     "App",
+    "BMCPublish",
     "BMCRole",
     "BMCUser",
     "BootDevice",

@@ -23,6 +23,7 @@ from vdc_runtime.bmc.ipmi import codec
 from vdc_runtime.bmc.ipmi.commands import Commands
 from vdc_runtime.bmc.ipmi.session import Header, RmcpPlusSession, SocketShim
 from vdc_runtime.bmc.ipmi.sol import MAX_CHARACTERS, SolPayload
+from vdc_runtime.bmc.stats import BmcStats
 from vdc_runtime.bmc.target import BmcTarget
 from vdc_runtime.bmc.users import Users
 
@@ -37,6 +38,9 @@ RMCP_CLASS_ASF, RMCP_CLASS_IPMI = 0x06, 0x07
 ASF_IANA = 4542
 PAYLOAD_IPMI, PAYLOAD_SOL = 0x00, 0x01
 PAYLOAD_OPEN_SESSION, PAYLOAD_RAKP1, PAYLOAD_RAKP3 = 0x10, 0x12, 0x14
+
+
+NETFN_GROUP_EXTENSION = 0x2C
 
 
 class SessionlessBmc(pyghmi_bmc.Bmc):
@@ -80,9 +84,10 @@ class SessionlessBmc(pyghmi_bmc.Bmc):
 class BmcEndpoint(asyncio.DatagramProtocol):
     """One BMC's IPMI endpoint: its sessions and its machine's commands."""
 
-    def __init__(self, target: BmcTarget, users: Users) -> None:
+    def __init__(self, target: BmcTarget, users: Users, stats: BmcStats | None = None) -> None:
         self.target = target
         self.users = users
+        self.stats = stats
         self.name = target.facts.name
         self.sessions: dict[int, RmcpPlusSession] = {}
         self.commands = Commands(target, users, self._active_sessions)
@@ -215,19 +220,19 @@ class BmcEndpoint(asyncio.DatagramProtocol):
         netfn, command, data = request["netfn"], request["command"], bytes(request["data"])
         if netfn == codec.NETFN_APP and command == 0x3B:  # Set Session Privilege Level
             if not data:
-                return session.reply(header, codec.REQUEST_DATA_LENGTH_INVALID)
-            return session.reply(header, *session.set_privilege(data[0] & 0x0F))
+                return self._reply(session, header, codec.REQUEST_DATA_LENGTH_INVALID)
+            return self._reply(session, header, *session.set_privilege(data[0] & 0x0F))
         if netfn == codec.NETFN_APP and command == 0x3C:  # Close Session
-            session.reply(header, codec.OK)
+            self._reply(session, header, codec.OK)
             return self._drop(session)
         if netfn == codec.NETFN_APP and command == 0x38:  # Get Channel Auth Caps, in session
-            return session.reply(header, codec.OK, self.sessionless.authcap[1:])
+            return self._reply(session, header, codec.OK, self.sessionless.authcap[1:])
         if netfn == codec.NETFN_APP and command in (0x48, 0x49, 0x4A):
-            return session.reply(header, *self._payload_command(session, command, data))
+            return self._reply(session, header, *self._payload_command(session, command, data))
         if netfn == codec.NETFN_TRANSPORT and command == 0x22:  # Get SOL Configuration
             if len(data) < 2:
-                return session.reply(header, codec.REQUEST_DATA_LENGTH_INVALID)
-            return session.reply(header, *codec.sol_parameter(data[1] & 0x7F, self.port))
+                return self._reply(session, header, codec.REQUEST_DATA_LENGTH_INVALID)
+            return self._reply(session, header, *codec.sol_parameter(data[1] & 0x7F, self.port))
         run = self._run(session, header, netfn, command, data)
         task = asyncio.get_running_loop().create_task(run)
         self._tasks.add(task)
@@ -267,7 +272,25 @@ class BmcEndpoint(asyncio.DatagramProtocol):
         except Exception:
             log.exception("node %s: IPMI netfn %#x command %#x", self.name, netfn, command)
             code, reply = codec.UNSPECIFIED_ERROR, b""
-        session.reply(header, code, reply)
+        # Clients probe for group extensions (ipmitool asks for DCMI and PICMG in every
+        # session); "invalid command" is the right answer there, not a failure to count.
+        probe = netfn == NETFN_GROUP_EXTENSION and code == codec.INVALID_COMMAND
+        self._reply(session, header, code, reply, ok=probe or None)
+
+    def _reply(
+        self,
+        session: RmcpPlusSession,
+        header: Header,
+        code: int,
+        data: bytes = b"",
+        *,
+        ok: bool | None = None,
+    ) -> None:
+        """Answer a request of an established session, and count it for the metrics (as
+        answered well when its code is 0x00, unless `ok` says otherwise)."""
+        if self.stats is not None:
+            self.stats.count(self.name, "ipmi", code == codec.OK if ok is None else ok)
+        session.reply(header, code, data)
 
     # -- ASF presence ping (RMCP's own ping, used by rmcpping and discovery tools) -------
 
@@ -285,8 +308,9 @@ class BmcEndpoint(asyncio.DatagramProtocol):
 class IpmiService:
     """The IPMI endpoints of every BMC of a run."""
 
-    def __init__(self, users: Users) -> None:
+    def __init__(self, users: Users, stats: BmcStats | None = None) -> None:
         self.users = users
+        self.stats = stats
         self._endpoints: dict[str, BmcEndpoint] = {}
 
     async def add(self, address: str, target: BmcTarget, port: int) -> None:
@@ -295,7 +319,7 @@ class IpmiService:
             await self.remove(address)
         loop = asyncio.get_running_loop()
         _, endpoint = await loop.create_datagram_endpoint(
-            lambda: BmcEndpoint(target, self.users), local_addr=(address, port)
+            lambda: BmcEndpoint(target, self.users, self.stats), local_addr=(address, port)
         )
         self._endpoints[address] = endpoint
 

@@ -30,6 +30,7 @@ from vdc_runtime.bmc.redfish import resources as rs
 from vdc_runtime.bmc.redfish.auth import REALM, Principal, authenticate, forbidden
 from vdc_runtime.bmc.redfish.messages import RedfishError, error_body, message
 from vdc_runtime.bmc.redfish.sessions import SessionLimitError, SessionStore
+from vdc_runtime.bmc.stats import BmcStats
 from vdc_runtime.bmc.target import BmcTarget, PowerStateError, TargetError
 from vdc_runtime.bmc.users import Users
 
@@ -197,6 +198,7 @@ class Bmc:
         users: Users,
         ssl_context: ssl.SSLContext,
         graceful_timeout: Callable[[], float],
+        stats: BmcStats | None = None,
     ) -> None:
         self.address = address
         self.port = port
@@ -206,6 +208,7 @@ class Bmc:
         self.ident = rs.Identity(target.facts, address, port, FIRMWARE_VERSION)
         self._ssl_context = ssl_context
         self._graceful_timeout = graceful_timeout
+        self.stats = stats
         self._write_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.ServerRunner | None = None
@@ -265,6 +268,8 @@ class Bmc:
             )
         for name, value in COMMON_HEADERS.items():
             response.headers.setdefault(name, value)
+        if self.stats is not None:
+            self.stats.count(self.node, "redfish", response.status < 400)
         return response
 
     def _error_response(self, err: RedfishError) -> web.Response:
@@ -793,8 +798,15 @@ def _key(address: str) -> str:
 class RedfishService:
     """Redfish for every BMC of a run: one HTTPS listener per BMC address, one machine each."""
 
-    def __init__(self, users: Users, *, ssl_for: Callable[[str], ssl.SSLContext]) -> None:
+    def __init__(
+        self,
+        users: Users,
+        *,
+        ssl_for: Callable[[str], ssl.SSLContext],
+        stats: BmcStats | None = None,
+    ) -> None:
         self.users = users
+        self.stats = stats
         self._ssl_for = ssl_for
         self._bmcs: dict[str, Bmc] = {}
         self.graceful_restart_timeout = power.GRACEFUL_RESTART_TIMEOUT
@@ -805,7 +817,15 @@ class RedfishService:
         if key in self._bmcs:
             raise OSError(errno.EADDRINUSE, f"Redfish already serves a machine on {key}")
         ssl_context = await asyncio.to_thread(self._ssl_for, key)
-        bmc = Bmc(key, port, target, self.users, ssl_context, lambda: self.graceful_restart_timeout)
+        bmc = Bmc(
+            key,
+            port,
+            target,
+            self.users,
+            ssl_context,
+            lambda: self.graceful_restart_timeout,
+            stats=self.stats,
+        )
         await bmc.start()
         self._bmcs[key] = bmc
         log.debug("node %s: Redfish on https://%s", target.facts.name, _host_port(key, port))
