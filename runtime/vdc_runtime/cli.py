@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -116,6 +117,45 @@ def cmd_run(args: argparse.Namespace) -> int:
     if dc is None:
         return EXIT_FAILED
     return asyncio.run(_run(dc, args))
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    import yaml
+
+    from vdc_runtime.spec.convert import to_manifest
+
+    dc = _load(args.files)
+    if dc is None:
+        return EXIT_FAILED
+    try:
+        manifest = to_manifest(dc, args.name, args.namespace)
+    except SpecErrors as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_FAILED
+    sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False, width=100))
+    return EXIT_OK
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from vdc_runtime.agent.main import AgentOptions, run_agent
+
+    if not args.name or not args.namespace:
+        print("vdc agent: --name and --namespace (or VDC_NAME, VDC_NAMESPACE) are required",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    options = AgentOptions(
+        namespace=args.namespace,
+        name=args.name,
+        pod=args.pod or None,
+        pod_ip=args.pod_ip or None,
+        run_dir=args.run_dir.absolute(),
+        data_dir=args.data_dir.absolute(),
+        cache_dir=args.cache_dir.absolute(),
+        sources_dir=args.sources_dir,
+        listen_addr=args.listen_addr,
+        metrics_port=args.metrics_port,
+    )
+    return asyncio.run(run_agent(options))
 
 
 def _client(args: argparse.Namespace, method: str, path: str, body: object = None) -> object:
@@ -287,6 +327,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="rebuild volume files instead of reusing those of earlier runs",
     )
     run.set_defaults(func=cmd_run)
+
+    convert = sub.add_parser(
+        "convert", help="print a VirtualDataCenter manifest for Placemat YAML files"
+    )
+    convert.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    convert.add_argument("--name", required=True, help="the VirtualDataCenter's name")
+    convert.add_argument("--namespace", help="its namespace (default: kubectl's)")
+    convert.set_defaults(func=cmd_convert)
+
+    env = os.environ
+    agent = sub.add_parser(
+        "agent", help="run a VirtualDataCenter's data center in its pod and report its status"
+    )
+    agent.add_argument("--name", default=env.get("VDC_NAME"), help="the VDC (env VDC_NAME)")
+    agent.add_argument("--namespace", default=env.get("VDC_NAMESPACE"),
+                       help="its namespace (env VDC_NAMESPACE)")  # fmt: skip
+    agent.add_argument("--pod", default=env.get("POD_NAME"), help="this pod (env POD_NAME)")
+    agent.add_argument("--pod-ip", default=env.get("POD_IP"),
+                       help="this pod's address, for published BMCs (env POD_IP)")  # fmt: skip
+    agent.add_argument("--run-dir", type=Path, default=Path("/run/vdc"))
+    agent.add_argument("--data-dir", type=Path, default=Path("/var/lib/vdc"))
+    agent.add_argument("--cache-dir", type=Path, default=Path("/var/cache/vdc"))
+    agent.add_argument("--sources-dir", type=Path,
+                       default=Path(env.get("VDC_SOURCES_DIR", "/etc/vdc/sources")),
+                       help="where the operator mounts ConfigMap and Secret keys")  # fmt: skip
+    agent.add_argument("--listen-addr", default="127.0.0.1:10808", help="REST API address")
+    agent.add_argument("--metrics-port", type=int,
+                       default=int(env.get("VDC_METRICS_PORT", "9090")),
+                       help="Prometheus metrics and /healthz (all addresses)")  # fmt: skip
+    agent.set_defaults(func=cmd_agent)
 
     validate = sub.add_parser("validate", help="check YAML files and report every error")
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")

@@ -1,0 +1,177 @@
+"""`vdc agent`: one VirtualDataCenter's data center, run in its pod, reported into its status.
+
+The agent keeps running after a failure (a bad spec, a start-up that failed, a machine
+that died): the status says what went wrong, the REST API and consoles stay up for
+debugging, and the pod does not crash-loop on a problem a restart cannot fix. It stops
+when the pod is deleted (SIGTERM), removing everything it built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from vdc_runtime import metrics
+from vdc_runtime.agent import files
+from vdc_runtime.agent.kube import Gone, Kube, KubeError
+from vdc_runtime.agent.report import Reporter, observe
+from vdc_runtime.datacenter import DataCenterRun, RunOptions, StartupError
+from vdc_runtime.spec import DataCenter, SpecErrors
+from vdc_runtime.status import Event
+
+log = logging.getLogger("vdc.agent")
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    namespace: str
+    name: str
+    pod: str | None
+    pod_ip: str | None = None
+    run_dir: Path = Path("/run/vdc")
+    data_dir: Path = Path("/var/lib/vdc")
+    cache_dir: Path = Path("/var/cache/vdc")
+    sources_dir: Path = Path("/etc/vdc/sources")
+    listen_addr: str = "127.0.0.1:10808"
+    metrics_addr: str = "0.0.0.0"
+    metrics_port: int = 9090
+    report_every: float = 1.0
+
+
+class Agent:
+    def __init__(self, options: AgentOptions) -> None:
+        self.options = options
+        self.run: DataCenterRun | None = None
+        self.dc: DataCenter | None = None
+        self.failure: str | None = None
+        self.reporter: Reporter | None = None
+        self.generation = 0
+
+    def observation(self) -> Any:
+        return observe(
+            self.run, self.dc, generation=self.generation, pod=self.options.pod,
+            failure=self.failure, pod_ip=self.options.pod_ip,
+        )  # fmt: skip
+
+    async def _serve_metrics(self) -> web.AppRunner:
+        reg = metrics.registry(lambda: self.run)
+
+        async def scrape(_: web.Request) -> web.Response:
+            body = await asyncio.to_thread(metrics.exposition, reg)
+            return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+        async def healthz(_: web.Request) -> web.Response:
+            return web.json_response({"ok": True})
+
+        app = web.Application()
+        app.router.add_get("/metrics", scrape)
+        app.router.add_get("/healthz", healthz)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, self.options.metrics_addr, self.options.metrics_port).start()
+        return runner
+
+    async def _fail(self, reason: str, event: str) -> None:
+        self.failure = reason
+        log.error("%s", reason)
+        if self.reporter is not None:
+            await self.reporter.report(self.observation())
+            with contextlib.suppress(KubeError):
+                await self.reporter.kube.post_event(
+                    self.reporter.vdc, Event(event, reason[:1024], "Warning")
+                )
+
+    async def main(self, stop: asyncio.Event) -> int:
+        opts = self.options
+        kube = Kube(opts.namespace, opts.name, opts.pod)
+        try:
+            vdc = await kube.get()
+        except (Gone, KubeError) as exc:
+            log.error("%s", exc)
+            return 1
+        self.generation = vdc["metadata"].get("generation", 0)
+        self.reporter = Reporter(kube, vdc)
+        metrics_runner = await self._serve_metrics()
+        reporting = asyncio.create_task(
+            self.reporter.loop(self.observation, opts.report_every), name="status reports"
+        )
+        api_runner = None
+        try:
+            await self._start(vdc, stop)
+            if self.run is not None and self.failure is None:
+                from vdc_runtime import api
+
+                api_runner = await api.serve(self.run, opts.listen_addr)
+                log.info("ready: API on http://%s", opts.listen_addr)
+                failed = asyncio.create_task(self.run.failed.wait())
+                stopping = asyncio.create_task(stop.wait())
+                await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                failed.cancel()
+                stopping.cancel()
+                if self.run.failed.is_set():
+                    # The rest of the data center stays up to be looked at.
+                    await self._fail(self.run.failure or "the data center failed", "Failed")
+            await stop.wait()
+        finally:
+            log.info("stopping: removing the data center")
+            if api_runner is not None:
+                await api_runner.cleanup()
+            if self.run is not None:
+                self.run.phase = "stopping"
+                await self.reporter.report(self.observation())
+                await self.run.teardown()
+            reporting.cancel()
+            await asyncio.gather(reporting, return_exceptions=True)
+            await metrics_runner.cleanup()
+        return 0
+
+    async def _start(self, vdc: dict[str, Any], stop: asyncio.Event) -> None:
+        opts = self.options
+        workdir = opts.data_dir / "files"
+        try:
+            self.dc = await files.load(vdc.get("spec"), workdir, opts.sources_dir, opts.cache_dir)
+        except SpecErrors as exc:
+            await self._fail(f"invalid spec: {exc}", "InvalidSpec")
+            return
+        accel = (vdc.get("spec") or {}).get("accel", "auto")
+        self.run = DataCenterRun(
+            self.dc,
+            RunOptions(
+                run_dir=opts.run_dir,
+                data_dir=opts.data_dir,
+                cache_dir=opts.cache_dir,
+                # The pod's own namespace: whatever is there was left by this pod's agent
+                # before a restart of its container.
+                force=True,
+                accel=accel,
+                workdir=workdir,
+            ),
+        )
+        start = asyncio.create_task(self.run.start())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({start, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not start.done():
+            log.warning("stopped during start-up: undoing what was built")
+            start.cancel()
+        try:
+            await start
+        except asyncio.CancelledError:
+            return
+        except (StartupError, OSError, RuntimeError) as exc:
+            await self._fail(f"start-up failed: {exc}", "StartupFailed")
+
+
+async def run_agent(options: AgentOptions) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return await Agent(options).main(stop)

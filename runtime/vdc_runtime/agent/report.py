@@ -1,0 +1,166 @@
+"""What the agent sees of its run, and the loop that writes it into the VDC's status.
+
+`observe` reads a run's state into plain values; `vdc_runtime.status` turns them into the
+status (pure, golden-tested); `Reporter` writes it when it changed, on top of the version
+of the object it last saw, so an agent whose spec has been replaced (the operator is
+about to replace its pod) stops writing instead of overwriting the newer state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from vdc_runtime.agent.kube import Conflict, Gone, Kube, KubeError
+from vdc_runtime.status import (
+    NodeObservation,
+    RunObservation,
+    agent_status,
+    transitions,
+)
+
+if TYPE_CHECKING:
+    from vdc_runtime.datacenter import DataCenterRun
+    from vdc_runtime.spec import DataCenter
+
+log = logging.getLogger("vdc.agent")
+
+REFRESH_EVERY = 30.0
+"""How often the agent re-reads its VDC even when nothing it writes conflicts."""
+
+
+def observe(
+    run: DataCenterRun | None,
+    dc: DataCenter | None,
+    *,
+    generation: int,
+    pod: str | None,
+    failure: str | None = None,
+    pod_ip: str | None = None,
+) -> RunObservation:
+    """The run's state as plain values (nodes in spec order; ones without a machine yet are
+    pending). `failure` is a failure found before the run existed (a bad spec); `pod_ip`
+    is where published BMCs answer."""
+    if run is None:
+        return RunObservation(
+            phase="failed" if failure else "pending", generation=generation, failure=failure,
+            pod=pod,
+        )  # fmt: skip
+    nodes = []
+    for node in run.dc.nodes:
+        machine = run.machines.get(node.name)
+        if machine is None:
+            nodes.append(NodeObservation(node.name, "pending", "Unknown", False))
+            continue
+        endpoint = run.bmc.endpoints.get(node.name) if run.bmc is not None else None
+        nodes.append(
+            NodeObservation(
+                name=node.name,
+                state=machine.state,
+                power=machine.power,
+                ready=machine.ready,
+                started_at=machine.started_at,
+                restarts=machine.restarts,
+                bmc_address=endpoint.address if endpoint is not None else machine.bmc_address,
+            )
+        )
+    phase = run.phase
+    if run.failed.is_set() and phase == "running":
+        phase = "failed"
+    publish = run.dc.bmc.publish if run.dc.bmc is not None else None
+    return RunObservation(
+        bmc_published=(pod_ip, publish.ipmi_port, publish.redfish_port) if publish else None,
+        phase=phase,
+        generation=generation,
+        failure=failure or run.failure,
+        accel=run.accel,
+        accel_reason=run.accel_reason,
+        fabric_ready="fabric" in run.timings,
+        nodes=tuple(nodes),
+        pod=pod,
+        networks=len(run.dc.networks),
+        namespaces=len(run.dc.netns),
+    )
+
+
+class Reporter:
+    """Writes the agent's status into its VDC and posts an Event per transition."""
+
+    def __init__(self, kube: Kube, vdc: dict[str, Any]) -> None:
+        self.kube = kube
+        self.vdc = vdc
+        self.generation: int = vdc["metadata"].get("generation", 0)
+        self.written: dict[str, Any] | None = vdc.get("status") or None
+        self.superseded = False
+        self._refreshed = time.monotonic()
+        self._failing = False
+
+    @property
+    def conditions(self) -> list[dict[str, Any]]:
+        return list((self.written or {}).get("conditions", []))
+
+    def status_of(self, obs: RunObservation) -> dict[str, Any]:
+        return agent_status(obs, self.conditions)
+
+    async def report(self, obs: RunObservation) -> None:
+        """Write the status for `obs` if it differs from the last one written."""
+        if self.superseded:
+            return
+        try:
+            if time.monotonic() - self._refreshed > REFRESH_EVERY:
+                await self._refresh()
+                if self.superseded:
+                    return
+            status = self.status_of(obs)
+            if status == self.written:
+                return
+            await self._write(status)
+            if self._failing:
+                log.info("writing the status works again")
+                self._failing = False
+        except Gone as exc:
+            log.warning("%s; no more status reports", exc)
+            self.superseded = True
+        except KubeError as exc:
+            if not self._failing:
+                log.warning("cannot report the status (will retry): %s", exc)
+                self._failing = True
+
+    async def _refresh(self) -> None:
+        self.vdc = await self.kube.get()
+        self._refreshed = time.monotonic()
+        generation = self.vdc["metadata"].get("generation", 0)
+        if generation != self.generation:
+            log.info(
+                "the spec changed (generation %s, this pod runs %s): the operator replaces"
+                " this pod; no more status reports", generation, self.generation,
+            )  # fmt: skip
+            self.superseded = True
+
+    async def _write(self, status: dict[str, Any]) -> None:
+        for _ in range(3):
+            version = self.vdc["metadata"].get("resourceVersion")
+            try:
+                self.vdc = await self.kube.patch_status(status, version)
+                break
+            except Conflict:
+                await self._refresh()
+                if self.superseded:
+                    return
+        else:
+            raise KubeError("the VDC keeps changing under the status write")
+        events = transitions(self.written, status)
+        self.written = status
+        for event in events:
+            try:
+                await self.kube.post_event(self.vdc, event)
+            except KubeError as exc:
+                log.warning("%s", exc)
+
+    async def loop(self, observe_now: Any, every: float = 1.0) -> None:
+        """Report what `observe_now()` returns, every `every` seconds, until cancelled."""
+        while True:
+            await self.report(observe_now())
+            await asyncio.sleep(every)
