@@ -11,6 +11,7 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,11 +25,25 @@ class Kube:
     def __init__(self, layout: config.Layout) -> None:
         self.layout = layout
 
+    @property
+    def kubectl(self) -> list[str]:
+        return [str(self.layout.bin / "kubectl"), "--kubeconfig", str(self.layout.kubeconfig)]
+
     def run(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
-        argv = [str(self.layout.bin / "kubectl"), "--kubeconfig", str(self.layout.kubeconfig)]
-        done = subprocess.run([*argv, *args], input=stdin, capture_output=True, text=True)
+        done = self.call(*args, stdin=stdin)
         if check and done.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr or done.stdout}")
+        return done.stdout
+
+    def call(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """kubectl, whatever it answers (for refusals a test expects)."""
+        return subprocess.run([*self.kubectl, *args], input=stdin, capture_output=True, text=True)
+
+    def helm(self, *args: str) -> str:
+        argv = [str(self.layout.bin / "helm"), "--kubeconfig", str(self.layout.kubeconfig)]
+        done = subprocess.run([*argv, *args], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)}: {done.stderr or done.stdout}")
         return done.stdout
 
     def apply(self, manifest: str) -> None:
@@ -54,3 +69,41 @@ def kube() -> Iterator[Kube]:
         yield Kube(layout)
     finally:
         cluster.down(layout)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = ROOT / "deploy" / "crds" / "virtualdatacenters.vdc.dev.yaml"
+CHART = ROOT / "deploy" / "helm" / "vdc"
+OPERATOR_NAMESPACE = "vdc-system"
+
+
+@pytest.fixture(scope="package")
+def crd(kube: Kube) -> Kube:
+    """The CRD alone: what the API server refuses without the operator's webhook."""
+    kube.run("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kube.run("wait", "--for=condition=Established", "crd/virtualdatacenters.vdc.dev",
+             "--timeout=60s")  # fmt: skip
+    return kube
+
+
+@pytest.fixture(scope="package")
+def operator(crd: Kube) -> Iterator[Kube]:
+    """The operator installed by its Helm chart, its webhook answering."""
+    kube = crd
+    kube.helm("upgrade", "--install", "vdc", str(CHART), "--namespace", OPERATOR_NAMESPACE,
+              "--create-namespace", "--wait", "--timeout", "5m")  # fmt: skip
+
+    def webhook_answers() -> bool:
+        node = {"name": "n", "cpu": 1, "interfaces": [{"network": "x"}]}
+        probe = {"apiVersion": "vdc.dev/v1alpha1", "kind": "VirtualDataCenter",
+                 "metadata": {"name": "webhook-probe", "namespace": "default"},
+                 "spec": {"nodes": [node]}}  # fmt: skip
+        done = kube.call("apply", "--dry-run=server", "-f", "-", stdin=json.dumps(probe))
+        return "no Network named 'x'" in done.stderr
+
+    kube.wait_for(webhook_answers, "the operator's admission webhook", timeout=120)
+    try:
+        yield kube
+    finally:
+        kube.call("delete", "vdc", "--all", "--all-namespaces", "--wait=true", "--timeout=120s")
+        kube.helm("uninstall", "vdc", "--namespace", OPERATOR_NAMESPACE, "--wait")

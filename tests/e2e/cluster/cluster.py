@@ -198,6 +198,11 @@ def ensure_netns() -> None:
         sh(*ns, "link", "set", config.NODE_LINK, "up")
         sh(*ns, "link", "set", "lo", "up")
         # No default route: pod egress to anywhere but the node and the host goes nowhere.
+    # Connections the node itself opens to a Service (the apiserver calling a webhook) need
+    # a route before kube-proxy's DNAT picks the pod. Through loopback, whatever no Service
+    # rule took is dropped inside the namespace (this kernel has no dummy links).
+    sh("ip", "-n", config.NETNS, "route", "replace", config.SERVICE_CIDR, "dev", "lo",
+       "src", config.NODE_IP)  # fmt: skip
     sh("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=True)
 
 

@@ -1,0 +1,409 @@
+"""Pure builders of what the operator creates for one VirtualDataCenter: its pod, the pod's
+ServiceAccount, Role and RoleBinding, and the status the operator writes around the pod.
+
+Each takes the VDC object (as the API server returns it) and the operator's settings and
+returns a manifest; nothing here talks to the API server, so every manifest is
+golden-tested. Names are derived from the VDC's name alone, so a second creation attempt
+(a duplicate event, an operator restart) finds the first object instead of making another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from vdc_runtime.nodes.layout import memory_bytes
+from vdc_runtime.spec import cr
+from vdc_runtime.spec.cr import FileSource, VirtualDataCenterSpec
+from vdc_runtime.status import READY, condition, conditions_update
+
+Manifest = dict[str, Any]
+
+LABEL_NAME = "vdc.dev/name"
+ANNOTATION_HASH = "vdc.dev/pod-hash"
+AGENT_CONTAINER = "agent"
+SOURCES_DIR = "/etc/vdc/sources"
+RUN_DIR, DATA_DIR, CACHE_DIR = "/run/vdc", "/var/lib/vdc", "/var/cache/vdc"
+METRICS_PORT = 9090
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The operator's configuration (Helm values, passed as VDC_* environment variables)."""
+
+    runtime_image: str = "vdc.local/vdc-runtime:dev"
+    image_pull_policy: str = "IfNotPresent"
+    kvm_resource: str = ""
+    """A device plugin's resource for /dev/kvm (e.g. devices.kubevirt.io/kvm); empty: the
+    privileged pod uses the host's device."""
+    tun_resource: str = ""
+    cpu_allocation_ratio: float = 10.0
+    """vCPUs per CPU requested, as KubeVirt's cpuAllocationRatio: a CI lab's guests idle."""
+    cpu_overhead_milli: int = 100
+    memory_overhead_mib: int = 192
+    """The agent itself (Python, the BMCs, the image cache's work)."""
+    node_memory_overhead_mib: int = 64
+    """Each QEMU beyond its guest's RAM."""
+    termination_grace_seconds: int = 60
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"VDC_{f.name.upper()}")
+            if raw is None:
+                continue
+            kind = type(getattr(cls(), f.name))
+            try:
+                values[f.name] = kind(raw)
+            except ValueError:
+                raise ValueError(f"VDC_{f.name.upper()}={raw!r} is not a {kind.__name__}") from None
+        return cls(**values)
+
+
+def pod_name(vdc_name: str) -> str:
+    return f"vdc-{vdc_name}"
+
+
+def agent_name(vdc_name: str) -> str:
+    """The ServiceAccount, Role and RoleBinding of the VDC's agent."""
+    return f"vdc-{vdc_name}-agent"
+
+
+def labels(vdc: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "vdc",
+        "app.kubernetes.io/component": "datacenter",
+        "app.kubernetes.io/managed-by": "vdc-operator",
+        LABEL_NAME: vdc["metadata"]["name"],
+    }
+
+
+def owner_reference(vdc: Mapping[str, Any]) -> dict[str, Any]:
+    meta = vdc["metadata"]
+    return {
+        "apiVersion": cr.API_VERSION,
+        "kind": cr.KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(vdc: Mapping[str, Any], name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": vdc["metadata"]["namespace"],
+        "labels": labels(vdc),
+        "ownerReferences": [owner_reference(vdc)],
+    }
+
+
+def build_service_account(vdc: Mapping[str, Any]) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(vdc, agent_name(vdc["metadata"]["name"])),
+    }
+
+
+def build_role(vdc: Mapping[str, Any]) -> Manifest:
+    """The agent may read its own VDC and write its own status, and post events."""
+    name = vdc["metadata"]["name"]
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _metadata(vdc, agent_name(name)),
+        "rules": [
+            {
+                "apiGroups": [cr.GROUP],
+                "resources": [cr.PLURAL],
+                "resourceNames": [name],
+                "verbs": ["get", "list", "watch"],
+            },
+            {
+                "apiGroups": [cr.GROUP],
+                "resources": [f"{cr.PLURAL}/status"],
+                "resourceNames": [name],
+                "verbs": ["get", "patch"],
+            },
+            # Events are created under generated names: no resourceNames can limit that.
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+        ],
+    }
+
+
+def build_role_binding(vdc: Mapping[str, Any]) -> Manifest:
+    name = agent_name(vdc["metadata"]["name"])
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(vdc, name),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [
+            {"kind": "ServiceAccount", "name": name, "namespace": vdc["metadata"]["namespace"]}
+        ],
+    }
+
+
+def source_path(source: FileSource) -> str | None:
+    """Where the pod sees a ConfigMap's or Secret's key (None for other sources)."""
+    if source.config_map_key_ref is not None:
+        ref, kind = source.config_map_key_ref, "configmap"
+    elif source.secret_key_ref is not None:
+        ref, kind = source.secret_key_ref, "secret"
+    else:
+        return None
+    return f"{kind}/{ref.name}/{ref.key}"
+
+
+def _sources_volume(spec: VirtualDataCenterSpec) -> dict[str, Any] | None:
+    """One projected volume with every ConfigMap and Secret key the spec names."""
+    wanted: dict[tuple[str, str], set[str]] = {}
+    for source in cr.sources(spec):
+        if source.config_map_key_ref is not None:
+            ref = source.config_map_key_ref
+            wanted.setdefault(("configMap", ref.name), set()).add(ref.key)
+        elif source.secret_key_ref is not None:
+            ref = source.secret_key_ref
+            wanted.setdefault(("secret", ref.name), set()).add(ref.key)
+    if not wanted:
+        return None
+    projections = []
+    for (kind, name), keys in sorted(wanted.items()):
+        folder = "configmap" if kind == "configMap" else "secret"
+        items = [{"key": k, "path": f"{folder}/{name}/{k}"} for k in sorted(keys)]
+        projections.append({kind: {"name": name, "items": items}})
+    return {"name": "sources", "projected": {"sources": projections, "defaultMode": 0o440}}
+
+
+def _cache_volume(spec: VirtualDataCenterSpec) -> dict[str, Any]:
+    cache = spec.pod.image_cache
+    if cache is None or cache.empty_dir is not None:
+        empty: dict[str, Any] = {}
+        if cache is not None and cache.empty_dir is not None and cache.empty_dir.size_limit:
+            empty["sizeLimit"] = cache.empty_dir.size_limit
+        return {"name": "image-cache", "emptyDir": empty}
+    if cache.persistent_volume_claim is not None:
+        claim = cache.persistent_volume_claim.claim_name
+        return {"name": "image-cache", "persistentVolumeClaim": {"claimName": claim}}
+    assert cache.host_path is not None
+    return {
+        "name": "image-cache",
+        "hostPath": {"path": cache.host_path.path, "type": "DirectoryOrCreate"},
+    }
+
+
+def _quantity_mib(n_bytes: int) -> str:
+    return f"{math.ceil(n_bytes / MIB)}Mi"
+
+
+def requests(spec: VirtualDataCenterSpec, settings: Settings) -> dict[str, str]:
+    """CPU and memory for the pod: its nodes' vCPUs (over the allocation ratio) and RAM,
+    plus QEMU's and the agent's own; the spec may override either."""
+    vcpus = sum(node.cpus for node in spec.nodes)
+    milli = settings.cpu_overhead_milli + math.ceil(vcpus * 1000 / settings.cpu_allocation_ratio)
+    memory = settings.memory_overhead_mib * MIB + sum(
+        memory_bytes(node.memory) + settings.node_memory_overhead_mib * MIB for node in spec.nodes
+    )
+    out = {"cpu": f"{milli}m", "memory": _quantity_mib(memory)}
+    overrides = spec.pod.resources
+    if overrides is not None:
+        if overrides.cpu:
+            out["cpu"] = overrides.cpu
+        if overrides.memory:
+            out["memory"] = overrides.memory
+    return out
+
+
+def pod_hash(vdc: Mapping[str, Any], settings: Settings) -> str:
+    """What the pod is made from: a change of it means the pod must be replaced."""
+    basis = {"spec": vdc.get("spec") or {}, "image": settings.runtime_image}
+    text = json.dumps(basis, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def build_pod(vdc: Mapping[str, Any], spec: VirtualDataCenterSpec, settings: Settings) -> Manifest:
+    """The VDC's pod: the agent, privileged (it makes bridges, namespaces and QEMUs)."""
+    meta = vdc["metadata"]
+    image = spec.pod.image or settings.runtime_image
+    limits: dict[str, str] = {}
+    for resource in (settings.kvm_resource, settings.tun_resource):
+        if resource:
+            limits[resource] = "1"
+    resources: dict[str, Any] = {"requests": requests(spec, settings)}
+    if limits:
+        resources["limits"] = limits
+        resources["requests"].update(limits)
+    volumes: list[dict[str, Any]] = [
+        {"name": "run", "emptyDir": {"medium": "Memory"}},
+        {"name": "data", "emptyDir": {}},
+        _cache_volume(spec),
+    ]
+    mounts = [
+        {"name": "run", "mountPath": RUN_DIR},
+        {"name": "data", "mountPath": DATA_DIR},
+        {"name": "image-cache", "mountPath": CACHE_DIR},
+    ]
+    sources = _sources_volume(spec)
+    if sources is not None:
+        volumes.append(sources)
+        mounts.append({"name": "sources", "mountPath": SOURCES_DIR, "readOnly": True})
+
+    def field_env(name: str, path: str) -> dict[str, Any]:
+        return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+    agent = {
+        "name": AGENT_CONTAINER,
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": ["agent"],
+        "env": [
+            {"name": "VDC_NAME", "value": meta["name"]},
+            field_env("VDC_NAMESPACE", "metadata.namespace"),
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_IP", "status.podIP"),
+            {"name": "VDC_SOURCES_DIR", "value": SOURCES_DIR},
+            {"name": "VDC_METRICS_PORT", "value": str(METRICS_PORT)},
+        ],
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        "resources": resources,
+        "securityContext": {"privileged": True},
+        "volumeMounts": mounts,
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "metrics"},
+            "periodSeconds": 20,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+    }
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": agent_name(meta["name"]),
+        "restartPolicy": "Always",
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": settings.termination_grace_seconds,
+        "containers": [agent],
+        "volumes": volumes,
+    }
+    if spec.pod.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.pod.node_selector)
+    if spec.pod.tolerations:
+        pod_spec["tolerations"] = [
+            t.model_dump(by_alias=False, exclude_none=True) for t in spec.pod.tolerations
+        ]
+        for toleration in pod_spec["tolerations"]:
+            if "toleration_seconds" in toleration:
+                toleration["tolerationSeconds"] = toleration.pop("toleration_seconds")
+    if spec.pod.priority_class_name:
+        pod_spec["priorityClassName"] = spec.pod.priority_class_name
+    metadata = _metadata(vdc, pod_name(meta["name"]))
+    metadata["annotations"] = {
+        ANNOTATION_HASH: pod_hash(vdc, settings),
+        "kubectl.kubernetes.io/default-container": AGENT_CONTAINER,
+    }
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+
+
+# -- the status the operator writes ---------------------------------------------------------
+
+_WAITING_FAILURES = {
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+}
+
+
+def status_patch(
+    vdc: Mapping[str, Any], phase: str, reason: str, message: str, now: float | None = None
+) -> dict[str, Any]:
+    """The status the operator writes: a phase, its message, and the Ready condition."""
+    status = vdc.get("status") or {}
+    generation = vdc["metadata"].get("generation")
+    conditions = conditions_update(
+        [condition(READY, "False", reason, message)], status.get("conditions", []), generation, now
+    )
+    merged = {c["type"]: c for c in status.get("conditions", [])}
+    for c in conditions:
+        merged[c.type] = c.model_dump(exclude_none=True)
+    return {
+        "phase": phase,
+        "message": message,
+        "observedGeneration": generation,
+        "conditions": list(merged.values()),
+    }
+
+
+def pod_status(
+    vdc: Mapping[str, Any], pod: Mapping[str, Any] | None, now: float | None = None
+) -> dict[str, Any] | None:
+    """The status to write for what the pod shows, or None while the agent reports.
+
+    The agent owns the status once its container runs; before that (scheduling, image
+    pulls) and when it cannot run (crash loop, pod failed), only the pod can say why.
+    """
+    status = vdc.get("status") or {}
+    if vdc["metadata"].get("deletionTimestamp"):
+        return status_patch(vdc, "Terminating", "Deleting", "removing the pod", now)
+    if pod is None:
+        return status_patch(vdc, "Pending", "PodCreating", "creating the pod", now)
+    if pod["metadata"].get("deletionTimestamp"):
+        return status_patch(vdc, "Pending", "PodReplacing", "the pod is being replaced", now)
+    pod_status_ = pod.get("status") or {}
+    phase = pod_status_.get("phase")
+    if phase in ("Failed", "Succeeded"):
+        why = pod_status_.get("message") or pod_status_.get("reason") or f"the pod {phase.lower()}"
+        return status_patch(vdc, "Failed", "PodFailed", why, now)
+    agent = next(
+        (c for c in pod_status_.get("containerStatuses", []) if c.get("name") == AGENT_CONTAINER),
+        None,
+    )
+    if phase == "Pending" or agent is None:
+        for cond in pod_status_.get("conditions", []):
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                reason = cond.get("reason") or "Unschedulable"
+                return status_patch(vdc, "Pending", reason, cond.get("message", ""), now)
+        waiting = (agent or {}).get("state", {}).get("waiting") or {}
+        if waiting.get("reason") in _WAITING_FAILURES:
+            return status_patch(vdc, "Pending", waiting["reason"], waiting.get("message", ""), now)
+        if status.get("phase") in (None, "Pending"):
+            return status_patch(vdc, "Pending", "PodStarting", "the pod is starting", now)
+        return None
+    waiting = agent.get("state", {}).get("waiting") or {}
+    if waiting.get("reason") == "CrashLoopBackOff":
+        last = agent.get("lastState", {}).get("terminated") or {}
+        detail = last.get("message") or f"exit code {last.get('exitCode', '?')}"
+        return status_patch(
+            vdc, "Failed", "CrashLoopBackOff", f"the agent keeps exiting: {detail}", now
+        )
+    return None
+
+
+__all__ = [
+    "ANNOTATION_HASH",
+    "LABEL_NAME",
+    "Settings",
+    "agent_name",
+    "build_pod",
+    "build_role",
+    "build_role_binding",
+    "build_service_account",
+    "labels",
+    "owner_reference",
+    "pod_hash",
+    "pod_name",
+    "pod_status",
+    "requests",
+    "source_path",
+    "status_patch",
+]

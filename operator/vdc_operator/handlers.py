@@ -1,0 +1,235 @@
+"""kopf handlers for VirtualDataCenters: thin, level-based, safe to repeat.
+
+Every handler reads the current state and converges it on the desired one built by
+`builders`: an operator restart, a duplicate event or two handlers racing end with the
+same single pod, because every child's name follows from the VDC's name.
+
+A spec change replaces the pod: the data center is rebuilt from the new spec (machines
+boot afresh, volumes start empty), as the README documents. The old pod's agent stops
+writing the status as soon as it sees the newer generation.
+
+Run with `kopf run -m vdc_operator.handlers --all-namespaces` (the operator image does).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from vdc_operator import builders, metrics
+from vdc_operator.kube import Api
+from vdc_runtime.spec import SpecErrors, cr
+
+RESOURCE = (cr.GROUP, cr.VERSION, cr.PLURAL)
+SETTINGS = builders.Settings.from_env()
+_api: Api | None = None
+
+
+def api() -> Api:
+    global _api
+    if _api is None:
+        _api = Api()
+    return _api
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+    # kopf's bookkeeping stays out of the status users read (and the agent writes).
+    settings.persistence.finalizer = f"{cr.GROUP}/cleanup"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=cr.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=cr.GROUP, key="last-handled-spec"
+    )
+    # Events are posted on purpose (below), not for every log line.
+    settings.posting.level = logging.WARNING
+    # One operator replica (the Deployment recreates it); names make duplicates impossible.
+    settings.peering.standalone = True
+    # The CRD comes with the chart, before the operator: no need to watch every CRD of
+    # the cluster for it (and no right to list them).
+    settings.scanning.disabled = True
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    cert, key = os.environ.get("VDC_WEBHOOK_CERT"), os.environ.get("VDC_WEBHOOK_KEY")
+    if cert and key:
+        port = int(os.environ.get("VDC_WEBHOOK_PORT", "9443"))
+        settings.admission.server = kopf.WebhookServer(
+            addr="0.0.0.0", port=port, certfile=cert, pkeyfile=key
+        )
+        logger.info("admission webhook on port %d", port)
+    metrics_port = int(os.environ.get("VDC_METRICS_PORT", "8080"))
+    if metrics_port:
+        metrics.serve(metrics_port)
+    logger.info("runtime image %s; metrics on port %d", SETTINGS.runtime_image, metrics_port)
+
+
+# -- admission -------------------------------------------------------------------------------
+
+
+@kopf.on.validate(*RESOURCE, id="vdc-spec", operations=["CREATE", "UPDATE"])
+def validate(spec: Any, old: Any, new: Any, **_: Any) -> None:
+    """Refuse what `vdc validate` would refuse, with the same messages and CR paths.
+
+    An update that leaves the spec as it was (finalizers, annotations, labels) always
+    passes: an object admitted before a stricter check must still be deletable."""
+    if old is not None and new is not None and old.get("spec") == new.get("spec"):
+        return
+    try:
+        cr.load(dict(spec) if spec is not None else {})
+    except SpecErrors as exc:
+        raise kopf.AdmissionError(str(exc), code=422) from None
+
+
+# -- the VDC's children ------------------------------------------------------------------------
+
+
+async def _missing_sources(namespace: str, spec: cr.VirtualDataCenterSpec) -> list[str]:
+    wanted: dict[tuple[str, str], set[str]] = {}
+    for source in cr.sources(spec):
+        if source.config_map_key_ref is not None:
+            ref = source.config_map_key_ref
+            wanted.setdefault(("configMap", ref.name), set()).add(ref.key)
+        elif source.secret_key_ref is not None:
+            ref = source.secret_key_ref
+            wanted.setdefault(("secret", ref.name), set()).add(ref.key)
+    problems = []
+    for (kind, name), keys in sorted(wanted.items()):
+        problem = await api().missing_keys(namespace, kind, name, keys)
+        if problem is not None:
+            problems.append(problem)
+    return problems
+
+
+async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger) -> None:
+    """Make the VDC's ServiceAccount, Role, RoleBinding and pod exist and match its spec."""
+    meta = body["metadata"]
+    namespace = meta["namespace"]
+    try:
+        cr.load(dict(body.get("spec") or {}))
+        spec = cr.parse(dict(body.get("spec") or {}))
+    except SpecErrors as exc:
+        # Only without the admission webhook (or for an object older than it).
+        message = f"invalid spec: {exc}"
+        patch.status.update(builders.status_patch(body, "Failed", "InvalidSpec", message))
+        kopf.event(body, type="Warning", reason="InvalidSpec", message=message[:1024])
+        metrics.ERRORS.labels("reconcile", "InvalidSpec").inc()
+        return
+    missing = await _missing_sources(namespace, spec)
+    if missing:
+        message = "waiting for " + "; ".join(missing)
+        patch.status.update(builders.status_patch(body, "Pending", "MissingSource", message))
+        kopf.event(body, type="Warning", reason="MissingSource", message=message)
+        raise kopf.TemporaryError(message, delay=10)
+    for manifest in (
+        builders.build_service_account(body),
+        builders.build_role(body),
+        builders.build_role_binding(body),
+    ):
+        await api().ensure(manifest)
+    desired = builders.build_pod(body, spec, SETTINGS)
+    pod_name = desired["metadata"]["name"]
+    pod = await api().get_pod(namespace, pod_name)
+    if pod is not None and pod["metadata"].get("deletionTimestamp"):
+        raise kopf.TemporaryError("waiting for the previous pod to stop", delay=2)
+    if pod is not None:
+        have = (pod["metadata"].get("annotations") or {}).get(builders.ANNOTATION_HASH)
+        if have == desired["metadata"]["annotations"][builders.ANNOTATION_HASH]:
+            return
+        message = (
+            f"the spec changed (generation {meta.get('generation')}): replacing the pod;"
+            " the data center is rebuilt"
+        )
+        logger.info("%s", message)
+        kopf.event(body, type="Normal", reason="Replacing", message=message)
+        patch.status.update(builders.status_patch(body, "Pending", "PodReplacing", message))
+        await api().delete("Pod", namespace, pod_name)
+        raise kopf.TemporaryError("waiting for the previous pod to stop", delay=2)
+    if await api().ensure(desired):
+        kopf.event(body, type="Normal", reason="PodCreated", message=f"created pod {pod_name}")
+        logger.info("created pod %s", pod_name)
+    status = builders.podbuilders.status_patch(body, None)
+    if status is not None and (body.get("status") or {}).get("phase") in (None, "Pending"):
+        patch.status.update(status)
+
+
+@kopf.on.create(*RESOURCE)
+@kopf.on.resume(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+async def reconcile(body: Any, patch: kopf.Patch, logger: logging.Logger, **_: Any) -> None:
+    with metrics.reconcile("reconcile"):
+        await converge(body, patch, logger)
+
+
+@kopf.on.delete(*RESOURCE)
+async def delete(body: Any, logger: logging.Logger, **_: Any) -> None:
+    """Stop the pod (its agent tears the data center down) and remove the agent's access,
+    so `kubectl delete vdc` returns when nothing of it is left."""
+    with metrics.reconcile("delete"):
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        pod = builders.pod_name(name)
+        existing = await api().get_pod(namespace, pod)
+        if existing is not None:
+            if not existing["metadata"].get("deletionTimestamp"):
+                await api().patch_vdc_status(
+                    namespace,
+                    name,
+                    builders.status_patch(body, "Terminating", "Deleting", "removing the pod"),
+                )
+                await api().delete("Pod", namespace, pod)
+            raise kopf.TemporaryError("waiting for the pod to stop", delay=2)
+        agent = builders.agent_name(name)
+        for kind in ("RoleBinding", "Role", "ServiceAccount"):
+            await api().delete(kind, namespace, agent)
+        metrics.PHASES_SEEN.seen.pop((namespace, name), None)
+        logger.info("removed the pod and the agent's access")
+
+
+# -- following the pod -------------------------------------------------------------------------
+
+
+@kopf.on.event("v1", "pods", labels={builders.LABEL_NAME: kopf.PRESENT})
+async def pod_changed(event: Any, body: Any, logger: logging.Logger, **_: Any) -> None:
+    """Say in the VDC what its pod shows while the agent cannot (scheduling, image pulls,
+    crash loops), and bring a deleted pod back."""
+    labels = body["metadata"].get("labels") or {}
+    namespace, name = body["metadata"]["namespace"], labels[builders.LABEL_NAME]
+    owners = [o.get("kind") for o in body["metadata"].get("ownerReferences") or []]
+    if cr.KIND not in owners:
+        return
+    with metrics.reconcile("pod"):
+        vdc = await api().get_vdc(namespace, name)
+        if vdc is None or vdc["metadata"].get("deletionTimestamp"):
+            return
+        pod = None if event["type"] == "DELETED" else dict(body)
+        if pod is None:
+            try:
+                spec = cr.parse(vdc.get("spec") or {})
+                cr.load(vdc.get("spec") or {})
+            except SpecErrors:
+                return
+            if await api().ensure(builders.build_pod(vdc, spec, SETTINGS)):
+                logger.info("recreated pod %s", builders.pod_name(name))
+                message = f"pod {builders.pod_name(name)} was gone; created it again"
+                kopf.event(vdc, type="Warning", reason="PodRecreated", message=message)
+            return
+        status = builders.pod_status(vdc, pod)
+        if status is not None and status != _same_as(vdc, status):
+            await api().patch_vdc_status(namespace, name, status)
+
+
+def _same_as(vdc: Any, status: dict[str, Any]) -> dict[str, Any]:
+    """The VDC's current status restricted to the keys of `status` (to skip no-op writes)."""
+    current = vdc.get("status") or {}
+    return {k: current.get(k) for k in status}
+
+
+@kopf.on.event(*RESOURCE)
+def phase_seen(body: Any, type: str | None, **_: Any) -> None:
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    if type == "DELETED":
+        metrics.PHASES_SEEN.seen.pop(key, None)
+    else:
+        metrics.PHASES_SEEN.seen[key] = (body.get("status") or {}).get("phase") or "Pending"

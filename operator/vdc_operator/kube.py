@@ -1,0 +1,126 @@
+"""The operator's calls to the Kubernetes API, on the `kubernetes` client in threads.
+
+Creation is idempotent: an object that already exists is read back instead (names come
+from the VDC's name, so "already exists" means made by an earlier attempt of ours).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from kubernetes import client
+from kubernetes.client import ApiException
+
+from vdc_runtime.spec import cr
+
+T = TypeVar("T")
+Manifest = dict[str, Any]
+
+
+class Api:
+    def __init__(self) -> None:
+        api = client.ApiClient()
+        self.core = client.CoreV1Api(api)
+        self.rbac = client.RbacAuthorizationV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self._api = api
+
+    @staticmethod
+    async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    def _plain(self, obj: Any) -> Manifest:
+        return self._api.sanitize_for_serialization(obj)  # type: ignore[no-any-return]
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def get_vdc(self, namespace: str, name: str) -> Manifest | None:
+        try:
+            return await self._call(
+                self.custom.get_namespaced_custom_object,
+                cr.GROUP, cr.VERSION, namespace, cr.PLURAL, name,
+            )  # fmt: skip
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def get_pod(self, namespace: str, name: str) -> Manifest | None:
+        try:
+            return self._plain(await self._call(self.core.read_namespaced_pod, name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def missing_keys(
+        self, namespace: str, kind: str, name: str, keys: set[str]
+    ) -> str | None:
+        """Why a ConfigMap's or Secret's keys cannot be mounted, or None if they can."""
+        read = (
+            self.core.read_namespaced_config_map
+            if kind == "configMap"
+            else self.core.read_namespaced_secret
+        )
+        label = "ConfigMap" if kind == "configMap" else "Secret"
+        try:
+            obj = await self._call(read, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return f"{label} {name} does not exist"
+            raise
+        present = set((obj.data or {}).keys())
+        if kind == "configMap":
+            present |= set((obj.binary_data or {}).keys())
+        absent = sorted(keys - present)
+        if absent:
+            return f"{label} {name} has no key {', '.join(absent)}"
+        return None
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def ensure(self, manifest: Manifest) -> bool:
+        """Create the object unless it exists; True if this call created it."""
+        kind = manifest["kind"]
+        namespace = manifest["metadata"]["namespace"]
+        create = {
+            "ServiceAccount": self.core.create_namespaced_service_account,
+            "Role": self.rbac.create_namespaced_role,
+            "RoleBinding": self.rbac.create_namespaced_role_binding,
+            "Pod": self.core.create_namespaced_pod,
+        }[kind]
+        try:
+            await self._call(create, namespace, manifest)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def delete(self, kind: str, namespace: str, name: str) -> bool:
+        """Delete the object; False if it was already gone."""
+        delete = {
+            "ServiceAccount": self.core.delete_namespaced_service_account,
+            "Role": self.rbac.delete_namespaced_role,
+            "RoleBinding": self.rbac.delete_namespaced_role_binding,
+            "Pod": self.core.delete_namespaced_pod,
+        }[kind]
+        try:
+            await self._call(delete, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def patch_vdc_status(self, namespace: str, name: str, status: Manifest) -> None:
+        try:
+            await self._call(
+                self.custom.patch_namespaced_custom_object_status,
+                cr.GROUP, cr.VERSION, namespace, cr.PLURAL, name, {"status": status},
+            )  # fmt: skip
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

@@ -1,0 +1,166 @@
+"""`kubectl vdc`: a VirtualDataCenter's machines, from the user's kubectl.
+
+Installed with the package as `kubectl-vdc`, which kubectl runs for `kubectl vdc ...`.
+Everything goes through kubectl itself (its context, credentials and RBAC): node lists and
+power actions are `vdc node ...` run by `kubectl exec` in the VDC's pod, against the
+agent's REST API on the pod's loopback; a console is `kubectl exec -it`.
+
+    kubectl vdc list                          # VDCs with phase and ready nodes
+    kubectl vdc nodes VDC                     # its machines: power, state, BMC
+    kubectl vdc power VDC ACTION NODE         # start|stop|restart|reset|shutdown|nmi
+    kubectl vdc console VDC NODE              # the serial console (Ctrl-] leaves)
+    kubectl vdc console-log VDC NODE [-f]
+    kubectl vdc exec VDC -- CMD...            # a command in the pod (ipmitool, curl, ...)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+ACTIONS = ("start", "stop", "restart", "reset", "shutdown", "nmi")
+
+
+class PluginError(RuntimeError):
+    pass
+
+
+def _kubectl(args: argparse.Namespace) -> list[str]:
+    binary = os.environ.get("KUBECTL") or shutil.which("kubectl")
+    if not binary:
+        raise PluginError("kubectl is not on PATH (set KUBECTL to its path)")
+    argv = [binary]
+    for flag in ("kubeconfig", "context", "namespace"):
+        value = getattr(args, flag, None)
+        if value:
+            argv.append(f"--{flag}={value}")
+    return argv
+
+
+def pod_of(vdc: str) -> str:
+    return f"vdc-{vdc}"
+
+
+def _exec(args: argparse.Namespace, *command: str, tty: bool = False) -> list[str]:
+    flags = ["-it"] if tty else ["-i"]
+    return [*_kubectl(args), "exec", *flags, pod_of(args.vdc), "-c", "agent", "--", *command]
+
+
+def _run(argv: list[str]) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise PluginError((done.stderr or done.stdout).strip() or f"{argv[0]} failed")
+    return done.stdout
+
+
+def node_table(nodes: list[dict[str, Any]]) -> str:
+    """The nodes as `vdc node list --json` gives them, as a kubectl-style table."""
+    rows = [("NAME", "POWER", "STATE", "READY", "RESTARTS", "BMC")]
+    for n in nodes:
+        bmc = n.get("bmc") or {}
+        address = bmc.get("address") or n.get("bmc_address") or "-"
+        if bmc.get("state") and bmc["state"] != "listening":
+            address += f" ({bmc['state']})"
+        ready = n.get("ready")
+        rows.append((
+            n["name"], n.get("power_status", "?"), n.get("state", "?"),
+            "-" if ready is None else str(bool(ready)).lower(), str(n.get("restarts", 0)), address,
+        ))  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    argv = [*_kubectl(args), "get", "virtualdatacenters.vdc.dev"]
+    if args.all_namespaces:
+        argv.append("--all-namespaces")
+    return subprocess.call(argv)
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    nodes = json.loads(_run(_exec(args, "vdc", "node", "list", "--json")))
+    if args.output == "json":
+        print(json.dumps(nodes, indent=2))
+    else:
+        print(node_table(nodes))
+    return 0
+
+
+def cmd_power(args: argparse.Namespace) -> int:
+    _run(_exec(args, "vdc", "node", "action", args.action, args.node))
+    print(f"{args.node}: {args.action}")
+    return 0
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    return subprocess.call(_exec(args, "vdc", "node", "enter", args.node, tty=True))
+
+
+def cmd_console_log(args: argparse.Namespace) -> int:
+    extra = ["--follow"] if args.follow else []
+    return subprocess.call(_exec(args, "vdc", "node", "console-log", args.node, *extra))
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        raise PluginError("give a command after --")
+    return subprocess.call(_exec(args, *argv, tty=sys.stdin.isatty()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-n", "--namespace", help="the VDC's namespace (default: kubectl's)")
+    common.add_argument("--context", help="kubeconfig context")
+    common.add_argument("--kubeconfig", help="kubeconfig file")
+    parser = argparse.ArgumentParser(
+        prog="kubectl vdc", description="VirtualDataCenters' machines, through kubectl."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("list", parents=[common], help="VDCs with their phase and ready nodes")
+    p.add_argument("-A", "--all-namespaces", action="store_true")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("nodes", parents=[common], help="a VDC's machines")
+    p.add_argument("vdc")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_nodes)
+    p = sub.add_parser("power", parents=[common], help="power a machine: " + ", ".join(ACTIONS))
+    p.add_argument("vdc")
+    p.add_argument("action", choices=ACTIONS)
+    p.add_argument("node")
+    p.set_defaults(func=cmd_power)
+    p = sub.add_parser("console", parents=[common], help="attach to a machine's serial console")
+    p.add_argument("vdc")
+    p.add_argument("node")
+    p.set_defaults(func=cmd_console)
+    p = sub.add_parser("console-log", parents=[common], help="what a machine's console showed")
+    p.add_argument("vdc")
+    p.add_argument("node")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.set_defaults(func=cmd_console_log)
+    p = sub.add_parser("exec", parents=[common], help="run a command in the VDC's pod")
+    p.add_argument("vdc")
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND")
+    p.set_defaults(func=cmd_exec)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PluginError as exc:
+        print(f"kubectl vdc: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""The operator on the real cluster: invalid VDCs refused at `kubectl apply`, the quick
+start reaching Ready with its guests booted, spec changes, deletion leaving nothing, and
+an operator killed mid-provisioning recovering without a second pod.
+
+The tests run in file order and share the quick-start VDC.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import ROOT, Kube
+from tests.operator.invalid_vdcs import CASES, Case
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+EXAMPLE = ROOT / "examples" / "vdc-quickstart.yaml"
+NS = "default"
+READY_TIMEOUT = 600  # two PXE-booting TCG guests on a loaded 2-core machine
+
+
+def refusal(kube: Kube, manifest: dict[str, Any]) -> str:
+    done = kube.call("apply", "--dry-run=server", "-f", "-", stdin=json.dumps(manifest))
+    assert done.returncode != 0, f"accepted: {json.dumps(manifest)[:300]}"
+    return done.stderr
+
+
+def check_refusal(text: str, case: Case) -> None:
+    assert case.path.removeprefix("spec.") in text or case.path in text, text
+    assert case.says in text, text
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.schema], ids=lambda c: c.id)
+def test_the_crd_alone_refuses(crd: Kube, case: Case) -> None:
+    check_refusal(refusal(crd, case.manifest(NS)), case)
+
+
+def test_the_crd_alone_admits_what_only_the_whole_spec_tells(crd: Kube) -> None:
+    for case in CASES:
+        if not case.schema:
+            done = crd.call("apply", "--dry-run=server", "-f", "-",
+                            stdin=json.dumps(case.manifest(NS)))  # fmt: skip
+            assert done.returncode == 0, (case.id, done.stderr)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_the_webhook_refuses_with_the_models_messages(operator: Kube, case: Case) -> None:
+    check_refusal(refusal(operator, case.manifest(NS)), case)
+
+
+def test_a_refused_apply_creates_nothing(operator: Kube) -> None:
+    case = next(c for c in CASES if c.id == "undefined-network")
+    done = operator.call("apply", "-f", "-", stdin=json.dumps(case.manifest(NS)))
+    assert done.returncode != 0
+    assert "denied the request" in done.stderr
+    assert "spec.nodes[0].interfaces[0].network" in done.stderr
+    assert operator.call("get", "vdc", "bad", "-n", NS).returncode != 0
+
+
+# -- the quick start -----------------------------------------------------------------------------
+
+
+def vdc(kube: Kube, name: str = "quickstart") -> dict[str, Any]:
+    return kube.get("vdc", name, "-n", NS)  # type: ignore[no-any-return]
+
+
+def pods_of(kube: Kube, name: str) -> list[dict[str, Any]]:
+    return kube.get("pods", "-n", NS, "-l", f"vdc.dev/name={name}")["items"]  # type: ignore[no-any-return]
+
+
+def plugin(kube: Kube, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KUBECTL": kube.kubectl[0], "KUBECONFIG": kube.kubectl[2]}
+    kubectl_vdc = Path(os.__file__).parents[2] / "bin" / "kubectl-vdc"
+    binary = str(kubectl_vdc) if kubectl_vdc.exists() else "kubectl-vdc"
+    return subprocess.run([binary, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_quickstart_reaches_ready(operator: Kube) -> None:
+    started = time.monotonic()
+    operator.run("apply", "-n", NS, "-f", str(EXAMPLE))
+    done = operator.call("wait", "-n", NS, "--for=condition=Ready", "vdc/quickstart",
+                         f"--timeout={READY_TIMEOUT}s")  # fmt: skip
+    body = vdc(operator)
+    assert done.returncode == 0, (done.stderr, json.dumps(body.get("status"), indent=1))
+    print(f"quickstart Ready after {time.monotonic() - started:.0f} s")
+    status = body["status"]
+    assert status["phase"] == "Running" and status["ready"] == "2/2"
+    assert status["observedGeneration"] == body["metadata"]["generation"]
+    assert status["accel"] in ("KVM", "TCG")
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert {k: conditions[k]["status"] for k in conditions} == {
+        "Ready": "True", "NetworkReady": "True", "NodesReady": "True",
+        "Accelerated": "True" if status["accel"] == "KVM" else "False",
+    }  # fmt: skip
+    assert conditions["Accelerated"]["reason"] == status["accel"]
+    nodes = {n["name"]: n for n in status["nodes"]}
+    assert set(nodes) == {"worker-1", "worker-2"}
+    for name, address in (("worker-1", "10.72.16.11"), ("worker-2", "10.72.16.12")):
+        assert nodes[name]["phase"] == "Ready" and nodes[name]["power"] == "On"
+        assert nodes[name]["bmcAddress"] == address and "startTime" in nodes[name]
+    # The guests really booted: their consoles show the marker, seen through the plugin.
+    log = plugin(operator, "console-log", "quickstart", "worker-1", "-n", NS)
+    assert log.returncode == 0 and "VDC-GUEST-READY" in log.stdout, log.stderr
+    (pod,) = pods_of(operator, "quickstart")
+    assert pod["metadata"]["ownerReferences"][0]["kind"] == "VirtualDataCenter"
+
+
+def test_kubectl_get_describe_and_the_plugin(operator: Kube) -> None:
+    table = operator.run("get", "vdc", "-n", NS)
+    header, row = table.splitlines()[:2]
+    assert header.split() == ["NAME", "PHASE", "READY", "ACCEL", "AGE"]
+    assert row.split()[:3] == ["quickstart", "Running", "2/2"]
+    assert "quickstart" in operator.run("get", "all", "-n", NS)  # the `all` category
+    described = operator.run("describe", "vdc", "quickstart", "-n", NS)
+    for reason in ("PodCreated", "NodeReady", "Running"):
+        assert reason in described, described
+    nodes = plugin(operator, "nodes", "quickstart", "-n", NS)
+    assert nodes.returncode == 0, nodes.stderr
+    lines = nodes.stdout.splitlines()
+    assert lines[0].split()[:4] == ["NAME", "POWER", "STATE", "READY"]
+    assert any(line.split()[:4] == ["worker-2", "On", "running", "true"] for line in lines)
+    assert plugin(operator, "list", "-n", NS).stdout.count("quickstart") == 1
+
+
+def test_metrics(operator: Kube) -> None:
+    url = "http://127.0.0.1:9090/metrics"
+    script = f"import urllib.request; print(urllib.request.urlopen('{url}').read().decode())"
+    agent = operator.run("exec", "-n", NS, "vdc-quickstart", "-c", "agent", "--",
+                         "python3", "-c", script)  # fmt: skip
+    assert 'vdc_node_boots_total{node="worker-1"}' in agent
+    assert 'vdc_node_ready{node="worker-2"} 1.0' in agent
+    assert 'vdc_datacenter_phase{phase="running"} 1.0' in agent
+    assert "vdc_bmc_requests_total" in agent
+    operator_pod = operator.get("pods", "-n", "vdc-system", "-l",
+                                "app.kubernetes.io/name=vdc")["items"][0]  # fmt: skip
+    ip = operator_pod["status"]["podIP"]
+    text = subprocess.run(
+        ["ip", "netns", "exec", "vdc-e2e", "curl", "-sf", f"http://{ip}:8080/metrics"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert 'vdc_operator_reconciles_total{handler="reconcile",result="ok"}' in text
+    assert 'vdc_operator_vdcs{phase="Running"} 1.0' in text
+
+
+def test_another_pod_power_cycles_a_node_through_its_bmc(operator: Kube) -> None:
+    status = vdc(operator)["status"]
+    host, port = status["bmc"]["host"], status["bmc"]["ipmiPort"] + 1  # worker-2: the 2nd node
+    assert host == pods_of(operator, "quickstart")[0]["status"]["podIP"]
+    ipmitool = ["ipmitool", "-I", "lanplus", "-H", host, "-p", str(port), "-U", "admin",
+                "-P", "change-me", "-C", "17", "-N", "3", "-R", "3"]  # fmt: skip
+    client = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "bmc-client", "namespace": NS},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "ipmitool", "image": "vdc.local/vdc-runtime:dev",
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["sh", "-c", " ".join(ipmitool) + " power status && "
+                        + " ".join(ipmitool) + " chassis power cycle"],
+        }]},
+    }  # fmt: skip
+    booting_before = operator.run("get", "events", "-n", NS, "--field-selector",
+                                  "reason=NodeBooting,involvedObject.name=quickstart",
+                                  "-o", "name").count("\n")  # fmt: skip
+    operator.apply(json.dumps(client))
+    try:
+
+        def finished() -> bool:
+            phase = operator.get("pod", "bmc-client", "-n", NS)["status"].get("phase")
+            return phase in ("Succeeded", "Failed")
+
+        operator.wait_for(finished, "the BMC client pod", 120)
+        logs = operator.run("logs", "bmc-client", "-n", NS)
+        assert operator.get("pod", "bmc-client", "-n", NS)["status"]["phase"] == "Succeeded", logs
+        assert "Chassis Power is on" in logs and "Chassis Power Control: Cycle" in logs, logs
+    finally:
+        operator.call("delete", "pod", "bmc-client", "-n", NS, "--wait=false")
+
+    def worker_2() -> dict[str, Any]:
+        return {n["name"]: n for n in vdc(operator)["status"]["nodes"]}["worker-2"]
+
+    # The status follows: worker-2 boots again (its readiness starts over), then is Ready.
+    operator.wait_for(lambda: worker_2()["phase"] != "Ready", "worker-2 rebooting", 60)
+    operator.wait_for(lambda: worker_2()["phase"] == "Ready", "worker-2 ready again", 300)
+    booting_after = operator.run("get", "events", "-n", NS, "--field-selector",
+                                 "reason=NodeBooting,involvedObject.name=quickstart",
+                                 "-o", "name").count("\n")  # fmt: skip
+    assert booting_after > booting_before
+
+
+def test_power_cycle_is_followed_by_the_status(operator: Kube) -> None:
+    before = {n["name"]: n for n in vdc(operator)["status"]["nodes"]}["worker-2"]
+    result = plugin(operator, "power", "quickstart", "stop", "worker-2", "-n", NS)
+    assert result.returncode == 0, result.stderr
+
+    def node() -> dict[str, Any]:
+        return {n["name"]: n for n in vdc(operator)["status"]["nodes"]}["worker-2"]
+
+    operator.wait_for(lambda: node()["power"] == "Off", "worker-2 off in the status", 60)
+    assert vdc(operator)["status"]["phase"] == "Provisioning"
+    assert plugin(operator, "power", "quickstart", "start", "worker-2", "-n", NS).returncode == 0
+    operator.wait_for(lambda: node()["phase"] == "Ready", "worker-2 ready again", 300)
+    assert vdc(operator)["status"]["phase"] == "Running"
+    assert node()["startTime"] == before["startTime"]  # the same QEMU, rebooted
+
+
+def test_spec_change_replaces_the_pod(operator: Kube) -> None:
+    (old,) = pods_of(operator, "quickstart")
+    change = [{"op": "replace", "path": "/spec/nodes/1/memory", "value": "320M"}]
+    operator.run("patch", "vdc", "quickstart", "-n", NS, "--type=json", "-p", json.dumps(change))
+    body = vdc(operator)
+    assert body["metadata"]["generation"] == 2
+
+    def replaced() -> bool:
+        pods = pods_of(operator, "quickstart")
+        return len(pods) == 1 and pods[0]["metadata"]["uid"] != old["metadata"]["uid"]
+
+    operator.wait_for(replaced, "a new pod", 180)
+    done = operator.call("wait", "-n", NS, "--for=condition=Ready", "vdc/quickstart",
+                         f"--timeout={READY_TIMEOUT}s")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    status = vdc(operator)["status"]
+    assert status["observedGeneration"] == 2 and status["phase"] == "Running"
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["observedGeneration"] == 2
+    assert "Replacing" in operator.run("describe", "vdc", "quickstart", "-n", NS)
+
+
+def test_delete_leaves_nothing(operator: Kube) -> None:
+    operator.run("delete", "-n", NS, "-f", str(EXAMPLE), "--wait=true", "--timeout=180s")
+    assert operator.call("get", "vdc", "quickstart", "-n", NS).returncode != 0
+    left = []
+    for kind in ("pods", "serviceaccounts", "roles", "rolebindings"):
+        items = operator.get(kind, "-n", NS, "-l", "vdc.dev/name=quickstart")["items"]
+        left += [f"{kind}/{i['metadata']['name']}" for i in items]
+    assert left == []
+    qemu = subprocess.run(["pgrep", "-f", "qemu-system.*guest=worker-"], capture_output=True)
+    assert qemu.returncode == 1, qemu.stdout
+
+
+# -- an operator that dies ----------------------------------------------------------------------
+
+
+def operator_pids() -> list[int]:
+    found = subprocess.run(["pgrep", "-f", "kopf run.*vdc_operator.handlers"],
+                           capture_output=True, text=True)  # fmt: skip
+    return [int(p) for p in found.stdout.split()]
+
+
+def test_operator_killed_mid_provisioning_recovers_without_duplicates(operator: Kube) -> None:
+    docs = list(yaml.safe_load_all(EXAMPLE.read_text()))
+    vdc_doc = next(d for d in docs if d["kind"] == "VirtualDataCenter")
+    vdc_doc["metadata"]["name"] = "crashtest"
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    operator.apply(json.dumps(secret) + "\n---\n" + json.dumps(vdc_doc))
+    # Kill the operator as soon as it has created the pod, before the VDC is ready.
+    operator.wait_for(lambda: pods_of(operator, "crashtest"), "the first pod", 120)
+    pids = operator_pids()
+    assert pids, "no operator process found"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    seen: set[str] = set()
+
+    def ready_with_one_pod() -> bool:
+        pods = pods_of(operator, "crashtest")
+        seen.update(p["metadata"]["uid"] for p in pods)
+        assert len(pods) <= 1, [p["metadata"]["name"] for p in pods]
+        status = vdc(operator, "crashtest").get("status") or {}
+        return status.get("phase") == "Running"
+
+    operator.wait_for(ready_with_one_pod, "crashtest Running", READY_TIMEOUT)
+    assert len(seen) == 1, seen
+    assert operator_pids() and set(operator_pids()).isdisjoint(pids)
+    operator.run("delete", "vdc", "crashtest", "-n", NS, "--wait=true", "--timeout=180s")
+    assert pods_of(operator, "crashtest") == []

@@ -1,0 +1,170 @@
+"""The operator's pure builders: goldens of every child object, and the pod-status rules."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.spec.test_cr import quickstart
+from vdc_operator import builders
+from vdc_runtime.spec import cr
+
+GOLDEN = Path(__file__).parent / "golden"
+NOW = 1_790_000_000.0
+
+
+def vdc(**spec_changes: Any) -> dict[str, Any]:
+    body = copy.deepcopy(quickstart())
+    body["metadata"].update(namespace="lab", uid="0b5d6a43-1111-2222-3333-444455556666",
+                            generation=3, resourceVersion="812")  # fmt: skip
+    body["spec"].update(spec_changes)
+    return body
+
+
+def assert_golden(name: str, manifest: Any) -> None:
+    text = yaml.safe_dump(manifest, sort_keys=False, width=100)
+    path = GOLDEN / f"{name}.yaml"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} changed; rerun with UPDATE_GOLDEN=1 if intended"
+
+
+def pod_of(body: dict[str, Any], settings: builders.Settings | None = None) -> dict[str, Any]:
+    return builders.build_pod(body, cr.parse(body["spec"]), settings or builders.Settings())
+
+
+def test_quickstart_children() -> None:
+    body = vdc()
+    assert_golden("quickstart-pod", pod_of(body))
+    assert_golden("quickstart-serviceaccount", builders.build_service_account(body))
+    assert_golden("quickstart-role", builders.build_role(body))
+    assert_golden("quickstart-rolebinding", builders.build_role_binding(body))
+
+
+def test_pod_with_every_setting() -> None:
+    body = vdc(
+        pod={
+            "image": "registry.example.com/vdc-runtime:1.2",
+            "nodeSelector": {"kvm": "true"},
+            "tolerations": [{"key": "lab", "operator": "Exists", "effect": "NoSchedule",
+                             "tolerationSeconds": 30}],
+            "priorityClassName": "ci-high",
+            "imageCache": {"persistentVolumeClaim": {"claimName": "vdc-images"}},
+            "resources": {"memory": "4Gi"},
+        },
+        bmc={"users": [{"name": "admin", "password": "x"}], "tls": {"secretName": "bmc-tls"}},
+    )  # fmt: skip
+    settings = builders.Settings(
+        kvm_resource="devices.kubevirt.io/kvm", tun_resource="devices.kubevirt.io/tun"
+    )
+    assert_golden("every-setting-pod", pod_of(body, settings))
+
+
+def test_requests_follow_the_nodes() -> None:
+    spec = cr.parse(vdc()["spec"])
+    settings = builders.Settings()
+    # 2 vCPUs at ratio 10 + 100m; 2 x (256 + 64) MiB + 192 MiB.
+    assert builders.requests(spec, settings) == {"cpu": "300m", "memory": "832Mi"}
+    ratio_one = builders.Settings(cpu_allocation_ratio=1)
+    assert builders.requests(spec, ratio_one)["cpu"] == "2100m"
+
+
+def test_cache_volume_kinds() -> None:
+    host = pod_of(vdc(pod={"imageCache": {"hostPath": {"path": "/var/lib/vdc-images"}}}))
+    cache = next(v for v in host["spec"]["volumes"] if v["name"] == "image-cache")
+    host_path = {"path": "/var/lib/vdc-images", "type": "DirectoryOrCreate"}
+    assert cache == {"name": "image-cache", "hostPath": host_path}
+    sized = pod_of(vdc(pod={"imageCache": {"emptyDir": {"sizeLimit": "20Gi"}}}))
+    cache = next(v for v in sized["spec"]["volumes"] if v["name"] == "image-cache")
+    assert cache == {"name": "image-cache", "emptyDir": {"sizeLimit": "20Gi"}}
+
+
+def test_hash_follows_the_spec_and_the_image_only() -> None:
+    body = vdc()
+    settings = builders.Settings()
+    first = builders.pod_hash(body, settings)
+    body["metadata"]["generation"] = 9
+    body["status"] = {"phase": "Running"}
+    assert builders.pod_hash(body, settings) == first
+    body["spec"]["nodes"][0]["memory"] = "512M"
+    assert builders.pod_hash(body, settings) != first
+    assert builders.pod_hash(vdc(), builders.Settings(runtime_image="other:1")) != first
+
+
+def test_role_is_limited_to_its_own_vdc() -> None:
+    rules = builders.build_role(vdc())["rules"]
+    own = [r for r in rules if r["apiGroups"] == ["vdc.dev"]]
+    assert all(r["resourceNames"] == ["quickstart"] for r in own)
+    assert {v for r in own for v in r["verbs"]} == {"get", "list", "watch", "patch"}
+    assert not any("update" in r["verbs"] or "delete" in r["verbs"] for r in rules)
+
+
+def test_settings_from_env() -> None:
+    settings = builders.Settings.from_env(
+        {"VDC_RUNTIME_IMAGE": "x:1", "VDC_CPU_ALLOCATION_RATIO": "4", "VDC_KVM_RESOURCE": "r/kvm"}
+    )
+    assert (settings.runtime_image, settings.cpu_allocation_ratio, settings.kvm_resource) == (
+        "x:1", 4.0, "r/kvm")  # fmt: skip
+    with pytest.raises(ValueError, match="VDC_MEMORY_OVERHEAD_MIB='lots' is not a int"):
+        builders.Settings.from_env({"VDC_MEMORY_OVERHEAD_MIB": "lots"})
+
+
+# -- what the operator says about the pod --------------------------------------------------------
+
+
+def pod(phase: str, **status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "vdc-quickstart"}, "status": {"phase": phase, **status}}
+
+
+def agent(state: dict[str, Any], **more: Any) -> dict[str, Any]:
+    return {"name": "agent", "state": state, **more}
+
+
+@pytest.mark.parametrize(
+    ("the_pod", "phase", "reason"),
+    [
+        (None, "Pending", "PodCreating"),
+        (pod("Pending", conditions=[{"type": "PodScheduled", "status": "False",
+                                     "reason": "Unschedulable", "message": "0/1 nodes"}]),
+         "Pending", "Unschedulable"),
+        (pod("Pending", containerStatuses=[agent({"waiting": {"reason": "ErrImagePull"}})]),
+         "Pending", "ErrImagePull"),
+        (pod("Pending"), "Pending", "PodStarting"),
+        (pod("Failed", message="evicted"), "Failed", "PodFailed"),
+        (pod("Running", containerStatuses=[agent(
+            {"waiting": {"reason": "CrashLoopBackOff"}},
+            lastState={"terminated": {"exitCode": 1, "message": "boom"}})]),
+         "Failed", "CrashLoopBackOff"),
+    ],
+)  # fmt: skip
+def test_pod_status(the_pod: dict[str, Any] | None, phase: str, reason: str) -> None:
+    status = builders.pod_status(vdc(), the_pod, now=NOW)
+    assert status is not None
+    assert (status["phase"], status["observedGeneration"]) == (phase, 3)
+    (ready,) = [c for c in status["conditions"] if c["type"] == "Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", reason)
+    assert ready["lastTransitionTime"] == "2026-09-21T14:13:20Z"
+
+
+def test_running_agent_owns_the_status() -> None:
+    running = pod("Running", containerStatuses=[agent({"running": {}})])
+    assert builders.pod_status(vdc(), running) is None
+    # Once the agent has reported, a pending pod (a restart) is not the operator's to tell.
+    body = vdc()
+    body["status"] = {"phase": "Running"}
+    assert builders.pod_status(body, pod("Pending")) is None
+
+
+def test_deleted_vdc_is_terminating_and_transition_time_is_kept() -> None:
+    body = vdc()
+    body["metadata"]["deletionTimestamp"] = "2026-12-02T00:00:00Z"
+    body["status"] = {"conditions": [{"type": "Ready", "status": "False", "reason": "X",
+                                      "lastTransitionTime": "2026-01-01T00:00:00Z"}]}  # fmt: skip
+    status = builders.pod_status(body, None, now=NOW)
+    assert status is not None and status["phase"] == "Terminating"
+    assert status["conditions"][0]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
