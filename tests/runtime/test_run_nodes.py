@@ -23,6 +23,16 @@ from tests.runtime.harness import HostNetns, VdcRun
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
+def wait_for_node(run: VdcRun, name: str, predicate, timeout: float = 30) -> dict:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        body = run.api(f"/nodes/{name}")[1]
+        if predicate(body) or time.monotonic() > deadline:
+            assert predicate(body), body
+            return body  # type: ignore[no-any-return]
+        time.sleep(0.2)
+
+
 def test_direct_kernel_boot_status_and_power(
     host: HostNetns, tmp_path: Path, guest: GuestPaths, running: list[VdcRun]
 ) -> None:
@@ -36,7 +46,8 @@ address: 10.72.16.1/20
         "n1",
         guest,
         cmdline="vdc.bmc=10.72.16.5",
-        extra="interfaces: [bmcnet]\nsmbios: {manufacturer: ACME, product: R1}\n",
+        extra="interfaces: [bmcnet]\nsmbios: {manufacturer: ACME, product: R1}\n"
+        "readiness: {console: 'VDC-GUEST-BMC 10\\.72\\.'}\n",
     )
     run = start(host, tmp_path, running, text)
     con = console(run, "n1")
@@ -76,12 +87,17 @@ address: 10.72.16.1/20
     while run.api("/nodes/n1")[1]["bmc_address"] != "10.72.16.5" and time.monotonic() < deadline:
         time.sleep(0.2)
     assert run.api("/nodes/n1")[1]["bmc_address"] == "10.72.16.5"
+    # Ready once its console matched the readiness rule, again after each boot.
+    ready = wait_for_node(run, "n1", lambda n: n["ready"])
+    assert ready["boots"] == 1 and ready["ready_at"] >= ready["power_transitions"][0]["at"]
 
     # Power off pauses; power on boots afresh; restart boots again.
     assert run.api("/nodes/n1/stop", "POST")[0] == 200
-    wait_power(run, "n1", "Off")
+    assert not wait_power(run, "n1", "Off")["ready"]
     assert run.api("/nodes/n1/start", "POST")[0] == 200
     con.wait_for("VDC-GUEST-READY", count=2)
+    again = wait_for_node(run, "n1", lambda n: n["ready"])
+    assert again["boots"] > ready["boots"] and again["ready_at"] > ready["ready_at"]
     assert run.api("/nodes/n1/restart", "POST")[0] == 200
     con.wait_for("VDC-GUEST-READY", count=3)
     assert run.api("/nodes/n1/reset", "POST")[0] == 200
