@@ -1,6 +1,6 @@
 """Build the e2e cluster's binaries from the Go module proxy, once per version.
 
-    python3 tests/e2e/cluster/build.py [--print-dir]
+    python3 tests/e2e/cluster/build.py [--print-dir] [--skaffold]
 
 Nothing is downloaded from GitHub or a registry: Kubernetes, etcd and helm come from the
 Go module proxy as source and are compiled here. Results live under
@@ -8,12 +8,17 @@ Go module proxy as source and are compiled here. Results live under
 nothing. Go's module and build caches live beside them, so a rebuild after a version bump
 recompiles only what changed.
 
+skaffold (for skaffold.yaml's tests, not the cluster) is built the same way on request,
+`--skaffold` or `build_skaffold()`, into `$VDC_CACHE_DIR/k8s/skaffold-<version>/bin`: a set
+of its own, so bumping it rebuilds nothing else and the cluster's `up` never waits for it.
+
 Why the wrappers: `k8s.io/kubernetes` maps its staging modules with `replace` directives,
 which Go honours only in the main module, so `go install k8s.io/kubernetes/cmd/...@v` is
 refused. A generated main module requires it and replaces each staging module with its
 published `v0.M.P` twin. etcd's server module has local-path replaces too, so it gets a
 (simpler) wrapper of its own, which also keeps its newer dependencies from moving
-Kubernetes' ones.
+Kubernetes' ones. skaffold's go.mod has `replace` (and `exclude`) directives as well, which a
+third wrapper copies.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ from pathlib import Path
 KUBERNETES = "v1.34.4"
 ETCD = "v3.6.16"
 HELM = "v3.22.0"
+# v2.19.0 is on the proxy, but sum.golang.org has no entry for it: go refuses it, rightly.
+SKAFFOLD = "v2.16.1"
+SKAFFOLD_MODULE = "github.com/GoogleContainerTools/skaffold/v2"
 KUBE_BINARIES = (
     "kube-apiserver",
     "kube-controller-manager",
@@ -49,6 +57,14 @@ def cache_root() -> Path:
 
 def bin_dir() -> Path:
     return cache_root() / "k8s" / f"kubernetes-{KUBERNETES}_etcd-{ETCD}_helm-{HELM}" / "bin"
+
+
+def skaffold_dir() -> Path:
+    return cache_root() / "k8s" / f"skaffold-{SKAFFOLD}" / "bin"
+
+
+def skaffold_path() -> Path:
+    return skaffold_dir() / "skaffold"
 
 
 def go_env() -> dict[str, str]:
@@ -88,6 +104,61 @@ def kubernetes_wrapper(upstream_mod: str, version: str) -> str:
     lines += [f"\t{name} => {name} {twin}" for name in staging]
     lines += [")", ""]
     return "\n".join(lines)
+
+
+def _directives(upstream_mod: str, verb: str) -> list[str]:
+    """The operands of each `verb` directive, single-line or block, comments dropped."""
+    found: list[str] = []
+    block = False
+    for raw in upstream_mod.splitlines():
+        line = raw.split("//", 1)[0].strip()
+        if block:
+            if line == ")":
+                block = False
+            elif line:
+                found.append(" ".join(line.split()))
+        elif line == f"{verb} (":
+            block = True
+        elif line.startswith(f"{verb} "):
+            found.append(" ".join(line[len(verb) :].split()))
+    return found
+
+
+def skaffold_wrapper(upstream_mod: str, version: str) -> str:
+    """The main module that builds skaffold at `version` (pure, for tests): it requires
+    skaffold and repeats its go line, godebug, `exclude`s and `replace`s, which Go reads from
+    the main module only."""
+    go_line = re.search(r"^go (\S+)$", upstream_mod, re.M)
+    if go_line is None:
+        raise ValueError("unexpected go.mod for skaffold: no go line")
+    godebug = re.search(r"^godebug (.+)$", upstream_mod, re.M)
+    replaces = _directives(upstream_mod, "replace")
+    for replace in replaces:
+        target = replace.split("=>", 1)[1].split()
+        if len(target) != 2:  # a local path: there is no such directory here
+            raise ValueError(f"skaffold replaces with a local path: {replace}")
+    lines = ["module vdc.invalid/skaffoldbuild", "", f"go {go_line.group(1)}"]
+    if godebug:
+        lines.append(f"godebug {godebug.group(1)}")
+    lines += ["", f"require {SKAFFOLD_MODULE} {version}", ""]
+    excludes = _directives(upstream_mod, "exclude")
+    for verb, operands in (("exclude", excludes), ("replace", replaces)):
+        if operands:
+            lines += [f"{verb} (", *(f"\t{o}" for o in operands), ")", ""]
+    return "\n".join(lines)
+
+
+def skaffold_ldflags(version: str, info: dict[str, object]) -> str:
+    """Version stamps as skaffold's Makefile sets them, from the proxy's `.info` (pure)."""
+    pkg = f"{SKAFFOLD_MODULE}/pkg/skaffold/version"
+    origin = info.get("Origin")
+    commit = origin.get("Hash") if isinstance(origin, dict) else None
+    pairs = {
+        "version": version,
+        "buildDate": info.get("Time") or "unknown",
+        "gitCommit": commit or "unknown",
+    }
+    return "-s -w " + " ".join(f"-X {pkg}.{key}={value}" for key, value in pairs.items())
 
 
 def version_ldflags(version: str) -> str:
@@ -146,6 +217,37 @@ def build_helm(work: Path, out: Path) -> None:
     )
 
 
+def build_skaffold() -> Path:
+    """The skaffold binary, built once per version, all or nothing, like `build()`."""
+    out = skaffold_dir()
+    if (out / ".complete").exists() and (out / "skaffold").exists():
+        return skaffold_path()
+    if shutil.which("go") is None:
+        raise SystemExit("build.py: the Go toolchain is not installed")
+    src = out.parent / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name("bin.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    started = time.monotonic()
+    download = json.loads(
+        run(["go", "mod", "download", "-json", f"{SKAFFOLD_MODULE}@{SKAFFOLD}"], src, "fetch")
+    )
+    (src / "go.mod").write_text(skaffold_wrapper(Path(download["GoMod"]).read_text(), SKAFFOLD))
+    info = json.loads(Path(download["Info"]).read_text())
+    run(
+        ["go", "build", "-p", "2", "-trimpath", "-tags", "timetzdata osusergo netgo release",
+         "-ldflags", skaffold_ldflags(SKAFFOLD, info), "-o", str(partial / "skaffold"),
+         f"{SKAFFOLD_MODULE}/cmd/skaffold"],
+        src,
+        f"skaffold {SKAFFOLD}",
+    )  # fmt: skip
+    (partial / ".complete").write_text(f"built in {time.monotonic() - started:.0f} s\n")
+    shutil.rmtree(out, ignore_errors=True)
+    partial.rename(out)  # all or nothing, as for the cluster's set
+    return skaffold_path()
+
+
 def build() -> Path:
     out = bin_dir()
     stamp = out / ".complete"
@@ -170,8 +272,11 @@ def build() -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--print-dir", action="store_true", help="print the bin directory")
+    parser.add_argument(
+        "--skaffold", action="store_true", help="build skaffold instead of the cluster's set"
+    )
     args = parser.parse_args()
-    out = build()
+    out = build_skaffold().parent if args.skaffold else build()
     if args.print_dir:
         print(out)
 
