@@ -149,7 +149,7 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger) -> None
     if await api().ensure(desired):
         kopf.event(body, type="Normal", reason="PodCreated", message=f"created pod {pod_name}")
         logger.info("created pod %s", pod_name)
-    status = builders.podbuilders.status_patch(body, None)
+    status = builders.pod_status(body, None)
     if status is not None and (body.get("status") or {}).get("phase") in (None, "Pending"):
         patch.status.update(status)
 

@@ -8,6 +8,7 @@ last one takes it down, so the other suites run without it and CI leaves nothing
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -68,7 +69,9 @@ def kube() -> Iterator[Kube]:
     try:
         yield Kube(layout)
     finally:
-        cluster.down(layout)
+        # VDC_E2E_KEEP=1 leaves the cluster up for the next run (a developer's loop).
+        if not os.environ.get("VDC_E2E_KEEP"):
+            cluster.down(layout)
 
 
 ROOT = Path(__file__).resolve().parents[2]
