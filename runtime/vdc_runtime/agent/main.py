@@ -90,11 +90,12 @@ class Agent:
 
     async def main(self, stop: asyncio.Event) -> int:
         opts = self.options
-        kube = Kube(opts.namespace, opts.name, opts.pod)
+        kube = Kube.from_environment(opts.namespace, opts.name, opts.pod)
         try:
             vdc = await kube.get()
         except (Gone, KubeError) as exc:
             log.error("%s", exc)
+            await kube.close()
             return 1
         self.generation = vdc["metadata"].get("generation", 0)
         self.reporter = Reporter(kube, vdc)
@@ -130,6 +131,7 @@ class Agent:
             reporting.cancel()
             await asyncio.gather(reporting, return_exceptions=True)
             await metrics_runner.cleanup()
+            await kube.close()
         return 0
 
     async def _start(self, vdc: dict[str, Any], stop: asyncio.Event) -> None:
