@@ -29,3 +29,4 @@ bench: deps
 	PYTHONPATH=$(CURDIR) $(PY) bench/fabric_build.py
 	PYTHONPATH=$(CURDIR) $(PY) bench/boot.py
 	PYTHONPATH=$(CURDIR) $(PY) bench/bmc.py
+	PYTHONPATH=$(CURDIR) $(PY) bench/operator.py

@@ -165,8 +165,8 @@ def source_path(source: FileSource) -> str | None:
     return f"{kind}/{ref.name}/{ref.key}"
 
 
-def _sources_volume(spec: VirtualDataCenterSpec) -> dict[str, Any] | None:
-    """One projected volume with every ConfigMap and Secret key the spec names."""
+def referenced_keys(spec: VirtualDataCenterSpec) -> dict[tuple[str, str], set[str]]:
+    """(configMap or secret, name) -> the keys of it that the spec names."""
     wanted: dict[tuple[str, str], set[str]] = {}
     for source in cr.sources(spec):
         if source.config_map_key_ref is not None:
@@ -175,6 +175,12 @@ def _sources_volume(spec: VirtualDataCenterSpec) -> dict[str, Any] | None:
         elif source.secret_key_ref is not None:
             ref = source.secret_key_ref
             wanted.setdefault(("secret", ref.name), set()).add(ref.key)
+    return wanted
+
+
+def _sources_volume(spec: VirtualDataCenterSpec) -> dict[str, Any] | None:
+    """One projected volume with every ConfigMap and Secret key the spec names."""
+    wanted = referenced_keys(spec)
     if not wanted:
         return None
     projections = []
@@ -278,6 +284,13 @@ def build_pod(vdc: Mapping[str, Any], spec: VirtualDataCenterSpec, settings: Set
         "resources": resources,
         "securityContext": {"privileged": True},
         "volumeMounts": mounts,
+        # The agent serves /healthz once its machines start, which may follow long image
+        # downloads: up to 30 minutes before liveness counts.
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": "metrics"},
+            "periodSeconds": 10,
+            "failureThreshold": 180,
+        },
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "metrics"},
             "periodSeconds": 20,
@@ -403,6 +416,7 @@ __all__ = [
     "pod_hash",
     "pod_name",
     "pod_status",
+    "referenced_keys",
     "requests",
     "source_path",
     "status_patch",

@@ -86,16 +86,8 @@ def validate(spec: Any, old: Any, new: Any, **_: Any) -> None:
 
 
 async def _missing_sources(namespace: str, spec: cr.VirtualDataCenterSpec) -> list[str]:
-    wanted: dict[tuple[str, str], set[str]] = {}
-    for source in cr.sources(spec):
-        if source.config_map_key_ref is not None:
-            ref = source.config_map_key_ref
-            wanted.setdefault(("configMap", ref.name), set()).add(ref.key)
-        elif source.secret_key_ref is not None:
-            ref = source.secret_key_ref
-            wanted.setdefault(("secret", ref.name), set()).add(ref.key)
     problems = []
-    for (kind, name), keys in sorted(wanted.items()):
+    for (kind, name), keys in sorted(builders.referenced_keys(spec).items()):
         problem = await api().missing_keys(namespace, kind, name, keys)
         if problem is not None:
             problems.append(problem)

@@ -15,10 +15,24 @@ import pytest
 
 from tests.guest.build import GuestPaths, build_guest
 from vdc_runtime.bmc.machine_target import MachineTarget
+from vdc_runtime.bmc.users import BmcUser, Users
 from vdc_runtime.ledger import Ledger
 from vdc_runtime.nodes import DriveLayout, HostFacts, plan_node
 from vdc_runtime.nodes.machine import Machine
 from vdc_runtime.spec import load_text
+
+# Accounts of the BMCs the suites start.
+HOST = "127.0.0.1"
+ADMIN = ("admin", "admin-pw")
+OPERATOR = ("op", "op-pw")
+VIEWER = ("viewer", "viewer-pw")
+USERS = Users(
+    (
+        BmcUser(*ADMIN, "Administrator"),
+        BmcUser(*OPERATOR, "Operator"),
+        BmcUser(*VIEWER, "ReadOnly"),
+    )
+)
 
 READY = "VDC-GUEST-READY"
 

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from tests.bmc.conftest import RunningMachine, start_machine
+from tests.bmc.conftest import ADMIN, HOST, OPERATOR, USERS, VIEWER, RunningMachine, start_machine
 from tests.bmc.rmcp import RmcpClient, RmcpError
 from tests.guest.build import GuestPaths
 from vdc_runtime.bmc.ipmi import IpmiService
@@ -27,21 +27,9 @@ from vdc_runtime.bmc.redfish import RedfishService
 from vdc_runtime.bmc.service import BmcManager
 from vdc_runtime.bmc.stats import BmcStats
 from vdc_runtime.bmc.tls import CertificateAuthority, ssl_context
-from vdc_runtime.bmc.users import BmcUser, Users
 from vdc_runtime.spec import load_text
 
 NODE = "stats-node"
-HOST = "127.0.0.1"
-ADMIN = ("admin", "admin-pw")
-OPERATOR = ("op", "op-pw")
-VIEWER = ("viewer", "viewer-pw")
-USERS = Users(
-    (
-        BmcUser(*ADMIN, "Administrator"),
-        BmcUser(*OPERATOR, "Operator"),
-        BmcUser(*VIEWER, "ReadOnly"),
-    )
-)
 
 
 def free_port(kind: socket.SocketKind) -> int:

@@ -21,28 +21,16 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.bmc.conftest import RunningMachine, start_machine
+from tests.bmc.conftest import ADMIN, HOST, OPERATOR, USERS, VIEWER, RunningMachine, start_machine
 from tests.bmc.rmcp import RmcpClient, RmcpError
 from tests.guest.build import GuestPaths
 from vdc_runtime.bmc.ipmi import IpmiService
 from vdc_runtime.bmc.ipmi import server as ipmi_server
 from vdc_runtime.bmc.target import BootOverride
-from vdc_runtime.bmc.users import BmcUser, Users
 
 pytestmark = pytest.mark.slow
 
 T = TypeVar("T")
-HOST = "127.0.0.1"
-ADMIN = ("admin", "admin-pw")
-OPERATOR = ("op", "op-pw")
-VIEWER = ("viewer", "viewer-pw")
-USERS = Users(
-    (
-        BmcUser(*ADMIN, "Administrator"),
-        BmcUser(*OPERATOR, "Operator"),
-        BmcUser(*VIEWER, "ReadOnly"),
-    )
-)
 
 
 class Bmc:

@@ -91,18 +91,24 @@ async def load(raw_spec: Any, workdir: Path, sources_dir: Path, cache_dir: Path)
 async def _fetch_images(spec: cr.VirtualDataCenterSpec, cache_dir: Path) -> dict[str, Path]:
     """Images that file sources name (disk images are fetched by the run, as standalone)."""
     wanted = {s.image for s in cr.sources(spec) if s.image is not None}
-    if not wanted:
-        return {}
+    images = {image.name: image for image in spec.images if image.name in wanted}
+    # A plain local file is used where it is, as ImageCache.fetch would: the image
+    # machinery (aiohttp, rich) is imported only for downloads, checksums, decompression.
+    found: dict[str, Path] = {
+        name: image.file
+        for name, image in images.items()
+        if image.file is not None and not image.compression and image.sha256 is None
+    }
+    names = sorted(set(images) - set(found))
+    if not names:
+        return found
     from vdc_runtime.images import ImageCache, ImageError
 
     cache = ImageCache(cache_dir)
-    images = {image.name: image for image in spec.images if image.name in wanted}
-    names = sorted(images)
     results = await asyncio.gather(
         *(cache.fetch(images[name]) for name in names), return_exceptions=True
     )
     problems = []
-    found: dict[str, Path] = {}
     for name, result in zip(names, results, strict=True):
         if isinstance(result, ImageError | OSError):
             problems.append(SpecError(f"image {name}", None, None, None, "", str(result)))

@@ -4,6 +4,10 @@ The agent keeps running after a failure (a bad spec, a start-up that failed, a m
 that died): the status says what went wrong, the REST API and consoles stay up for
 debugging, and the pod does not crash-loop on a problem a restart cannot fix. It stops
 when the pod is deleted (SIGTERM), removing everything it built.
+
+Start-up order matters when many VDCs start on one node: only what the first QEMU needs
+(the VDC, the spec's models, the runtime) comes before it; HTTP servers, metrics and the
+status reporter are imported and started once the machines boot (bench/operator.py).
 """
 
 from __future__ import annotations
@@ -14,17 +18,17 @@ import logging
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
-from vdc_runtime import metrics
 from vdc_runtime.agent import files
 from vdc_runtime.agent.kube import Gone, Kube, KubeError
-from vdc_runtime.agent.report import Reporter, observe
-from vdc_runtime.datacenter import DataCenterRun, RunOptions, StartupError
 from vdc_runtime.spec import DataCenter, SpecErrors
-from vdc_runtime.status import Event
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from vdc_runtime.agent.report import Reporter
+    from vdc_runtime.datacenter import DataCenterRun
 
 log = logging.getLogger("vdc.agent")
 
@@ -50,17 +54,24 @@ class Agent:
         self.options = options
         self.run: DataCenterRun | None = None
         self.dc: DataCenter | None = None
-        self.failure: str | None = None
+        self.failure: tuple[str, str] | None = None
+        """(reason, message) of a failure found before or during start-up."""
         self.reporter: Reporter | None = None
         self.generation = 0
 
     def observation(self) -> Any:
+        from vdc_runtime.agent.report import observe
+
         return observe(
             self.run, self.dc, generation=self.generation, pod=self.options.pod,
-            failure=self.failure, pod_ip=self.options.pod_ip,
+            failure=self.failure[1] if self.failure else None, pod_ip=self.options.pod_ip,
         )  # fmt: skip
 
     async def _serve_metrics(self) -> web.AppRunner:
+        from aiohttp import web
+
+        from vdc_runtime import metrics
+
         reg = metrics.registry(lambda: self.run)
 
         async def scrape(_: web.Request) -> web.Response:
@@ -78,15 +89,16 @@ class Agent:
         await web.TCPSite(runner, self.options.metrics_addr, self.options.metrics_port).start()
         return runner
 
-    async def _fail(self, reason: str, event: str) -> None:
-        self.failure = reason
-        log.error("%s", reason)
-        if self.reporter is not None:
-            await self.reporter.report(self.observation())
-            with contextlib.suppress(KubeError):
-                await self.reporter.kube.post_event(
-                    self.reporter.vdc, Event(event, reason[:1024], "Warning")
-                )
+    async def _report_failure(self) -> None:
+        from vdc_runtime.status import Event
+
+        assert self.reporter is not None and self.failure is not None
+        reason, message = self.failure
+        await self.reporter.report(self.observation())
+        with contextlib.suppress(KubeError):
+            await self.reporter.kube.post_event(
+                self.reporter.vdc, Event(reason, message[:1024], "Warning")
+            )
 
     async def main(self, stop: asyncio.Event) -> int:
         opts = self.options
@@ -95,9 +107,13 @@ class Agent:
             vdc = await kube.get()
         except (Gone, KubeError) as exc:
             log.error("%s", exc)
-            await kube.close()
             return 1
         self.generation = vdc["metadata"].get("generation", 0)
+        await self._start(vdc, stop)
+
+        # The machines boot (or start-up failed): now the rest.
+        from vdc_runtime.agent.report import Reporter
+
         self.reporter = Reporter(kube, vdc)
         metrics_runner = await self._serve_metrics()
         reporting = asyncio.create_task(
@@ -105,8 +121,9 @@ class Agent:
         )
         api_runner = None
         try:
-            await self._start(vdc, stop)
-            if self.run is not None and self.failure is None:
+            if self.failure is not None:
+                await self._report_failure()
+            elif self.run is not None:
                 from vdc_runtime import api
 
                 api_runner = await api.serve(self.run, opts.listen_addr)
@@ -118,7 +135,10 @@ class Agent:
                 stopping.cancel()
                 if self.run.failed.is_set():
                     # The rest of the data center stays up to be looked at.
-                    await self._fail(self.run.failure or "the data center failed", "Failed")
+                    message = self.run.failure or "the data center failed"
+                    log.error("%s", message)
+                    self.failure = ("Failed", message)
+                    await self._report_failure()
             await stop.wait()
         finally:
             log.info("stopping: removing the data center")
@@ -131,7 +151,6 @@ class Agent:
             reporting.cancel()
             await asyncio.gather(reporting, return_exceptions=True)
             await metrics_runner.cleanup()
-            await kube.close()
         return 0
 
     async def _start(self, vdc: dict[str, Any], stop: asyncio.Event) -> None:
@@ -140,8 +159,11 @@ class Agent:
         try:
             self.dc = await files.load(vdc.get("spec"), workdir, opts.sources_dir, opts.cache_dir)
         except SpecErrors as exc:
-            await self._fail(f"invalid spec: {exc}", "InvalidSpec")
+            self.failure = ("InvalidSpec", f"invalid spec: {exc}")
+            log.error("%s", self.failure[1])
             return
+        from vdc_runtime.datacenter import DataCenterRun, RunOptions, StartupError
+
         accel = (vdc.get("spec") or {}).get("accel", "auto")
         self.run = DataCenterRun(
             self.dc,
@@ -168,7 +190,8 @@ class Agent:
         except asyncio.CancelledError:
             return
         except (StartupError, OSError, RuntimeError) as exc:
-            await self._fail(f"start-up failed: {exc}", "StartupFailed")
+            self.failure = ("StartupFailed", f"start-up failed: {exc}")
+            log.error("%s", self.failure[1])
 
 
 async def run_agent(options: AgentOptions) -> int:
