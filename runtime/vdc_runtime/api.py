@@ -124,6 +124,34 @@ async def node(request: web.Request) -> web.Response:
     return web.json_response(node_status(machine, await machine.query_power(), bmc))
 
 
+LOG_CHUNK = 1 << 20
+
+
+async def node_console_log(request: web.Request) -> web.Response:
+    """What the node's console printed, from byte `offset` on (at most 1 MiB per call), for
+    clients without the host's files (runner containers of a VDC pod)."""
+    machine = _machine(request)
+    if machine is None:
+        return _error(404, f"no node named {request.match_info['name']!r}")
+    try:
+        offset = int(request.query.get("offset", "0"))
+    except ValueError:
+        return _error(400, "offset must be a number of bytes")
+    path = machine.layout.console_log
+
+    def read() -> bytes:
+        try:
+            with path.open("rb") as log:
+                log.seek(max(offset, 0))
+                return log.read(LOG_CHUNK)
+        except FileNotFoundError:
+            return b""
+
+    data = await asyncio.to_thread(read)
+    headers = {"X-Vdc-Next-Offset": str(max(offset, 0) + len(data))}
+    return web.Response(body=data, content_type="text/plain", headers=headers)
+
+
 # Placemat's three actions, then vdc's.
 ACTIONS: dict[str, Callable[[Machine], Awaitable[object]]] = {
     "start": Machine.power_on,
@@ -186,6 +214,7 @@ def make_app(run: DataCenterRun) -> web.Application:
     app.router.add_get("/netns/{name}", netns_one)
     app.router.add_get("/nodes", nodes)
     app.router.add_get("/nodes/{name}", node)
+    app.router.add_get("/nodes/{name}/console-log", node_console_log)
     app.router.add_post("/nodes/{name}/{action}", node_action)
     app.router.add_get("/forwards", forwards_list)
     app.router.add_post("/forwards", forwards_add)
@@ -193,9 +222,17 @@ def make_app(run: DataCenterRun) -> web.Application:
     return app
 
 
-async def serve(run: DataCenterRun, listen_addr: str) -> web.AppRunner:
+async def serve(
+    run: DataCenterRun,
+    listen_addr: str,
+    extra: Callable[[web.Application], None] | None = None,
+) -> web.AppRunner:
+    """Serve the API; `extra` adds routes (the agent's /keep)."""
     host, port = parse_listen_addr(listen_addr)
-    runner = web.AppRunner(make_app(run), access_log=None)
+    app = make_app(run)
+    if extra is not None:
+        extra(app)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:

@@ -158,6 +158,20 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return asyncio.run(run_agent(options))
 
 
+def cmd_runner(args: argparse.Namespace) -> int:
+    from vdc_runtime.runner import run_runner
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        print("vdc runner: no command; usage: vdc runner --name NAME -- COMMAND [ARGS...]",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    if not args.name or "/" in args.name or args.name in (".", ".."):
+        print(f"vdc runner: {args.name!r} cannot name a state file", file=sys.stderr)
+        return EXIT_USAGE
+    return asyncio.run(run_runner(args.name, args.state_dir, command, args.kill_after))
+
+
 def _client(args: argparse.Namespace, method: str, path: str, body: object = None) -> object:
     from vdc_runtime.client import call
 
@@ -197,11 +211,22 @@ def cmd_node_enter(args: argparse.Namespace) -> int:
 
 
 def cmd_node_console_log(args: argparse.Namespace) -> int:
-    from vdc_runtime.client import show_log
+    from vdc_runtime.client import fetch_log, show_log
 
     node = _client(args, "GET", f"/nodes/{args.node}")
     assert isinstance(node, dict)
-    show_log(Path(node["console_log"]), args.follow)
+    path = Path(node["console_log"])
+    if path.exists():
+        show_log(path, args.follow)
+    else:  # another container of a VDC pod (a runner): the agent's files are not here
+        fetch_log(args.endpoint, args.node, args.follow)
+    return EXIT_OK
+
+
+def cmd_keep(args: argparse.Namespace) -> int:
+    answer = _client(args, "POST", "/keep", {"for": args.duration})
+    assert isinstance(answer, dict)
+    print(f"kept until {answer['keep_until']}")
     return EXIT_OK
 
 
@@ -265,6 +290,13 @@ def _add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
     p.add_argument("node")
     p.add_argument("-f", "--follow", action="store_true")
     p.set_defaults(func=cmd_node_console_log)
+
+    p = sub.add_parser(
+        "keep", parents=[endpoint],
+        help="in a VDC's job: keep the VDC at least this long after now (e.g. 2h), to debug",
+    )  # fmt: skip
+    p.add_argument("duration", help="e.g. 30m, 2h, 1h30m")
+    p.set_defaults(func=cmd_keep)
 
     fwd = sub.add_parser("forward", help="TCP forwards from the host into a namespace")
     fsub = fwd.add_subparsers(dest="forward_command", required=True, metavar="COMMAND")
@@ -357,6 +389,17 @@ def build_parser() -> argparse.ArgumentParser:
                        default=int(env.get("VDC_METRICS_PORT", "9090")),
                        help="Prometheus metrics and /healthz (all addresses)")  # fmt: skip
     agent.set_defaults(func=cmd_agent)
+
+    runner = sub.add_parser(
+        "runner", help="run a GitHub Actions runner and record its state for the agent"
+    )
+    runner.add_argument("--name", required=True, help="its state file is STATE_DIR/NAME.json")
+    runner.add_argument("--state-dir", type=Path, default=Path("/run/vdc-runners"),
+                        help="where the state file goes (default /run/vdc-runners)")  # fmt: skip
+    runner.add_argument("--kill-after", type=float, default=25.0, metavar="SECONDS",
+                        help="SIGKILL the runner this long after passing on SIGTERM")  # fmt: skip
+    runner.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+    runner.set_defaults(func=cmd_runner)
 
     validate = sub.add_parser("validate", help="check YAML files and report every error")
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")

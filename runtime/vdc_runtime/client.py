@@ -96,6 +96,30 @@ def enter(socket_path: Path, name: str) -> None:
     print(f"\nLeft {name}'s console.", file=sys.stderr)
 
 
+def fetch_log(endpoint: str, node: str, follow: bool) -> None:
+    """The console log through the API, for a client without the host's files."""
+    offset = 0
+    while True:
+        url = f"{endpoint.rstrip('/')}/nodes/{node}/console-log?offset={offset}"
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                data = response.read()
+                offset = int(response.headers.get("X-Vdc-Next-Offset", offset + len(data)))
+        except urllib.error.HTTPError as exc:
+            raise ClientError(f"GET /nodes/{node}/console-log: {exc.code} {exc.reason}") from None
+        except urllib.error.URLError as exc:
+            raise ClientError(f"cannot reach vdc at {endpoint}: {exc.reason}") from None
+        if data:
+            os.write(sys.stdout.fileno(), data)
+            continue
+        if not follow:
+            return
+        try:
+            time.sleep(0.5)
+        except KeyboardInterrupt:
+            return
+
+
 def show_log(path: Path, follow: bool) -> None:
     try:
         f = open(path, "rb")  # noqa: SIM115 - followed in a loop below
