@@ -20,7 +20,7 @@ from typing import Any
 from vdc_runtime.nodes.layout import memory_bytes
 from vdc_runtime.spec import cr
 from vdc_runtime.spec.cr import FileSource, VirtualDataCenterSpec
-from vdc_runtime.status import READY, condition, conditions_update
+from vdc_runtime.status import READY, ConditionStatus, condition, conditions_update
 
 Manifest = dict[str, Any]
 
@@ -29,6 +29,8 @@ ANNOTATION_HASH = "vdc.dev/pod-hash"
 AGENT_CONTAINER = "agent"
 SOURCES_DIR = "/etc/vdc/sources"
 RUN_DIR, DATA_DIR, CACHE_DIR = "/run/vdc", "/var/lib/vdc", "/var/cache/vdc"
+RUNNER_STATE_DIR = "/run/vdc-runners"
+"""Shared by the agent and the runner containers: each runner's `vdc runner` state file."""
 METRICS_PORT = 9090
 MIB = 1 << 20
 
@@ -51,6 +53,8 @@ class Settings:
     node_memory_overhead_mib: int = 64
     """Each QEMU beyond its guest's RAM."""
     termination_grace_seconds: int = 60
+    runner_image: str = "vdc.local/vdc-runner:dev"
+    """The runner containers' image when a VDC names none (it must have `vdc`)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -263,6 +267,10 @@ def build_pod(vdc: Mapping[str, Any], spec: VirtualDataCenterSpec, settings: Set
     if sources is not None:
         volumes.append(sources)
         mounts.append({"name": "sources", "mountPath": SOURCES_DIR, "readOnly": True})
+    runner_containers = _runner_containers(vdc, spec, settings)
+    if runner_containers:
+        volumes.append({"name": "runner-state", "emptyDir": {}})
+        mounts.append({"name": "runner-state", "mountPath": RUNNER_STATE_DIR})
 
     def field_env(name: str, path: str) -> dict[str, Any]:
         return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
@@ -303,7 +311,7 @@ def build_pod(vdc: Mapping[str, Any], spec: VirtualDataCenterSpec, settings: Set
         "restartPolicy": "Always",
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": settings.termination_grace_seconds,
-        "containers": [agent],
+        "containers": [agent, *runner_containers],
         "volumes": volumes,
     }
     if spec.pod.node_selector:
@@ -325,6 +333,50 @@ def build_pod(vdc: Mapping[str, Any], spec: VirtualDataCenterSpec, settings: Set
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
 
 
+def runners_secret_name(vdc_name: str) -> str:
+    """The Secret holding the runners' JIT configurations (see vdc_operator.runners)."""
+    return f"vdc-{vdc_name}-runners"
+
+
+def build_runners_secret(vdc: Mapping[str, Any]) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": _metadata(vdc, runners_secret_name(vdc["metadata"]["name"])),
+        "data": {},
+    }
+
+
+def _runner_containers(
+    vdc: Mapping[str, Any], spec: VirtualDataCenterSpec, settings: Settings
+) -> list[dict[str, Any]]:
+    """One container per runner: `vdc runner` records its life for the agent and keeps the
+    container alive after its single job, so the pod does not restart a used JIT runner."""
+    runners = spec.runners
+    if runners is None:
+        return []
+    secret = runners_secret_name(vdc["metadata"]["name"])
+    containers = []
+    for index in range(runners.count):
+        name = f"runner-{index}"
+        jit = "ACTIONS_RUNNER_INPUT_JITCONFIG"
+        containers.append({
+            "name": name,
+            "image": runners.image or settings.runner_image,
+            "imagePullPolicy": settings.image_pull_policy,
+            "command": ["vdc", "runner", "--name", name, "--state-dir", RUNNER_STATE_DIR, "--",
+                        *runners.command, "--jitconfig", f"$({jit})"],
+            "env": [
+                {"name": jit, "valueFrom": {"secretKeyRef": {"name": secret, "key": name}}},
+                {"name": "VDC_NAME", "value": vdc["metadata"]["name"]},
+            ],
+            "resources": {"requests": {"cpu": "50m", "memory": "256Mi"}},
+            "volumeMounts": [{"name": "runner-state", "mountPath": RUNNER_STATE_DIR}],
+        })  # fmt: skip
+    return containers
+
+
 # -- the status the operator writes ---------------------------------------------------------
 
 _WAITING_FAILURES = {
@@ -337,23 +389,33 @@ _WAITING_FAILURES = {
 }
 
 
+def with_condition(
+    vdc: Mapping[str, Any],
+    type_: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str = "",
+    now: float | None = None,
+) -> list[dict[str, Any]]:
+    """The VDC's conditions with one set (its transition time kept if its status is)."""
+    current = (vdc.get("status") or {}).get("conditions", [])
+    generation = vdc["metadata"].get("generation")
+    desired = [condition(type_, status, reason, message)]
+    (updated,) = conditions_update(desired, current, generation, now)
+    merged = {c["type"]: c for c in current}
+    merged[type_] = updated.model_dump(exclude_none=True)
+    return list(merged.values())
+
+
 def status_patch(
     vdc: Mapping[str, Any], phase: str, reason: str, message: str, now: float | None = None
 ) -> dict[str, Any]:
     """The status the operator writes: a phase, its message, and the Ready condition."""
-    status = vdc.get("status") or {}
-    generation = vdc["metadata"].get("generation")
-    conditions = conditions_update(
-        [condition(READY, "False", reason, message)], status.get("conditions", []), generation, now
-    )
-    merged = {c["type"]: c for c in status.get("conditions", [])}
-    for c in conditions:
-        merged[c.type] = c.model_dump(exclude_none=True)
     return {
         "phase": phase,
         "message": message,
-        "observedGeneration": generation,
-        "conditions": list(merged.values()),
+        "observedGeneration": vdc["metadata"].get("generation"),
+        "conditions": with_condition(vdc, READY, "False", reason, message, now),
     }
 
 
@@ -410,6 +472,7 @@ __all__ = [
     "build_pod",
     "build_role",
     "build_role_binding",
+    "build_runners_secret",
     "build_service_account",
     "labels",
     "owner_reference",
@@ -418,6 +481,8 @@ __all__ = [
     "pod_status",
     "referenced_keys",
     "requests",
+    "runners_secret_name",
     "source_path",
     "status_patch",
+    "with_condition",
 ]

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 import kopf
 
-from vdc_operator import builders, metrics
+from vdc_operator import builders, github, metrics, runners
 from vdc_operator.kube import Api
 from vdc_runtime.spec import SpecErrors, cr
+from vdc_runtime.status import RUNNERS_REGISTERED, timestamp
 
 RESOURCE = (cr.GROUP, cr.VERSION, cr.PLURAL)
 SETTINGS = builders.Settings.from_env()
@@ -104,16 +106,18 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger) -> None
     except SpecErrors as exc:
         # Only without the admission webhook (or for an object older than it).
         message = f"invalid spec: {exc}"
-        patch.status.update(builders.status_patch(body, "Failed", "InvalidSpec", message))
+        _merge_status(body, patch, builders.status_patch(body, "Failed", "InvalidSpec", message))
         kopf.event(body, type="Warning", reason="InvalidSpec", message=message[:1024])
         metrics.ERRORS.labels("reconcile", "InvalidSpec").inc()
         return
     missing = await _missing_sources(namespace, spec)
     if missing:
         message = "waiting for " + "; ".join(missing)
-        patch.status.update(builders.status_patch(body, "Pending", "MissingSource", message))
+        _merge_status(body, patch, builders.status_patch(body, "Pending", "MissingSource", message))
         kopf.event(body, type="Warning", reason="MissingSource", message=message)
         raise kopf.TemporaryError(message, delay=10)
+    if spec.runners is not None:
+        await _register_runners(body, spec.runners, patch, logger)
     for manifest in (
         builders.build_service_account(body),
         builders.build_role(body),
@@ -135,15 +139,162 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger) -> None
         )
         logger.info("%s", message)
         kopf.event(body, type="Normal", reason="Replacing", message=message)
-        patch.status.update(builders.status_patch(body, "Pending", "PodReplacing", message))
+        _merge_status(body, patch, builders.status_patch(body, "Pending", "PodReplacing", message))
         await api().delete("Pod", namespace, pod_name)
+        # The old pod's runners used their single-use JIT configs: the new pod gets new ones.
+        await _deregister_runners(body, logger)
+        await api().delete("Secret", namespace, builders.runners_secret_name(meta["name"]))
         raise kopf.TemporaryError("waiting for the previous pod to stop", delay=2)
     if await api().ensure(desired):
         kopf.event(body, type="Normal", reason="PodCreated", message=f"created pod {pod_name}")
         logger.info("created pod %s", pod_name)
     status = builders.pod_status(body, None)
     if status is not None and (body.get("status") or {}).get("phase") in (None, "Pending"):
-        patch.status.update(status)
+        _merge_status(body, patch, status)
+
+
+def _merge_status(body: Any, patch: kopf.Patch, update: dict[str, Any]) -> None:
+    """Add a status update to the handler's patch. Each update's conditions are the
+    object's with one changed: only the changed ones are taken, so two updates in one
+    handler run (the runners', then the pod's) do not undo each other."""
+    update = dict(update)
+    conditions = update.pop("conditions", None)
+    patch.status.update(update)
+    if conditions is None:
+        return
+    before = {c["type"]: c for c in (body.get("status") or {}).get("conditions") or []}
+    pending = patch.status.get("conditions") or list(before.values())
+    merged = {c["type"]: c for c in pending}
+    for c in conditions:
+        if c != before.get(c["type"]):
+            merged[c["type"]] = c
+    patch.status["conditions"] = list(merged.values())
+
+
+def _runners_condition(
+    body: Any, patch: kopf.Patch, status: str, reason: str, message: str
+) -> None:
+    conditions = builders.with_condition(body, RUNNERS_REGISTERED, status, reason, message)  # type: ignore[arg-type]
+    _merge_status(body, patch, {"conditions": conditions})
+
+
+async def _register_runners(
+    body: Any, spec: cr.Runners, patch: kopf.Patch, logger: logging.Logger
+) -> None:
+    """Register the VDC's runners with GitHub (JIT configs in the runners' Secret) before
+    its pod, whose runner containers read them, is made."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    secret_name = builders.runners_secret_name(name)
+    secret = await api().get_secret(namespace, secret_name)
+    if secret is None:
+        await api().ensure(builders.build_runners_secret(body))
+        secret = await api().get_secret(namespace, secret_name)
+    assert secret is not None
+    label = github.vdc_label(namespace, name, meta["uid"])
+    patch.status["runnerLabel"] = label
+    if len(runners.registered(secret)) < spec.count:
+        credentials = await api().secret_data(namespace, spec.credentials.secret_name)
+        if credentials is None:
+            message = f"waiting for Secret {spec.credentials.secret_name} (GitHub credentials)"
+            _runners_condition(body, patch, "False", "MissingCredentials", message)
+            raise kopf.TemporaryError(message, delay=10)
+        try:
+            gh = runners.client(spec, credentials)
+        except ValueError as exc:
+            message = f"Secret {spec.credentials.secret_name}: {exc}"
+            _runners_condition(body, patch, "False", "BadCredentials", message)
+            kopf.event(body, type="Warning", reason="BadCredentials", message=message)
+            raise kopf.TemporaryError(message, delay=30) from None
+        try:
+            registration = await runners.register(gh, body, spec, secret, api().patch_secret)
+        except github.RateLimited as exc:
+            delay = max(5.0, exc.retry_at - time.time())
+            message = f"GitHub rate limit: retrying in {delay:.0f} s ({exc})"
+            _runners_condition(body, patch, "False", "RateLimited", message)
+            metrics.GITHUB.labels("rate_limited").inc()
+            raise kopf.TemporaryError(message, delay=delay) from None
+        except github.GitHubError as exc:
+            reason = "AuthFailed" if isinstance(exc, github.AuthFailed) else "GitHubError"
+            message = f"registering runners at {spec.url}: {exc}"
+            _runners_condition(body, patch, "False", reason, message)
+            kopf.event(body, type="Warning", reason=reason, message=message[:1024])
+            metrics.GITHUB.labels(reason).inc()
+            raise kopf.TemporaryError(message, delay=15 if exc.transient else 60) from None
+        finally:
+            await gh.close()
+        for runner_name in registration.created:
+            kopf.event(body, type="Normal", reason="RunnerRegistered",
+                       message=f"registered runner {runner_name} with labels {label}")  # fmt: skip
+            metrics.GITHUB.labels("registered").inc()
+    patch.status["runnersRegistered"] = spec.count
+    _runners_condition(body, patch, "True", "Registered",
+                       f"{spec.count} runner(s) with label {label} at {spec.url}")  # fmt: skip
+
+
+DEREGISTER_ATTEMPTS = 8
+"""Then a VDC's deletion goes on without: GitHub drops offline ephemeral runners itself."""
+_failed_deregistrations: dict[str, int] = {}
+"""VDC uid -> attempts that met an unreachable or rate-limited GitHub."""
+
+
+async def _deregister_runners(body: Any, logger: logging.Logger) -> None:
+    """Remove the VDC's runners from GitHub; while GitHub cannot be reached, retried
+    DEREGISTER_ATTEMPTS times, then given up with a warning event."""
+    meta = body["metadata"]
+    spec = cr.parse(dict(body.get("spec") or {})).runners
+    secret = await api().get_secret(meta["namespace"], builders.runners_secret_name(meta["name"]))
+    if spec is None or not runners.registered(secret):
+        return
+    credentials = await api().secret_data(meta["namespace"], spec.credentials.secret_name)
+    if credentials is None:
+        logger.warning("cannot remove the runners from GitHub: Secret %s is gone",
+                       spec.credentials.secret_name)  # fmt: skip
+        return
+    gh = runners.client(spec, credentials)
+    try:
+        removed = await runners.deregister(gh, secret)
+    except github.GitHubError as exc:
+        attempts = _failed_deregistrations.get(meta["uid"], 0) + 1
+        if exc.transient and attempts < DEREGISTER_ATTEMPTS:
+            _failed_deregistrations[meta["uid"]] = attempts
+            delay = max(5.0, exc.retry_at - time.time()) if isinstance(
+                exc, github.RateLimited) else 15.0  # fmt: skip
+            raise kopf.TemporaryError(f"removing runners: {exc}", delay=delay) from None
+        _failed_deregistrations.pop(meta["uid"], None)
+        message = f"cannot remove the runners from GitHub, going on without: {exc}"
+        logger.warning("%s", message)
+        kopf.event(body, type="Warning", reason="RunnersNotRemoved", message=message[:1024])
+        return
+    finally:
+        await gh.close()
+    _failed_deregistrations.pop(meta["uid"], None)
+    if removed:
+        logger.info("removed runners %s from GitHub", ", ".join(removed))
+
+
+@kopf.timer(*RESOURCE, interval=5, when=lambda spec, **_: bool(spec.get("runners")))
+async def jobs_done(body: Any, patch: kopf.Patch, logger: logging.Logger, **_: Any) -> None:
+    """Delete the VDC once its runners' jobs are done and it has been kept as asked."""
+    if body["metadata"].get("deletionTimestamp"):
+        return
+    try:
+        spec = cr.parse(dict(body.get("spec") or {})).runners
+    except SpecErrors:
+        return
+    if spec is None:
+        return
+    status = body.get("status") or {}
+    at = runners.deletion_time(spec, status)
+    stamp = timestamp(at) if at is not None else None
+    if stamp != status.get("deleteAt"):
+        patch.status["deleteAt"] = stamp
+    if at is not None and time.time() >= at:
+        meta = body["metadata"]
+        kopf.event(body, type="Normal", reason="JobsDone",
+                   message="every runner's job is done: deleting the VDC")  # fmt: skip
+        logger.info("jobs done: deleting %s/%s", meta["namespace"], meta["name"])
+        await api().delete_vdc(meta["namespace"], meta["name"])
 
 
 @kopf.on.create(*RESOURCE)
@@ -172,9 +323,11 @@ async def delete(body: Any, logger: logging.Logger, **_: Any) -> None:
                 )
                 await api().delete("Pod", namespace, pod)
             raise kopf.TemporaryError("waiting for the pod to stop", delay=2)
+        await _deregister_runners(body, logger)
         agent = builders.agent_name(name)
         for kind in ("RoleBinding", "Role", "ServiceAccount"):
             await api().delete(kind, namespace, agent)
+        await api().delete("Secret", namespace, builders.runners_secret_name(name))
         metrics.PHASES_SEEN.seen.pop((namespace, name), None)
         logger.info("removed the pod and the agent's access")
 

@@ -7,6 +7,7 @@ from the VDC's name, so "already exists" means made by an earlier attempt of our
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -55,6 +56,35 @@ class Api:
                 return None
             raise
 
+    async def get_secret(self, namespace: str, name: str) -> Manifest | None:
+        try:
+            return self._plain(await self._call(self.core.read_namespaced_secret, name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """A Secret's keys, decoded; None if it does not exist."""
+        secret = await self.get_secret(namespace, name)
+        if secret is None:
+            return None
+        return {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+
+    async def patch_secret(self, secret: Manifest) -> Manifest:
+        """Write a Secret's data and annotations (a merge patch of those only)."""
+        meta = secret["metadata"]
+        body = {
+            "metadata": {"annotations": meta.get("annotations") or {}},
+            "data": secret.get("data") or {},
+        }
+        return self._plain(
+            await self._call(
+                self.core.patch_namespaced_secret, meta["name"], meta["namespace"], body,
+                _content_type="application/merge-patch+json",
+            )
+        )  # fmt: skip
+
     async def missing_keys(
         self, namespace: str, kind: str, name: str, keys: set[str]
     ) -> str | None:
@@ -90,6 +120,7 @@ class Api:
             "Role": self.rbac.create_namespaced_role,
             "RoleBinding": self.rbac.create_namespaced_role_binding,
             "Pod": self.core.create_namespaced_pod,
+            "Secret": self.core.create_namespaced_secret,
         }[kind]
         try:
             await self._call(create, namespace, manifest)
@@ -106,6 +137,7 @@ class Api:
             "Role": self.rbac.delete_namespaced_role,
             "RoleBinding": self.rbac.delete_namespaced_role_binding,
             "Pod": self.core.delete_namespaced_pod,
+            "Secret": self.core.delete_namespaced_secret,
         }[kind]
         try:
             await self._call(delete, name, namespace)
@@ -114,6 +146,16 @@ class Api:
                 return False
             raise
         return True
+
+    async def delete_vdc(self, namespace: str, name: str) -> None:
+        try:
+            await self._call(
+                self.custom.delete_namespaced_custom_object,
+                cr.GROUP, cr.VERSION, namespace, cr.PLURAL, name,
+            )  # fmt: skip
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     async def patch_vdc_status(self, namespace: str, name: str, status: Manifest) -> None:
         try:

@@ -25,6 +25,13 @@ ERRORS = Counter(
     registry=REGISTRY,
 )
 
+GITHUB = Counter(
+    "vdc_operator_github",
+    "GitHub outcomes: runners registered, rate limits met, errors by kind",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
 
 class _Phases(Collector):
     """VDCs by phase, from the phases the operator last saw (updated on every VDC event)."""

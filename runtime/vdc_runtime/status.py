@@ -35,6 +35,8 @@ READY, NETWORK_READY, NODES_READY, ACCELERATED = (
     "Accelerated",
 )
 CONDITION_TYPES = (READY, NETWORK_READY, NODES_READY, ACCELERATED)
+"""The conditions the agent writes; others (RunnersRegistered) are the operator's."""
+RUNNERS_REGISTERED = "RunnersRegistered"
 
 STATUS_BUDGET = 100 * 1024
 """Bytes of status JSON a VDC of 500 nodes with long names must stay under."""
@@ -69,6 +71,19 @@ class NodeStatus(StatusModel):
     bmc_address: str | None = None
 
 
+RunnerPhase = Literal["Starting", "Listening", "Busy", "Finished", "Failed"]
+
+
+class RunnerStatus(StatusModel):
+    """A runner container of the pod, as its `vdc runner` wrapper recorded it."""
+
+    name: str
+    phase: RunnerPhase
+    job: str | None = None
+    result: str | None = Field(default=None, description="succeeded, failed or cancelled.")
+    ended_at: str | None = None
+
+
 class PublishedBMCs(StatusModel):
     """Where the BMCs answer on the pod's address: the i-th node of the spec (from 0) on
     UDP ipmiPort + i and HTTPS redfishPort + i."""
@@ -93,6 +108,18 @@ class VirtualDataCenterStatus(StatusModel):
     )
     pod: str | None = Field(default=None, description="The pod that runs the data center.")
     bmc: PublishedBMCs | None = None
+    runner_label: str | None = Field(
+        default=None, description="The label only this VDC's runners have (runs-on)."
+    )
+    runners_registered: int | None = None
+    runners: list[RunnerStatus] = []
+    job_ended_at: str | None = Field(default=None, description="When the last runner's job ended.")
+    keep_until: str | None = Field(
+        default=None, description="Asked by a job (`vdc keep`): not deleted before then."
+    )
+    delete_at: str | None = Field(
+        default=None, description="When the operator deletes this VDC, its jobs done."
+    )
     nodes: list[NodeStatus] = []
 
 
@@ -120,6 +147,17 @@ class NodeObservation:
 
 
 @dataclass(frozen=True)
+class RunnerObservation:
+    """A runner's state file (written by `vdc runner`)."""
+
+    name: str
+    phase: str
+    job: str | None = None
+    result: str | None = None
+    ended_at: float | None = None
+
+
+@dataclass(frozen=True)
 class RunObservation:
     phase: str
     """The run's: pending, building, running, stopping, stopped, failed."""
@@ -134,6 +172,8 @@ class RunObservation:
     namespaces: int = 0
     bmc_published: tuple[str | None, int, int] | None = None
     """(host, first IPMI port, first Redfish port) when the BMCs are published."""
+    runners: tuple[RunnerObservation, ...] = ()
+    keep_until: float | None = None
 
 
 def node_phase(node: NodeObservation) -> NodePhase:
@@ -236,9 +276,31 @@ def agent_status(
         )
         if obs.bmc_published
         else None,
+        runners=[
+            RunnerStatus(
+                name=r.name,
+                phase=r.phase.capitalize() if r.phase.capitalize() in _RUNNER_PHASES else "Failed",  # type: ignore[arg-type]
+                job=r.job,
+                result=r.result,
+                ended_at=timestamp(r.ended_at) if r.ended_at else None,
+            )
+            for r in obs.runners
+        ],
+        job_ended_at=_jobs_ended(obs.runners),
+        keep_until=timestamp(obs.keep_until) if obs.keep_until else None,
         nodes=nodes,
     )
-    return status.model_dump(exclude_none=True)
+    return status.model_dump(exclude_none=True, exclude={"runners"} if not obs.runners else None)
+
+
+_RUNNER_PHASES = ("Starting", "Listening", "Busy", "Finished", "Failed")
+
+
+def _jobs_ended(runners: Sequence[RunnerObservation]) -> str | None:
+    """When the last runner ended, once every runner has."""
+    if not runners or any(r.ended_at is None for r in runners):
+        return None
+    return timestamp(max(r.ended_at for r in runners if r.ended_at is not None))
 
 
 def _network_condition(obs: RunObservation) -> _Desired:
@@ -334,6 +396,13 @@ _NODE_EVENTS: dict[str, tuple[str, Literal["Normal", "Warning"]]] = {
     "Failed": ("NodeFailed", "Warning"),
 }
 
+_RUNNER_EVENTS: dict[str, str] = {
+    "Listening": "RunnerListening",
+    "Busy": "JobStarted",
+    "Finished": "RunnerFinished",
+    "Failed": "RunnerFailed",
+}
+
 _PHASE_EVENTS: dict[str, Literal["Normal", "Warning"]] = {
     "Provisioning": "Normal",
     "Running": "Normal",
@@ -355,6 +424,18 @@ def transitions(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> l
         reason, kind = _NODE_EVENTS[node["phase"]]
         detail = f" (restart {node['restarts']})" if node["phase"] == "Restarting" else ""
         events.append(Event(reason, f"node {node['name']}: {node['phase'].lower()}{detail}", kind))
+    old_runners = {r["name"]: r for r in before.get("runners", [])}
+    for runner in after.get("runners", []):
+        old = old_runners.get(runner["name"], {})
+        phase = runner["phase"]
+        if old.get("phase") == phase or phase not in _RUNNER_EVENTS:
+            continue
+        detail = f" {runner['job']}" if runner.get("job") else ""
+        if runner.get("result"):
+            detail += f": {runner['result']}"
+        failed = phase == "Failed" or runner.get("result") == "failed"
+        events.append(Event(_RUNNER_EVENTS[phase], f"runner {runner['name']}{detail}",
+                            "Warning" if failed else "Normal"))  # fmt: skip
     phase = after.get("phase")
     if phase and phase != before.get("phase") and phase in _PHASE_EVENTS:
         events.append(Event(phase, after.get("message") or phase, _PHASE_EVENTS[phase]))
@@ -372,12 +453,15 @@ __all__ = [
     "NETWORK_READY",
     "NODES_READY",
     "READY",
+    "RUNNERS_REGISTERED",
     "STATUS_BUDGET",
     "Condition",
     "Event",
     "NodeObservation",
     "NodeStatus",
     "RunObservation",
+    "RunnerObservation",
+    "RunnerStatus",
     "VirtualDataCenterStatus",
     "agent_status",
     "condition",

@@ -37,7 +37,7 @@ OPERATOR_RULES = [
     {
         "apiGroups": ["vdc.dev"],
         "resources": ["virtualdatacenters"],
-        "verbs": ["get", "list", "watch", "patch"],
+        "verbs": ["get", "list", "watch", "patch", "delete"],
     },
     {
         "apiGroups": ["vdc.dev"],
@@ -56,7 +56,8 @@ OPERATOR_RULES = [
         "verbs": ["get", "create", "delete"],
     },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch", "delete"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
 ]
 

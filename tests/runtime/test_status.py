@@ -123,3 +123,27 @@ def test_observe_a_run_before_its_machines_exist(tmp_path: Path) -> None:
     assert {n["phase"] for n in status["nodes"]} == {"Pending"}
     bad = observe(None, None, generation=4, pod="p", failure="invalid spec: x")
     assert agent_status(bad)["phase"] == "Failed"
+
+
+def test_runners_in_the_status_and_their_events() -> None:
+    from vdc_runtime.status import RunnerObservation
+
+    waiting = RunnerObservation("runner-0", "listening")
+    busy = RunnerObservation("runner-0", "busy", job="reboot-test")
+    done = RunnerObservation("runner-0", "finished", job="reboot-test", result="failed",
+                             ended_at=T0 + 5)  # fmt: skip
+    first = agent_status(run_obs(node("a"), runners=(waiting,)), now=T0)
+    assert first["runners"] == [{"name": "runner-0", "phase": "Listening"}]
+    assert "jobEndedAt" not in first
+    second = agent_status(run_obs(node("a"), runners=(busy,)), first["conditions"], now=T0)
+    third = agent_status(run_obs(node("a"), runners=(done,), keep_until=T0 + 7200),
+                         second["conditions"], now=T0)  # fmt: skip
+    ended = "2026-09-21T14:13:25Z"
+    expected = {"name": "runner-0", "phase": "Finished", "job": "reboot-test"}
+    assert third["runners"][0] == expected | {"result": "failed", "endedAt": ended}
+    assert third["jobEndedAt"] == "2026-09-21T14:13:25Z"
+    assert third["keepUntil"] == "2026-09-21T16:13:20Z"
+    assert [(e.reason, e.type) for e in transitions(first, second)] == [("JobStarted", "Normal")]
+    assert [(e.reason, e.type) for e in transitions(second, third)] == [
+        ("RunnerFinished", "Warning")]  # fmt: skip
+    assert "runners" not in agent_status(run_obs(node("a")))

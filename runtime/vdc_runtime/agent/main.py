@@ -47,6 +47,7 @@ class AgentOptions:
     metrics_addr: str = "0.0.0.0"
     metrics_port: int = 9090
     report_every: float = 1.0
+    runner_state_dir: Path = Path("/run/vdc-runners")
 
 
 class Agent:
@@ -58,14 +59,44 @@ class Agent:
         """(reason, message) of a failure found before or during start-up."""
         self.reporter: Reporter | None = None
         self.generation = 0
+        self.keep_until: float | None = None
+        """Asked by a job (`vdc keep`): the operator must not delete the VDC before."""
 
     def observation(self) -> Any:
-        from vdc_runtime.agent.report import observe
+        from vdc_runtime.agent.report import observe, read_runners
 
         return observe(
             self.run, self.dc, generation=self.generation, pod=self.options.pod,
             failure=self.failure[1] if self.failure else None, pod_ip=self.options.pod_ip,
+            runners=read_runners(self.options.runner_state_dir), keep_until=self.keep_until,
         )  # fmt: skip
+
+    def keep(self, seconds: float) -> float:
+        """Keep the VDC at least `seconds` from now; returns until when (epoch)."""
+        import time
+
+        until = time.time() + seconds
+        self.keep_until = max(self.keep_until or 0.0, until)
+        log.info("kept until %s at a job's request", time.strftime("%H:%M:%S", time.gmtime(until)))
+        return self.keep_until
+
+    def _routes(self, app: web.Application) -> None:
+        from aiohttp import web
+
+        from vdc_runtime.spec.cr import parse_duration
+
+        async def keep(request: web.Request) -> web.Response:
+            try:
+                body = await request.json()
+                seconds = parse_duration(str(body["for"]))
+            except (ValueError, KeyError, TypeError) as exc:
+                return web.json_response({"error": f'expected {{"for": "2h"}}: {exc}'}, status=400)
+            until = self.keep(seconds)
+            from vdc_runtime.status import timestamp
+
+            return web.json_response({"keep_until": timestamp(until)})
+
+        app.router.add_post("/keep", keep)
 
     async def _serve_metrics(self) -> web.AppRunner:
         from aiohttp import web
@@ -126,7 +157,7 @@ class Agent:
             elif self.run is not None:
                 from vdc_runtime import api
 
-                api_runner = await api.serve(self.run, opts.listen_addr)
+                api_runner = await api.serve(self.run, opts.listen_addr, self._routes)
                 log.info("ready: API on http://%s", opts.listen_addr)
                 failed = asyncio.create_task(self.run.failed.wait())
                 stopping = asyncio.create_task(stop.wait())

@@ -9,13 +9,17 @@ about to replace its pod) stops writing instead of overwriting the newer state.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vdc_runtime.agent.kube import Conflict, Gone, Kube, KubeError
 from vdc_runtime.status import (
+    CONDITION_TYPES,
     NodeObservation,
+    RunnerObservation,
     RunObservation,
     agent_status,
     transitions,
@@ -39,6 +43,8 @@ def observe(
     pod: str | None,
     failure: str | None = None,
     pod_ip: str | None = None,
+    runners: tuple[RunnerObservation, ...] = (),
+    keep_until: float | None = None,
 ) -> RunObservation:
     """The run's state as plain values (nodes in spec order; ones without a machine yet are
     pending). `failure` is a failure found before the run existed (a bad spec); `pod_ip`
@@ -46,7 +52,7 @@ def observe(
     if run is None:
         return RunObservation(
             phase="failed" if failure else "pending", generation=generation, failure=failure,
-            pod=pod,
+            pod=pod, runners=runners, keep_until=keep_until,
         )  # fmt: skip
     nodes = []
     for node in run.dc.nodes:
@@ -72,6 +78,8 @@ def observe(
     publish = run.dc.bmc.publish if run.dc.bmc is not None else None
     return RunObservation(
         bmc_published=(pod_ip, publish.ipmi_port, publish.redfish_port) if publish else None,
+        runners=runners,
+        keep_until=keep_until,
         phase=phase,
         generation=generation,
         failure=failure or run.failure,
@@ -83,6 +91,27 @@ def observe(
         networks=len(run.dc.networks),
         namespaces=len(run.dc.netns),
     )
+
+
+def read_runners(state_dir: Path) -> tuple[RunnerObservation, ...]:
+    """The runners' state files (`vdc runner`), by name; unreadable ones are skipped (a
+    file is replaced atomically, so a read sees a whole one or none)."""
+    found = []
+    for path in sorted(state_dir.glob("*.json")):
+        try:
+            state = json.loads(path.read_text())
+            found.append(
+                RunnerObservation(
+                    name=str(state["name"]),
+                    phase=str(state["phase"]),
+                    job=state.get("job"),
+                    result=state.get("result"),
+                    ended_at=state.get("ended_at"),
+                )
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return tuple(found)
 
 
 class Reporter:
@@ -142,8 +171,15 @@ class Reporter:
     async def _write(self, status: dict[str, Any]) -> None:
         for _ in range(3):
             version = self.vdc["metadata"].get("resourceVersion")
+            # A merge patch replaces the whole list: the operator's conditions go along.
+            theirs = [
+                c
+                for c in (self.vdc.get("status") or {}).get("conditions", [])
+                if c.get("type") not in CONDITION_TYPES
+            ]
+            body = {**status, "conditions": [*status.get("conditions", []), *theirs]}
             try:
-                self.vdc = await self.kube.patch_status(status, version)
+                self.vdc = await self.kube.patch_status(body, version)
                 break
             except Conflict:
                 await self._refresh()

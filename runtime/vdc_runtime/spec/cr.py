@@ -353,6 +353,114 @@ class PodSettings(SpecModel):
     resources: PodResources | None = None
 
 
+_DURATION = re.compile(r"(?:([0-9]+)(h|ms|m|s))+")
+_DURATION_PART = re.compile(r"([0-9]+)(h|ms|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def duration_seconds(text: str) -> float:
+    """`1h30m` -> 5400.0 (Go's duration syntax without fractions, as kubectl takes)."""
+    return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of a duration (`2h30m`); ValueError for anything else."""
+    if not _DURATION.fullmatch(text):
+        raise ValueError(f"{text!r} is not a duration; write e.g. 0s, 90s, 30m or 2h30m")
+    return duration_seconds(text)
+
+
+def _duration(value: str) -> str:
+    if not _DURATION.fullmatch(value):
+        raise _error(
+            "duration", "'{value}' is not a duration; write e.g. 0s, 90s, 30m or 2h30m", value=value
+        )
+    return value
+
+
+Duration = Annotated[
+    str,
+    BeforeValidator(_require_str),
+    AfterValidator(_duration),
+    WithJsonSchema({"type": "string", "maxLength": 32, "pattern": r"^([0-9]+(h|ms|m|s))+$"}),
+]
+
+_GITHUB_SEGMENT = r"[A-Za-z0-9_.-]+"
+_GITHUB_URL = re.compile(
+    rf"https://([A-Za-z0-9.-]+(?::[0-9]+)?)/({_GITHUB_SEGMENT})(?:/({_GITHUB_SEGMENT}))?/?"
+)
+
+
+def _github_url(value: str) -> str:
+    if not _GITHUB_URL.fullmatch(value):
+        raise _error(
+            "github_url",
+            "'{value}' is not a repository or organisation URL; write"
+            " https://github.com/OWNER/REPO, https://github.com/ORG, or your GitHub"
+            " Enterprise Server's https://HOST/OWNER[/REPO]",
+            value=value,
+        )
+    return value.rstrip("/")
+
+
+GitHubURL = Annotated[
+    str,
+    BeforeValidator(_require_str),
+    AfterValidator(_github_url),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": 512,
+            "pattern": r"^https://[A-Za-z0-9.:-]+/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?/?$",
+        }
+    ),
+]
+RunnerLabel = Annotated[
+    Text, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+]
+
+
+class RunnerCredentials(SpecModel):
+    """A Secret of the VDC's namespace that only the operator reads: a token (key
+    `token`) or a GitHub App (keys `app-id`, `installation-id`, `private-key`)."""
+
+    secret_name: ObjectName
+
+
+class AfterJob(SpecModel):
+    """What happens once every runner has run its job: the VDC is kept this long, then
+    deleted. A job may keep it longer (`vdc keep 2h` in a step, e.g. on failure)."""
+
+    keep_for: Duration = "0s"
+    keep_failed_for: Duration | None = Field(
+        default=None, description="Instead of keepFor when a job failed."
+    )
+
+
+class Runners(SpecModel):
+    """GitHub Actions self-hosted runners in the VDC's pod, registered just in time by the
+    operator: one job each, then the VDC is deleted (see afterJob)."""
+
+    url: GitHubURL = Field(description="A repository or organisation, on github.com or GHES.")
+    credentials: RunnerCredentials
+    labels: Annotated[list[RunnerLabel], Field(max_length=16)] = Field(
+        default=[], description="Besides `self-hosted` and one label unique to this VDC."
+    )
+    count: Annotated[StrictInt, Field(ge=1, le=16)] = 1
+    image: Annotated[Text, Field(min_length=1, max_length=512)] | None = Field(
+        default=None, description="The runner image; default: the operator's. It needs `vdc`."
+    )
+    command: Annotated[list[Name], Field(min_length=1, max_length=16)] = Field(
+        default=["/home/runner/run.sh"],
+        description="What starts the runner in the image; `--jitconfig <config>` is added.",
+    )
+    group_id: Annotated[StrictInt, Field(ge=1)] = 1
+    after_job: AfterJob = AfterJob()
+    ca_bundle: Annotated[Text, Field(max_length=65536)] | None = Field(
+        default=None, description="PEM CAs for a GitHub Enterprise Server with a private CA."
+    )
+
+
 Accel = Literal["auto", "kvm", "tcg"]
 
 
@@ -372,6 +480,7 @@ class VirtualDataCenterSpec(SpecModel):
         default="auto", description="auto: KVM where stock guests can run, else TCG."
     )
     pod: PodSettings = PodSettings()
+    runners: Runners | None = None
 
 
 # Each list of the spec and the Placemat kind of its entries.
@@ -568,10 +677,13 @@ __all__ = [
     "KeyRef",
     "PodSettings",
     "Resolve",
+    "Runners",
     "VirtualDataCenterSpec",
     "camel",
+    "duration_seconds",
     "load",
     "parse",
+    "parse_duration",
     "placeholder",
     "sources",
 ]

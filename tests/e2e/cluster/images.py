@@ -27,11 +27,14 @@ from tests.e2e.cluster import build
 ROOT = Path(__file__).resolve().parents[3]
 BASE_NAME = "docker.io/library/debian:bookworm-slim"
 COPIED = ("pyproject.toml", "README.md", "runtime", "operator",
-          "tests/guest/build.py", "tests/guest/init.sh", "tests/guest/udhcpc.sh")  # fmt: skip
+          "tests/guest/build.py", "tests/guest/init.sh", "tests/guest/udhcpc.sh",
+          "tests/e2e/runner/standin.py")  # fmt: skip
 """What the Containerfiles COPY from the repository (keep in step with them)."""
 IMAGES = {
     "vdc.local/vdc-runtime:dev": ROOT / "images" / "runtime" / "Containerfile",
     "vdc.local/vdc-operator:dev": ROOT / "images" / "operator" / "Containerfile",
+    # FROM the runtime image above: built after it.
+    "vdc.local/vdc-runner-standin:dev": ROOT / "tests" / "e2e" / "runner" / "Containerfile",
 }
 
 
