@@ -80,11 +80,14 @@ def enter(socket_path: Path, name: str) -> None:
         raise ClientError(
             f"console socket {socket_path} of node {name} not found (run this on the vdc host)"
         )
-    print(f"Connected to {name}'s console; press Ctrl-] to leave.", file=sys.stderr)
     saved = termios.tcgetattr(sys.stdin) if sys.stdin.isatty() else None
     try:
         if saved is not None:
-            tty.setraw(sys.stdin)
+            # TCSANOW, not setraw's default TCSAFLUSH: what was typed already is kept.
+            tty.setraw(sys.stdin, termios.TCSANOW)
+        # Said once the terminal is raw: from here every keystroke reaches the guest.
+        sys.stderr.write(f"Connected to {name}'s console; press Ctrl-] to leave.\r\n")
+        sys.stderr.flush()
         asyncio.run(_console(socket_path))
     except ConnectionRefusedError:
         raise ClientError(

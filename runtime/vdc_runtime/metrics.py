@@ -7,7 +7,7 @@ of metrics code, and the standalone runtime never imports prometheus_client.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from vdc_runtime.datacenter import DataCenterRun
+    from vdc_runtime.status import RunnerObservation
 
 PHASES = ("pending", "building", "running", "stopping", "stopped", "failed")
 
@@ -58,9 +59,35 @@ class RunCollector(Collector):
         yield requests
 
 
-def registry(run: Callable[[], DataCenterRun | None]) -> CollectorRegistry:
+RUNNER_PHASES = ("starting", "listening", "busy", "finished", "failed")
+
+
+class RunnerCollector(Collector):
+    """The pod's GitHub runners by phase, and their jobs by result (from `vdc runner`)."""
+
+    def __init__(self, runners: Callable[[], Sequence[RunnerObservation]]) -> None:
+        self.runners = runners
+
+    def collect(self) -> Iterator[Metric]:
+        runners = self.runners()
+        phases = GaugeMetricFamily("vdc_runners", "The pod's runners by phase", labels=["phase"])
+        for phase in RUNNER_PHASES:
+            phases.add_metric([phase], sum(1.0 for r in runners if r.phase == phase))
+        jobs = CounterMetricFamily(
+            "vdc_runner_jobs", "Jobs the pod's runners ran, by result", labels=["result"]
+        )
+        for result in ("succeeded", "failed", "cancelled"):
+            jobs.add_metric([result], sum(1.0 for r in runners if r.result == result))
+        yield from (phases, jobs)
+
+
+def registry(
+    run: Callable[[], DataCenterRun | None],
+    runners: Callable[[], Sequence[RunnerObservation]] = tuple,
+) -> CollectorRegistry:
     reg = CollectorRegistry()
     reg.register(RunCollector(run))
+    reg.register(RunnerCollector(runners))
     return reg
 
 

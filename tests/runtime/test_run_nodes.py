@@ -291,6 +291,10 @@ def test_enter_console_and_console_log(
     seen = b""
     try:
         deadline = time.monotonic() + 30
+        while b"Connected to c1's console" not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                seen += os.read(master, 4096)
         os.write(master, b"\r")
         time.sleep(0.5)
         os.write(master, b"echo hi-$((6*7))\r")

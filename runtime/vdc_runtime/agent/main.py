@@ -102,8 +102,11 @@ class Agent:
         from aiohttp import web
 
         from vdc_runtime import metrics
+        from vdc_runtime.agent.report import read_runners
 
-        reg = metrics.registry(lambda: self.run)
+        reg = metrics.registry(
+            lambda: self.run, lambda: read_runners(self.options.runner_state_dir)
+        )
 
         async def scrape(_: web.Request) -> web.Response:
             body = await asyncio.to_thread(metrics.exposition, reg)
