@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.deploy.test_helm_chart import CHART_KINDS
 from tests.e2e.cluster import build
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,16 +30,6 @@ CONFIG = ROOT / "skaffold.yaml"
 OPERATOR = "vdc.local/vdc-operator"
 RUNTIME = "vdc.local/vdc-runtime"
 NAMESPACE = "vdc-system"
-CHART_KINDS = [
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "Deployment",
-    "Secret",
-    "Service",
-    "Service",
-    "ServiceAccount",
-    "ValidatingWebhookConfiguration",
-]
 CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration"}
 
 # A cold skaffold build takes ~10 min on two cores; the first test's setup waits for it.
