@@ -151,10 +151,6 @@ LIST_KEYS: dict[tuple[str, str], list[str]] = {
 PLAIN_LISTS = {("CRNode", "interfaces"), ("App", "command")}
 
 
-def _camel_keys(props: dict[str, Any]) -> dict[str, Any]:
-    return {cr.camel(k): v for k, v in props.items()}
-
-
 class _Converter:
     """JSON schema (pydantic's) -> a structural OpenAPI v3 schema for a CRD."""
 

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from ssl import SSLContext
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import aiohttp
 import jwt
@@ -37,11 +36,10 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from vdc_runtime.spec.github_url import parse_github_url
+
 API_VERSION = "2022-11-28"
 ACCEPT = "application/vnd.github+json"
-GITHUB_COM = "github.com"
-GITHUB_COM_API = "https://api.github.com"
-GHES_API_PATH = "/api/v3"
 
 # GitHub refuses App JWTs that live longer than 10 minutes; backdating `iat` by a minute
 # absorbs clock drift between us and GitHub, so the JWT spans 60 + 540 = 600 s.
@@ -57,13 +55,7 @@ MAX_NAME = 64
 MAX_LABELS = 100
 MAX_LABEL = 256
 
-_OWNER = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
-_REPO = re.compile(r"[A-Za-z0-9_.-]+")
 _RUNNER_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-_URL_HELP = (
-    "give https://github.com/OWNER/REPO, https://github.com/ORG, or for GitHub Enterprise "
-    "Server https://HOST[:PORT]/OWNER[/REPO]"
-)
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -158,39 +150,8 @@ class Target:
     @classmethod
     def from_url(cls, url: str) -> Target:
         """Parse a repository's or organisation's web URL (as the VDC's spec gives it)."""
-        try:
-            parts = urlsplit(url.strip())
-            port = parts.port
-        except ValueError as exc:
-            raise ValueError(f"{url!r} is not a valid URL ({exc}); {_URL_HELP}") from None
-        if parts.scheme != "https":
-            raise ValueError(f"{url!r} is not an https URL; {_URL_HELP}")
-        if not parts.hostname or parts.username is not None or parts.password is not None:
-            raise ValueError(f"{url!r} has no host or carries credentials; {_URL_HELP}")
-        if parts.query or parts.fragment:
-            raise ValueError(f"{url!r} has a query or fragment; {_URL_HELP}")
-        segments = parts.path.strip("/").split("/") if parts.path.strip("/") else []
-        if not segments:
-            raise ValueError(f"{url!r} names no owner; {_URL_HELP}")
-        if len(segments) > 2:
-            raise ValueError(f"{url!r} has a path beyond OWNER/REPO; {_URL_HELP}")
-        owner = segments[0]
-        # A clone URL is what people copy most often; it names the same repository.
-        repo = segments[1].removesuffix(".git") if len(segments) == 2 else None
-        if not _OWNER.fullmatch(owner):
-            raise ValueError(f"{url!r}: {owner!r} is not a GitHub owner name; {_URL_HELP}")
-        if repo is not None and (not _REPO.fullmatch(repo) or repo in (".", "..")):
-            raise ValueError(f"{url!r}: {repo!r} is not a repository name; {_URL_HELP}")
-        host = parts.hostname.lower()
-        if host == "api.github.com":
-            raise ValueError(f"{url!r} is an API URL, not a web URL; {_URL_HELP}")
-        netloc = f"[{host}]" if ":" in host else host
-        if port is not None:
-            netloc += f":{port}"
-        path = f"/{owner}/{repo}" if repo else f"/{owner}"
-        if host in (GITHUB_COM, f"www.{GITHUB_COM}") and port is None:
-            return cls(GITHUB_COM_API, owner, repo, f"https://{GITHUB_COM}{path}")
-        return cls(f"https://{netloc}{GHES_API_PATH}", owner, repo, f"https://{netloc}{path}")
+        parsed = parse_github_url(url)
+        return cls(parsed.api_url, parsed.owner, parsed.repo, parsed.html_url)
 
 
 # -- credentials ------------------------------------------------------------------------------

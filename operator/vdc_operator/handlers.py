@@ -79,7 +79,7 @@ def validate(spec: Any, old: Any, new: Any, **_: Any) -> None:
     if old is not None and new is not None and old.get("spec") == new.get("spec"):
         return
     try:
-        cr.load(dict(spec) if spec is not None else {})
+        cr.validate(dict(spec) if spec is not None else {})
     except SpecErrors as exc:
         raise kopf.AdmissionError(str(exc), code=422) from None
 
@@ -101,8 +101,7 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger) -> None
     meta = body["metadata"]
     namespace = meta["namespace"]
     try:
-        cr.load(dict(body.get("spec") or {}))
-        spec = cr.parse(dict(body.get("spec") or {}))
+        spec = cr.validate(dict(body.get("spec") or {}))
     except SpecErrors as exc:
         # Only without the admission webhook (or for an object older than it).
         message = f"invalid spec: {exc}"
@@ -351,8 +350,7 @@ async def pod_changed(event: Any, body: Any, logger: logging.Logger, **_: Any) -
         pod = None if event["type"] == "DELETED" else dict(body)
         if pod is None:
             try:
-                spec = cr.parse(vdc.get("spec") or {})
-                cr.load(vdc.get("spec") or {})
+                spec = cr.validate(vdc.get("spec") or {})
             except SpecErrors:
                 return
             if await api().ensure(builders.build_pod(vdc, spec, SETTINGS)):

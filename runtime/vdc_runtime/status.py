@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -279,7 +279,7 @@ def agent_status(
         runners=[
             RunnerStatus(
                 name=r.name,
-                phase=r.phase.capitalize() if r.phase.capitalize() in _RUNNER_PHASES else "Failed",  # type: ignore[arg-type]
+                phase=_runner_phase(r.phase),
                 job=r.job,
                 result=r.result,
                 ended_at=timestamp(r.ended_at) if r.ended_at else None,
@@ -293,7 +293,10 @@ def agent_status(
     return status.model_dump(exclude_none=True, exclude={"runners"} if not obs.runners else None)
 
 
-_RUNNER_PHASES = ("Starting", "Listening", "Busy", "Finished", "Failed")
+def _runner_phase(phase: str) -> RunnerPhase:
+    """`vdc runner`'s phase in the status's spelling; one it does not write is a failure."""
+    shown = phase.capitalize()
+    return shown if shown in get_args(RunnerPhase) else "Failed"  # type: ignore[return-value]
 
 
 def _jobs_ended(runners: Sequence[RunnerObservation]) -> str | None:

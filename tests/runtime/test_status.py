@@ -114,14 +114,14 @@ def test_status_of_500_nodes_stays_small() -> None:
 def test_observe_a_run_before_its_machines_exist(tmp_path: Path) -> None:
     dc = cr.load(quickstart()["spec"])
     run = DataCenterRun(dc, RunOptions(run_dir=tmp_path / "run"))
-    obs = observe(run, dc, generation=4, pod="vdc-quickstart")
+    obs = observe(run, generation=4, pod="vdc-quickstart")
     assert obs.phase == "pending" and obs.generation == 4 and not obs.fabric_ready
     assert [(n.name, n.state) for n in obs.nodes] == [("worker-1", "pending"),
                                                        ("worker-2", "pending")]  # fmt: skip
     status = agent_status(obs)
     assert status["phase"] == "Provisioning" and status["ready"] == "0/2"
     assert {n["phase"] for n in status["nodes"]} == {"Pending"}
-    bad = observe(None, None, generation=4, pod="p", failure="invalid spec: x")
+    bad = observe(None, generation=4, pod="p", failure="invalid spec: x")
     assert agent_status(bad)["phase"] == "Failed"
 
 

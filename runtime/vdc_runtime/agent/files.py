@@ -74,7 +74,8 @@ async def load(raw_spec: Any, workdir: Path, sources_dir: Path, cache_dir: Path)
 
     def build() -> DataCenter:
         workdir.mkdir(parents=True, exist_ok=True)
-        dc = cr.load(raw_spec, resolver, files=True)  # checks file sources' images first
+        # It checks the file sources' images before resolving any.
+        dc = cr.load(raw_spec, resolver, files=True, spec=spec)
         for i, extra in enumerate(spec.files):
             resolver.write(extra, workdir / extra.path, f"spec.files[{i}]", extra.executable)
         return dc

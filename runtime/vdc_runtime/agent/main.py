@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from vdc_runtime.agent import files
 from vdc_runtime.agent.kube import Gone, Kube, KubeError
-from vdc_runtime.spec import DataCenter, SpecErrors
+from vdc_runtime.spec import SpecErrors
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -54,7 +54,6 @@ class Agent:
     def __init__(self, options: AgentOptions) -> None:
         self.options = options
         self.run: DataCenterRun | None = None
-        self.dc: DataCenter | None = None
         self.failure: tuple[str, str] | None = None
         """(reason, message) of a failure found before or during start-up."""
         self.reporter: Reporter | None = None
@@ -66,7 +65,7 @@ class Agent:
         from vdc_runtime.agent.report import observe, read_runners
 
         return observe(
-            self.run, self.dc, generation=self.generation, pod=self.options.pod,
+            self.run, generation=self.generation, pod=self.options.pod,
             failure=self.failure[1] if self.failure else None, pod_ip=self.options.pod_ip,
             runners=read_runners(self.options.runner_state_dir), keep_until=self.keep_until,
         )  # fmt: skip
@@ -191,7 +190,7 @@ class Agent:
         opts = self.options
         workdir = opts.data_dir / "files"
         try:
-            self.dc = await files.load(vdc.get("spec"), workdir, opts.sources_dir, opts.cache_dir)
+            dc = await files.load(vdc.get("spec"), workdir, opts.sources_dir, opts.cache_dir)
         except SpecErrors as exc:
             self.failure = ("InvalidSpec", f"invalid spec: {exc}")
             log.error("%s", self.failure[1])
@@ -200,7 +199,7 @@ class Agent:
 
         accel = (vdc.get("spec") or {}).get("accel", "auto")
         self.run = DataCenterRun(
-            self.dc,
+            dc,
             RunOptions(
                 run_dir=opts.run_dir,
                 data_dir=opts.data_dir,

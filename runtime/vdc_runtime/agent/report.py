@@ -27,7 +27,6 @@ from vdc_runtime.status import (
 
 if TYPE_CHECKING:
     from vdc_runtime.datacenter import DataCenterRun
-    from vdc_runtime.spec import DataCenter
 
 log = logging.getLogger("vdc.agent")
 
@@ -37,7 +36,6 @@ REFRESH_EVERY = 30.0
 
 def observe(
     run: DataCenterRun | None,
-    dc: DataCenter | None,
     *,
     generation: int,
     pod: str | None,

@@ -34,6 +34,7 @@ from pydantic_core import PydanticCustomError
 from vdc_runtime.spec.checks import Document, check
 from vdc_runtime.spec.errors import SpecError, SpecErrors, did_you_mean, format_path
 from vdc_runtime.spec.fields import Name, Text, _require_str
+from vdc_runtime.spec.github_url import parse_github_url
 from vdc_runtime.spec.keys import locate, rename
 from vdc_runtime.spec.loader import assemble, pydantic_problem
 from vdc_runtime.spec.models import (
@@ -385,22 +386,12 @@ Duration = Annotated[
     WithJsonSchema({"type": "string", "maxLength": 32, "pattern": r"^([0-9]+(h|ms|m|s))+$"}),
 ]
 
-_GITHUB_SEGMENT = r"[A-Za-z0-9_.-]+"
-_GITHUB_URL = re.compile(
-    rf"https://([A-Za-z0-9.-]+(?::[0-9]+)?)/({_GITHUB_SEGMENT})(?:/({_GITHUB_SEGMENT}))?/?"
-)
-
 
 def _github_url(value: str) -> str:
-    if not _GITHUB_URL.fullmatch(value):
-        raise _error(
-            "github_url",
-            "'{value}' is not a repository or organisation URL; write"
-            " https://github.com/OWNER/REPO, https://github.com/ORG, or your GitHub"
-            " Enterprise Server's https://HOST/OWNER[/REPO]",
-            value=value,
-        )
-    return value.rstrip("/")
+    try:
+        return parse_github_url(value).html_url
+    except ValueError as exc:
+        raise _error("github_url", "{why}", why=str(exc)) from None
 
 
 GitHubURL = Annotated[
@@ -526,13 +517,27 @@ def placeholder(source: FileSource, where: str, executable: bool) -> Path:
     return Path("/vdc-files") / where
 
 
-def load(raw: Any, resolve: Resolve = placeholder, *, files: bool = False) -> DataCenter:
+def validate(raw: Any) -> VirtualDataCenterSpec:
+    """A CR spec after every check `vdc validate` makes but those of files (which are in
+    the pod, not here). Raises SpecErrors with `spec.<path>` locations."""
+    spec = parse(raw)
+    load(raw, spec=spec)
+    return spec
+
+
+def load(
+    raw: Any,
+    resolve: Resolve = placeholder,
+    *,
+    files: bool = False,
+    spec: VirtualDataCenterSpec | None = None,
+) -> DataCenter:
     """The data center a CR spec describes, after every check `vdc validate` makes.
 
     `resolve` gives each FileSource a path; with `files` those files are checked too.
-    Raises SpecErrors with `spec.<path>` locations.
+    `spec` is `raw` already parsed, if it is. Raises SpecErrors with `spec.<path>` locations.
     """
-    spec = parse(raw)
+    spec = parse(raw) if spec is None else spec
     errors = list(_references(spec))
     if errors:
         raise SpecErrors(errors)
@@ -686,4 +691,5 @@ __all__ = [
     "parse_duration",
     "placeholder",
     "sources",
+    "validate",
 ]
