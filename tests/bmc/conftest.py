@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.guest.build import GuestPaths, build_guest
+from tests.guest.build import GuestPaths
+from tests.prereqs import require
 from vdc_runtime.bmc.machine_target import MachineTarget
 from vdc_runtime.bmc.users import BmcUser, Users
 from vdc_runtime.ledger import Ledger
@@ -39,7 +40,7 @@ READY = "VDC-GUEST-READY"
 
 @pytest.fixture(scope="session")
 def guest() -> GuestPaths:
-    return build_guest()
+    return require.guest()
 
 
 class RunningMachine:

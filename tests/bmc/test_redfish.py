@@ -32,6 +32,7 @@ import pytest_asyncio
 
 from tests.bmc.conftest import RunningMachine, start_machine
 from tests.guest.build import GuestPaths
+from tests.prereqs import require
 from vdc_runtime.bmc.machine_target import MachineTarget
 from vdc_runtime.bmc.redfish import RedfishService
 from vdc_runtime.bmc.target import BootOverride
@@ -47,7 +48,6 @@ ACPI_READY = "VDC-GUEST-ACPI ok"
 ADMIN = ("admin", "Adm1n-secret")
 OPERATOR = ("oper", "0per-secret")
 VIEWER = ("viewer", "V1ewer-secret")
-CSDL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "redfish-csdl"
 SYSTEM = f"/redfish/v1/Systems/{NODE}"
 RESET = f"{SYSTEM}/Actions/ComputerSystem.Reset"
 SESSIONS = "/redfish/v1/SessionService/Sessions"
@@ -582,13 +582,17 @@ def failures(report_dir: Path, result: str) -> list[str]:
 
 @pytest.mark.timeout(900)
 async def test_dmtf_service_validator(bmc: Bmc, tmp_path: Path) -> None:
-    assert CSDL.is_dir(), f"the CSDL bundle is missing: {CSDL}"
+    csdl = require.redfish_csdl()
+    if csdl is not None:
+        schema_args = ["--skipschema", "--schema_directory", str(csdl)]
+    else:  # the validator downloads DMTF's bundle (DSP8010) into a cache of ours
+        csdl = Path(os.environ.get("VDC_CACHE_DIR") or "/var/cache/vdc") / "redfish-csdl"
+        csdl.mkdir(parents=True, exist_ok=True)
+        schema_args = ["--schema_directory", str(csdl)]
     code, output = await run(
         [
             str(Path(sys.executable).with_name("rf_service_validator")),
-            "--skipschema",
-            "--schema_directory",
-            str(CSDL),
+            *schema_args,
             "-r",
             bmc.url,
             "-u",
@@ -600,6 +604,12 @@ async def test_dmtf_service_validator(bmc: Bmc, tmp_path: Path) -> None:
         ],
         tmp_path,
     )
+    if not any(csdl.glob("*_v1.xml")):
+        pytest.fail(
+            f"no Redfish schemas (CSDL) in {csdl}: the validator could not download DMTF's"
+            f" bundle (DSP8010). Unpack its csdl/ folder into a directory and name it in"
+            f" ${require.CSDL_ENV}.\n{output[-2000:]}"
+        )
     counts = service_validator_counts(output)
     print(f"Redfish Service Validator: {counts}, exit code {code}")
     problems = [line for line in output.splitlines() if "FAIL - " in line or "WARN - " in line]

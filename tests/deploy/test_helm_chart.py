@@ -1,13 +1,12 @@
 """The Helm chart in deploy/helm/vdc: it lints, renders what the operator needs, refuses
 values its schema does not describe, and ships the current CRD. No cluster needed: `helm
-template` renders offline. helm is the one the e2e cluster's build puts in the cache; if
+template` renders offline. helm is the one `make deps-e2e` builds for the e2e cluster; if
 it is missing the tests fail (a skip would read as a pass)."""
 
 from __future__ import annotations
 
 import base64
 import functools
-import glob
 import hashlib
 import subprocess
 from pathlib import Path
@@ -19,12 +18,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from tests.prereqs import require
 from vdc_operator.builders import Settings
 from vdc_operator.crd import render as render_crd
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "vdc"
-HELM_GLOB = "/var/cache/vdc/k8s/*/bin/helm"
 NAMESPACE = "vdc-system"
 RELEASE = "vdc"
 WEBHOOK_SVC = "vdc-webhook"
@@ -76,10 +75,7 @@ CHART_KINDS = [
 
 
 def helm_binary() -> str:
-    found = sorted(glob.glob(HELM_GLOB))
-    if not found:
-        pytest.fail(f"no helm at {HELM_GLOB}: build it with the e2e cluster (tests/e2e)")
-    return found[-1]
+    return str(require.helm())
 
 
 def run_helm(*args: str) -> subprocess.CompletedProcess[str]:

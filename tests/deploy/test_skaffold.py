@@ -2,9 +2,9 @@
 images, and renders the Helm chart with them. No cluster, Docker daemon or registry: the
 build is a dry run and the render is offline from its tags.
 
-skaffold is the one tests/e2e/cluster/build.py compiles from the Go module proxy (here, if
-it is not cached yet: minutes, so `slow`); helm is the e2e cluster's. If either is missing
-and cannot be made, the tests fail (a skip would read as a pass). skaffold runs with a
+skaffold is the one `make deps-e2e` compiles from the Go module proxy
+(tests/e2e/cluster/build.py), helm the e2e cluster's. If either is missing the tests fail,
+naming that target (a skip would read as a pass). skaffold runs with a
 throw-away HOME whose global config turns off metrics and the update check, so nothing is
 written to the user's ~/.skaffold and nothing is sent anywhere.
 """
@@ -24,6 +24,7 @@ import yaml
 
 from tests.deploy.test_helm_chart import CHART_KINDS
 from tests.e2e.cluster import build
+from tests.prereqs import require
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "skaffold.yaml"
@@ -32,8 +33,7 @@ RUNTIME = "vdc.local/vdc-runtime"
 NAMESPACE = "vdc-system"
 CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration"}
 
-# A cold skaffold build takes ~10 min on two cores; the first test's setup waits for it.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+pytestmark = pytest.mark.slow
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,13 +58,8 @@ class Skaffold:
 
 @pytest.fixture(scope="module")
 def skaffold(tmp_path_factory: pytest.TempPathFactory) -> Skaffold:
-    try:
-        binary = build.build_skaffold()
-    except SystemExit as exc:  # how build.py reports a failed step
-        pytest.fail(f"cannot build skaffold {build.SKAFFOLD}: {exc}")
-    helm = build.bin_dir() / "helm"
-    if not helm.exists():
-        pytest.fail(f"no helm at {helm}: build it with the e2e cluster (tests/e2e)")
+    binary = require.skaffold()
+    helm = require.helm()
     home = tmp_path_factory.mktemp("skaffold-home")
     (home / ".skaffold").mkdir()
     (home / ".skaffold" / "config").write_text(

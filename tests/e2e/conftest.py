@@ -1,8 +1,8 @@
 """The real cluster the e2e tests run against (tests/e2e/cluster), and ways to use it.
 
-The first e2e test brings the cluster up (building its binaries and images when they
-are not cached yet: about 10 minutes on a fresh machine, seconds afterwards) and the
-last one takes it down, so the other suites run without it and CI leaves nothing behind.
+The first e2e test brings the cluster up from the binaries and images `make deps-e2e`
+built (it fails, naming that target, where they are missing or stale) and the last one
+takes it down, so the other suites run without it and CI leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import cluster, config, images
+from tests.e2e.cluster import cluster, config
+from tests.prereqs import require
 
 
 class Kube:
@@ -63,8 +64,12 @@ class Kube:
 
 @pytest.fixture(scope="package")
 def kube() -> Iterator[Kube]:
-    layout = cluster.up()
-    for archive in images.build_images().values():
+    archives = require.image_archives()
+    try:
+        layout = cluster.up(build_missing=False)
+    except cluster.ClusterError as exc:
+        pytest.fail(str(exc))
+    for archive in archives.values():
         cluster.import_image(layout, archive)
     try:
         yield Kube(layout)

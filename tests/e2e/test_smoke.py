@@ -8,14 +8,15 @@ import textwrap
 import pytest
 
 from tests.e2e.conftest import Kube
-from tests.guest.build import GuestPaths, build_guest
+from tests.guest.build import GuestPaths
+from tests.prereqs import require
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def guest() -> GuestPaths:
-    return build_guest()
+    return require.guest()
 
 
 def test_runtime_pod_boots_a_guest(kube: Kube, guest: GuestPaths) -> None:

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.guest.build import GuestPaths, build_guest
+from tests.guest.build import GuestPaths
+from tests.prereqs import require
 from tests.runtime.harness import HostNetns, VdcRun, assert_no_leftovers, snapshot
 
 
@@ -22,7 +23,7 @@ def write(path: Path, text: str, mode: int = 0o644) -> Path:
 
 @pytest.fixture(scope="session")
 def guest() -> GuestPaths:
-    return build_guest()
+    return require.guest()
 
 
 @pytest.fixture

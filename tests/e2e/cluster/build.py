@@ -32,7 +32,13 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `tests.prereqs` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+from tests.prereqs import atomic
 
 KUBERNETES = "v1.34.4"
 ETCD = "v3.6.16"
@@ -79,13 +85,22 @@ def go_env() -> dict[str, str]:
     }
 
 
-def run(argv: list[str], cwd: Path, what: str, env: dict[str, str] | None = None) -> str:
+Progress = Callable[[str], None]
+
+
+def run(
+    argv: list[str],
+    cwd: Path,
+    what: str,
+    env: dict[str, str] | None = None,
+    progress: Progress = print,
+) -> str:
     started = time.monotonic()
     done = subprocess.run(argv, cwd=cwd, env=go_env() | (env or {}), capture_output=True, text=True)
     if done.returncode != 0:
         sys.stderr.write(done.stdout + done.stderr)
         raise SystemExit(f"build.py: {what} failed (exit {done.returncode})")
-    print(f"build.py: {what}: {time.monotonic() - started:.0f} s", flush=True)
+    progress(f"build.py: {what}: {time.monotonic() - started:.0f} s")
     return done.stdout
 
 
@@ -176,11 +191,16 @@ def version_ldflags(version: str) -> str:
     return "-s -w " + " ".join(f"-X {pkg}.{key}={value}" for key, value in pairs.items())
 
 
-def build_kubernetes(work: Path, out: Path) -> None:
+def build_kubernetes(work: Path, out: Path, progress: Progress) -> None:
     src = work / "kubernetes"
     src.mkdir(parents=True, exist_ok=True)
     info = json.loads(
-        run(["go", "mod", "download", "-json", f"k8s.io/kubernetes@{KUBERNETES}"], src, "fetch")
+        run(
+            ["go", "mod", "download", "-json", f"k8s.io/kubernetes@{KUBERNETES}"],
+            src,
+            "fetch",
+            progress=progress,
+        )
     )
     (src / "go.mod").write_text(kubernetes_wrapper(Path(info["GoMod"]).read_text(), KUBERNETES))
     packages = [f"k8s.io/kubernetes/cmd/{name}" for name in KUBE_BINARIES]
@@ -190,10 +210,11 @@ def build_kubernetes(work: Path, out: Path) -> None:
          "-ldflags", version_ldflags(KUBERNETES), "-o", str(out) + "/", *packages],
         src,
         f"kubernetes {KUBERNETES}",
+        progress=progress,
     )  # fmt: skip
 
 
-def build_etcd(work: Path, out: Path) -> None:
+def build_etcd(work: Path, out: Path, progress: Progress) -> None:
     src = work / "etcd"
     src.mkdir(parents=True, exist_ok=True)
     (src / "go.mod").write_text(
@@ -204,69 +225,85 @@ def build_etcd(work: Path, out: Path) -> None:
          "go.etcd.io/etcd/server/v3"],
         src,
         f"etcd {ETCD}",
+        progress=progress,
     )  # fmt: skip
 
 
-def build_helm(work: Path, out: Path) -> None:
+def build_helm(work: Path, out: Path, progress: Progress) -> None:
     # helm's go.mod has no replace directives: a plain `go install`, straight into `out`.
     run(
         ["go", "install", "-trimpath", "-ldflags", "-s -w", f"helm.sh/helm/v3/cmd/helm@{HELM}"],
         work,
         f"helm {HELM}",
         env={"GOBIN": str(out), "GOFLAGS": "-modcacherw"},
+        progress=progress,
     )
 
 
-def build_skaffold() -> Path:
-    """The skaffold binary, built once per version, all or nothing, like `build()`."""
-    out = skaffold_dir()
-    if (out / ".complete").exists() and (out / "skaffold").exists():
-        return skaffold_path()
-    if shutil.which("go") is None:
-        raise SystemExit("build.py: the Go toolchain is not installed")
-    src = out.parent / "src"
-    src.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name("bin.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    started = time.monotonic()
-    download = json.loads(
-        run(["go", "mod", "download", "-json", f"{SKAFFOLD_MODULE}@{SKAFFOLD}"], src, "fetch")
-    )
-    (src / "go.mod").write_text(skaffold_wrapper(Path(download["GoMod"]).read_text(), SKAFFOLD))
-    info = json.loads(Path(download["Info"]).read_text())
-    run(
-        ["go", "build", "-p", "2", "-trimpath", "-tags", "timetzdata osusergo netgo release",
-         "-ldflags", skaffold_ldflags(SKAFFOLD, info), "-o", str(partial / "skaffold"),
-         f"{SKAFFOLD_MODULE}/cmd/skaffold"],
-        src,
-        f"skaffold {SKAFFOLD}",
-    )  # fmt: skip
-    (partial / ".complete").write_text(f"built in {time.monotonic() - started:.0f} s\n")
-    shutil.rmtree(out, ignore_errors=True)
-    partial.rename(out)  # all or nothing, as for the cluster's set
+def cluster_built() -> bool:
+    """The cluster's binaries are a complete, published set (no build needed)."""
+    return atomic.verify(bin_dir(), required=ALL_BINARIES)
+
+
+def skaffold_built() -> bool:
+    return atomic.verify(skaffold_dir(), required=("skaffold",))
+
+
+def build_set(out: Path, required: tuple[str, ...], steps: Callable[[Path], None]) -> Path:
+    """`out`, built by `steps(staging)` unless a complete set is there, all or nothing: a
+    build killed at any point leaves no set that looks complete, and the next one starts
+    over (Go's caches keep what was compiled)."""
+    with atomic.locked(out):
+        if atomic.verify(out, required=required):
+            return out
+        if shutil.which("go") is None:
+            raise SystemExit("build.py: the Go toolchain is not installed")
+        staging = atomic.partial(out)
+        started = time.monotonic()
+        steps(staging)
+        atomic.publish(staging, out, info={"seconds": round(time.monotonic() - started)})
+    return out
+
+
+def build_skaffold(progress: Progress = print) -> Path:
+    """The skaffold binary, built once per version (a set of its own)."""
+
+    def steps(staging: Path) -> None:
+        src = skaffold_dir().parent / "src"
+        src.mkdir(parents=True, exist_ok=True)
+        download = json.loads(
+            run(
+                ["go", "mod", "download", "-json", f"{SKAFFOLD_MODULE}@{SKAFFOLD}"],
+                src,
+                "fetch",
+                progress=progress,
+            )
+        )
+        (src / "go.mod").write_text(skaffold_wrapper(Path(download["GoMod"]).read_text(), SKAFFOLD))
+        info = json.loads(Path(download["Info"]).read_text())
+        run(
+            ["go", "build", "-p", "2", "-trimpath", "-tags", "timetzdata osusergo netgo release",
+             "-ldflags", skaffold_ldflags(SKAFFOLD, info), "-o", str(staging / "skaffold"),
+             f"{SKAFFOLD_MODULE}/cmd/skaffold"],
+            src,
+            f"skaffold {SKAFFOLD}",
+            progress=progress,
+        )  # fmt: skip
+
+    build_set(skaffold_dir(), ("skaffold",), steps)
     return skaffold_path()
 
 
-def build() -> Path:
-    out = bin_dir()
-    stamp = out / ".complete"
-    if stamp.exists() and all((out / name).exists() for name in ALL_BINARIES):
-        return out
-    if shutil.which("go") is None:
-        raise SystemExit("build.py: the Go toolchain is not installed")
-    work = out.parent / "src"
-    partial = out.with_name("bin.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    started = time.monotonic()
-    build_kubernetes(work, partial)
-    build_etcd(work, partial)
-    build_helm(work, partial)
-    (partial / ".complete").write_text(f"built in {time.monotonic() - started:.0f} s\n")
-    shutil.rmtree(out, ignore_errors=True)
-    partial.rename(out)  # all or nothing: a killed build leaves no half set behind
-    return out
+def build(progress: Progress = print) -> Path:
+    """Kubernetes, etcd and helm, built once per set of versions."""
+
+    def steps(staging: Path) -> None:
+        work = bin_dir().parent / "src"
+        build_kubernetes(work, staging, progress)
+        build_etcd(work, staging, progress)
+        build_helm(work, staging, progress)
+
+    return build_set(bin_dir(), ALL_BINARIES, steps)
 
 
 def main() -> None:

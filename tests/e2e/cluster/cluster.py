@@ -159,6 +159,13 @@ def node_ready(lay: config.Layout) -> bool:
 
 
 def healthy(lay: config.Layout) -> bool:
+    """The cluster runs, from this layout's binaries and state: one of another cache
+    directory (`make test-cold` beside a developer's kept cluster) does not count."""
+    try:
+        if (lay.run / "state-dir").read_text() != str(lay.state):
+            return False
+    except OSError:
+        return False
     if any(pid_of(lay, name) is None for name in START_ORDER):
         return False
     try:
@@ -230,16 +237,32 @@ def write_configs(lay: config.Layout) -> None:
 
 
 def pause_archive(lay: config.Layout) -> Path:
-    """The sandbox image, built from pause.c (cached by the source's content)."""
+    return lay.state / "pause.oci.tar"
+
+
+def pause_current(lay: config.Layout) -> bool:
     source = Path(__file__).with_name("pause.c")
-    out = lay.state / "pause.oci.tar"
     stamp = lay.state / "pause.source"
-    if out.exists() and stamp.exists() and stamp.read_bytes() == source.read_bytes():
+    return (
+        pause_archive(lay).exists() and stamp.exists() and stamp.read_bytes() == source.read_bytes()
+    )
+
+
+def build_pause(lay: config.Layout) -> Path:
+    """The sandbox image, built from pause.c (cached by the source's content)."""
+    out = pause_archive(lay)
+    if pause_current(lay):
         return out
+    source = Path(__file__).with_name("pause.c")
+    stamp = lay.state / "pause.source"
+    lay.state.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)
     binary = lay.state / "pause"
     sh("gcc", "-Os", "-static", "-s", "-o", str(binary), str(source))
     layer = oci.layer([oci.File("pause", binary.read_bytes(), 0o755)])
-    oci.write_archive(out, config.PAUSE_IMAGE, [layer], entrypoint=["/pause"])
+    partial = out.with_name(out.name + ".partial")
+    oci.write_archive(partial, config.PAUSE_IMAGE, [layer], entrypoint=["/pause"])
+    os.replace(partial, out)
     stamp.write_bytes(source.read_bytes())
     return out
 
@@ -249,15 +272,25 @@ def import_image(lay: config.Layout, archive: Path) -> None:
        str(archive), netns=True)  # fmt: skip
 
 
-def up() -> config.Layout:
+def up(*, build_missing: bool = True) -> config.Layout:
+    """Start the cluster (or find it running). `build_missing=False`, as the tests call
+    it, refuses to build the binaries or the pause image: `make deps-e2e` makes them."""
     lay = layout()
     if healthy(lay):
         return lay
     check_packages()
-    build.build()
+    if build_missing:
+        build.build()
+        build_pause(lay)
+    elif not (build.cluster_built() and pause_current(lay)):
+        raise ClusterError(
+            f"the e2e cluster's binaries ({lay.bin}) or its pause image are not built:"
+            " run `make deps-e2e`"
+        )
     down(lay)  # whatever a killed earlier `up` left
     ensure_netns()
     write_configs(lay)
+    (lay.run / "state-dir").write_text(str(lay.state))
     argv = config.commands(lay)
     started = time.monotonic()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from tests.e2e.cluster import build
+from tests.prereqs import atomic
 
 ROOT = Path(__file__).resolve().parents[3]
 BASE_NAME = "docker.io/library/debian:bookworm-slim"
@@ -53,7 +55,7 @@ def buildah(*args: str, capture: bool = True) -> str:
     return done.stdout or ""
 
 
-def ensure_base() -> None:
+def ensure_base(progress=print) -> None:  # type: ignore[no-untyped-def]
     """The Debian base the Containerfiles name, made locally once."""
     if BASE_NAME in buildah("images", "--format", "{{.Name}}:{{.Tag}}"):
         return
@@ -61,11 +63,12 @@ def ensure_base() -> None:
     if not rootfs.exists():
         started = time.monotonic()
         partial = rootfs.with_suffix(".partial.tar")
+        partial.unlink(missing_ok=True)
         subprocess.run(
             ["mmdebstrap", "--quiet", "--variant=minbase", "bookworm", str(partial)], check=True
         )
         partial.rename(rootfs)
-        print(f"images.py: Debian base rootfs in {time.monotonic() - started:.0f} s", flush=True)
+        progress(f"images.py: Debian base rootfs in {time.monotonic() - started:.0f} s")
     container = buildah("from", "scratch").strip()
     try:
         buildah("add", container, str(rootfs), "/")
@@ -97,27 +100,60 @@ def inputs_digest(containerfile: Path) -> str:
     return digest.hexdigest()
 
 
-def build_images() -> dict[str, Path]:
-    """Build every image whose inputs changed; returns name -> oci-archive path."""
+def archive_path(name: str) -> Path:
+    return work_dir() / (name.split("/")[-1].replace(":", "_") + ".oci.tar")
+
+
+def _stamp(archive: Path) -> Path:
+    return archive.with_suffix(".inputs")
+
+
+def current(name: str) -> bool:
+    """The image's archive is complete and was built from today's inputs."""
+    archive = archive_path(name)
+    try:
+        recorded = json.loads(_stamp(archive).read_text())
+        return (
+            recorded["inputs"] == inputs_digest(IMAGES[name])
+            and archive.stat().st_size == recorded["size"]
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def stale() -> list[str]:
+    return [name for name in IMAGES if not current(name)]
+
+
+def build_images(progress=print) -> dict[str, Path]:  # type: ignore[no-untyped-def]
+    """Build every image whose inputs changed; returns name -> oci-archive path.
+
+    An archive counts only with a stamp naming its inputs and size, written after the
+    archive is complete: a build killed anywhere is redone (buildah's layer cache keeps
+    what it had finished)."""
     work_dir().mkdir(parents=True, exist_ok=True)
-    archives = {}
-    for name, containerfile in IMAGES.items():
-        archive = work_dir() / (name.split("/")[-1].replace(":", "_") + ".oci.tar")
-        stamp = archive.with_suffix(".inputs")
-        digest = inputs_digest(containerfile)
-        archives[name] = archive
-        if archive.exists() and stamp.exists() and stamp.read_text() == digest:
-            continue
-        ensure_base()
-        started = time.monotonic()
-        buildah("bud", "--quiet", "--layers", "--pull-never", "--isolation", "chroot",
-                *proxy_ca_args(), "-f", str(containerfile), "-t", name, str(ROOT))  # fmt: skip
-        archive.unlink(missing_ok=True)
-        # Uncompressed: the archive only travels to containerd on this machine.
-        buildah("push", "--quiet", "--disable-compression", name, f"oci-archive:{archive}:{name}")
-        stamp.write_text(digest)
-        print(f"images.py: {name} in {time.monotonic() - started:.0f} s", flush=True)
-    return archives
+    with atomic.locked(work_dir()):
+        for name, containerfile in IMAGES.items():
+            if current(name):
+                continue
+            archive = archive_path(name)
+            _stamp(archive).unlink(missing_ok=True)
+            ensure_base(progress)
+            started = time.monotonic()
+            buildah("bud", "--quiet", "--layers", "--pull-never", "--isolation", "chroot",
+                    *proxy_ca_args(), "-f", str(containerfile), "-t", name, str(ROOT))  # fmt: skip
+            partial = archive.with_name(archive.name + ".partial")
+            partial.unlink(missing_ok=True)
+            # Uncompressed: the archive only travels to containerd on this machine.
+            buildah("push", "--quiet", "--disable-compression", name,
+                    f"oci-archive:{partial}:{name}")  # fmt: skip
+            os.replace(partial, archive)
+            record = {"inputs": inputs_digest(containerfile), "size": archive.stat().st_size}
+            tmp = _stamp(archive).with_suffix(".tmp")
+            tmp.write_text(json.dumps(record))
+            os.replace(tmp, _stamp(archive))
+            progress(f"images.py: {name} in {time.monotonic() - started:.0f} s")
+    return {name: archive_path(name) for name in IMAGES}
 
 
 def main() -> None:

@@ -1,0 +1,62 @@
+"""The tests' way to reach a built prerequisite: found, or the test fails saying which
+`make` target makes it. Nothing here builds (a skip would read as a pass, a build would be
+a test's side effect)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.cluster import build, images
+from tests.guest import build as guest_build
+
+DEPS = "run `make deps` (scripts/deps.py) first"
+DEPS_E2E = "run `make deps-e2e` (scripts/deps.py --e2e) first"
+
+
+def guest() -> guest_build.GuestPaths:
+    if not shutil.which("qemu-system-x86_64"):
+        pytest.fail(f"qemu-system-x86_64 is missing: {DEPS}")
+    found = guest_build.newest_build(guest_build.default_cache_dir())
+    if found is None:
+        pytest.fail(f"no test guest in {guest_build.default_cache_dir()}: {DEPS}")
+    return found
+
+
+def helm() -> Path:
+    if not build.cluster_built():
+        pytest.fail(f"no complete build of helm and the cluster in {build.bin_dir()}: {DEPS_E2E}")
+    return build.bin_dir() / "helm"
+
+
+def skaffold() -> Path:
+    if not build.skaffold_built():
+        pytest.fail(f"no complete build of skaffold in {build.skaffold_dir()}: {DEPS_E2E}")
+    return build.skaffold_path()
+
+
+def image_archives() -> dict[str, Path]:
+    if stale := images.stale():
+        pytest.fail(f"images not built from the current sources: {', '.join(stale)}: {DEPS_E2E}")
+    return {name: images.archive_path(name) for name in images.IMAGES}
+
+
+SHARED_CSDL = Path(__file__).resolve().parents[3] / "shared" / "data" / "redfish-csdl"
+CSDL_ENV = "VDC_REDFISH_CSDL"
+
+
+def redfish_csdl() -> Path | None:
+    """The DMTF Redfish schema bundle (CSDL) for the Service Validator: the project's
+    shared copy beside the checkout, else the directory $VDC_REDFISH_CSDL names, else None
+    (the validator then downloads the schemas itself)."""
+    if SHARED_CSDL.is_dir():
+        return SHARED_CSDL
+    named = os.environ.get(CSDL_ENV)
+    if named:
+        if not Path(named).is_dir():
+            pytest.fail(f"${CSDL_ENV} names {named}, which is not a directory")
+        return Path(named)
+    return None
