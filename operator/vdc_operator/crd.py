@@ -192,6 +192,8 @@ class _Converter:
                     "minItems", "maxItems"):  # fmt: skip
             if key in schema:
                 out[key] = schema[key]
+        if "not" in schema:  # a StringRule's forbidden values
+            out["not"] = {"pattern": schema["not"]["pattern"]}
         rules = [r.as_dict() for r in FORMATS.get(schema.get("format", ""), [])]
         if kind == "object":
             props = schema.get("properties", {})

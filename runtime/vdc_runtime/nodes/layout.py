@@ -10,13 +10,13 @@ the API and the BMC all read: one serial, one MAC and one tap name per NIC.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from vdc_runtime.spec import HostPathVolume, Node
+from vdc_runtime.spec.fields import size_bytes
 from vdc_runtime.spec.identity import default_serial, generated_mac, tap_name
 
 SUN_PATH_MAX = 107
@@ -24,9 +24,6 @@ SUN_PATH_MAX = 107
 
 DEFAULT_MEMORY_MIB = 128
 """QEMU's RAM size when -m is absent."""
-
-_UNITS = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([KMGT]?)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -130,11 +127,7 @@ def memory_bytes(memory: str | None) -> int:
     """The RAM size QEMU gives for `-m <memory>`: a bare number is MiB."""
     if memory is None:
         return DEFAULT_MEMORY_MIB << 20
-    match = _SIZE.fullmatch(memory)
-    if match is None:
-        raise ValueError(f"not a memory size: {memory!r}")
-    number, unit = match.groups()
-    size = int(float(number) * _UNITS[unit.upper()])
+    size = size_bytes(memory, bare_unit=1 << 20)
     # QEMU rounds the RAM size up to 8 KiB; the NUMA shares must add up to exactly that.
     return -(-size // 8192) * 8192
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -31,10 +31,11 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from vdc_runtime.spec import strings
 from vdc_runtime.spec.checks import Document, check
 from vdc_runtime.spec.errors import SpecError, SpecErrors, did_you_mean, format_path
-from vdc_runtime.spec.fields import Name, Text, _require_str
-from vdc_runtime.spec.github_url import parse_github_url
+from vdc_runtime.spec.fields import Name, Text, _require_str, _ruled
+from vdc_runtime.spec.github_url import URL_HELP, parse_github_url
 from vdc_runtime.spec.keys import locate, rename
 from vdc_runtime.spec.loader import assemble, pydantic_problem
 from vdc_runtime.spec.models import (
@@ -83,62 +84,33 @@ def _error(kind: str, template: str, **context: object) -> PydanticCustomError:
     return PydanticCustomError(kind, template, context)
 
 
-_DNS_SUBDOMAIN_MAX = 253
-
-
-def _dns_subdomain(value: str) -> str:
-
-    if len(value) > _DNS_SUBDOMAIN_MAX or not re.fullmatch(
-        r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", value
-    ):
-        raise _error(
-            "k8s_name",
-            "'{value}' is not a Kubernetes object name (lower-case letters, digits, '-' and"
-            " '.', starting and ending with a letter or digit, at most 253 characters)",
-            value=value,
-        )
-    return value
-
-
 ObjectName = Annotated[
     str,
     BeforeValidator(_require_str),
-    AfterValidator(_dns_subdomain),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": _DNS_SUBDOMAIN_MAX,
-            "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
-        }
+    AfterValidator(
+        _ruled(
+            strings.OBJECT_NAME,
+            lambda value: None,
+            "'{value}' is not a Kubernetes object name (lower-case letters, digits, '-' and"
+            " '.', starting and ending with a letter or digit, at most 253 characters)",
+        )
     ),
+    WithJsonSchema(strings.OBJECT_NAME.json_schema()),
 ]
 """The name of a ConfigMap or Secret in the VDC's namespace."""
-
-
-def _data_key(value: str) -> str:
-
-    if len(value) > _DNS_SUBDOMAIN_MAX or not re.fullmatch(r"[-._a-zA-Z0-9]+", value):
-        raise _error(
-            "data_key",
-            "'{value}' is not a ConfigMap or Secret key (letters, digits, '-', '_' and '.')",
-            value=value,
-        )
-    return value
-
 
 DataKey = Annotated[
     str,
     BeforeValidator(_require_str),
-    AfterValidator(_data_key),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": _DNS_SUBDOMAIN_MAX,
-            "pattern": r"^[-._a-zA-Z0-9]+$",
-        }
+    AfterValidator(
+        _ruled(
+            strings.DATA_KEY,
+            lambda value: None,
+            "'{value}' is not a ConfigMap or Secret key (letters, digits, '-', '_' and '.';"
+            " not '.', not starting with '..')",
+        )
     ),
+    WithJsonSchema(strings.DATA_KEY.json_schema()),
 ]
 
 
@@ -249,23 +221,18 @@ class CRBMC(SpecModel):
     publish: BMCPublish | None = None
 
 
-def _relative_path(value: str) -> str:
-    path = PurePosixPath(value)
-    if not value or path.is_absolute() or ".." in path.parts or "\0" in value:
-        raise _error(
-            "relative_path",
-            "'{value}' must be a relative path inside the working directory (no leading '/',"
-            " no '..')",
-            value=value,
-        )
-    return str(path)
-
-
 RelativePath = Annotated[
     str,
     BeforeValidator(_require_str),
-    AfterValidator(_relative_path),
-    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 1024, "pattern": r"^[^/]"}),
+    AfterValidator(
+        _ruled(
+            strings.RELATIVE_PATH,
+            lambda value: None,
+            "'{value}' must be a relative path inside the working directory (no leading '/',"
+            " no '..'); its names are joined by single '/' and none is '.'",
+        )
+    ),
+    WithJsonSchema(strings.RELATIVE_PATH.json_schema()),
 ]
 
 
@@ -276,7 +243,7 @@ class ExtraFile(FileSource):
     executable: StrictBool = False
 
 
-K8sText = Annotated[Text, Field(max_length=_DNS_SUBDOMAIN_MAX)]
+K8sText = Annotated[Text, Field(max_length=strings.DNS_SUBDOMAIN_MAX)]
 
 
 class Toleration(SpecModel):
@@ -292,13 +259,14 @@ class Toleration(SpecModel):
 Quantity = Annotated[
     str,
     BeforeValidator(_require_str),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "maxLength": 64,
-            "pattern": r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$",
-        }
+    AfterValidator(
+        _ruled(
+            strings.QUANTITY,
+            lambda value: None,
+            "'{value}' is not a resource quantity (e.g. 500m, 2, 1.5, 4Gi)",
+        )
     ),
+    WithJsonSchema(strings.QUANTITY.json_schema()),
 ]
 """A Kubernetes resource quantity (`500m`, `2Gi`)."""
 
@@ -311,8 +279,22 @@ class ClaimCache(SpecModel):
     claim_name: ObjectName
 
 
+HostDirectory = Annotated[
+    str,
+    BeforeValidator(_require_str),
+    AfterValidator(
+        _ruled(
+            strings.HOST_DIRECTORY,
+            lambda value: None,
+            "'{value}' is not an absolute path on the node (other than '/')",
+        )
+    ),
+    WithJsonSchema(strings.HOST_DIRECTORY.json_schema()),
+]
+
+
 class HostPathCache(SpecModel):
-    path: Annotated[Text, Field(min_length=2, max_length=1024, pattern=r"^/")]
+    path: HostDirectory
 
 
 class ImageCache(SpecModel):
@@ -354,9 +336,9 @@ class PodSettings(SpecModel):
     resources: PodResources | None = None
 
 
-_DURATION = re.compile(r"(?:([0-9]+)(h|ms|m|s))+")
 _DURATION_PART = re.compile(r"([0-9]+)(h|ms|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_DURATION_HELP = "'{value}' is not a duration; write e.g. 0s, 90s, 30m or 2h30m"
 
 
 def duration_seconds(text: str) -> float:
@@ -366,30 +348,22 @@ def duration_seconds(text: str) -> float:
 
 def parse_duration(text: str) -> float:
     """Seconds of a duration (`2h30m`); ValueError for anything else."""
-    if not _DURATION.fullmatch(text):
-        raise ValueError(f"{text!r} is not a duration; write e.g. 0s, 90s, 30m or 2h30m")
+    if not strings.DURATION.accepts(text):
+        raise ValueError(_DURATION_HELP.format(value=text))
     return duration_seconds(text)
-
-
-def _duration(value: str) -> str:
-    if not _DURATION.fullmatch(value):
-        raise _error(
-            "duration", "'{value}' is not a duration; write e.g. 0s, 90s, 30m or 2h30m", value=value
-        )
-    return value
 
 
 Duration = Annotated[
     str,
     BeforeValidator(_require_str),
-    AfterValidator(_duration),
-    WithJsonSchema({"type": "string", "maxLength": 32, "pattern": r"^([0-9]+(h|ms|m|s))+$"}),
+    AfterValidator(_ruled(strings.DURATION, lambda value: None, _DURATION_HELP)),
+    WithJsonSchema(strings.DURATION.json_schema()),
 ]
 
 
-def _github_url(value: str) -> str:
+def _explain_github_url(value: str) -> None:
     try:
-        return parse_github_url(value).html_url
+        parse_github_url(value)
     except ValueError as exc:
         raise _error("github_url", "{why}", why=str(exc)) from None
 
@@ -397,17 +371,22 @@ def _github_url(value: str) -> str:
 GitHubURL = Annotated[
     str,
     BeforeValidator(_require_str),
-    AfterValidator(_github_url),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "maxLength": 512,
-            "pattern": r"^https://[A-Za-z0-9.:-]+/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?/?$",
-        }
-    ),
+    AfterValidator(_ruled(strings.GITHUB_URL, _explain_github_url, "'{value}': " + URL_HELP)),
+    AfterValidator(lambda value: parse_github_url(value).html_url),
+    WithJsonSchema(strings.GITHUB_URL.json_schema()),
 ]
 RunnerLabel = Annotated[
-    Text, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    str,
+    BeforeValidator(_require_str),
+    AfterValidator(
+        _ruled(
+            strings.RUNNER_LABEL,
+            lambda value: None,
+            "'{value}' is not a runner label (letters, digits, '_', '.' and '-', starting with"
+            " a letter or digit, at most 64 characters)",
+        )
+    ),
+    WithJsonSchema(strings.RUNNER_LABEL.json_schema()),
 ]
 
 

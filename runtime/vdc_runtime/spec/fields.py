@@ -10,10 +10,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from pathlib import Path
-from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -25,21 +25,11 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from vdc_runtime.spec import strings
 from vdc_runtime.spec.errors import describe
 
 IPInterface = IPv4Interface | IPv6Interface
 IPAddress = IPv4Address | IPv6Address
-
-# Linux limits from dev_valid_name(): IFNAMSIZ is 16 including the terminating NUL.
-IFNAME_MAX = 15
-NETNS_NAME_MAX = 64
-# A node's name ends up in unix socket paths (108 bytes including the NUL) next to the run
-# dir; 63 leaves room for a reasonable run dir and matches a DNS label, which guests may use.
-NODE_NAME_MAX = 63
-
-_SIZE = re.compile(r"(?:[0-9]+|[0-9]+\.[0-9]+(?=[KMGT]))[KMGT]?", re.IGNORECASE)
-_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
-_MAC = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
 
 
 def _error(kind: str, template: str, **context: object) -> PydanticCustomError:
@@ -54,113 +44,102 @@ def _require_str(value: object) -> str:
     return value
 
 
-def _non_empty(value: str) -> str:
+def _ruled(
+    rule: strings.StringRule, explain: Callable[[str], None], generic: str
+) -> Callable[[str], str]:
+    """A validator that accepts exactly what `rule` accepts (so the CRD agrees); when it
+    refuses, `explain` may raise a message naming the problem, else `generic` is used."""
+
+    def validate(value: str) -> str:
+        if rule.accepts(value):
+            return value
+        explain(value)
+        raise _error("invalid", generic, value=value)
+
+    return validate
+
+
+def _explain_file_name(value: str) -> None:
     if not value:
         raise _error("empty", "must not be empty")
-    return value
-
-
-def _file_name(value: str) -> str:
     if "/" in value or "\0" in value or value in {".", ".."}:
         raise _error(
             "file_name",
             "'{value}' is not usable as a file name (no '/', not '.' or '..')",
             value=value,
         )
-    return value
 
 
-def _interface_name(value: str) -> str:
-    if len(value) > IFNAME_MAX:
+def _explain_interface_name(value: str) -> None:
+    if not value:
+        raise _error("empty", "must not be empty")
+    if len(value) > strings.IFNAME_MAX:
         raise _error(
             "ifname",
             "'{value}' is {n} characters long; Linux interface names have at most {max}",
             value=value,
             n=len(value),
-            max=IFNAME_MAX,
+            max=strings.IFNAME_MAX,
         )
-    if value in {".", ".."} or any(c in "/:" or c.isspace() for c in value):
-        raise _error(
-            "ifname",
-            "'{value}' is not a valid Linux interface name (no '/', ':' or whitespace;"
-            " not '.' or '..')",
-            value=value,
-        )
-    return value
+    raise _error(
+        "ifname",
+        "'{value}' is not a valid Linux interface name (no '/', ':', NUL or whitespace;"
+        " not '.' or '..')",
+        value=value,
+    )
 
 
-def _netns_name(value: str) -> str:
-    if len(value) > NETNS_NAME_MAX:
-        raise _error(
-            "netns_name",
-            "'{value}' is {n} characters long; at most {max} are allowed",
-            value=value,
-            n=len(value),
-            max=NETNS_NAME_MAX,
-        )
-    if any(c.isspace() for c in value):
-        raise _error("netns_name", "'{value}' must not contain whitespace", value=value)
-    return _file_name(value)
+def _explain_path_name(what: str, max_length: int, why: str = "") -> Callable[[str], None]:
+    def explain(value: str) -> None:
+        if len(value) > max_length:
+            raise _error(
+                what,
+                "'{value}' is {n} characters long; at most {max} are allowed" + why,
+                value=value,
+                n=len(value),
+                max=max_length,
+            )
+        if any(c in _ASCII_SPACE for c in value):
+            raise _error(what, "'{value}' must not contain whitespace", value=value)
+        _explain_file_name(value)
+
+    return explain
 
 
-def _node_name(value: str) -> str:
-    if len(value) > NODE_NAME_MAX:
-        raise _error(
-            "node_name",
-            "'{value}' is {n} characters long; at most {max} are allowed (the name is part"
-            " of socket paths)",
-            value=value,
-            n=len(value),
-            max=NODE_NAME_MAX,
-        )
-    if any(c.isspace() for c in value):
-        raise _error("node_name", "'{value}' must not contain whitespace", value=value)
-    return _file_name(value)
+_ASCII_SPACE = " \t\n\x0b\f\r"
+
+
+def _name_type(rule: strings.StringRule, explain: Callable[[str], None], what: str) -> Any:
+    return Annotated[
+        str,
+        BeforeValidator(_require_str),
+        AfterValidator(_ruled(rule, explain, f"'{{value}}' is not a valid {what}")),
+        WithJsonSchema(rule.json_schema()),
+    ]
 
 
 Text = Annotated[str, BeforeValidator(_require_str)]
 """Any string, possibly empty, but written as a string."""
 
-Name = Annotated[
-    str,
-    BeforeValidator(_require_str),
-    AfterValidator(_non_empty),
-    WithJsonSchema({"type": "string", "minLength": 1}),
-]
+Name = _name_type(strings.NAME, _explain_file_name, "name")
 """Any non-empty string; used for names that are only labels or keys."""
 
-FileName = Annotated[
-    Name,
-    AfterValidator(_file_name),
-    WithJsonSchema({"type": "string", "minLength": 1, "pattern": r"^[^/]+$"}),
-]
+FileName = _name_type(strings.FILE_NAME, _explain_file_name, "file name")
 """A name that becomes part of a file path (node volumes, sockets)."""
 
-NetworkName = Annotated[
-    Name,
-    AfterValidator(_interface_name),
-    WithJsonSchema(
-        {"type": "string", "minLength": 1, "maxLength": IFNAME_MAX, "pattern": r"^[^/:\s]+$"}
-    ),
-]
+NetworkName = _name_type(strings.NETWORK_NAME, _explain_interface_name, "interface name")
 """A Network's name is its bridge's name, so it must be a valid Linux interface name."""
 
-NodeName = Annotated[
-    Name,
-    AfterValidator(_node_name),
-    WithJsonSchema(
-        {"type": "string", "minLength": 1, "maxLength": NODE_NAME_MAX, "pattern": r"^[^/\s]+$"}
-    ),
-]
+NodeName = _name_type(
+    strings.NODE_NAME,
+    _explain_path_name("node_name", strings.NODE_NAME_MAX, " (the name is part of socket paths)"),
+    "node name",
+)
 """A node's name names its sockets, log, NVRAM and volume folder."""
 
-NetNSName = Annotated[
-    Name,
-    AfterValidator(_netns_name),
-    WithJsonSchema(
-        {"type": "string", "minLength": 1, "maxLength": NETNS_NAME_MAX, "pattern": r"^[^/\s]+$"}
-    ),
-]
+NetNSName = _name_type(
+    strings.NETNS_NAME, _explain_path_name("netns_name", strings.NETNS_NAME_MAX), "namespace name"
+)
 """A namespace's name is a file under /run/netns."""
 
 
@@ -268,27 +247,38 @@ def _size(value: object) -> str:
         value = str(value)
     if not isinstance(value, str):
         raise _error("size_type", "expected a size like 512M or 2G, got {got}", got=describe(value))
-    if not _SIZE.fullmatch(value):
-        raise _error(
-            "size",
-            "'{value}' is not a size; use a number with an optional K, M, G or T suffix,"
-            " e.g. 512M or 2G",
-            value=value,
-        )
-    if float(value.rstrip("KMGTkmgt")) == 0:
+    if strings.SIZE.accepts(value):
+        return value
+    if re.fullmatch(r"[0.]*[KMGTkmgt]?", value) and any(c == "0" for c in value):
         raise _error("size", "'{value}': size must be greater than zero", value=value)
-    return value
+    raise _error(
+        "size",
+        "'{value}' is not a size; use a number with an optional K, M, G or T suffix,"
+        " e.g. 512M or 2G",
+        value=value,
+    )
+
+
+_UNIT_BYTES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def size_bytes(size: str, *, bare_unit: int = 1) -> int:
+    """The bytes a Size stands for; a bare number counts in `bare_unit` (QEMU's `-m` takes
+    MiB, qemu-img bytes). ValueError for what is not a Size."""
+    if not strings.SIZE.accepts(size):
+        raise ValueError(f"not a size: {size!r}")
+    unit = size[-1].upper() if size[-1].isalpha() else ""
+    number = size[:-1] if unit else size
+    return int(float(number) * (_UNIT_BYTES[unit] if unit else bare_unit))
 
 
 Size = Annotated[
     str,
     PlainValidator(_size),
     WithJsonSchema(
-        {
-            "type": "string",
-            "pattern": r"^([0-9]+|[0-9]+\.[0-9]+[KMGTkmgt])[KMGTkmgt]?$",
-            "description": "a size in QEMU syntax: bytes, or a number with a K/M/G/T suffix",
-        }
+        strings.SIZE.json_schema(
+            description="a size in QEMU syntax: bytes, or a number with a K/M/G/T suffix"
+        )
     ),
 ]
 """A size passed to QEMU or qemu-img verbatim (`-m 2G`, `qemu-img create ... 10G`)."""
@@ -327,62 +317,59 @@ AbsolutePath = Annotated[Path, BeforeValidator(_path_input), AfterValidator(_abs
 """A path that must be written absolute (host directories)."""
 
 
-def _url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme.lower() not in {"http", "https"} or not parts.netloc:
-        raise _error("url", "'{value}' is not an http:// or https:// URL", value=value)
-    return value
-
-
 URL = Annotated[
     str,
     BeforeValidator(_require_str),
-    AfterValidator(_url),
-    WithJsonSchema({"type": "string", "pattern": r"^[hH][tT][tT][pP][sS]?://"}),
-]
-
-
-def _sha256(value: str) -> str:
-    if not _SHA256.fullmatch(value):
-        raise _error(
-            "sha256", "'{value}' is not a SHA-256 digest (64 hexadecimal digits)", value=value
+    AfterValidator(
+        _ruled(
+            strings.HTTP_URL,
+            lambda value: None,
+            "'{value}' is not an http:// or https:// URL",
         )
-    return value.lower()
-
+    ),
+    WithJsonSchema(strings.HTTP_URL.json_schema()),
+]
 
 SHA256 = Annotated[
     str,
     BeforeValidator(_require_str),
-    AfterValidator(_sha256),
-    WithJsonSchema({"type": "string", "pattern": r"^[0-9a-fA-F]{64}$"}),
+    AfterValidator(
+        _ruled(
+            strings.SHA256,
+            lambda value: None,
+            "'{value}' is not a SHA-256 digest (64 hexadecimal digits)",
+        )
+    ),
+    AfterValidator(str.lower),
+    WithJsonSchema(strings.SHA256.json_schema()),
 ]
 
 
-def _mac(value: str) -> str:
-    if not _MAC.fullmatch(value):
-        raise _error(
-            "mac",
-            "'{value}' is not a MAC address; write six hexadecimal pairs separated by ':',"
-            " e.g. 52:54:00:12:34:56",
-            value=value,
-        )
-    if int(value[:2], 16) & 1:
-        raise _error(
-            "mac",
-            "'{value}' is a multicast address; a NIC needs a unicast one (the lowest bit of"
-            " the first byte clear, e.g. 52:54:00:...)",
-            value=value,
-        )
-    if value.replace(":", "").strip("0") == "":
+def _explain_mac(value: str) -> None:
+    if re.fullmatch("[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}", value):
+        if int(value[:2], 16) & 1:
+            raise _error(
+                "mac",
+                "'{value}' is a multicast address; a NIC needs a unicast one (the lowest bit"
+                " of the first byte clear, e.g. 52:54:00:...)",
+                value=value,
+            )
         raise _error("mac", "'{value}' is the all-zero address", value=value)
-    return value.lower()
 
 
 MAC = Annotated[
     str,
     BeforeValidator(_require_str),
-    AfterValidator(_mac),
-    WithJsonSchema({"type": "string", "pattern": r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"}),
+    AfterValidator(
+        _ruled(
+            strings.MAC,
+            _explain_mac,
+            "'{value}' is not a MAC address; write six hexadecimal pairs separated by ':',"
+            " e.g. 52:54:00:12:34:56",
+        )
+    ),
+    AfterValidator(str.lower),
+    WithJsonSchema(strings.MAC.json_schema()),
 ]
 """A unicast Ethernet address, stored in lower case."""
 
