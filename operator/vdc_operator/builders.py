@@ -20,7 +20,14 @@ from typing import Any
 from vdc_runtime.nodes.layout import memory_bytes
 from vdc_runtime.spec import cr
 from vdc_runtime.spec.cr import FileSource, VirtualDataCenterSpec
-from vdc_runtime.status import READY, ConditionStatus, condition, conditions_update
+from vdc_runtime.status import (
+    READY,
+    ConditionStatus,
+    Phase,
+    VirtualDataCenterStatus,
+    condition,
+    conditions_update,
+)
 
 Manifest = dict[str, Any]
 
@@ -408,15 +415,17 @@ def with_condition(
 
 
 def status_patch(
-    vdc: Mapping[str, Any], phase: str, reason: str, message: str, now: float | None = None
+    vdc: Mapping[str, Any], phase: Phase, reason: str, message: str, now: float | None = None
 ) -> dict[str, Any]:
-    """The status the operator writes: a phase, its message, and the Ready condition."""
-    return {
-        "phase": phase,
-        "message": message,
-        "observedGeneration": vdc["metadata"].get("generation"),
-        "conditions": with_condition(vdc, READY, "False", reason, message, now),
-    }
+    """The status the operator writes: a phase, its message, and the Ready condition (only
+    the fields it sets: the body of a merge patch must not clear the agent's)."""
+    status = VirtualDataCenterStatus(
+        phase=phase,
+        message=message,
+        observed_generation=vdc["metadata"].get("generation"),
+        conditions=with_condition(vdc, READY, "False", reason, message, now),  # type: ignore[arg-type]
+    )
+    return status.model_dump(exclude_unset=True, exclude_none=True)
 
 
 def pod_status(
@@ -429,16 +438,16 @@ def pod_status(
     """
     status = vdc.get("status") or {}
     if vdc["metadata"].get("deletionTimestamp"):
-        return status_patch(vdc, "Terminating", "Deleting", "removing the pod", now)
+        return status_patch(vdc, Phase.TERMINATING, "Deleting", "removing the pod", now)
     if pod is None:
-        return status_patch(vdc, "Pending", "PodCreating", "creating the pod", now)
+        return status_patch(vdc, Phase.PENDING, "PodCreating", "creating the pod", now)
     if pod["metadata"].get("deletionTimestamp"):
-        return status_patch(vdc, "Pending", "PodReplacing", "the pod is being replaced", now)
+        return status_patch(vdc, Phase.PENDING, "PodReplacing", "the pod is being replaced", now)
     pod_status_ = pod.get("status") or {}
     phase = pod_status_.get("phase")
     if phase in ("Failed", "Succeeded"):
         why = pod_status_.get("message") or pod_status_.get("reason") or f"the pod {phase.lower()}"
-        return status_patch(vdc, "Failed", "PodFailed", why, now)
+        return status_patch(vdc, Phase.FAILED, "PodFailed", why, now)
     agent = next(
         (c for c in pod_status_.get("containerStatuses", []) if c.get("name") == AGENT_CONTAINER),
         None,
@@ -447,19 +456,21 @@ def pod_status(
         for cond in pod_status_.get("conditions", []):
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
                 reason = cond.get("reason") or "Unschedulable"
-                return status_patch(vdc, "Pending", reason, cond.get("message", ""), now)
+                return status_patch(vdc, Phase.PENDING, reason, cond.get("message", ""), now)
         waiting = (agent or {}).get("state", {}).get("waiting") or {}
         if waiting.get("reason") in _WAITING_FAILURES:
-            return status_patch(vdc, "Pending", waiting["reason"], waiting.get("message", ""), now)
-        if status.get("phase") in (None, "Pending"):
-            return status_patch(vdc, "Pending", "PodStarting", "the pod is starting", now)
+            return status_patch(
+                vdc, Phase.PENDING, waiting["reason"], waiting.get("message", ""), now
+            )
+        if status.get("phase") in (None, Phase.PENDING):
+            return status_patch(vdc, Phase.PENDING, "PodStarting", "the pod is starting", now)
         return None
     waiting = agent.get("state", {}).get("waiting") or {}
     if waiting.get("reason") == "CrashLoopBackOff":
         last = agent.get("lastState", {}).get("terminated") or {}
         detail = last.get("message") or f"exit code {last.get('exitCode', '?')}"
         return status_patch(
-            vdc, "Failed", "CrashLoopBackOff", f"the agent keeps exiting: {detail}", now
+            vdc, Phase.FAILED, "CrashLoopBackOff", f"the agent keeps exiting: {detail}", now
         )
     return None
 

@@ -23,7 +23,7 @@ import kopf
 from vdc_operator import builders, github, metrics, runners
 from vdc_operator.kube import Api
 from vdc_runtime.spec import SpecErrors, cr
-from vdc_runtime.status import RUNNERS_REGISTERED, timestamp
+from vdc_runtime.status import RUNNERS_REGISTERED, Phase, timestamp
 
 RESOURCE = (cr.GROUP, cr.VERSION, cr.PLURAL)
 SETTINGS = builders.Settings.from_env()
@@ -105,14 +105,18 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger) -> None
     except SpecErrors as exc:
         # Only without the admission webhook (or for an object older than it).
         message = f"invalid spec: {exc}"
-        _merge_status(body, patch, builders.status_patch(body, "Failed", "InvalidSpec", message))
+        _merge_status(
+            body, patch, builders.status_patch(body, Phase.FAILED, "InvalidSpec", message)
+        )
         kopf.event(body, type="Warning", reason="InvalidSpec", message=message[:1024])
         metrics.ERRORS.labels("reconcile", "InvalidSpec").inc()
         return
     missing = await _missing_sources(namespace, spec)
     if missing:
         message = "waiting for " + "; ".join(missing)
-        _merge_status(body, patch, builders.status_patch(body, "Pending", "MissingSource", message))
+        _merge_status(
+            body, patch, builders.status_patch(body, Phase.PENDING, "MissingSource", message)
+        )
         kopf.event(body, type="Warning", reason="MissingSource", message=message)
         raise kopf.TemporaryError(message, delay=10)
     if spec.runners is not None:
@@ -138,7 +142,9 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger) -> None
         )
         logger.info("%s", message)
         kopf.event(body, type="Normal", reason="Replacing", message=message)
-        _merge_status(body, patch, builders.status_patch(body, "Pending", "PodReplacing", message))
+        _merge_status(
+            body, patch, builders.status_patch(body, Phase.PENDING, "PodReplacing", message)
+        )
         await api().delete("Pod", namespace, pod_name)
         # The old pod's runners used their single-use JIT configs: the new pod gets new ones.
         await _deregister_runners(body, logger)
@@ -148,7 +154,7 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger) -> None
         kopf.event(body, type="Normal", reason="PodCreated", message=f"created pod {pod_name}")
         logger.info("created pod %s", pod_name)
     status = builders.pod_status(body, None)
-    if status is not None and (body.get("status") or {}).get("phase") in (None, "Pending"):
+    if status is not None and (body.get("status") or {}).get("phase") in (None, Phase.PENDING):
         _merge_status(body, patch, status)
 
 
@@ -318,7 +324,7 @@ async def delete(body: Any, logger: logging.Logger, **_: Any) -> None:
                 await api().patch_vdc_status(
                     namespace,
                     name,
-                    builders.status_patch(body, "Terminating", "Deleting", "removing the pod"),
+                    builders.status_patch(body, Phase.TERMINATING, "Deleting", "removing the pod"),
                 )
                 await api().delete("Pod", namespace, pod)
             raise kopf.TemporaryError("waiting for the pod to stop", delay=2)
@@ -375,4 +381,4 @@ def phase_seen(body: Any, type: str | None, **_: Any) -> None:
     if type == "DELETED":
         metrics.PHASES_SEEN.seen.pop(key, None)
     else:
-        metrics.PHASES_SEEN.seen[key] = (body.get("status") or {}).get("phase") or "Pending"
+        metrics.PHASES_SEEN.seen[key] = (body.get("status") or {}).get("phase") or Phase.PENDING

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-PHASES = ("Pending", "Provisioning", "Running", "Degraded", "Failed", "Terminating")
+from vdc_runtime.status import Phase
 
 REGISTRY = CollectorRegistry()
 RECONCILES = Counter(
@@ -43,7 +43,7 @@ class _Phases(Collector):
         gauge = GaugeMetricFamily(
             "vdc_operator_vdcs", "VirtualDataCenters by phase", labels=["phase"]
         )
-        counts = dict.fromkeys((*PHASES, "Unknown"), 0)
+        counts = dict.fromkeys((*Phase, "Unknown"), 0)
         for phase in self.seen.values():
             counts[phase if phase in counts else "Unknown"] += 1
         for phase, count in counts.items():

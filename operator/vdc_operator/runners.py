@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vdc_operator import github
+from vdc_runtime.runner import RunnerPhase
 from vdc_runtime.spec import cr
 
 log = logging.getLogger("vdc.operator.runners")
@@ -55,13 +56,15 @@ def deletion_time(runners: cr.Runners, status: Mapping[str, Any]) -> float | Non
     failed and keepFailedFor says so, and at least as long as a job asked); None while a
     runner has not finished."""
     reported = status.get("runners") or []
-    if len(reported) < runners.count or any(r.get("phase") not in ("Finished", "Failed")
-                                            for r in reported):  # fmt: skip
+    ended = (RunnerPhase.FINISHED, RunnerPhase.FAILED)
+    if len(reported) < runners.count or any(r.get("phase") not in ended for r in reported):
         return None
     ended = [_epoch(r.get("endedAt")) for r in reported]
     if any(e is None for e in ended):
         return None
-    failed = any(r.get("phase") == "Failed" or r.get("result") == "failed" for r in reported)
+    failed = any(
+        r.get("phase") == RunnerPhase.FAILED or r.get("result") == "failed" for r in reported
+    )
     after = runners.after_job
     keep = after.keep_failed_for if failed and after.keep_failed_for is not None else after.keep_for
     at = max(e for e in ended if e is not None) + cr.duration_seconds(keep)

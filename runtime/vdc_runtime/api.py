@@ -13,6 +13,7 @@ from vdc_runtime import __version__
 from vdc_runtime.datacenter import DataCenterRun
 from vdc_runtime.listen import parse_listen_addr
 from vdc_runtime.nodes.machine import Machine, NodeError, PowerError
+from vdc_runtime.phases import RunPhase
 
 RUN_KEY: web.AppKey[DataCenterRun] = web.AppKey("run", DataCenterRun)
 
@@ -20,7 +21,7 @@ RUN_KEY: web.AppKey[DataCenterRun] = web.AppKey("run", DataCenterRun)
 async def health(request: web.Request) -> web.Response:
     run = request.app[RUN_KEY]
     body = {
-        "status": "ok" if run.phase == "running" else run.phase,
+        "status": "ok" if run.phase == RunPhase.RUNNING else run.phase,
         "phase": run.phase,
         "version": __version__,
         "uptime_seconds": round(time.time() - run.started_at, 1) if run.started_at else 0,
@@ -28,7 +29,7 @@ async def health(request: web.Request) -> web.Response:
         "accel": run.accel,
         "accel_reason": run.accel_reason,
     }
-    return web.json_response(body, status=200 if run.phase == "running" else 503)
+    return web.json_response(body, status=200 if run.phase == RunPhase.RUNNING else 503)
 
 
 async def networks(request: web.Request) -> web.Response:

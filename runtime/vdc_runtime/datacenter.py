@@ -23,6 +23,7 @@ from vdc_runtime.ledger import Ledger, RunLock
 from vdc_runtime.nodes.host import find_ovmf, probe_accel, vhost_available
 from vdc_runtime.nodes.layout import DriveLayout, HostFacts, NodeLayout, plan_node
 from vdc_runtime.nodes.machine import Machine, NodeError
+from vdc_runtime.phases import RunPhase
 from vdc_runtime.spec import DataCenter, Node
 from vdc_runtime.spec.identity import tap_name
 
@@ -66,7 +67,7 @@ class DataCenterRun:
     def __init__(self, dc: DataCenter, options: RunOptions) -> None:
         self.dc = dc
         self.options = options
-        self.phase = "pending"  # pending / building / running / stopping / stopped / failed
+        self.phase = RunPhase.PENDING
         self.failure: str | None = None
         self.failed = asyncio.Event()
         self.table, self.group = fabric.run_identity(str(options.run_dir.resolve()))
@@ -96,7 +97,7 @@ class DataCenterRun:
         """Build everything. On failure, whatever was made is removed before raising."""
         if os.geteuid() != 0:
             raise StartupError("vdc run must run as root (it creates bridges and namespaces)")
-        self.phase = "building"
+        self.phase = RunPhase.BUILDING
         self.options.run_dir.mkdir(parents=True, exist_ok=True)
         self.lock.acquire()
         try:
@@ -107,10 +108,10 @@ class DataCenterRun:
             )
             await self._build()
         except BaseException:
-            self.phase = "failed"
+            self.phase = RunPhase.FAILED
             await self.teardown()
             raise
-        self.phase = "running"
+        self.phase = RunPhase.RUNNING
         self.started_at = time.time()
 
     async def _build(self) -> None:
@@ -326,7 +327,7 @@ class DataCenterRun:
                 node.name, address, node.bmc.address,
             )  # fmt: skip
             return
-        if self.phase not in ("building", "running"):
+        if self.phase not in (RunPhase.BUILDING, RunPhase.RUNNING):
             return
         try:
             manager = await self._bmc_manager()
@@ -402,8 +403,8 @@ class DataCenterRun:
 
     async def teardown(self) -> list[str]:
         """Remove everything this run created. Safe to call more than once."""
-        if self.phase != "failed":
-            self.phase = "stopping"
+        if self.phase != RunPhase.FAILED:
+            self.phase = RunPhase.STOPPING
         await self.forwards.close()
         if self._bmc_started is not None:
             self._bmc_started.cancel()
@@ -422,8 +423,8 @@ class DataCenterRun:
         self.lock.release()
         for problem in problems:
             log.warning("teardown: %s", problem)
-        if self.phase != "failed":
-            self.phase = "stopped"
+        if self.phase != RunPhase.FAILED:
+            self.phase = RunPhase.STOPPED
         return problems
 
     # -- views for the API --------------------------------------------------------------------

@@ -14,11 +14,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from vdc_runtime.phases import RunPhase
+from vdc_runtime.runner import RunnerPhase
+
 if TYPE_CHECKING:
     from vdc_runtime.datacenter import DataCenterRun
     from vdc_runtime.status import RunnerObservation
-
-PHASES = ("pending", "building", "running", "stopping", "stopped", "failed")
 
 
 class RunCollector(Collector):
@@ -30,8 +31,8 @@ class RunCollector(Collector):
         phase = GaugeMetricFamily(
             "vdc_datacenter_phase", "1 for the data center's current phase", labels=["phase"]
         )
-        current = run.phase if run is not None else "pending"
-        for name in PHASES:
+        current = run.phase if run is not None else RunPhase.PENDING
+        for name in RunPhase:
             phase.add_metric([name], 1.0 if name == current else 0.0)
         yield phase
         if run is None:
@@ -59,9 +60,6 @@ class RunCollector(Collector):
         yield requests
 
 
-RUNNER_PHASES = ("starting", "listening", "busy", "finished", "failed")
-
-
 class RunnerCollector(Collector):
     """The pod's GitHub runners by phase, and their jobs by result (from `vdc runner`)."""
 
@@ -71,7 +69,7 @@ class RunnerCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         runners = self.runners()
         phases = GaugeMetricFamily("vdc_runners", "The pod's runners by phase", labels=["phase"])
-        for phase in RUNNER_PHASES:
+        for phase in RunnerPhase:
             phases.add_metric([phase], sum(1.0 for r in runners if r.phase == phase))
         jobs = CounterMetricFamily(
             "vdc_runner_jobs", "Jobs the pod's runners ran, by result", labels=["result"]

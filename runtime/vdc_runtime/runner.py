@@ -26,12 +26,31 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO, Literal
 
 log = logging.getLogger("vdc.runner")
 
-Phase = Literal["starting", "listening", "busy", "finished", "failed"]
+
+class RunnerPhase(StrEnum):
+    """A runner container's phase, as `vdc runner` records it and the status shows it."""
+
+    STARTING = "Starting"
+    LISTENING = "Listening"
+    BUSY = "Busy"
+    FINISHED = "Finished"
+    FAILED = "Failed"
+
+    @classmethod
+    def read(cls, text: object) -> RunnerPhase:
+        """The phase a state file names; one this version does not know is a failure."""
+        try:
+            return cls(str(text).capitalize())
+        except ValueError:
+            return cls.FAILED
+
+
 Result = Literal["succeeded", "failed", "cancelled"]
 
 KILL_AFTER = 25.0
@@ -98,7 +117,7 @@ def parse_line(line: str) -> Milestone | None:
 class RunnerState:
     name: str
     started_at: float
-    phase: Phase = "starting"
+    phase: RunnerPhase = RunnerPhase.STARTING
     job: str | None = None
     result: Result | None = None
     exit_code: int | None = None
@@ -113,7 +132,7 @@ class RunnerState:
 
     @property
     def ended(self) -> bool:
-        return self.phase in ("finished", "failed")
+        return self.phase in (RunnerPhase.FINISHED, RunnerPhase.FAILED)
 
 
 def initial_state(name: str, now: float) -> RunnerState:
@@ -127,9 +146,9 @@ def apply_milestone(state: RunnerState, milestone: Milestone | None, now: float)
         case Listening():
             # A runner that is not single-use listens again after a job; the last job's name
             # and result stay on record until the next one starts.
-            return replace(state, phase="listening")
+            return replace(state, phase=RunnerPhase.LISTENING)
         case JobStarted(job):
-            return replace(state, phase="busy", job=job, result=None, job_started_at=now)
+            return replace(state, phase=RunnerPhase.BUSY, job=job, result=None, job_started_at=now)
         case JobCompleted(job, result):
             # Still busy: the runner reports the result to GitHub after printing it.
             return replace(state, job=state.job or job, result=result)
@@ -143,7 +162,7 @@ def apply_line(state: RunnerState, line: str, now: float) -> RunnerState:
 def apply_exit(state: RunnerState, exit_code: int, now: float) -> RunnerState:
     if state.ended:
         return state
-    phase: Phase = "finished" if exit_code == 0 else "failed"
+    phase = RunnerPhase.FINISHED if exit_code == 0 else RunnerPhase.FAILED
     return replace(state, phase=phase, exit_code=exit_code, ended_at=now)
 
 

@@ -17,15 +17,40 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from enum import StrEnum
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vdc_runtime.nodes.states import MachineState, Power
+from vdc_runtime.phases import RunPhase
+from vdc_runtime.runner import RunnerPhase
 from vdc_runtime.spec.cr import camel
 
-Phase = Literal["Pending", "Provisioning", "Running", "Degraded", "Failed", "Terminating"]
-NodePhase = Literal["Pending", "Starting", "Booting", "Ready", "Off", "Restarting", "Failed"]
-Power = Literal["On", "Off", "Unknown"]
+
+class Phase(StrEnum):
+    """A VirtualDataCenter's phase, as `kubectl get vdc` shows it."""
+
+    PENDING = "Pending"
+    PROVISIONING = "Provisioning"
+    RUNNING = "Running"
+    DEGRADED = "Degraded"
+    FAILED = "Failed"
+    TERMINATING = "Terminating"
+
+
+class NodePhase(StrEnum):
+    """A node's phase in the status."""
+
+    PENDING = "Pending"
+    STARTING = "Starting"
+    BOOTING = "Booting"
+    READY = "Ready"
+    OFF = "Off"
+    RESTARTING = "Restarting"
+    FAILED = "Failed"
+
+
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 READY, NETWORK_READY, NODES_READY, ACCELERATED = (
@@ -69,9 +94,6 @@ class NodeStatus(StatusModel):
     start_time: str | None = Field(default=None, description="When its QEMU last started.")
     restarts: int = Field(default=0, description="Restarts of its QEMU (restart: on-failure).")
     bmc_address: str | None = None
-
-
-RunnerPhase = Literal["Starting", "Listening", "Busy", "Finished", "Failed"]
 
 
 class RunnerStatus(StatusModel):
@@ -135,10 +157,8 @@ def timestamp(at: float | None = None) -> str:
 @dataclass(frozen=True)
 class NodeObservation:
     name: str
-    state: str
-    """The machine's: pending (not created yet), starting, running, restarting, failed,
-    stopped."""
-    power: str
+    state: MachineState
+    power: Power
     ready: bool
     """Whether the guest met its readiness rule since its latest boot."""
     started_at: float | None = None
@@ -151,7 +171,7 @@ class RunnerObservation:
     """A runner's state file (written by `vdc runner`)."""
 
     name: str
-    phase: str
+    phase: RunnerPhase
     job: str | None = None
     result: str | None = None
     ended_at: float | None = None
@@ -159,8 +179,7 @@ class RunnerObservation:
 
 @dataclass(frozen=True)
 class RunObservation:
-    phase: str
-    """The run's: pending, building, running, stopping, stopped, failed."""
+    phase: RunPhase
     generation: int
     failure: str | None = None
     accel: str | None = None
@@ -177,26 +196,28 @@ class RunObservation:
 
 
 def node_phase(node: NodeObservation) -> NodePhase:
-    if node.state == "pending":
-        return "Pending"
-    if node.state == "starting":
-        return "Starting"
-    if node.state == "restarting":
-        return "Restarting"
-    if node.state in ("failed", "stopped"):
-        return "Failed" if node.state == "failed" else "Off"
-    if node.power == "Off":
-        return "Off"
-    if node.power != "On":
-        return "Failed"
-    return "Ready" if node.ready else "Booting"
+    match node.state:
+        case MachineState.PENDING:
+            return NodePhase.PENDING
+        case MachineState.STARTING:
+            return NodePhase.STARTING
+        case MachineState.RESTARTING:
+            return NodePhase.RESTARTING
+        case MachineState.FAILED:
+            return NodePhase.FAILED
+        case MachineState.STOPPED:
+            return NodePhase.OFF
+    if node.power == Power.OFF:
+        return NodePhase.OFF
+    if node.power != Power.ON:
+        return NodePhase.FAILED
+    return NodePhase.READY if node.ready else NodePhase.BOOTING
 
 
 def node_status(node: NodeObservation) -> NodeStatus:
-    power: Power = node.power if node.power in ("On", "Off") else "Unknown"  # type: ignore[assignment]
     return NodeStatus(
         name=node.name,
-        power=power,
+        power=node.power if node.power in (Power.ON, Power.OFF) else Power.UNKNOWN,
         phase=node_phase(node),
         start_time=timestamp(node.started_at) if node.started_at else None,
         restarts=node.restarts,
@@ -230,33 +251,33 @@ def agent_status(
     """The status the agent writes for what it observes (a JSON merge patch body's
     `status`); `previous` is the conditions the object has now."""
     nodes = [node_status(n) for n in obs.nodes]
-    ready = [n for n in nodes if n.phase == "Ready"]
-    broken = [n for n in nodes if n.phase in ("Failed", "Restarting")]
-    waiting = [n for n in nodes if n.phase not in ("Ready", "Failed", "Restarting")]
+    ready = [n for n in nodes if n.phase == NodePhase.READY]
+    broken = [n for n in nodes if n.phase in (NodePhase.FAILED, NodePhase.RESTARTING)]
+    waiting = [n for n in nodes if n not in ready and n not in broken]
     total = len(nodes)
 
     phase: Phase
-    if obs.phase == "failed":
-        phase, message = "Failed", obs.failure or "the data center failed"
-    elif obs.phase in ("stopping", "stopped"):
-        phase, message = "Terminating", "the data center is being removed"
-    elif obs.phase in ("pending", "building"):
-        phase, message = "Provisioning", "building the data center"
+    if obs.phase == RunPhase.FAILED:
+        phase, message = Phase.FAILED, obs.failure or "the data center failed"
+    elif obs.phase in (RunPhase.STOPPING, RunPhase.STOPPED):
+        phase, message = Phase.TERMINATING, "the data center is being removed"
+    elif obs.phase in (RunPhase.PENDING, RunPhase.BUILDING):
+        phase, message = Phase.PROVISIONING, "building the data center"
     elif broken:
-        phase, message = "Degraded", f"nodes not running: {_names(broken)}"
+        phase, message = Phase.DEGRADED, f"nodes not running: {_names(broken)}"
     elif waiting:
         phase, message = (
-            "Provisioning",
+            Phase.PROVISIONING,
             f"{len(ready)}/{total} nodes ready; waiting for {_names(waiting)}",
         )
     else:
-        phase, message = "Running", f"{total} nodes ready" if total else "running (no nodes)"
+        phase, message = Phase.RUNNING, f"{total} nodes ready" if total else "running (no nodes)"
 
     desired = [
         _network_condition(obs),
         _nodes_condition(obs, nodes, ready, broken, waiting),
         _accel_condition(obs),
-        _Desired(READY, "True" if phase == "Running" else "False", phase, _short(message)),
+        _Desired(READY, "True" if phase == Phase.RUNNING else "False", phase, _short(message)),
     ]
     accel = {"kvm": "KVM", "tcg": "TCG"}.get(obs.accel or "")
     status = VirtualDataCenterStatus(
@@ -279,7 +300,7 @@ def agent_status(
         runners=[
             RunnerStatus(
                 name=r.name,
-                phase=_runner_phase(r.phase),
+                phase=r.phase,
                 job=r.job,
                 result=r.result,
                 ended_at=timestamp(r.ended_at) if r.ended_at else None,
@@ -293,12 +314,6 @@ def agent_status(
     return status.model_dump(exclude_none=True, exclude={"runners"} if not obs.runners else None)
 
 
-def _runner_phase(phase: str) -> RunnerPhase:
-    """`vdc runner`'s phase in the status's spelling; one it does not write is a failure."""
-    shown = phase.capitalize()
-    return shown if shown in get_args(RunnerPhase) else "Failed"  # type: ignore[return-value]
-
-
 def _jobs_ended(runners: Sequence[RunnerObservation]) -> str | None:
     """When the last runner ended, once every runner has."""
     if not runners or any(r.ended_at is None for r in runners):
@@ -310,7 +325,7 @@ def _network_condition(obs: RunObservation) -> _Desired:
     if obs.fabric_ready:
         what = f"{obs.networks} networks, {obs.namespaces} namespaces"
         return _Desired(NETWORK_READY, "True", "FabricBuilt", what)
-    if obs.phase == "failed":
+    if obs.phase == RunPhase.FAILED:
         return _Desired(NETWORK_READY, "False", "Failed", _short(obs.failure or ""))
     return _Desired(NETWORK_READY, "False", "Building", "creating bridges, veths and namespaces")
 
@@ -326,7 +341,7 @@ def _nodes_condition(
     if nodes and len(ready) == len(nodes):
         return _Desired(NODES_READY, "True", "AllNodesReady", counts)
     if not nodes:
-        status: ConditionStatus = "True" if obs.phase == "running" else "False"
+        status: ConditionStatus = "True" if obs.phase == RunPhase.RUNNING else "False"
         return _Desired(NODES_READY, status, "NoNodes", "the data center has no nodes")
     if broken:
         return _Desired(
@@ -392,26 +407,26 @@ class Event:
 
 
 _NODE_EVENTS: dict[str, tuple[str, Literal["Normal", "Warning"]]] = {
-    "Booting": ("NodeBooting", "Normal"),
-    "Ready": ("NodeReady", "Normal"),
-    "Off": ("NodePoweredOff", "Normal"),
-    "Restarting": ("NodeRestarting", "Warning"),
-    "Failed": ("NodeFailed", "Warning"),
+    NodePhase.BOOTING: ("NodeBooting", "Normal"),
+    NodePhase.READY: ("NodeReady", "Normal"),
+    NodePhase.OFF: ("NodePoweredOff", "Normal"),
+    NodePhase.RESTARTING: ("NodeRestarting", "Warning"),
+    NodePhase.FAILED: ("NodeFailed", "Warning"),
 }
 
 _RUNNER_EVENTS: dict[str, str] = {
-    "Listening": "RunnerListening",
-    "Busy": "JobStarted",
-    "Finished": "RunnerFinished",
-    "Failed": "RunnerFailed",
+    RunnerPhase.LISTENING: "RunnerListening",
+    RunnerPhase.BUSY: "JobStarted",
+    RunnerPhase.FINISHED: "RunnerFinished",
+    RunnerPhase.FAILED: "RunnerFailed",
 }
 
 _PHASE_EVENTS: dict[str, Literal["Normal", "Warning"]] = {
-    "Provisioning": "Normal",
-    "Running": "Normal",
-    "Degraded": "Warning",
-    "Failed": "Warning",
-    "Terminating": "Normal",
+    Phase.PROVISIONING: "Normal",
+    Phase.RUNNING: "Normal",
+    Phase.DEGRADED: "Warning",
+    Phase.FAILED: "Warning",
+    Phase.TERMINATING: "Normal",
 }
 
 
@@ -425,7 +440,7 @@ def transitions(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> l
         if old.get("phase") == node["phase"] or node["phase"] not in _NODE_EVENTS:
             continue
         reason, kind = _NODE_EVENTS[node["phase"]]
-        detail = f" (restart {node['restarts']})" if node["phase"] == "Restarting" else ""
+        detail = f" (restart {node['restarts']})" if node["phase"] == NodePhase.RESTARTING else ""
         events.append(Event(reason, f"node {node['name']}: {node['phase'].lower()}{detail}", kind))
     old_runners = {r["name"]: r for r in before.get("runners", [])}
     for runner in after.get("runners", []):
@@ -436,7 +451,7 @@ def transitions(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> l
         detail = f" {runner['job']}" if runner.get("job") else ""
         if runner.get("result"):
             detail += f": {runner['result']}"
-        failed = phase == "Failed" or runner.get("result") == "failed"
+        failed = phase == RunnerPhase.FAILED or runner.get("result") == "failed"
         events.append(Event(_RUNNER_EVENTS[phase], f"runner {runner['name']}{detail}",
                             "Warning" if failed else "Normal"))  # fmt: skip
     phase = after.get("phase")

@@ -7,6 +7,7 @@ from pathlib import Path
 from tests.spec.test_cr import quickstart
 from vdc_runtime import metrics
 from vdc_runtime.datacenter import DataCenterRun, RunOptions
+from vdc_runtime.runner import RunnerPhase
 from vdc_runtime.spec import cr
 from vdc_runtime.status import RunnerObservation
 
@@ -14,15 +15,15 @@ from vdc_runtime.status import RunnerObservation
 def test_exposition_before_machines_and_with_runners(tmp_path: Path) -> None:
     run = DataCenterRun(cr.load(quickstart()["spec"]), RunOptions(run_dir=tmp_path))
     runners = (
-        RunnerObservation("runner-0", "finished", job="j", result="failed", ended_at=1.0),
-        RunnerObservation("runner-1", "busy", job="k"),
+        RunnerObservation("runner-0", RunnerPhase.FINISHED, job="j", result="failed", ended_at=1.0),
+        RunnerObservation("runner-1", RunnerPhase.BUSY, job="k"),
     )
     text = metrics.exposition(metrics.registry(lambda: run, lambda: runners)).decode()
     assert 'vdc_datacenter_phase{phase="pending"} 1.0' in text
-    assert 'vdc_runners{phase="busy"} 1.0' in text
-    assert 'vdc_runners{phase="finished"} 1.0' in text
+    assert 'vdc_runners{phase="Busy"} 1.0' in text
+    assert 'vdc_runners{phase="Finished"} 1.0' in text
     assert 'vdc_runner_jobs_total{result="failed"} 1.0' in text
     assert "vdc_bmc_requests_total" in text
     empty = metrics.exposition(metrics.registry(lambda: None)).decode()
     assert 'vdc_datacenter_phase{phase="pending"} 1.0' in empty
-    assert 'vdc_runners{phase="busy"} 0.0' in empty
+    assert 'vdc_runners{phase="Busy"} 0.0' in empty

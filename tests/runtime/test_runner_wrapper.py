@@ -71,17 +71,17 @@ def test_parse_line_ignores_everything_else(line: str) -> None:
 
 def test_a_single_use_runners_life() -> None:
     state = initial_state("r1", 100.0)
-    assert (state.phase, state.job, state.result, state.exit_code) == ("starting", None, None, None)
+    assert (state.phase, state.job, state.result, state.exit_code) == ("Starting", None, None, None)
     state = apply_line(state, "√ Connected to GitHub", 101.0)
-    assert state.phase == "starting"
+    assert state.phase == "Starting"
     state = apply_line(state, "2024-05-01 10:00:00Z: Listening for Jobs", 102.0)
-    assert state.phase == "listening"
+    assert state.phase == "Listening"
     state = apply_line(state, "2024-05-01 10:00:05Z: Running job: build", 103.0)
-    assert (state.phase, state.job, state.job_started_at) == ("busy", "build", 103.0)
+    assert (state.phase, state.job, state.job_started_at) == ("Busy", "build", 103.0)
     state = apply_line(state, "2024-05-01 10:01:00Z: Job build completed with result: Failed", 104)
-    assert (state.phase, state.result) == ("busy", "failed")
+    assert (state.phase, state.result) == ("Busy", "failed")
     state = apply_exit(state, 0, 105.0)
-    assert state == RunnerState(name="r1", started_at=100.0, phase="finished", job="build",
+    assert state == RunnerState(name="r1", started_at=100.0, phase="Finished", job="build",
                                 result="failed", exit_code=0, job_started_at=103.0,
                                 ended_at=105.0)  # fmt: skip
 
@@ -92,7 +92,7 @@ def test_a_failed_exit_keeps_the_job_result_and_nothing_changes_afterwards() -> 
         state = apply_line(state, line, 2.0)
     state = apply_exit(state, 1, 3.0)
     assert (state.phase, state.result, state.exit_code, state.ended_at) == (
-        "failed", "succeeded", 1, 3.0)  # fmt: skip
+        "Failed", "succeeded", 1, 3.0)  # fmt: skip
     assert apply_line(state, "Running job: other", 4.0) == state
     assert apply_exit(state, 0, 5.0) == state
 
@@ -101,14 +101,14 @@ def test_a_new_job_clears_the_last_result_and_listening_keeps_it() -> None:
     state = initial_state("r1", 1.0)
     for line in ("Running job: a", "Job a completed with result: Failed", "Listening for Jobs"):
         state = apply_line(state, line, 2.0)
-    assert (state.phase, state.job, state.result) == ("listening", "a", "failed")
+    assert (state.phase, state.job, state.result) == ("Listening", "a", "failed")
     state = apply_line(state, "Running job: b", 3.0)
-    assert (state.phase, state.job, state.result, state.job_started_at) == ("busy", "b", None, 3.0)
+    assert (state.phase, state.job, state.result, state.job_started_at) == ("Busy", "b", None, 3.0)
 
 
 def test_exit_without_any_milestone_fails_without_a_job() -> None:
     state = apply_exit(initial_state("r1", 1.0), 143, 2.0)
-    assert (state.phase, state.job, state.result, state.exit_code) == ("failed", None, None, 143)
+    assert (state.phase, state.job, state.result, state.exit_code) == ("Failed", None, None, 143)
 
 
 def test_exit_status_of_a_signalled_process_is_128_plus_the_signal() -> None:
@@ -123,7 +123,7 @@ def test_state_file_is_written_whole_with_its_fields_in_order(tmp_path: Path) ->
     write_state(path, apply_line(initial_state("r1", 1.5), "Running job: j", 2.5))
     assert [p.name for p in tmp_path.iterdir()] == ["r1.json"]
     assert json.loads(path.read_text()) == {
-        "name": "r1", "phase": "busy", "job": "j", "result": None, "exit_code": None,
+        "name": "r1", "phase": "Busy", "job": "j", "result": None, "exit_code": None,
         "started_at": 1.5, "job_started_at": 2.5, "ended_at": None,
     }  # fmt: skip
     order = ["name", "phase", "job", "result", "exit_code", "started_at", "job_started_at",
@@ -210,17 +210,17 @@ def test_wrapper_records_each_phase_and_waits_for_sigterm_after_the_runner_exits
     gates = tmp_path / "gates"
     w = Wrapper(tmp_path, fake(gates, "Succeeded", 0))
     wrappers.append(w)
-    state = w.wait_state(lambda s: s["phase"] == "listening")
+    state = w.wait_state(lambda s: s["phase"] == "Listening")
     assert state["name"] == "r1" and state["job"] is None and state["exit_code"] is None
     (gates / "job").touch()
-    state = w.wait_state(lambda s: s["phase"] == "busy")
+    state = w.wait_state(lambda s: s["phase"] == "Busy")
     assert (state["job"], state["result"]) == ("build (linux)", None)
     assert state["job_started_at"] >= state["started_at"]
     (gates / "done").touch()
     state = w.wait_state(lambda s: s["result"] is not None)
-    assert (state["phase"], state["result"]) == ("busy", "succeeded")
+    assert (state["phase"], state["result"]) == ("Busy", "succeeded")
     (gates / "exit").touch()
-    state = w.wait_state(lambda s: s["phase"] == "finished")
+    state = w.wait_state(lambda s: s["phase"] == "Finished")
     assert (state["exit_code"], state["result"], state["job"]) == (0, "succeeded", "build (linux)")
     assert state["ended_at"] >= state["job_started_at"]
 
@@ -241,7 +241,7 @@ def test_a_runner_exiting_non_zero_fails_and_its_job_result_is_kept(
     wrappers.append(w)
     for gate in ("job", "done", "exit"):
         (gates / gate).touch()
-    state = w.wait_state(lambda s: s["phase"] == "failed")
+    state = w.wait_state(lambda s: s["phase"] == "Failed")
     assert (state["exit_code"], state["result"], state["job"]) == (1, "failed", "build (linux)")
     w.assert_stays_up()
     assert w.stop() == 0
@@ -252,13 +252,13 @@ def test_sigterm_while_the_runner_runs_is_passed_on_to_it(
 ) -> None:
     w = Wrapper(tmp_path, fake(tmp_path / "gates", "Succeeded", 0))
     wrappers.append(w)
-    w.wait_state(lambda s: s["phase"] == "listening")
+    w.wait_state(lambda s: s["phase"] == "Listening")
     started = time.monotonic()
     assert w.stop() == 0
     assert time.monotonic() - started < 5
     state = w.state()
     assert state is not None
-    assert (state["phase"], state["exit_code"], state["result"]) == ("failed", 143, None)
+    assert (state["phase"], state["exit_code"], state["result"]) == ("Failed", 143, None)
 
 
 def test_a_runner_ignoring_sigterm_is_killed_after_the_grace_period(
@@ -268,11 +268,11 @@ def test_a_runner_ignoring_sigterm_is_killed_after_the_grace_period(
               "print('Listening for Jobs', flush=True); time.sleep(60)")  # fmt: skip
     w = Wrapper(tmp_path, [sys.executable, "-c", script], "--kill-after", "0.5")
     wrappers.append(w)
-    w.wait_state(lambda s: s["phase"] == "listening")
+    w.wait_state(lambda s: s["phase"] == "Listening")
     assert w.stop() == 0
     state = w.state()
     assert state is not None
-    assert (state["phase"], state["exit_code"]) == ("failed", 137)
+    assert (state["phase"], state["exit_code"]) == ("Failed", 137)
     assert "killing it" in w.stderr.read_text()
 
 
@@ -281,7 +281,7 @@ def test_a_command_that_cannot_run_fails_and_the_wrapper_still_waits(
 ) -> None:
     w = Wrapper(tmp_path, [str(tmp_path / "no-such-runner"), "--jitconfig", "x"])
     wrappers.append(w)
-    state = w.wait_state(lambda s: s["phase"] == "failed")
+    state = w.wait_state(lambda s: s["phase"] == "Failed")
     assert state["exit_code"] == 127
     w.assert_stays_up(0.3)
     assert w.stop(signal.SIGINT) == 0

@@ -8,6 +8,7 @@ from pathlib import Path
 from tests.spec.test_cr import quickstart
 from vdc_runtime.agent.report import observe
 from vdc_runtime.datacenter import DataCenterRun, RunOptions
+from vdc_runtime.runner import RunnerPhase
 from vdc_runtime.spec import cr
 from vdc_runtime.status import (
     STATUS_BUDGET,
@@ -128,9 +129,9 @@ def test_observe_a_run_before_its_machines_exist(tmp_path: Path) -> None:
 def test_runners_in_the_status_and_their_events() -> None:
     from vdc_runtime.status import RunnerObservation
 
-    waiting = RunnerObservation("runner-0", "listening")
-    busy = RunnerObservation("runner-0", "busy", job="reboot-test")
-    done = RunnerObservation("runner-0", "finished", job="reboot-test", result="failed",
+    waiting = RunnerObservation("runner-0", RunnerPhase.LISTENING)
+    busy = RunnerObservation("runner-0", RunnerPhase.BUSY, job="reboot-test")
+    done = RunnerObservation("runner-0", RunnerPhase.FINISHED, job="reboot-test", result="failed",
                              ended_at=T0 + 5)  # fmt: skip
     first = agent_status(run_obs(node("a"), runners=(waiting,)), now=T0)
     assert first["runners"] == [{"name": "runner-0", "phase": "Listening"}]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from vdc_runtime.agent import files
 from vdc_runtime.agent.kube import Gone, Kube, KubeError
+from vdc_runtime.phases import RunPhase
 from vdc_runtime.spec import SpecErrors
 
 if TYPE_CHECKING:
@@ -178,7 +179,7 @@ class Agent:
             if api_runner is not None:
                 await api_runner.cleanup()
             if self.run is not None:
-                self.run.phase = "stopping"
+                self.run.phase = RunPhase.STOPPING
                 await self.reporter.report(self.observation())
                 await self.run.teardown()
             reporting.cancel()

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vdc_runtime.agent.kube import Conflict, Gone, Kube, KubeError
+from vdc_runtime.nodes.states import MachineState, Power
+from vdc_runtime.phases import RunPhase
+from vdc_runtime.runner import RunnerPhase
 from vdc_runtime.status import (
     CONDITION_TYPES,
     NodeObservation,
@@ -49,14 +52,14 @@ def observe(
     is where published BMCs answer."""
     if run is None:
         return RunObservation(
-            phase="failed" if failure else "pending", generation=generation, failure=failure,
-            pod=pod, runners=runners, keep_until=keep_until,
+            phase=RunPhase.FAILED if failure else RunPhase.PENDING, generation=generation,
+            failure=failure, pod=pod, runners=runners, keep_until=keep_until,
         )  # fmt: skip
     nodes = []
     for node in run.dc.nodes:
         machine = run.machines.get(node.name)
         if machine is None:
-            nodes.append(NodeObservation(node.name, "pending", "Unknown", False))
+            nodes.append(NodeObservation(node.name, MachineState.PENDING, Power.UNKNOWN, False))
             continue
         endpoint = run.bmc.endpoints.get(node.name) if run.bmc is not None else None
         nodes.append(
@@ -71,8 +74,8 @@ def observe(
             )
         )
     phase = run.phase
-    if run.failed.is_set() and phase == "running":
-        phase = "failed"
+    if run.failed.is_set() and phase == RunPhase.RUNNING:
+        phase = RunPhase.FAILED
     publish = run.dc.bmc.publish if run.dc.bmc is not None else None
     return RunObservation(
         bmc_published=(pod_ip, publish.ipmi_port, publish.redfish_port) if publish else None,
@@ -101,7 +104,7 @@ def read_runners(state_dir: Path) -> tuple[RunnerObservation, ...]:
             found.append(
                 RunnerObservation(
                     name=str(state["name"]),
-                    phase=str(state["phase"]),
+                    phase=RunnerPhase.read(state["phase"]),
                     job=state.get("job"),
                     result=state.get("result"),
                     ended_at=state.get("ended_at"),

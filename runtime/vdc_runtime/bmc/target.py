@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-PowerState = Literal["On", "Off", "Unknown"]
+from vdc_runtime.nodes.states import Power as PowerState
 
 BootTarget = Literal["none", "pxe", "hdd", "cd", "bios-setup", "uefi-http"]
 """Where the next boot goes: Redfish's BootSourceOverrideTarget values, lower-cased.

@@ -28,6 +28,7 @@ from vdc_runtime.ledger import Ledger
 from vdc_runtime.nodes.console import ConsoleHub
 from vdc_runtime.nodes.layout import NodeLayout
 from vdc_runtime.nodes.qemu_args import boot_indexes, disk_device_id, nic_device_id, qemu_argv
+from vdc_runtime.nodes.states import MachineState, Power
 from vdc_runtime.procs import process_start_time, stop_process_group
 from vdc_runtime.spec import Node
 
@@ -55,7 +56,7 @@ class PowerError(NodeError):
 @dataclass(frozen=True)
 class Transition:
     at: float
-    power: str
+    power: Power
     cause: str
 
 
@@ -99,8 +100,8 @@ class Machine:
         self.ledger = ledger
         self.on_fatal = on_fatal
         self.on_bmc_address = on_bmc_address
-        self.state = "stopped"  # starting / running / restarting / failed / stopped
-        self.power = "Off"
+        self.state = MachineState.STOPPED
+        self.power = Power.OFF
         self.transitions: deque[Transition] = deque(maxlen=32)
         self.bmc_address: str | None = None
         self.restarts = 0
@@ -147,7 +148,7 @@ class Machine:
     def ready(self) -> bool:
         """Running, powered on, and (with a readiness rule) showing its marker since the
         latest boot."""
-        if self.state != "running" or self.power != "On":
+        if self.state != MachineState.RUNNING or self.power != Power.ON:
             return False
         return self._readiness is None or self.ready_at is not None
 
@@ -168,7 +169,7 @@ class Machine:
         else:
             self._console_window = window
 
-    def _set_power(self, power: str, cause: str) -> None:
+    def _set_power(self, power: Power, cause: str) -> None:
         if self._cause is not None:
             cause, self._cause = self._cause, None
         if power != self.power:
@@ -179,7 +180,7 @@ class Machine:
     # -- start -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.state = "starting"
+        self.state = MachineState.STARTING
         try:
             await self.console.serve()
             await self._launch()
@@ -187,7 +188,7 @@ class Machine:
             await self._kill_processes()
             await self.console.close()
             raise
-        self.state = "running"
+        self.state = MachineState.RUNNING
         self._tasks.append(asyncio.create_task(self._watch(), name=f"watch {self.name}"))
 
     def _clear_stale_files(self) -> None:
@@ -240,7 +241,7 @@ class Machine:
         except (TimeoutError, OSError) as exc:
             raise NodeError(f"{what}: cannot connect to its serial console: {exc}") from exc
         self.started_at = time.time()
-        self._set_power("On", "started")
+        self._set_power(Power.ON, "started")
         self._tasks.append(asyncio.create_task(self._events(self._qmp), name=f"events {label}"))
         self._tasks.append(asyncio.create_task(self._guest_port(), name=f"guest port {label}"))
         if self.node.uefi:
@@ -305,11 +306,11 @@ class Machine:
                 if name == "SHUTDOWN":
                     reason = event.get("data", {}).get("reason", "")
                     cause = f"guest shut down ({reason})" if reason else "guest shut down"
-                    self._set_power("Off", cause)
+                    self._set_power(Power.OFF, cause)
                 elif name == "STOP":
-                    self._set_power("Off", "stopped")
+                    self._set_power(Power.OFF, "stopped")
                 elif name == "RESUME":
-                    self._set_power("On", "resumed")
+                    self._set_power(Power.ON, "resumed")
                 elif name == "RESET":
                     self._booting()
                     self._watch_firmware_from_now()
@@ -410,13 +411,13 @@ class Machine:
             detail = " | ".join(list(self._stderr)[-3:])
             reason = f"node {self.name}: {what}" + (f" ({detail})" if detail else "")
             log.error("%s", reason)
-            self._set_power("Unknown", what)
+            self._set_power(Power.UNKNOWN, what)
             await self._kill_processes()
             if self.node.restart != "on-failure":
-                self.state, self.failure = "failed", reason
+                self.state, self.failure = MachineState.FAILED, reason
                 self.on_fatal(reason)
                 return
-            self.state = "restarting"
+            self.state = MachineState.RESTARTING
             uptime = time.time() - (self.started_at or time.time())
             backoff = 1.0 if uptime > RESTART_BACKOFF_MAX else min(backoff * 2, RESTART_BACKOFF_MAX)
             log.warning("node %s: restarting in %.0f s (restart: on-failure)", self.name, backoff)
@@ -427,15 +428,15 @@ class Machine:
             try:
                 await self._launch()
             except NodeError as exc:
-                self.state, self.failure = "failed", str(exc)
+                self.state, self.failure = MachineState.FAILED, str(exc)
                 self.on_fatal(str(exc))
                 return
-            self.state = "running"
+            self.state = MachineState.RUNNING
 
     # -- power ---------------------------------------------------------------------------
 
     async def _execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
-        if self._qmp is None or self.state not in ("running",):
+        if self._qmp is None or self.state != MachineState.RUNNING:
             raise NodeError(f"node {self.name} is {self.state}")
         try:
             return await asyncio.wait_for(self._qmp.execute(command, arguments), QMP_TIMEOUT)
@@ -443,63 +444,63 @@ class Machine:
             detail = str(exc) or type(exc).__name__
             raise NodeError(f"node {self.name}: QMP {command} failed: {detail}") from exc
 
-    async def query_power(self) -> str:
+    async def query_power(self) -> Power:
         """On, Off or Unknown, asked of QEMU (never raises)."""
         try:
             status = await self._execute("query-status")
         except NodeError:
-            return "Unknown"
-        return "On" if status.get("running") else "Off"
+            return Power.UNKNOWN
+        return Power.ON if status.get("running") else Power.OFF
 
     async def power_on(self) -> bool:
         """Boot the machine afresh if it is off; False if it was already on."""
         async with self._lock:
-            if await self.query_power() == "On":
+            if await self.query_power() == Power.ON:
                 return False
             self._cause = "power on"
             await self._reset()
             await self._execute("cont")
-            self._set_power("On", "power on")
+            self._set_power(Power.ON, "power on")
             return True
 
     async def power_off(self) -> bool:
         """Hard power off (vCPUs stopped); False if it was already off."""
         async with self._lock:
-            if await self.query_power() == "Off":
+            if await self.query_power() == Power.OFF:
                 return False
             self._cause = "power off"
             await self._execute("stop")
-            self._set_power("Off", "power off")
+            self._set_power(Power.OFF, "power off")
             return True
 
     async def restart(self) -> None:
         """Power off then on: the guest boots again whatever its state was."""
         async with self._lock:
-            if await self.query_power() == "On":
+            if await self.query_power() == Power.ON:
                 self._cause = "restart"
                 await self._execute("stop")
             self._cause = "restart"
             await self._reset()
             await self._execute("cont")
-            self._set_power("On", "restart")
+            self._set_power(Power.ON, "restart")
 
     async def reset(self) -> None:
         async with self._lock:
-            if await self.query_power() != "On":
+            if await self.query_power() != Power.ON:
                 raise PowerError(f"node {self.name} is off; power it on instead of resetting it")
             await self._reset()
-            self.transitions.append(Transition(time.time(), "On", "reset"))
+            self.transitions.append(Transition(time.time(), Power.ON, "reset"))
 
     async def acpi_shutdown(self) -> None:
         """Press the power button: the guest's OS decides (Placemat paused the VM instead)."""
         async with self._lock:
-            if await self.query_power() != "On":
+            if await self.query_power() != Power.ON:
                 raise PowerError(f"node {self.name} is already off")
             await self._execute("system_powerdown")
 
     async def nmi(self) -> None:
         async with self._lock:
-            if await self.query_power() != "On":
+            if await self.query_power() != Power.ON:
                 raise PowerError(f"node {self.name} is off")
             await self._execute("inject-nmi")
 
@@ -543,8 +544,8 @@ class Machine:
                 task.cancel()
         await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
         self._tasks.clear()
-        if self.state != "failed":
-            self.state = "stopped"
+        if self.state != MachineState.FAILED:
+            self.state = MachineState.STOPPED
         await self.console.close()
         await asyncio.to_thread(self._clear_stale_files)
 
@@ -562,6 +563,6 @@ class Machine:
     # -- views ---------------------------------------------------------------------------
 
     def uptime(self) -> float | None:
-        if self.started_at is None or self.state not in ("running",):
+        if self.started_at is None or self.state != MachineState.RUNNING:
             return None
         return round(time.time() - self.started_at, 1)

@@ -351,12 +351,12 @@ def test_under_vdc_runner_the_state_follows_the_job(
     stub.release.clear()
     w = Wrapped(tmp_path, jit_config(runner_config(stub.url, 12, tmp_path / "w")))
     wrapped.append(w)
-    w.wait_state(lambda s: s["phase"] == "listening")
+    w.wait_state(lambda s: s["phase"] == "Listening")
     stub.release.set()
-    state = w.wait_state(lambda s: s["phase"] == "busy")
+    state = w.wait_state(lambda s: s["phase"] == "Busy")
     assert (state["job"], state["result"]) == ("e2e", None)
     go.touch()
-    state = w.wait_state(lambda s: s["phase"] == "finished")
+    state = w.wait_state(lambda s: s["phase"] == "Finished")
     assert (state["job"], state["result"], state["exit_code"]) == ("e2e", "succeeded", 0)
     assert stub.results[12]["result"] == "succeeded"
     time.sleep(0.5)
@@ -375,7 +375,7 @@ def test_under_vdc_runner_sigterm_cancels_the_job(
         {"name": "sleep", "run": f"echo sleeping; {sleep}"}]}  # fmt: skip
     w = Wrapped(tmp_path, jit_config(runner_config(stub.url, 13, tmp_path / "w")))
     wrapped.append(w)
-    w.wait_state(lambda s: s["phase"] == "busy")
+    w.wait_state(lambda s: s["phase"] == "Busy")
     deadline = time.monotonic() + 10
     while "sleeping" not in w.log.read_text() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -385,7 +385,7 @@ def test_under_vdc_runner_sigterm_cancels_the_job(
     assert time.monotonic() - started < 10
     state = json.loads(w.state_file.read_text())
     assert (state["phase"], state["job"], state["result"], state["exit_code"]) == (
-        "failed", "long", "cancelled", 143)  # fmt: skip
+        "Failed", "long", "cancelled", 143)  # fmt: skip
     assert 13 not in stub.results
     out = subprocess.run(["pgrep", "-f", sleep], capture_output=True, text=True).stdout
     assert not out.strip(), "the step's process outlived the cancelled job"
