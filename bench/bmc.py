@@ -1,6 +1,6 @@
 """Benchmark (not a test): BMC latency of a real guest, IPMI and Redfish, 1 and 20 clients.
 
-    sudo PYTHONPATH=/work/main/runtime:/work/main /var/cache/vdc/venv/bin/python bench/bmc.py \\
+    sudo PYTHONPATH=runtime:. /var/cache/vdc/venv/bin/python bench/bmc.py \\
         [--requests 200] [--clients 1,20]
 
 One test guest (`tests/guest`) runs under TCG through `nodes.Machine`, with its BMC's IPMI

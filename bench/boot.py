@@ -1,6 +1,6 @@
 """Benchmark (not a test): N guests booted by `vdc run` beside the same QEMUs started directly.
 
-    sudo PYTHONPATH=/work/main/runtime:/work/main /var/cache/vdc/venv/bin/python bench/boot.py \\
+    sudo PYTHONPATH=runtime:. /var/cache/vdc/venv/bin/python bench/boot.py \\
         [--sizes 1,4,8] [--repeat 5]
 
 Each case is a spec of N nodes: the cached test guest (`tests/guest`, PVH `vmlinux` plus its

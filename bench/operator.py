@@ -1,7 +1,7 @@
 """Benchmark (not a test): `kubectl apply` of VirtualDataCenters until every QEMU runs in
 their pods, beside bare pods of the same image on the same cluster.
 
-    sudo PYTHONPATH=/work/main /var/cache/vdc/venv/bin/python bench/operator.py \\
+    sudo PYTHONPATH=. /var/cache/vdc/venv/bin/python bench/operator.py \\
         [--counts 1,10] [--repeat 3]
 
 Runs against the e2e cluster of tests/e2e/cluster (brought up, the images built and

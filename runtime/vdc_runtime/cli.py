@@ -81,7 +81,7 @@ async def _run(dc: DataCenter, args: argparse.Namespace) -> int:
     exit_code = EXIT_OK
     runner = None
     try:
-        # aiohttp costs ~0.25 s to import: only once the machines are already booting.
+        # aiohttp is slow to import: only once the machines are already booting.
         from vdc_runtime import api
 
         runner = await api.serve(run, args.listen_addr)

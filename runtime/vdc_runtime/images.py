@@ -6,7 +6,7 @@ runs so a download resumes with `Range`), `<key>.part.json` the validator (ETag 
 Last-Modified) the server gave them, and `<key>.lock` is the `flock` that lets several vdc
 processes share one cache.
 
-Differences from Placemat (reference placemat.md §2.3, §9.2 #9): chunked responses are
+Differences from Placemat: chunked responses are
 accepted; connection errors, timeouts, 408, 429 and 5xx are retried with exponential
 backoff and the download resumes where it stopped; other 4xx fail at once; downloads of
 different images run in parallel and one image is downloaded once however many nodes ask;

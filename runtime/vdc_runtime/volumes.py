@@ -1,4 +1,4 @@
-"""A node's volumes: Placemat's semantics (reference placemat.md §2.6, §7.2), minus its bugs.
+"""A node's volumes: Placemat's semantics, minus its bugs.
 
 A volume file lives in `<base>/volumes/<node>/<volume>.img`, `<base>` being the device
 class path or the data dir. An existing file is reused, so guests keep their disks across
@@ -8,7 +8,7 @@ runs (Placemat's behaviour), unless `recreate` is asked for. Differences from Pl
   halfway never leaves a half volume that the next run would take for a finished one;
 - the NoCloud seed (`localds`) is an ISO 9660 image built in Python (volume label `cidata`,
   Rock Ridge and Joliet names `user-data`, `meta-data`, `network-config`), always raw and
-  declared raw (Placemat declared `qcow2` for raw seeds, §9.2 #3), and attached read-only;
+  declared raw (Placemat declared `qcow2` for raw seeds), and attached read-only;
 - every drive's format is known instead of probed by QEMU. The format vdc created is
   recorded in `<volume>.img.format` next to the volume: a non-copy-on-write image volume
   has its image's format, which cannot be read back safely from the volume itself (a

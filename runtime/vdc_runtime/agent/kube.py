@@ -1,11 +1,10 @@
 """The agent's few calls to the Kubernetes API: read its VDC, patch its status, post events.
 
 Three REST calls with the standard library, each in a thread, instead of the `kubernetes`
-client: that client builds ~300 pydantic models when its API classes are imported, which
-cost the agent 1.5-3 s between its pod starting and its first QEMU (measured with
-cProfile in the VDC pod); aiohttp, too, is kept off that path (0.35 s of imports, paid by
-every VDC starting on a node). The agent's Role allows exactly these calls on its own VDC
-(see vdc_operator.builders.build_role).
+client: that client builds hundreds of pydantic models when its API classes are imported,
+all between the pod starting and its first QEMU; aiohttp, too, is kept off that path,
+which every VDC starting on a node pays for (bench/operator.py measures it). The agent's
+Role allows exactly these calls on its own VDC (see vdc_operator.builders.build_role).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Pipelined rtnetlink requests.
 
-pyroute2 is used to read state (and in tests to decode these messages), but its generic
-message encoder costs ~0.6 ms for one nested veth request and its request API waits for
-each acknowledgement. A data center of a few hundred links then spends most of its build
-time in Python. The few request shapes the fabric sends (create bridge, create veth into a
+pyroute2's generic message encoder is slow for nested requests and its request API waits
+for each acknowledgement, so a data center of a few hundred links would spend most of its
+build time in Python (bench/fabric_build.py measures it against `ip -batch`). The few
+request shapes the fabric sends (create bridge, create veth into a
 namespace, set link up, add address, delete link group) are encoded here with struct and
 sent back to back on one socket; the acknowledgements are read afterwards and matched to
 their requests by sequence number, so a failure names the object that caused it.
@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 # Kernel ABI constants (<linux/netlink.h>, <linux/rtnetlink.h>). Written out rather than
-# imported from pyroute2, whose package import costs ~0.15 s of every `vdc run` start-up.
+# imported from pyroute2, whose package import would be on every `vdc run`'s start-up path.
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
 NLM_F_EXCL = 0x200
@@ -158,7 +158,7 @@ def address_request(
 
 def delete_group_request(group: int) -> bytes:
     # Deleting a whole link group unregisters every member in one batch: one RCU grace
-    # period instead of one per link (about 38 ms each for bridges).
+    # period instead of one per link.
     return _ifinfo() + _u32(IFLA_GROUP, group)
 
 

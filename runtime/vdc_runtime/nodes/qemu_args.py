@@ -1,6 +1,6 @@
 """The QEMU command line of a node: a pure function of its layout, golden-tested.
 
-The order and meaning follow Placemat's builder (reference placemat.md §5) so guests see
+The order and meaning follow Placemat's QEMU command line builder so guests see
 the same machine, with these deliberate differences:
 
 - acceleration is chosen per host (`-accel kvm -cpu host` or `-accel tcg,thread=multi

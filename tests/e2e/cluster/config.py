@@ -1,7 +1,7 @@
 """What the e2e cluster's components are started with: pure builders of their configs and
 command lines, so every setting these machines need is in one reviewable place.
 
-Settings forced by these machines (see ../shared/reference/k8s-harness.md):
+Settings forced by the CI machines (a container without systemd or all capabilities):
 - root lacks CAP_SYS_RESOURCE: containerd's `restrict_oom_score_adj`, `oomScoreAdj: 0`
   for kubelet and kube-proxy, kubelet `maxOpenFiles` under the hard nofile limit (20000);
 - cgroup v1 without systemd: the cgroupfs driver everywhere;
