@@ -35,6 +35,7 @@ test-fast: deps
 lint: deps
 	$(VENV)/bin/ruff check runtime operator tests bench scripts
 	$(VENV)/bin/ruff format --check runtime operator tests bench scripts
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 bench: deps-e2e
 	PYTHONPATH=$(CURDIR) $(PY) bench/fabric_build.py
