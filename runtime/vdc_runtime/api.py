@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from vdc_runtime import __version__
+from vdc_runtime import __version__, views
 from vdc_runtime.datacenter import DataCenterRun
 from vdc_runtime.listen import parse_listen_addr
 from vdc_runtime.nodes.machine import Machine, NodeError, PowerError
@@ -33,7 +33,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def networks(request: web.Request) -> web.Response:
-    return web.json_response(request.app[RUN_KEY].networks_json())
+    return web.json_response(views.networks(request.app[RUN_KEY]))
 
 
 def _one(items: list[dict[str, Any]], kind: str, name: str) -> web.Response:
@@ -49,59 +49,16 @@ def _error(status: int, message: str) -> web.Response:
 
 async def network(request: web.Request) -> web.Response:
     run = request.app[RUN_KEY]
-    return _one(run.networks_json(), "network", request.match_info["name"])
+    return _one(views.networks(run), "network", request.match_info["name"])
 
 
 async def netns_list(request: web.Request) -> web.Response:
-    return web.json_response(request.app[RUN_KEY].netns_json())
+    return web.json_response(views.namespaces(request.app[RUN_KEY]))
 
 
 async def netns_one(request: web.Request) -> web.Response:
     run = request.app[RUN_KEY]
-    return _one(run.netns_json(), "network namespace", request.match_info["name"])
-
-
-def node_status(machine: Machine, power: str, bmc: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Placemat's NodeStatus (same keys) plus vdc's extensions."""
-    node, layout = machine.node, machine.layout
-    smbios = node.smbios
-    return {
-        "name": node.name,
-        "taps": {nic.network: nic.tap for nic in layout.nics},
-        "volumes": [v.name for v in node.volumes],
-        "cpu": node.cpus,  # Placemat always said 0 here
-        "memory": node.memory,
-        "uefi": node.uefi,
-        "tpm": node.tpm,
-        "smbios": {
-            "manufacturer": smbios.manufacturer if smbios else "",
-            "product": smbios.product if smbios else "",
-            "serial": layout.serial,
-        },
-        "power_status": power,
-        "socket_path": str(layout.console_socket),
-        # Extensions.
-        "state": machine.state,
-        "ready": machine.ready,
-        "ready_at": machine.ready_at,
-        "boots": machine.boots,
-        "failure": machine.failure,
-        "interfaces": [
-            {"network": nic.network, "tap": nic.tap, "mac": nic.mac, "queues": nic.queues}
-            for nic in layout.nics
-        ],
-        "accel": layout.host.accel,
-        "console_log": str(layout.console_log),
-        "qmp_socket": str(layout.qmp_socket),
-        "bmc_address": bmc["address"] if bmc else machine.bmc_address,
-        "bmc": bmc,
-        "pid": machine.pid,
-        "uptime_seconds": machine.uptime(),
-        "restarts": machine.restarts,
-        "power_transitions": [
-            {"at": t.at, "power": t.power, "cause": t.cause} for t in machine.transitions
-        ],
-    }
+    return _one(views.namespaces(run), "network namespace", request.match_info["name"])
 
 
 def _machine(request: web.Request) -> Machine | None:
@@ -113,7 +70,7 @@ async def nodes(request: web.Request) -> web.Response:
     powers = await asyncio.gather(*(m.query_power() for m in machines))
     run = request.app[RUN_KEY]
     return web.json_response(
-        [node_status(m, p, run.bmc_json(m.name)) for m, p in zip(machines, powers, strict=True)]
+        [views.node(m, p, views.bmc(run, m.name)) for m, p in zip(machines, powers, strict=True)]
     )
 
 
@@ -121,8 +78,8 @@ async def node(request: web.Request) -> web.Response:
     machine = _machine(request)
     if machine is None:
         return _error(404, f"no node named {request.match_info['name']!r}")
-    bmc = request.app[RUN_KEY].bmc_json(machine.name)
-    return web.json_response(node_status(machine, await machine.query_power(), bmc))
+    bmc = views.bmc(request.app[RUN_KEY], machine.name)
+    return web.json_response(views.node(machine, await machine.query_power(), bmc))
 
 
 LOG_CHUNK = 1 << 20

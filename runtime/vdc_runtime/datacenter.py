@@ -14,9 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from vdc_runtime import fabric, procs
 from vdc_runtime.bmc.service import BmcError, BmcManager
-from vdc_runtime.fabric import netns as nsutil
-from vdc_runtime.fabric import nft
-from vdc_runtime.fabric.netlink import list_links
+from vdc_runtime.fabric import leftovers
 from vdc_runtime.fabric.plan import TapPlan
 from vdc_runtime.forward import Forwards
 from vdc_runtime.ledger import Ledger, RunLock
@@ -25,7 +23,6 @@ from vdc_runtime.nodes.layout import DriveLayout, HostFacts, NodeLayout, plan_no
 from vdc_runtime.nodes.machine import Machine, NodeError
 from vdc_runtime.phases import RunPhase
 from vdc_runtime.spec import DataCenter, Node
-from vdc_runtime.spec.identity import tap_name
 
 if TYPE_CHECKING:
     from vdc_runtime.images import ImageCache
@@ -338,35 +335,9 @@ class DataCenterRun:
 
     # -- leftovers -------------------------------------------------------------------------
 
-    def _conflicts(self) -> list[str]:
-        """Objects this spec would create that already exist."""
-        conflicts = [
-            f"network namespace {n}" for n in sorted(nsutil.list_netns() & self._netns_names())
-        ]
-        links = set(list_links())
-        wanted = set(self._planned_links())
-        conflicts += [f"link {name}" for name in sorted(links & wanted)]
-        return conflicts
-
-    def _planned_links(self) -> list[str]:
-        """Every host link name this spec makes; tap names follow from node names alone."""
-        taps = tuple(
-            TapPlan(name=tap_name(node.name, i), bridge=iface.network, queues=1, node=node.name)
-            for node in self.dc.nodes
-            for i, iface in enumerate(node.interfaces)
-        )
-        plan = fabric.plan_fabric(self.dc, mtu=None, group=self.group, table=self.table, taps=taps)
-        return plan.links
-
-    def _netns_names(self) -> set[str]:
-        return {ns.name for ns in self.dc.netns}
-
     async def _clear_leftovers(self) -> None:
         entries = Ledger.load(self.options.run_dir)
-        conflicts = await asyncio.to_thread(self._conflicts)
-        with contextlib.suppress(nft.NftError):
-            if self.table in await nft.list_tables():
-                conflicts.append(f"nftables table inet {self.table}")
+        conflicts = await leftovers.find(self.dc, self.group, self.table)
         if not entries and not conflicts:
             return
         if not self.options.force:
@@ -381,14 +352,7 @@ class DataCenterRun:
             raise StartupError("; ".join(parts) + "; run again with --force to remove them")
         log.warning("--force: removing what an earlier run left behind")
         problems = await self._undo(entries)
-        # Same-named objects that no ledger names (another run dir, or no ledger at all).
-        problems += await fabric.teardown(
-            [
-                {"kind": "nft-table", "name": self.table},
-                *({"kind": "netns", "name": n} for n in self._netns_names()),
-            ]
-        )
-        problems += await asyncio.to_thread(fabric.delete_named_links, self._planned_links())
+        problems += await leftovers.remove(self.dc, self.group, self.table)
         for problem in problems:
             log.warning("--force: %s", problem)
         (self.options.run_dir / "vdc-ledger.jsonl").unlink(missing_ok=True)
@@ -426,52 +390,3 @@ class DataCenterRun:
         if self.phase != RunPhase.FAILED:
             self.phase = RunPhase.STOPPED
         return problems
-
-    # -- views for the API --------------------------------------------------------------------
-
-    def bmc_json(self, node: str) -> dict[str, Any] | None:
-        return self.bmc.endpoint_json(node) if self.bmc is not None else None
-
-    def networks_json(self) -> list[dict[str, Any]]:
-        mtu = self.plan.mtu if self.plan else None
-        return [
-            {
-                "name": n.name,
-                "type": n.type,
-                "use_nat": n.use_nat,
-                "address": str(n.address) if n.address else None,
-                "bridge": n.name,
-                "mtu": mtu,
-            }
-            for n in self.dc.networks
-        ]
-
-    def netns_json(self) -> list[dict[str, Any]]:
-        out = []
-        for ns in self.dc.netns:
-            plan = (
-                next((p for p in self.plan.namespaces if p.name == ns.name), None)
-                if self.plan
-                else None
-            )
-            interfaces = [
-                {
-                    "name": f"eth{i}",
-                    "network": iface.network,
-                    "addresses": [str(a) for a in iface.addresses],
-                    "host_link": plan.veths[i].host if plan else None,
-                }
-                for i, iface in enumerate(ns.interfaces)
-            ]
-            running = self.apps.apps if self.apps else []
-            apps = [a.as_json() for a in running if a.netns == ns.name]
-            out.append(
-                {
-                    "name": ns.name,
-                    "path": str(nsutil.netns_path(ns.name)),
-                    "interfaces": interfaces,
-                    "init_scripts": [str(s) for s in ns.init_scripts],
-                    "apps": apps,
-                }
-            )
-        return out

@@ -1,0 +1,57 @@
+"""What an earlier run of the same spec left in the kernel, found and removed by name
+(`vdc run --force`): objects that no ledger names, because the ledger is another run
+dir's or gone. Only this spec's objects are touched, so other runs are safe."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from vdc_runtime.fabric import netns as nsutil
+from vdc_runtime.fabric import nft
+from vdc_runtime.fabric.build import delete_named_links, teardown
+from vdc_runtime.fabric.netlink import list_links
+from vdc_runtime.fabric.plan import TapPlan, plan_fabric
+from vdc_runtime.spec import DataCenter
+from vdc_runtime.spec.identity import tap_name
+
+
+def planned_links(dc: DataCenter, group: int, table: str) -> list[str]:
+    """Every host link name this spec makes; tap names follow from node names alone."""
+    taps = tuple(
+        TapPlan(name=tap_name(node.name, i), bridge=iface.network, queues=1, node=node.name)
+        for node in dc.nodes
+        for i, iface in enumerate(node.interfaces)
+    )
+    return plan_fabric(dc, mtu=None, group=group, table=table, taps=taps).links
+
+
+def _kernel_conflicts(dc: DataCenter, group: int, table: str) -> list[str]:
+    wanted_netns = {ns.name for ns in dc.netns}
+    found = [f"network namespace {n}" for n in sorted(nsutil.list_netns() & wanted_netns)]
+    links = set(list_links()) & set(planned_links(dc, group, table))
+    return found + [f"link {name}" for name in sorted(links)]
+
+
+async def find(dc: DataCenter, group: int, table: str) -> list[str]:
+    """The objects this spec would create that already exist, described."""
+    found = await asyncio.to_thread(_kernel_conflicts, dc, group, table)
+    with contextlib.suppress(nft.NftError):
+        if table in await nft.list_tables():
+            found.append(f"nftables table inet {table}")
+    return found
+
+
+async def remove(dc: DataCenter, group: int, table: str) -> list[str]:
+    """Remove them; returns the problems met (each already logged by nobody)."""
+    problems = await teardown(
+        [
+            {"kind": "nft-table", "name": table},
+            *({"kind": "netns", "name": ns.name} for ns in dc.netns),
+        ]
+    )
+    problems += await asyncio.to_thread(delete_named_links, planned_links(dc, group, table))
+    return problems
+
+
+__all__ = ["find", "planned_links", "remove"]

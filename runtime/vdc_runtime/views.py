@@ -1,0 +1,106 @@
+"""What the REST API shows of a running data center: pure JSON views of its networks,
+namespaces, nodes and BMCs (Placemat's keys, then vdc's extensions)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from vdc_runtime.fabric import netns as nsutil
+
+if TYPE_CHECKING:
+    from vdc_runtime.datacenter import DataCenterRun
+    from vdc_runtime.nodes.machine import Machine
+
+
+def bmc(run: DataCenterRun, node: str) -> dict[str, Any] | None:
+    """A node's BMC: address, where it came from, state, endpoints."""
+    return run.bmc.endpoint_json(node) if run.bmc is not None else None
+
+
+def networks(run: DataCenterRun) -> list[dict[str, Any]]:
+    """Placemat's network status, with the bridge and its MTU."""
+    mtu = run.plan.mtu if run.plan else None
+    return [
+        {
+            "name": n.name,
+            "type": n.type,
+            "use_nat": n.use_nat,
+            "address": str(n.address) if n.address else None,
+            "bridge": n.name,
+            "mtu": mtu,
+        }
+        for n in run.dc.networks
+    ]
+
+
+def namespaces(run: DataCenterRun) -> list[dict[str, Any]]:
+    """Each network namespace: its interfaces, init scripts and apps."""
+    out = []
+    for ns in run.dc.netns:
+        plan = (
+            next((p for p in run.plan.namespaces if p.name == ns.name), None) if run.plan else None
+        )
+        interfaces = [
+            {
+                "name": f"eth{i}",
+                "network": iface.network,
+                "addresses": [str(a) for a in iface.addresses],
+                "host_link": plan.veths[i].host if plan else None,
+            }
+            for i, iface in enumerate(ns.interfaces)
+        ]
+        running = run.apps.apps if run.apps else []
+        apps = [a.as_json() for a in running if a.netns == ns.name]
+        out.append(
+            {
+                "name": ns.name,
+                "path": str(nsutil.netns_path(ns.name)),
+                "interfaces": interfaces,
+                "init_scripts": [str(s) for s in ns.init_scripts],
+                "apps": apps,
+            }
+        )
+    return out
+
+
+def node(machine: Machine, power: str, bmc: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Placemat's NodeStatus (same keys) plus vdc's extensions."""
+    node, layout = machine.node, machine.layout
+    smbios = node.smbios
+    return {
+        "name": node.name,
+        "taps": {nic.network: nic.tap for nic in layout.nics},
+        "volumes": [v.name for v in node.volumes],
+        "cpu": node.cpus,  # Placemat always said 0 here
+        "memory": node.memory,
+        "uefi": node.uefi,
+        "tpm": node.tpm,
+        "smbios": {
+            "manufacturer": smbios.manufacturer if smbios else "",
+            "product": smbios.product if smbios else "",
+            "serial": layout.serial,
+        },
+        "power_status": power,
+        "socket_path": str(layout.console_socket),
+        # Extensions.
+        "state": machine.state,
+        "ready": machine.ready,
+        "ready_at": machine.ready_at,
+        "boots": machine.boots,
+        "failure": machine.failure,
+        "interfaces": [
+            {"network": nic.network, "tap": nic.tap, "mac": nic.mac, "queues": nic.queues}
+            for nic in layout.nics
+        ],
+        "accel": layout.host.accel,
+        "console_log": str(layout.console_log),
+        "qmp_socket": str(layout.qmp_socket),
+        "bmc_address": bmc["address"] if bmc else machine.bmc_address,
+        "bmc": bmc,
+        "pid": machine.pid,
+        "uptime_seconds": machine.uptime(),
+        "restarts": machine.restarts,
+        "power_transitions": [
+            {"at": t.at, "power": t.power, "cause": t.cause} for t in machine.transitions
+        ],
+    }
