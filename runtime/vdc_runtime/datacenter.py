@@ -25,7 +25,7 @@ from vdc_runtime.phases import RunPhase
 from vdc_runtime.spec import DataCenter, Node
 
 if TYPE_CHECKING:
-    from vdc_runtime.images import ImageCache
+    from vdc_runtime.storage.images import ImageCache
 
 log = logging.getLogger("vdc.datacenter")
 T = TypeVar("T")
@@ -228,8 +228,8 @@ class DataCenterRun:
         if not disks:
             return []
         # Only nodes with disks load the image machinery (aiohttp, pycdlib).
-        from vdc_runtime.images import ImageCache
-        from vdc_runtime.volumes import prepare_volume
+        from vdc_runtime.storage.images import ImageCache
+        from vdc_runtime.storage.volumes import prepare_volume
 
         if self._cache is None:  # one cache, so an image shared by several nodes is fetched once
             self._cache = ImageCache(self.options.cache_dir)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from vdc_runtime.images import ImageCache
 from vdc_runtime.spec import Image
+from vdc_runtime.storage.images import ImageCache
 
 _RANGE = re.compile(r"bytes=(\d+)-$")
 

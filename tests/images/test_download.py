@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from tests.images.conftest import PAYLOAD, Server, cache_files, sha256, url_image
-from vdc_runtime.images import ChecksumError, ImageCache, ImageError
 from vdc_runtime.spec import Image
+from vdc_runtime.storage.images import ChecksumError, ImageCache, ImageError
 
 
 async def test_content_length_download(server: Server, cache: ImageCache) -> None:
@@ -224,7 +224,7 @@ async def test_log_progress_without_tty(
     server: Server, cache: ImageCache, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = server.add("/disk.img", PAYLOAD, chunked=True)
-    caplog.set_level(logging.INFO, logger="vdc_runtime.images")
+    caplog.set_level(logging.INFO, logger="vdc_runtime.storage.images")
     await cache.fetch(url_image(url))
     assert any("unknown size" in m for m in caplog.messages)
     assert any(m.startswith("image img: downloaded") for m in caplog.messages)
@@ -234,7 +234,7 @@ async def test_log_progress_in_tenths(
     server: Server, cache: ImageCache, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = server.add("/disk.img", PAYLOAD)
-    caplog.set_level(logging.INFO, logger="vdc_runtime.images")
+    caplog.set_level(logging.INFO, logger="vdc_runtime.storage.images")
     await cache.fetch(url_image(url))
     tenths = [m for m in caplog.messages if " % (" in m]
     assert tenths and len(tenths) <= 10
@@ -290,7 +290,7 @@ async def test_shared_progress_on_a_terminal(
 ) -> None:
     # rich allows one live display at a time: parallel downloads must share the cache's.
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    caplog.set_level(logging.INFO, logger="vdc_runtime.images")
+    caplog.set_level(logging.INFO, logger="vdc_runtime.storage.images")
     urls = [server.add(f"/tty{i}.img", PAYLOAD, delay=0.1) for i in range(2)]
     paths = await asyncio.gather(*(cache.fetch(url_image(url)) for url in urls))
     assert all(path.read_bytes() == PAYLOAD for path in paths)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.images.conftest import PAYLOAD, make_qcow2, names
-from vdc_runtime.images import ImageError, copy_image, create_overlay, image_format
+from vdc_runtime.storage.images import ImageError, copy_image, create_overlay, image_format
 
 
 def info(path: Path) -> dict[str, object]:

@@ -11,7 +11,6 @@ import pycdlib
 import pytest
 
 from tests.images.conftest import PAYLOAD, Server, make_qcow2, names, url_image
-from vdc_runtime.images import ImageCache
 from vdc_runtime.spec import (
     HostPathVolume,
     Image,
@@ -19,7 +18,8 @@ from vdc_runtime.spec import (
     LocaldsVolume,
     RawVolume,
 )
-from vdc_runtime.volumes import (
+from vdc_runtime.storage.images import ImageCache
+from vdc_runtime.storage.volumes import (
     PreparedVolume,
     VolumeError,
     prepare_volume,

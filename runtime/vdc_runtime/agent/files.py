@@ -103,7 +103,7 @@ async def _fetch_images(spec: cr.VirtualDataCenterSpec, cache_dir: Path) -> dict
     names = sorted(set(images) - set(found))
     if not names:
         return found
-    from vdc_runtime.images import ImageCache, ImageError
+    from vdc_runtime.storage.images import ImageCache, ImageError
 
     cache = ImageCache(cache_dir)
     results = await asyncio.gather(

@@ -29,15 +29,6 @@ from pathlib import Path
 
 import pycdlib
 
-from vdc_runtime.images import (
-    ImageCache,
-    ImageError,
-    atomic_target,
-    copy_image,
-    create_overlay,
-    image_format,
-    qemu_img,
-)
 from vdc_runtime.spec import (
     HostPathVolume,
     Image,
@@ -45,6 +36,15 @@ from vdc_runtime.spec import (
     LocaldsVolume,
     RawVolume,
     Volume,
+)
+from vdc_runtime.storage.images import (
+    ImageCache,
+    ImageError,
+    atomic_target,
+    copy_image,
+    create_overlay,
+    image_format,
+    qemu_img,
 )
 
 log = logging.getLogger(__name__)
