@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.spec.test_cr import quickstart
-from vdc_runtime import metrics
+from vdc_runtime.agent import metrics
 from vdc_runtime.datacenter import DataCenterRun, RunOptions
 from vdc_runtime.runner import RunnerPhase
 from vdc_runtime.spec import cr

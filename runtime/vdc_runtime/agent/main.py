@@ -101,7 +101,7 @@ class Agent:
     async def _serve_metrics(self) -> web.AppRunner:
         from aiohttp import web
 
-        from vdc_runtime import metrics
+        from vdc_runtime.agent import metrics
         from vdc_runtime.agent.report import read_runners
 
         reg = metrics.registry(
