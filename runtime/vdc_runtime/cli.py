@@ -10,9 +10,12 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vdc_runtime import __version__, logs
-from vdc_runtime.spec import DataCenter, SpecErrors, load_files
+
+if TYPE_CHECKING:
+    from vdc_runtime.spec import DataCenter
 
 log = logging.getLogger("vdc")
 
@@ -20,6 +23,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _load(files: list[Path]) -> DataCenter | None:
+    # The spec's models are imported only by the commands that read one: `vdc runner` and
+    # the API client commands run in runner containers with the standard library alone.
+    from vdc_runtime.spec import SpecErrors, load_files
+
     try:
         return load_files(files)
     except SpecErrors as exc:
@@ -122,6 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     import yaml
 
+    from vdc_runtime.spec import SpecErrors
     from vdc_runtime.spec.convert import to_manifest
 
     dc = _load(args.files)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -301,3 +302,40 @@ def test_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
     assert done.returncode == 2
     assert message in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# -- what a runner container needs ------------------------------------------------------------
+
+RUNTIME_SRC = Path(__file__).resolve().parents[2] / "runtime"
+# The interpreter without site-packages (-S) and with only vdc's own source on the path:
+# what images/runner/Containerfile installs (vdc with --no-deps).
+BARE = [sys.executable, "-S", "-m", "vdc_runtime.cli"]
+
+
+def _bare_env() -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(RUNTIME_SRC)}
+
+
+def test_runner_and_client_commands_need_only_the_standard_library(tmp_path: Path) -> None:
+    argv = [*BARE, "runner", "--name", "r1", "--state-dir", str(tmp_path), "--", "true"]
+    proc = subprocess.Popen(argv, env=_bare_env(), stderr=subprocess.PIPE, text=True)
+    try:
+        state = tmp_path / "r1.json"
+        deadline = time.monotonic() + 30
+        while not (state.exists() and json.loads(state.read_text())["phase"] == "Finished"):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the runner's command never finished"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)  # it waits for the pod's SIGTERM after its command
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    # The client commands a job uses: no agent listens on this port, so they fail, by
+    # saying so rather than with an import error.
+    for args in (["node", "list"], ["keep", "1h"], ["node", "console-log", "n1"]):
+        argv = [*BARE, *args, "--endpoint", "http://127.0.0.1:9"]
+        done = subprocess.run(argv, env=_bare_env(), capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0
+        assert "Traceback" not in done.stderr, done.stderr
+        assert "127.0.0.1:9" in done.stderr, done.stderr
