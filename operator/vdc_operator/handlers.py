@@ -183,6 +183,26 @@ def _runners_condition(
     _merge_status(body, patch, {"conditions": conditions})
 
 
+def _registration_waits(
+    body: Any,
+    patch: kopf.Patch,
+    reason: str,
+    message: str,
+    *,
+    delay: float,
+    event: bool = False,
+    metric: str | None = None,
+) -> kopf.TemporaryError:
+    """Why runner registration waits, said in the RunnersRegistered condition (and, when
+    asked, an event and the GitHub outcomes metric); the handler raises what it returns."""
+    _runners_condition(body, patch, "False", reason, message)
+    if event:
+        kopf.event(body, type="Warning", reason=reason, message=message[:1024])
+    if metric is not None:
+        metrics.GITHUB.labels(metric).inc()
+    return kopf.TemporaryError(message, delay=delay)
+
+
 async def _register_runners(
     body: Any, spec: cr.Runners, patch: kopf.Patch, logger: logging.Logger
 ) -> None:
@@ -202,30 +222,29 @@ async def _register_runners(
         credentials = await api().secret_data(namespace, spec.credentials.secret_name)
         if credentials is None:
             message = f"waiting for Secret {spec.credentials.secret_name} (GitHub credentials)"
-            _runners_condition(body, patch, "False", "MissingCredentials", message)
-            raise kopf.TemporaryError(message, delay=10)
+            raise _registration_waits(body, patch, "MissingCredentials", message, delay=10)
         try:
             gh = runners.client(spec, credentials)
         except ValueError as exc:
             message = f"Secret {spec.credentials.secret_name}: {exc}"
-            _runners_condition(body, patch, "False", "BadCredentials", message)
-            kopf.event(body, type="Warning", reason="BadCredentials", message=message)
-            raise kopf.TemporaryError(message, delay=30) from None
+            raise _registration_waits(
+                body, patch, "BadCredentials", message, delay=30, event=True
+            ) from None
         try:
             registration = await runners.register(gh, body, spec, secret, api().patch_secret)
         except github.RateLimited as exc:
             delay = max(5.0, exc.retry_at - time.time())
             message = f"GitHub rate limit: retrying in {delay:.0f} s ({exc})"
-            _runners_condition(body, patch, "False", "RateLimited", message)
-            metrics.GITHUB.labels("rate_limited").inc()
-            raise kopf.TemporaryError(message, delay=delay) from None
+            raise _registration_waits(
+                body, patch, "RateLimited", message, delay=delay, metric="rate_limited"
+            ) from None
         except github.GitHubError as exc:
             reason = "AuthFailed" if isinstance(exc, github.AuthFailed) else "GitHubError"
             message = f"registering runners at {spec.url}: {exc}"
-            _runners_condition(body, patch, "False", reason, message)
-            kopf.event(body, type="Warning", reason=reason, message=message[:1024])
-            metrics.GITHUB.labels(reason).inc()
-            raise kopf.TemporaryError(message, delay=15 if exc.transient else 60) from None
+            delay = 15 if exc.transient else 60
+            raise _registration_waits(
+                body, patch, reason, message, delay=delay, event=True, metric=reason
+            ) from None
         finally:
             await gh.close()
         for runner_name in registration.created:
