@@ -16,121 +16,18 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from vdc_runtime.spec import cr
-from vdc_runtime.spec.models import MAX_QUEUES
+from vdc_runtime.spec.cel import Rule
 from vdc_runtime.status import VirtualDataCenterStatus
 
 NAME = f"{cr.PLURAL}.{cr.GROUP}"
 CATEGORIES = ["all", "vdc-all"]
 
-
-@dataclass(frozen=True)
-class Rule:
-    rule: str
-    message: str
-    field_path: str | None = None
-
-    def as_dict(self) -> dict[str, str]:
-        out = {"rule": self.rule, "message": self.message}
-        if self.field_path:
-            out["fieldPath"] = self.field_path
-        return out
-
-
-def _exactly_one(*keys: str) -> Rule:
-    present = ", ".join(f"has(self.{k})" for k in keys)
-    return Rule(f"[{present}].filter(x, x).size() == 1", f"give exactly one of: {', '.join(keys)}")
-
-
-_CPUS = "(has(self.cpu) ? self.cpu : (has(self.smp) ? self.smp.cpus : 1))"
-_SOURCE = _exactly_one("inline", "configMapKeyRef", "secretKeyRef", "image")
-
-RULES: dict[str, list[Rule]] = {
-    "Network": [
-        Rule(
-            "self.type != 'internal' || !has(self.address)",
-            "an internal network has no host address; remove it or use type external",
-            ".address",
-        ),
-        Rule(
-            "self.type == 'internal' || has(self.address)",
-            "required for external and bmc networks",
-            ".address",
-        ),
-        Rule(
-            "!has(self.useNat) || !self.useNat || self.type == 'external'",
-            "NAT is only possible on external networks",
-            ".useNat",
-        ),
-    ],
-    "CRNode": [
-        Rule("has(self.cpu) || has(self.smp)", "one of 'cpu' or 'smp' is required"),
-        Rule(
-            "!(has(self.cpu) && has(self.smp))",
-            "'cpu' and 'smp' are exclusive; give only one",
-            ".smp",
-        ),
-        Rule(
-            "!has(self.initrd) || has(self.kernel)",
-            "'initrd' is only used with 'kernel' (direct boot)",
-            ".initrd",
-        ),
-        Rule(
-            "!has(self.cmdline) || has(self.kernel)",
-            "'cmdline' is only used with 'kernel' (direct boot)",
-            ".cmdline",
-        ),
-        Rule(
-            f"!has(self.numa) || !has(self.numa.nodes) || self.numa.nodes == 0"
-            f" || {_CPUS} % self.numa.nodes == 0",
-            "the vCPUs cannot be split evenly over this many NUMA nodes",
-            ".numa.nodes",
-        ),
-        Rule(
-            "!has(self.tpm) || !self.tpm || !self.name.contains(',')",
-            "a node with tpm: true cannot have ',' in its name",
-            ".name",
-        ),
-        Rule(
-            f"!has(self.networkDeviceQueue) || self.networkDeviceQueue <= {MAX_QUEUES}",
-            f"a tap has at most {MAX_QUEUES} queues",
-            ".networkDeviceQueue",
-        ),
-    ],
-    "SMP": [
-        Rule(
-            "!has(self.maxcpus) || self.maxcpus == 0 || self.maxcpus >= self.cpus",
-            "must be at least cpus",
-            ".maxcpus",
-        ),
-        Rule(
-            "!(has(self.sockets) && has(self.cores) && has(self.threads) && self.sockets > 0"
-            " && self.cores > 0 && self.threads > 0) || self.sockets"
-            " * (has(self.dies) && self.dies > 0 ? self.dies : 1) * self.cores * self.threads"
-            " == (has(self.maxcpus) && self.maxcpus > 0 ? self.maxcpus : self.cpus)",
-            "sockets × dies × cores × threads must equal maxcpus (or cpus without maxcpus)",
-        ),
-    ],
-    "HostPathVolume": [
-        Rule(
-            "size(self.name) <= 31",
-            "a hostPath volume's name is its 9p mount tag, at most 31 bytes",
-            ".name",
-        )
-    ],
-    "Image": [_exactly_one("url", "file")],
-    "FileSource": [_SOURCE],
-    "ExtraFile": [_SOURCE],
-    "CRBMCUser": [_exactly_one("password", "passwordSecretRef")],
-    "ImageCache": [_exactly_one("emptyDir", "persistentVolumeClaim", "hostPath")],
-}
-"""CEL rules per model (by class name), in CR keys; each mirrors a check in Python."""
 
 # What the schema of a few field types means, as CEL (the API server has IP functions).
 FORMATS: dict[str, list[Rule]] = {
@@ -208,8 +105,11 @@ class _Converter:
                 out["additionalProperties"] = self.convert(extra)
         if kind == "array":
             out["items"] = self.convert(schema["items"])
-        if model is not None:
-            rules += [r.as_dict() for r in RULES.get(model, [])]
+        # A model's own (spec.cel), as new dicts in CEL's usual key order.
+        rules += [
+            Rule(r["rule"], r["message"], r.get("fieldPath")).as_dict()
+            for r in schema.get("x-kubernetes-validations", [])
+        ]
         if rules:
             out["x-kubernetes-validations"] = rules
         return out

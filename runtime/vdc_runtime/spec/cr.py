@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -31,7 +31,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from vdc_runtime.spec import strings
+from vdc_runtime.spec import cel, strings
 from vdc_runtime.spec.checks import Document, check
 from vdc_runtime.spec.errors import SpecError, SpecErrors, did_you_mean, format_path
 from vdc_runtime.spec.fields import Name, Text, _require_str, _ruled
@@ -42,6 +42,7 @@ from vdc_runtime.spec.models import (
     BMC,
     BMCTLS,
     KINDS,
+    MAX_QUEUES,
     BMCPublish,
     BMCRole,
     BMCUser,
@@ -121,8 +122,13 @@ class KeyRef(SpecModel):
     key: DataKey
 
 
+_SOURCE = cel.exactly_one("inline", "configMapKeyRef", "secretKeyRef", "image")
+
+
 class FileSource(SpecModel):
     """Where a file's content comes from: exactly one of these."""
+
+    cel_rules: ClassVar = (_SOURCE,)
 
     inline: Annotated[Text, Field(max_length=INLINE_MAX)] | None = Field(
         default=None, description="The content itself."
@@ -177,8 +183,46 @@ CRVolume = Annotated[
 ]
 
 
+_CPUS = "(has(self.cpu) ? self.cpu : (has(self.smp) ? self.smp.cpus : 1))"
+
+
 class CRNode(Node):
     """A QEMU virtual machine."""
+
+    cel_rules: ClassVar = (
+        cel.Rule("has(self.cpu) || has(self.smp)", "one of 'cpu' or 'smp' is required"),
+        cel.Rule(
+            "!(has(self.cpu) && has(self.smp))",
+            "'cpu' and 'smp' are exclusive; give only one",
+            ".smp",
+        ),
+        cel.Rule(
+            "!has(self.initrd) || has(self.kernel)",
+            "'initrd' is only used with 'kernel' (direct boot)",
+            ".initrd",
+        ),
+        cel.Rule(
+            "!has(self.cmdline) || has(self.kernel)",
+            "'cmdline' is only used with 'kernel' (direct boot)",
+            ".cmdline",
+        ),
+        cel.Rule(
+            f"!has(self.numa) || !has(self.numa.nodes) || self.numa.nodes == 0"
+            f" || {_CPUS} % self.numa.nodes == 0",
+            "the vCPUs cannot be split evenly over this many NUMA nodes",
+            ".numa.nodes",
+        ),
+        cel.Rule(
+            "!has(self.tpm) || !self.tpm || !self.name.contains(',')",
+            "a node with tpm: true cannot have ',' in its name",
+            ".name",
+        ),
+        cel.Rule(
+            f"!has(self.networkDeviceQueue) || self.networkDeviceQueue <= {MAX_QUEUES}",
+            f"a tap has at most {MAX_QUEUES} queues",
+            ".networkDeviceQueue",
+        ),
+    )
 
     interfaces: Annotated[list[NodeInterface], Field(max_length=28)] = []
     volumes: Annotated[list[CRVolume], Field(max_length=32)] = []
@@ -189,6 +233,8 @@ class CRNode(Node):
 
 class CRBMCUser(SpecModel):
     """An account on every BMC of the data center (IPMI and Redfish)."""
+
+    cel_rules: ClassVar = (cel.exactly_one("password", "passwordSecretRef"),)
 
     name: Name
     password: Text | None = Field(
@@ -299,6 +345,8 @@ class HostPathCache(SpecModel):
 
 class ImageCache(SpecModel):
     """Where the pod keeps downloaded images: exactly one (default: an emptyDir)."""
+
+    cel_rules: ClassVar = (cel.exactly_one("emptyDir", "persistentVolumeClaim", "hostPath"),)
 
     empty_dir: EmptyDirCache | None = None
     persistent_volume_claim: ClaimCache | None = None

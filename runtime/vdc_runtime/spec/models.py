@@ -8,7 +8,7 @@ or documents live in `checks`, so each problem can be reported at the exact key.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, ClassVar, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from vdc_runtime.spec import cel
 from vdc_runtime.spec.errors import describe
 from vdc_runtime.spec.fields import (
     MAC,
@@ -61,6 +62,7 @@ class SpecModel(BaseModel):
         serialize_by_alias=True,
         extra="forbid",
         frozen=True,
+        json_schema_extra=cel.add_to_schema,
     )
 
 
@@ -77,6 +79,24 @@ MAX_QUEUES = 256
 
 class Network(SpecModel):
     """An L2 segment: a Linux bridge, optionally with a host address and NAT."""
+
+    cel_rules: ClassVar = (
+        cel.Rule(
+            "self.type != 'internal' || !has(self.address)",
+            "an internal network has no host address; remove it or use type external",
+            ".address",
+        ),
+        cel.Rule(
+            "self.type == 'internal' || has(self.address)",
+            "required for external and bmc networks",
+            ".address",
+        ),
+        cel.Rule(
+            "!has(self.useNat) || !self.useNat || self.type == 'external'",
+            "NAT is only possible on external networks",
+            ".useNat",
+        ),
+    )
 
     name: NetworkName
     type: NetworkType
@@ -110,6 +130,8 @@ class NetworkNamespace(SpecModel):
 
 class Image(SpecModel):
     """A disk image for `image` volumes, downloaded from `url` or read from `file`."""
+
+    cel_rules: ClassVar = (cel.exactly_one("url", "file"),)
 
     name: Name
     url: URL | None = None
@@ -161,6 +183,14 @@ class RawVolume(_VolumeBase):
 class HostPathVolume(_VolumeBase):
     """A host directory shared with the guest over virtio-9p."""
 
+    cel_rules: ClassVar = (
+        cel.Rule(
+            "size(self.name) <= 31",
+            "a hostPath volume's name is its 9p mount tag, at most 31 bytes",
+            ".name",
+        ),
+    )
+
     kind: Literal["hostPath"]
     path: AbsolutePath
     writable: StrictBool = False
@@ -173,6 +203,21 @@ Volume = Annotated[
 
 class SMP(SpecModel):
     """QEMU -smp; zero means "not given" for every field but `cpus`."""
+
+    cel_rules: ClassVar = (
+        cel.Rule(
+            "!has(self.maxcpus) || self.maxcpus == 0 || self.maxcpus >= self.cpus",
+            "must be at least cpus",
+            ".maxcpus",
+        ),
+        cel.Rule(
+            "!(has(self.sockets) && has(self.cores) && has(self.threads) && self.sockets > 0"
+            " && self.cores > 0 && self.threads > 0) || self.sockets"
+            " * (has(self.dies) && self.dies > 0 ? self.dies : 1) * self.cores * self.threads"
+            " == (has(self.maxcpus) && self.maxcpus > 0 ? self.maxcpus : self.cpus)",
+            "sockets × dies × cores × threads must equal maxcpus (or cpus without maxcpus)",
+        ),
+    )
 
     cpus: PositiveInt
     cores: Count = 0
