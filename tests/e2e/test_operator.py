@@ -2,7 +2,9 @@
 start reaching Ready with its guests booted, spec changes, deletion leaving nothing, and
 an operator killed mid-provisioning recovering without a second pod.
 
-The tests run in file order and share the quick-start VDC.
+The tests share the quick-start VDC (the `quickstart` fixture applies it once; each test
+that uses it starts once it is Ready and leaves it Ready), in any order; deleting one
+and killing the operator happen to VDCs of their own.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +53,10 @@ def test_the_crd_alone_admits_what_only_the_whole_spec_tells(crd: Kube) -> None:
         if not case.schema:
             done = crd.call("apply", "--dry-run=server", "-f", "-",
                             stdin=json.dumps(case.manifest(NS)))  # fmt: skip
-            assert done.returncode == 0, (case.id, done.stderr)
+            # Admitted, or (when an earlier test installed the operator) refused by its
+            # webhook only: the API server checks the schema before it asks the webhook.
+            webhook = 'admission webhook "vdc-spec.vdc.dev" denied' in done.stderr
+            assert done.returncode == 0 or webhook, (case.id, done.stderr)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
@@ -86,14 +92,34 @@ def plugin(kube: Kube, *args: str) -> subprocess.CompletedProcess[str]:
                           timeout=120)  # fmt: skip
 
 
-def test_quickstart_reaches_ready(operator: Kube) -> None:
+@pytest.fixture(scope="module")
+def quickstart_applied(operator: Kube) -> Iterator[Kube]:
+    """examples/vdc-quickstart.yaml, applied once for the module, deleted after it."""
     started = time.monotonic()
     operator.run("apply", "-n", NS, "-f", str(EXAMPLE))
-    done = operator.call("wait", "-n", NS, "--for=condition=Ready", "vdc/quickstart",
-                         f"--timeout={READY_TIMEOUT}s")  # fmt: skip
-    body = vdc(operator)
-    assert done.returncode == 0, (done.stderr, json.dumps(body.get("status"), indent=1))
+    wait_ready(operator)
     print(f"quickstart Ready after {time.monotonic() - started:.0f} s")
+    yield operator
+    operator.call("delete", "-n", NS, "-f", str(EXAMPLE), "--wait=true", "--timeout=180s")
+
+
+def wait_ready(kube: Kube, name: str = "quickstart") -> None:
+    done = kube.call("wait", "-n", NS, "--for=condition=Ready", f"vdc/{name}",
+                     f"--timeout={READY_TIMEOUT}s")  # fmt: skip
+    body = vdc(kube, name)
+    assert done.returncode == 0, (done.stderr, json.dumps(body.get("status"), indent=1))
+
+
+@pytest.fixture
+def quickstart(quickstart_applied: Kube) -> Kube:
+    """The quick-start VDC, Ready (a test before may have power-cycled a machine)."""
+    wait_ready(quickstart_applied)
+    return quickstart_applied
+
+
+def test_quickstart_reaches_ready(quickstart: Kube) -> None:
+    operator = quickstart
+    body = vdc(operator)
     status = body["status"]
     assert status["phase"] == "Running" and status["ready"] == "2/2"
     assert status["observedGeneration"] == body["metadata"]["generation"]
@@ -123,7 +149,8 @@ def test_quickstart_reaches_ready(operator: Kube) -> None:
     assert pod["metadata"]["ownerReferences"][0]["kind"] == "VirtualDataCenter"
 
 
-def test_kubectl_get_describe_and_the_plugin(operator: Kube) -> None:
+def test_kubectl_get_describe_and_the_plugin(quickstart: Kube) -> None:
+    operator = quickstart
     table = operator.run("get", "vdc", "-n", NS)
     header, row = table.splitlines()[:2]
     assert header.split() == ["NAME", "PHASE", "READY", "ACCEL", "AGE"]
@@ -140,7 +167,8 @@ def test_kubectl_get_describe_and_the_plugin(operator: Kube) -> None:
     assert plugin(operator, "list", "-n", NS).stdout.count("quickstart") == 1
 
 
-def test_metrics(operator: Kube) -> None:
+def test_metrics(quickstart: Kube) -> None:
+    operator = quickstart
     url = "http://127.0.0.1:9090/metrics"
     script = f"import urllib.request; print(urllib.request.urlopen('{url}').read().decode())"
     agent = operator.run("exec", "-n", NS, "vdc-quickstart", "-c", "agent", "--",
@@ -160,7 +188,8 @@ def test_metrics(operator: Kube) -> None:
     assert 'vdc_operator_vdcs{phase="Running"} 1.0' in text
 
 
-def test_another_pod_power_cycles_a_node_through_its_bmc(operator: Kube) -> None:
+def test_another_pod_power_cycles_a_node_through_its_bmc(quickstart: Kube) -> None:
+    operator = quickstart
     status = vdc(operator)["status"]
     host, port = status["bmc"]["host"], status["bmc"]["ipmiPort"] + 1  # worker-2: the 2nd node
     assert host == pods_of(operator, "quickstart")[0]["status"]["podIP"]
@@ -205,7 +234,8 @@ def test_another_pod_power_cycles_a_node_through_its_bmc(operator: Kube) -> None
     assert booting_after > booting_before
 
 
-def test_power_cycle_is_followed_by_the_status(operator: Kube) -> None:
+def test_power_cycle_is_followed_by_the_status(quickstart: Kube) -> None:
+    operator = quickstart
     before = {n["name"]: n for n in vdc(operator)["status"]["nodes"]}["worker-2"]
     result = plugin(operator, "power", "quickstart", "stop", "worker-2", "-n", NS)
     assert result.returncode == 0, result.stderr
@@ -221,12 +251,16 @@ def test_power_cycle_is_followed_by_the_status(operator: Kube) -> None:
     assert node()["startTime"] == before["startTime"]  # the same QEMU, rebooted
 
 
-def test_spec_change_replaces_the_pod(operator: Kube) -> None:
+def test_spec_change_replaces_the_pod(quickstart: Kube) -> None:
+    operator = quickstart
     (old,) = pods_of(operator, "quickstart")
-    change = [{"op": "replace", "path": "/spec/nodes/1/memory", "value": "320M"}]
+    before = vdc(operator)["metadata"]["generation"]
+    memory = "320M" if vdc(operator)["spec"]["nodes"][1].get("memory") != "320M" else "336M"
+    change = [{"op": "replace", "path": "/spec/nodes/1/memory", "value": memory}]
     operator.run("patch", "vdc", "quickstart", "-n", NS, "--type=json", "-p", json.dumps(change))
     body = vdc(operator)
-    assert body["metadata"]["generation"] == 2
+    generation = before + 1
+    assert body["metadata"]["generation"] == generation
 
     def replaced() -> bool:
         pods = pods_of(operator, "quickstart")
@@ -237,22 +271,41 @@ def test_spec_change_replaces_the_pod(operator: Kube) -> None:
                          f"--timeout={READY_TIMEOUT}s")  # fmt: skip
     assert done.returncode == 0, done.stderr
     status = vdc(operator)["status"]
-    assert status["observedGeneration"] == 2 and status["phase"] == "Running"
+    assert status["observedGeneration"] == generation and status["phase"] == "Running"
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-    assert ready["observedGeneration"] == 2
+    assert ready["observedGeneration"] == generation
     assert "Replacing" in operator.run("describe", "vdc", "quickstart", "-n", NS)
 
 
+def example_copy(name: str, node_prefix: str = "") -> str:
+    """The example's Secret and VDC, the VDC renamed (and its nodes, to tell their QEMUs
+    from the quick start's)."""
+    docs = list(yaml.safe_load_all(EXAMPLE.read_text()))
+    vdc_doc = next(d for d in docs if d["kind"] == "VirtualDataCenter")
+    vdc_doc["metadata"]["name"] = name
+    for node in vdc_doc["spec"]["nodes"]:
+        node["name"] = node_prefix + node["name"]
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    return json.dumps(secret) + "\n---\n" + json.dumps(vdc_doc)
+
+
+def qemus(prefix: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-f", f"qemu-system.*guest={prefix}"],
+                           capture_output=True, text=True)  # fmt: skip
+    return found.stdout.split()
+
+
 def test_delete_leaves_nothing(operator: Kube) -> None:
-    operator.run("delete", "-n", NS, "-f", str(EXAMPLE), "--wait=true", "--timeout=180s")
-    assert operator.call("get", "vdc", "quickstart", "-n", NS).returncode != 0
+    operator.apply(example_copy("deletetest", "dt-"))
+    operator.wait_for(lambda: len(qemus("dt-worker-")) == 2, "the VDC's two QEMUs", 300)
+    operator.run("delete", "vdc", "deletetest", "-n", NS, "--wait=true", "--timeout=180s")
+    assert operator.call("get", "vdc", "deletetest", "-n", NS).returncode != 0
     left = []
-    for kind in ("pods", "serviceaccounts", "roles", "rolebindings"):
-        items = operator.get(kind, "-n", NS, "-l", "vdc.dev/name=quickstart")["items"]
+    for kind in ("pods", "serviceaccounts", "roles", "rolebindings", "secrets"):
+        items = operator.get(kind, "-n", NS, "-l", "vdc.dev/name=deletetest")["items"]
         left += [f"{kind}/{i['metadata']['name']}" for i in items]
     assert left == []
-    qemu = subprocess.run(["pgrep", "-f", "qemu-system.*guest=worker-"], capture_output=True)
-    assert qemu.returncode == 1, qemu.stdout
+    assert qemus("dt-worker-") == []
 
 
 # -- an operator that dies ----------------------------------------------------------------------
@@ -265,11 +318,7 @@ def operator_pids() -> list[int]:
 
 
 def test_operator_killed_mid_provisioning_recovers_without_duplicates(operator: Kube) -> None:
-    docs = list(yaml.safe_load_all(EXAMPLE.read_text()))
-    vdc_doc = next(d for d in docs if d["kind"] == "VirtualDataCenter")
-    vdc_doc["metadata"]["name"] = "crashtest"
-    secret = next(d for d in docs if d["kind"] == "Secret")
-    operator.apply(json.dumps(secret) + "\n---\n" + json.dumps(vdc_doc))
+    operator.apply(example_copy("crashtest"))
     # Kill the operator as soon as it has created the pod, before the VDC is ready.
     operator.wait_for(lambda: pods_of(operator, "crashtest"), "the first pod", 120)
     pids = operator_pids()

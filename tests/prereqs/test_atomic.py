@@ -84,6 +84,7 @@ CHILD = """
 import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
+from tests.e2e.cluster import build
 
 src, out = Path(sys.argv[2]), Path(sys.argv[3])
 
