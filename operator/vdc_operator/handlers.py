@@ -26,19 +26,16 @@ from vdc_runtime.spec import SpecErrors, cr
 from vdc_runtime.status import RUNNERS_REGISTERED, Phase, timestamp
 
 RESOURCE = (cr.GROUP, cr.VERSION, cr.PLURAL)
-SETTINGS = builders.Settings.from_env()
-_api: Api | None = None
-
-
-def api() -> Api:
-    global _api
-    if _api is None:
-        _api = Api()
-    return _api
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+def configure(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any
+) -> None:
+    # What every handler uses lives in kopf's memo (each object's memo is a shallow copy
+    # of this one): made at start-up, from the environment of that moment, not at import.
+    memo.api = Api()
+    memo.settings = builders.Settings.from_env()
     # kopf's bookkeeping stays out of the status users read (and the agent writes).
     settings.persistence.finalizer = f"{cr.GROUP}/cleanup"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=cr.GROUP)
@@ -64,7 +61,7 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     metrics_port = int(os.environ.get("VDC_METRICS_PORT", "8080"))
     if metrics_port:
         metrics.serve(metrics_port)
-    logger.info("runtime image %s; metrics on port %d", SETTINGS.runtime_image, metrics_port)
+    logger.info("runtime image %s; metrics on port %d", memo.settings.runtime_image, metrics_port)
 
 
 # -- admission -------------------------------------------------------------------------------
@@ -87,17 +84,18 @@ def validate(spec: Any, old: Any, new: Any, **_: Any) -> None:
 # -- the VDC's children ------------------------------------------------------------------------
 
 
-async def _missing_sources(namespace: str, spec: cr.VirtualDataCenterSpec) -> list[str]:
+async def _missing_sources(api: Api, namespace: str, spec: cr.VirtualDataCenterSpec) -> list[str]:
     problems = []
     for (kind, name), keys in sorted(builders.referenced_keys(spec).items()):
-        problem = await api().missing_keys(namespace, kind, name, keys)
+        problem = await api.missing_keys(namespace, kind, name, keys)
         if problem is not None:
             problems.append(problem)
     return problems
 
 
-async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger) -> None:
+async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: kopf.Memo) -> None:
     """Make the VDC's ServiceAccount, Role, RoleBinding and pod exist and match its spec."""
+    api: Api = memo.api
     meta = body["metadata"]
     namespace = meta["namespace"]
     try:
@@ -111,7 +109,7 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger) -> None
         kopf.event(body, type="Warning", reason="InvalidSpec", message=message[:1024])
         metrics.ERRORS.labels("reconcile", "InvalidSpec").inc()
         return
-    missing = await _missing_sources(namespace, spec)
+    missing = await _missing_sources(api, namespace, spec)
     if missing:
         message = "waiting for " + "; ".join(missing)
         _merge_status(
@@ -120,16 +118,16 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger) -> None
         kopf.event(body, type="Warning", reason="MissingSource", message=message)
         raise kopf.TemporaryError(message, delay=10)
     if spec.runners is not None:
-        await _register_runners(body, spec.runners, patch, logger)
+        await _register_runners(api, body, spec.runners, patch, logger)
     for manifest in (
         builders.build_service_account(body),
         builders.build_role(body),
         builders.build_role_binding(body),
     ):
-        await api().ensure(manifest)
-    desired = builders.build_pod(body, spec, SETTINGS)
+        await api.ensure(manifest)
+    desired = builders.build_pod(body, spec, memo.settings)
     pod_name = desired["metadata"]["name"]
-    pod = await api().get_pod(namespace, pod_name)
+    pod = await api.get_pod(namespace, pod_name)
     if pod is not None and pod["metadata"].get("deletionTimestamp"):
         raise kopf.TemporaryError("waiting for the previous pod to stop", delay=2)
     if pod is not None:
@@ -145,12 +143,12 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger) -> None
         _merge_status(
             body, patch, builders.status_patch(body, Phase.PENDING, "PodReplacing", message)
         )
-        await api().delete("Pod", namespace, pod_name)
+        await api.delete("Pod", namespace, pod_name)
         # The old pod's runners used their single-use JIT configs: the new pod gets new ones.
-        await _deregister_runners(body, logger)
-        await api().delete("Secret", namespace, builders.runners_secret_name(meta["name"]))
+        await _deregister_runners(api, body, spec.runners, logger, memo)
+        await api.delete("Secret", namespace, builders.runners_secret_name(meta["name"]))
         raise kopf.TemporaryError("waiting for the previous pod to stop", delay=2)
-    if await api().ensure(desired):
+    if await api.ensure(desired):
         kopf.event(body, type="Normal", reason="PodCreated", message=f"created pod {pod_name}")
         logger.info("created pod %s", pod_name)
     status = builders.pod_status(body, None)
@@ -204,22 +202,22 @@ def _registration_waits(
 
 
 async def _register_runners(
-    body: Any, spec: cr.Runners, patch: kopf.Patch, logger: logging.Logger
+    api: Api, body: Any, spec: cr.Runners, patch: kopf.Patch, logger: logging.Logger
 ) -> None:
     """Register the VDC's runners with GitHub (JIT configs in the runners' Secret) before
     its pod, whose runner containers read them, is made."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     secret_name = builders.runners_secret_name(name)
-    secret = await api().get_secret(namespace, secret_name)
+    secret = await api.get_secret(namespace, secret_name)
     if secret is None:
-        await api().ensure(builders.build_runners_secret(body))
-        secret = await api().get_secret(namespace, secret_name)
+        await api.ensure(builders.build_runners_secret(body))
+        secret = await api.get_secret(namespace, secret_name)
     assert secret is not None
     label = github.vdc_label(namespace, name, meta["uid"])
     patch.status["runnerLabel"] = label
     if len(runners.registered(secret)) < spec.count:
-        credentials = await api().secret_data(namespace, spec.credentials.secret_name)
+        credentials = await api.secret_data(namespace, spec.credentials.secret_name)
         if credentials is None:
             message = f"waiting for Secret {spec.credentials.secret_name} (GitHub credentials)"
             raise _registration_waits(body, patch, "MissingCredentials", message, delay=10)
@@ -231,7 +229,7 @@ async def _register_runners(
                 body, patch, "BadCredentials", message, delay=30, event=True
             ) from None
         try:
-            registration = await runners.register(gh, body, spec, secret, api().patch_secret)
+            registration = await runners.register(gh, body, spec, secret, api.patch_secret)
         except github.RateLimited as exc:
             delay = max(5.0, exc.retry_at - time.time())
             message = f"GitHub rate limit: retrying in {delay:.0f} s ({exc})"
@@ -258,19 +256,30 @@ async def _register_runners(
 
 DEREGISTER_ATTEMPTS = 8
 """Then a VDC's deletion goes on without: GitHub drops offline ephemeral runners itself."""
-_failed_deregistrations: dict[str, int] = {}
-"""VDC uid -> attempts that met an unreachable or rate-limited GitHub."""
 
 
-async def _deregister_runners(body: Any, logger: logging.Logger) -> None:
-    """Remove the VDC's runners from GitHub; while GitHub cannot be reached, retried
-    DEREGISTER_ATTEMPTS times, then given up with a warning event."""
+def deregistration_retry(exc: github.GitHubError, failures: int, now: float) -> float | None:
+    """How long kopf is to wait before it calls the handler again, after `failures`
+    failed attempts to remove the runners (this one included), or None to give up:
+    GitHub stays unreachable, or the error is not one that passes."""
+    if not exc.transient or failures >= DEREGISTER_ATTEMPTS:
+        return None
+    if isinstance(exc, github.RateLimited):
+        return max(5.0, exc.retry_at - now)
+    return 15.0
+
+
+async def _deregister_runners(
+    api: Api, body: Any, spec: cr.Runners | None, logger: logging.Logger, memo: kopf.Memo
+) -> None:
+    """Remove the VDC's runners from GitHub; while GitHub cannot be reached, kopf retries
+    the handler (the failures are counted in the object's memo: the handler's own retry
+    count also counts its waits for the pod), then this gives up with a warning event."""
     meta = body["metadata"]
-    spec = cr.parse(dict(body.get("spec") or {})).runners
-    secret = await api().get_secret(meta["namespace"], builders.runners_secret_name(meta["name"]))
+    secret = await api.get_secret(meta["namespace"], builders.runners_secret_name(meta["name"]))
     if spec is None or not runners.registered(secret):
         return
-    credentials = await api().secret_data(meta["namespace"], spec.credentials.secret_name)
+    credentials = await api.secret_data(meta["namespace"], spec.credentials.secret_name)
     if credentials is None:
         logger.warning("cannot remove the runners from GitHub: Secret %s is gone",
                        spec.credentials.secret_name)  # fmt: skip
@@ -279,26 +288,25 @@ async def _deregister_runners(body: Any, logger: logging.Logger) -> None:
     try:
         removed = await runners.deregister(gh, secret)
     except github.GitHubError as exc:
-        attempts = _failed_deregistrations.get(meta["uid"], 0) + 1
-        if exc.transient and attempts < DEREGISTER_ATTEMPTS:
-            _failed_deregistrations[meta["uid"]] = attempts
-            delay = max(5.0, exc.retry_at - time.time()) if isinstance(
-                exc, github.RateLimited) else 15.0  # fmt: skip
+        memo.deregistration_failures = memo.get("deregistration_failures", 0) + 1
+        delay = deregistration_retry(exc, memo.deregistration_failures, time.time())
+        if delay is not None:
             raise kopf.TemporaryError(f"removing runners: {exc}", delay=delay) from None
-        _failed_deregistrations.pop(meta["uid"], None)
         message = f"cannot remove the runners from GitHub, going on without: {exc}"
         logger.warning("%s", message)
         kopf.event(body, type="Warning", reason="RunnersNotRemoved", message=message[:1024])
         return
     finally:
         await gh.close()
-    _failed_deregistrations.pop(meta["uid"], None)
+    memo.deregistration_failures = 0
     if removed:
         logger.info("removed runners %s from GitHub", ", ".join(removed))
 
 
 @kopf.timer(*RESOURCE, interval=5, when=lambda spec, **_: bool(spec.get("runners")))
-async def jobs_done(body: Any, patch: kopf.Patch, logger: logging.Logger, **_: Any) -> None:
+async def jobs_done(
+    body: Any, patch: kopf.Patch, logger: logging.Logger, memo: kopf.Memo, **_: Any
+) -> None:
     """Delete the VDC once its runners' jobs are done and it has been kept as asked."""
     if body["metadata"].get("deletionTimestamp"):
         return
@@ -318,40 +326,47 @@ async def jobs_done(body: Any, patch: kopf.Patch, logger: logging.Logger, **_: A
         kopf.event(body, type="Normal", reason="JobsDone",
                    message="every runner's job is done: deleting the VDC")  # fmt: skip
         logger.info("jobs done: deleting %s/%s", meta["namespace"], meta["name"])
-        await api().delete_vdc(meta["namespace"], meta["name"])
+        await memo.api.delete_vdc(meta["namespace"], meta["name"])
 
 
 @kopf.on.create(*RESOURCE)
 @kopf.on.resume(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
-async def reconcile(body: Any, patch: kopf.Patch, logger: logging.Logger, **_: Any) -> None:
+async def reconcile(
+    body: Any, patch: kopf.Patch, logger: logging.Logger, memo: kopf.Memo, **_: Any
+) -> None:
     with metrics.reconcile("reconcile"):
-        await converge(body, patch, logger)
+        await converge(body, patch, logger, memo)
 
 
 @kopf.on.delete(*RESOURCE)
-async def delete(body: Any, logger: logging.Logger, **_: Any) -> None:
+async def delete(body: Any, logger: logging.Logger, memo: kopf.Memo, **_: Any) -> None:
     """Stop the pod (its agent tears the data center down) and remove the agent's access,
     so `kubectl delete vdc` returns when nothing of it is left."""
+    api: Api = memo.api
     with metrics.reconcile("delete"):
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         pod = builders.pod_name(name)
-        existing = await api().get_pod(namespace, pod)
+        existing = await api.get_pod(namespace, pod)
         if existing is not None:
             if not existing["metadata"].get("deletionTimestamp"):
-                await api().patch_vdc_status(
+                await api.patch_vdc_status(
                     namespace,
                     name,
                     builders.status_patch(body, Phase.TERMINATING, "Deleting", "removing the pod"),
                 )
-                await api().delete("Pod", namespace, pod)
+                await api.delete("Pod", namespace, pod)
             raise kopf.TemporaryError("waiting for the pod to stop", delay=2)
-        await _deregister_runners(body, logger)
+        try:
+            spec = cr.parse(dict(body.get("spec") or {})).runners
+        except SpecErrors:
+            spec = None  # an object older than the webhook: nothing was registered for it
+        await _deregister_runners(api, body, spec, logger, memo)
         agent = builders.agent_name(name)
         for kind in ("RoleBinding", "Role", "ServiceAccount"):
-            await api().delete(kind, namespace, agent)
-        await api().delete("Secret", namespace, builders.runners_secret_name(name))
+            await api.delete(kind, namespace, agent)
+        await api.delete("Secret", namespace, builders.runners_secret_name(name))
         metrics.PHASES_SEEN.seen.pop((namespace, name), None)
         logger.info("removed the pod and the agent's access")
 
@@ -360,7 +375,9 @@ async def delete(body: Any, logger: logging.Logger, **_: Any) -> None:
 
 
 @kopf.on.event("v1", "pods", labels={builders.LABEL_NAME: kopf.PRESENT})
-async def pod_changed(event: Any, body: Any, logger: logging.Logger, **_: Any) -> None:
+async def pod_changed(
+    event: Any, body: Any, logger: logging.Logger, memo: kopf.Memo, **_: Any
+) -> None:
     """Say in the VDC what its pod shows while the agent cannot (scheduling, image pulls,
     crash loops), and bring a deleted pod back."""
     labels = body["metadata"].get("labels") or {}
@@ -369,7 +386,8 @@ async def pod_changed(event: Any, body: Any, logger: logging.Logger, **_: Any) -
     if cr.KIND not in owners:
         return
     with metrics.reconcile("pod"):
-        vdc = await api().get_vdc(namespace, name)
+        api: Api = memo.api
+        vdc = await api.get_vdc(namespace, name)
         if vdc is None or vdc["metadata"].get("deletionTimestamp"):
             return
         pod = None if event["type"] == "DELETED" else dict(body)
@@ -378,14 +396,14 @@ async def pod_changed(event: Any, body: Any, logger: logging.Logger, **_: Any) -
                 spec = cr.validate(vdc.get("spec") or {})
             except SpecErrors:
                 return
-            if await api().ensure(builders.build_pod(vdc, spec, SETTINGS)):
+            if await api.ensure(builders.build_pod(vdc, spec, memo.settings)):
                 logger.info("recreated pod %s", builders.pod_name(name))
                 message = f"pod {builders.pod_name(name)} was gone; created it again"
                 kopf.event(vdc, type="Warning", reason="PodRecreated", message=message)
             return
         status = builders.pod_status(vdc, pod)
         if status is not None and status != _same_as(vdc, status):
-            await api().patch_vdc_status(namespace, name, status)
+            await api.patch_vdc_status(namespace, name, status)
 
 
 def _same_as(vdc: Any, status: dict[str, Any]) -> dict[str, Any]:

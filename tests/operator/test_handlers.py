@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import kopf
+import pytest
 
 from tests.operator.test_builders import vdc
-from vdc_operator import builders, handlers
+from vdc_operator import builders, github, handlers, metrics
 
 
 def test_two_status_updates_in_one_run_keep_each_others_conditions() -> None:
@@ -23,3 +26,51 @@ def test_two_status_updates_in_one_run_keep_each_others_conditions() -> None:
     assert conditions == {"RunnersRegistered": ("True", "Registered"),
                           "Ready": ("False", "PodStarting")}  # fmt: skip
     assert patch.status["phase"] == "Pending"
+
+
+# -- runner registration and removal ------------------------------------------------------------
+
+
+def test_a_registration_that_waits_says_why_and_asks_kopf_to_retry() -> None:
+    body = vdc()
+    patch = kopf.Patch()
+    before = metrics.GITHUB.labels("rate_limited")._value.get()
+    error = handlers._registration_waits(
+        body, patch, "RateLimited", "GitHub rate limit", delay=42.0, metric="rate_limited"
+    )
+    assert isinstance(error, kopf.TemporaryError) and error.delay == 42.0
+    (condition,) = patch.status["conditions"]
+    assert (condition["type"], condition["status"], condition["reason"]) == (
+        "RunnersRegistered", "False", "RateLimited")  # fmt: skip
+    assert condition["message"] == "GitHub rate limit"
+    assert metrics.GITHUB.labels("rate_limited")._value.get() == before + 1
+
+
+@pytest.mark.parametrize(
+    ("error", "failures", "delay"),
+    [
+        (github.GitHubError(502, "bad gateway", transient=True), 1, 15.0),
+        (github.GitHubError(None, "no route", transient=True), 7, 15.0),
+        (github.GitHubError(503, "unavailable", transient=True), 8, None),  # given up
+        (github.GitHubError(401, "bad credentials"), 1, None),  # will not pass by itself
+        (github.RateLimited(403, "rate limit", retry_at=1000.0 + 120), 1, 120.0),
+        (github.RateLimited(429, "secondary", retry_at=1000.0 - 5), 1, 5.0),  # reset passed
+    ],
+)
+def test_runner_removal_is_retried_by_kopf_then_given_up(
+    error: github.GitHubError, failures: int, delay: float | None
+) -> None:
+    assert handlers.deregistration_retry(error, failures, now=1000.0) == delay
+
+
+def test_handlers_take_the_api_and_settings_from_kopfs_memo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("VDC_METRICS_PORT", "0")  # no metrics server in a unit test
+    monkeypatch.setenv("VDC_RUNTIME_IMAGE", "registry.example/vdc-runtime:test")
+    monkeypatch.setattr(handlers, "Api", lambda: "the API client")
+    memo = kopf.Memo()
+    handlers.configure(settings=kopf.OperatorSettings(), memo=memo, logger=logging.getLogger())
+    assert memo.api == "the API client"
+    assert memo.settings.runtime_image == "registry.example/vdc-runtime:test"
+    assert not hasattr(handlers, "SETTINGS")  # nothing read from the environment at import
