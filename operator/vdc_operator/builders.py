@@ -18,9 +18,9 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from vdc_runtime.nodes.layout import memory_bytes
-from vdc_runtime.spec import cr
-from vdc_runtime.spec.cr import FileSource, VirtualDataCenterSpec
-from vdc_runtime.status import (
+from vdc_runtime.resource import spec as cr
+from vdc_runtime.resource.spec import FileSource, VirtualDataCenterSpec
+from vdc_runtime.resource.status import (
     READY,
     ConditionStatus,
     Phase,

@@ -21,9 +21,10 @@ from typing import Any
 
 import yaml
 
-from vdc_runtime.spec import cr
+from vdc_runtime import resource
+from vdc_runtime.resource import spec as cr
+from vdc_runtime.resource.status import VirtualDataCenterStatus
 from vdc_runtime.spec.cel import Rule
-from vdc_runtime.status import VirtualDataCenterStatus
 
 NAME = f"{cr.PLURAL}.{cr.GROUP}"
 CATEGORIES = ["all", "vdc-all"]
@@ -191,17 +192,6 @@ def status_schema() -> dict[str, Any]:
     return _schema(VirtualDataCenterStatus, camelize=False)
 
 
-PRINTER_COLUMNS = [
-    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-    {"name": "Ready", "type": "string", "jsonPath": ".status.ready",
-     "description": "ready nodes / all nodes"},
-    {"name": "Accel", "type": "string", "jsonPath": ".status.accel",
-     "description": "KVM, or TCG (software emulation)"},
-    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
-]  # fmt: skip
-
-
 def crd() -> dict[str, Any]:
     root = {
         "type": "object",
@@ -245,7 +235,7 @@ def crd() -> dict[str, Any]:
                     "storage": True,
                     "schema": {"openAPIV3Schema": copy.deepcopy(root)},
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "additionalPrinterColumns": resource.PRINTER_COLUMNS,
                 }
             ],
         },

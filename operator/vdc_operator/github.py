@@ -36,7 +36,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from vdc_runtime.spec.github_url import parse_github_url
+from vdc_runtime.resource.github_url import parse_github_url
 
 API_VERSION = "2022-11-28"
 ACCEPT = "application/vnd.github+json"

@@ -22,8 +22,9 @@ import kopf
 
 from vdc_operator import builders, github, metrics, runners
 from vdc_operator.kube import Api
-from vdc_runtime.spec import SpecErrors, cr
-from vdc_runtime.status import RUNNERS_REGISTERED, Phase, timestamp
+from vdc_runtime.resource import spec as cr
+from vdc_runtime.resource.status import RUNNERS_REGISTERED, Phase, timestamp
+from vdc_runtime.spec import SpecErrors
 
 RESOURCE = (cr.GROUP, cr.VERSION, cr.PLURAL)
 

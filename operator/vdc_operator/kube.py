@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from kubernetes import client
 from kubernetes.client import ApiException
 
-from vdc_runtime.spec import cr
+from vdc_runtime.resource import spec as cr
 
 T = TypeVar("T")
 Manifest = dict[str, Any]

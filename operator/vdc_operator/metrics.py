@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from vdc_runtime.status import Phase
+from vdc_runtime.resource.status import Phase
 
 REGISTRY = CollectorRegistry()
 RECONCILES = Counter(

@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vdc_operator import github
+from vdc_runtime.resource import spec as cr
 from vdc_runtime.runner import RunnerPhase
-from vdc_runtime.spec import cr
 
 log = logging.getLogger("vdc.operator.runners")
 

@@ -129,8 +129,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     import yaml
 
+    from vdc_runtime.resource.convert import to_manifest
     from vdc_runtime.spec import SpecErrors
-    from vdc_runtime.spec.convert import to_manifest
 
     dc = _load(args.files)
     if dc is None:

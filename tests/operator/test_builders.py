@@ -12,7 +12,7 @@ import yaml
 
 from tests.spec.test_cr import quickstart
 from vdc_operator import builders
-from vdc_runtime.spec import cr
+from vdc_runtime.resource import spec as cr
 
 GOLDEN = Path(__file__).parent / "golden"
 NOW = 1_790_000_000.0

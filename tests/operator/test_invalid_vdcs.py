@@ -7,7 +7,8 @@ import pytest
 
 from tests.operator.invalid_vdcs import BASE, CASES, Case
 from vdc_operator import crd
-from vdc_runtime.spec import SpecErrors, cr
+from vdc_runtime.resource import spec as cr
+from vdc_runtime.spec import SpecErrors
 
 
 def test_base_is_valid() -> None:

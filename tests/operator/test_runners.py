@@ -14,7 +14,7 @@ import pytest
 from tests.github.fake_github import FakeGitHub
 from tests.operator.test_builders import assert_golden, pod_of, vdc
 from vdc_operator import builders, github, runners
-from vdc_runtime.spec import cr
+from vdc_runtime.resource import spec as cr
 
 TOKEN = "ghp_runners-test"
 T0 = 1_790_000_000.0
@@ -34,7 +34,7 @@ def spec_of(**changes: Any) -> cr.Runners:
 
 
 def stamp(t: float) -> str:
-    from vdc_runtime.status import timestamp
+    from vdc_runtime.resource.status import timestamp
 
     return timestamp(t)
 

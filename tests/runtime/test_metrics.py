@@ -6,10 +6,10 @@ from pathlib import Path
 
 from tests.spec.test_cr import quickstart
 from vdc_runtime.agent import metrics
+from vdc_runtime.agent.status import RunnerObservation
 from vdc_runtime.datacenter import DataCenterRun, RunOptions
+from vdc_runtime.resource import spec as cr
 from vdc_runtime.runner import RunnerPhase
-from vdc_runtime.spec import cr
-from vdc_runtime.status import RunnerObservation
 
 
 def test_exposition_before_machines_and_with_runners(tmp_path: Path) -> None:

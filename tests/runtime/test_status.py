@@ -7,17 +7,11 @@ from pathlib import Path
 
 from tests.spec.test_cr import quickstart
 from vdc_runtime.agent.report import observe
+from vdc_runtime.agent.status import NodeObservation, RunObservation, agent_status, transitions
 from vdc_runtime.datacenter import DataCenterRun, RunOptions
+from vdc_runtime.resource import spec as cr
+from vdc_runtime.resource.status import STATUS_BUDGET, size
 from vdc_runtime.runner import RunnerPhase
-from vdc_runtime.spec import cr
-from vdc_runtime.status import (
-    STATUS_BUDGET,
-    NodeObservation,
-    RunObservation,
-    agent_status,
-    size,
-    transitions,
-)
 
 T0 = 1_790_000_000.0
 
@@ -127,7 +121,7 @@ def test_observe_a_run_before_its_machines_exist(tmp_path: Path) -> None:
 
 
 def test_runners_in_the_status_and_their_events() -> None:
-    from vdc_runtime.status import RunnerObservation
+    from vdc_runtime.agent.status import RunnerObservation
 
     waiting = RunnerObservation("runner-0", RunnerPhase.LISTENING)
     busy = RunnerObservation("runner-0", RunnerPhase.BUSY, job="reboot-test")

@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from tests.spec.conftest import DATA
-from vdc_runtime.spec import SpecErrors, cr, load_files
-from vdc_runtime.spec.convert import to_manifest
+from vdc_runtime.resource import spec as cr
+from vdc_runtime.resource.convert import to_manifest
+from vdc_runtime.spec import SpecErrors, load_files
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
 from vdc_operator.crd import _Converter
-from vdc_runtime.spec import cr, fields, strings
+from vdc_runtime.resource import spec as cr
+from vdc_runtime.spec import fields, strings
 
 TYPES: dict[str, tuple[Any, strings.StringRule]] = {
     "Name": (fields.Name, strings.NAME),

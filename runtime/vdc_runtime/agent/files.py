@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vdc_runtime.spec import DataCenter, cr
+from vdc_runtime.resource import spec as cr
+from vdc_runtime.spec import DataCenter
 from vdc_runtime.spec.errors import SpecError, SpecErrors
 
 SOURCES = ".sources"

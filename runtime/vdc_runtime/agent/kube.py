@@ -19,10 +19,10 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vdc_runtime.spec import cr
+from vdc_runtime.resource import spec as cr
 
 if TYPE_CHECKING:
-    from vdc_runtime.status import Event
+    from vdc_runtime.agent.status import Event
 
 log = logging.getLogger("vdc.agent")
 
@@ -144,7 +144,7 @@ class Kube:
                                 body, "application/merge-patch+json")  # fmt: skip
 
     async def post_event(self, vdc: dict[str, Any], event: Event) -> None:
-        from vdc_runtime.status import timestamp
+        from vdc_runtime.resource.status import timestamp
 
         meta = vdc["metadata"]
         now = timestamp()

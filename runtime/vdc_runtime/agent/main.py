@@ -83,7 +83,7 @@ class Agent:
     def _routes(self, app: web.Application) -> None:
         from aiohttp import web
 
-        from vdc_runtime.spec.cr import parse_duration
+        from vdc_runtime.resource.spec import parse_duration
 
         async def keep(request: web.Request) -> web.Response:
             try:
@@ -92,7 +92,7 @@ class Agent:
             except (ValueError, KeyError, TypeError) as exc:
                 return web.json_response({"error": f'expected {{"for": "2h"}}: {exc}'}, status=400)
             until = self.keep(seconds)
-            from vdc_runtime.status import timestamp
+            from vdc_runtime.resource.status import timestamp
 
             return web.json_response({"keep_until": timestamp(until)})
 
@@ -124,7 +124,7 @@ class Agent:
         return runner
 
     async def _report_failure(self) -> None:
-        from vdc_runtime.status import Event
+        from vdc_runtime.agent.status import Event
 
         assert self.reporter is not None and self.failure is not None
         reason, message = self.failure

@@ -18,8 +18,8 @@ from vdc_runtime.phases import RunPhase
 from vdc_runtime.runner import RunnerPhase
 
 if TYPE_CHECKING:
+    from vdc_runtime.agent.status import RunnerObservation
     from vdc_runtime.datacenter import DataCenterRun
-    from vdc_runtime.status import RunnerObservation
 
 
 class RunCollector(Collector):

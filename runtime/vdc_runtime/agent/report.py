@@ -1,6 +1,6 @@
 """What the agent sees of its run, and the loop that writes it into the VDC's status.
 
-`observe` reads a run's state into plain values; `vdc_runtime.status` turns them into the
+`observe` reads a run's state into plain values; `vdc_runtime.agent.status` turns them into the
 status (pure, golden-tested); `Reporter` writes it when it changed, on top of the version
 of the object it last saw, so an agent whose spec has been replaced (the operator is
 about to replace its pod) stops writing instead of overwriting the newer state.
@@ -16,17 +16,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vdc_runtime.agent.kube import Conflict, Gone, Kube, KubeError
-from vdc_runtime.nodes.states import MachineState, Power
-from vdc_runtime.phases import RunPhase
-from vdc_runtime.runner import RunnerPhase
-from vdc_runtime.status import (
-    CONDITION_TYPES,
+from vdc_runtime.agent.status import (
     NodeObservation,
     RunnerObservation,
     RunObservation,
     agent_status,
     transitions,
 )
+from vdc_runtime.nodes.states import MachineState, Power
+from vdc_runtime.phases import RunPhase
+from vdc_runtime.resource.status import CONDITION_TYPES
+from vdc_runtime.runner import RunnerPhase
 
 if TYPE_CHECKING:
     from vdc_runtime.datacenter import DataCenterRun

@@ -131,7 +131,7 @@ HOST_DIRECTORY = StringRule(r"/[^\x00]+", max_length=1024)
 
 RUNNER_LABEL = StringRule("[A-Za-z0-9][A-Za-z0-9_.-]*", max_length=64)
 
-# GitHub URLs: exactly what vdc_runtime.spec.github_url can register a runner at.
+# GitHub URLs: exactly what vdc_runtime.resource.github_url can register a runner at.
 _H16 = "[0-9a-fA-F]{1,4}"
 # An IPv6 address in its eight forms of '::' compression (no embedded IPv4, no zone).
 IPV6 = "|".join(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vdc_runtime.spec import cr
+from vdc_runtime.resource import spec as cr
 from vdc_runtime.spec.errors import SpecError, SpecErrors
 from vdc_runtime.spec.models import DataCenter, SpecModel
 

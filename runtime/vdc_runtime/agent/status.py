@@ -1,157 +1,32 @@
-"""A VirtualDataCenter's status: its models (which give the CRD its status schema) and the
-pure functions that compute it from what the agent observes of its run.
-
-The agent in the VDC's pod owns the status while it runs; the operator writes it only
-around the pod's life (Pending before the agent starts, Failed when the pod cannot run,
-Terminating on deletion). Both go through `conditions_update`, so a condition's
-lastTransitionTime moves only when its status does.
-
-Kept small on purpose: etcd refuses objects over 1.5 MiB and every watcher of VDCs gets
-the whole object on each change, so a node is one short entry (see STATUS_BUDGET).
-"""
+"""The status the agent writes, computed from what it observes of its run (pure), and the
+events for what changed between two statuses."""
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from vdc_runtime.nodes.states import MachineState, Power
 from vdc_runtime.phases import RunPhase
-from vdc_runtime.runner import RunnerPhase
-from vdc_runtime.spec.cr import camel
-
-
-class Phase(StrEnum):
-    """A VirtualDataCenter's phase, as `kubectl get vdc` shows it."""
-
-    PENDING = "Pending"
-    PROVISIONING = "Provisioning"
-    RUNNING = "Running"
-    DEGRADED = "Degraded"
-    FAILED = "Failed"
-    TERMINATING = "Terminating"
-
-
-class NodePhase(StrEnum):
-    """A node's phase in the status."""
-
-    PENDING = "Pending"
-    STARTING = "Starting"
-    BOOTING = "Booting"
-    READY = "Ready"
-    OFF = "Off"
-    RESTARTING = "Restarting"
-    FAILED = "Failed"
-
-
-ConditionStatus = Literal["True", "False", "Unknown"]
-
-READY, NETWORK_READY, NODES_READY, ACCELERATED = (
-    "Ready",
-    "NetworkReady",
-    "NodesReady",
-    "Accelerated",
+from vdc_runtime.resource.status import (
+    ACCELERATED,
+    NETWORK_READY,
+    NODES_READY,
+    READY,
+    ConditionStatus,
+    DesiredCondition,
+    NodePhase,
+    NodeStatus,
+    Phase,
+    PublishedBMCs,
+    RunnerStatus,
+    VirtualDataCenterStatus,
+    _short,
+    conditions_update,
+    timestamp,
 )
-CONDITION_TYPES = (READY, NETWORK_READY, NODES_READY, ACCELERATED)
-"""The conditions the agent writes; others (RunnersRegistered) are the operator's."""
-RUNNERS_REGISTERED = "RunnersRegistered"
-
-STATUS_BUDGET = 100 * 1024
-"""Bytes of status JSON a VDC of 500 nodes with long names must stay under."""
-MESSAGE_MAX = 1024
-
-
-class StatusModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=camel, validate_by_name=True, serialize_by_alias=True, extra="forbid"
-    )
-
-
-class Condition(StatusModel):
-    """As Kubernetes' metav1.Condition."""
-
-    type: str
-    status: ConditionStatus
-    reason: str
-    message: str = ""
-    last_transition_time: str
-    observed_generation: int | None = None
-
-
-class NodeStatus(StatusModel):
-    """One machine, compact: a VDC may have hundreds."""
-
-    name: str
-    power: Power
-    phase: NodePhase
-    start_time: str | None = Field(default=None, description="When its QEMU last started.")
-    restarts: int = Field(default=0, description="Restarts of its QEMU (restart: on-failure).")
-    bmc_address: str | None = None
-
-
-class RunnerStatus(StatusModel):
-    """A runner container of the pod, as its `vdc runner` wrapper recorded it."""
-
-    name: str
-    phase: RunnerPhase
-    job: str | None = None
-    result: str | None = Field(default=None, description="succeeded, failed or cancelled.")
-    ended_at: str | None = None
-
-
-class PublishedBMCs(StatusModel):
-    """Where the BMCs answer on the pod's address: the i-th node of the spec (from 0) on
-    UDP ipmiPort + i and HTTPS redfishPort + i."""
-
-    host: str | None = None
-    ipmi_port: int
-    redfish_port: int
-
-
-class VirtualDataCenterStatus(StatusModel):
-    """What the VDC's agent and the operator observe."""
-
-    phase: Phase | None = None
-    message: str | None = None
-    observed_generation: int | None = None
-    conditions: list[Condition] = []
-    ready: str | None = Field(default=None, description="Ready nodes / all nodes, as 2/3.")
-    ready_nodes: int | None = None
-    total_nodes: int | None = None
-    accel: Literal["KVM", "TCG"] | None = Field(
-        default=None, description="How the machines run: KVM, or TCG (software emulation)."
-    )
-    pod: str | None = Field(default=None, description="The pod that runs the data center.")
-    bmc: PublishedBMCs | None = None
-    runner_label: str | None = Field(
-        default=None, description="The label only this VDC's runners have (runs-on)."
-    )
-    runners_registered: int | None = None
-    runners: list[RunnerStatus] = []
-    job_ended_at: str | None = Field(default=None, description="When the last runner's job ended.")
-    keep_until: str | None = Field(
-        default=None, description="Asked by a job (`vdc keep`): not deleted before then."
-    )
-    delete_at: str | None = Field(
-        default=None, description="When the operator deletes this VDC, its jobs done."
-    )
-    nodes: list[NodeStatus] = []
-
-
-def timestamp(at: float | None = None) -> str:
-    """RFC 3339 in UTC to the second, as Kubernetes writes times."""
-    moment = datetime.fromtimestamp(time.time() if at is None else at, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# -- what the agent observes ---------------------------------------------------------------
+from vdc_runtime.runner import RunnerPhase
 
 
 @dataclass(frozen=True)
@@ -225,20 +100,6 @@ def node_status(node: NodeObservation) -> NodeStatus:
     )
 
 
-def _short(text: str) -> str:
-    return text if len(text) <= MESSAGE_MAX else text[: MESSAGE_MAX - 3] + "..."
-
-
-@dataclass
-class _Desired:
-    """A condition before its transition time is known."""
-
-    type: str
-    status: ConditionStatus
-    reason: str
-    message: str = ""
-
-
 def _names(nodes: Iterable[NodeStatus], limit: int = 5) -> str:
     names = [n.name for n in nodes]
     shown = ", ".join(names[:limit])
@@ -277,7 +138,9 @@ def agent_status(
         _network_condition(obs),
         _nodes_condition(obs, nodes, ready, broken, waiting),
         _accel_condition(obs),
-        _Desired(READY, "True" if phase == Phase.RUNNING else "False", phase, _short(message)),
+        DesiredCondition(
+            READY, "True" if phase == Phase.RUNNING else "False", phase, _short(message)
+        ),
     ]
     accel = {"kvm": "KVM", "tcg": "TCG"}.get(obs.accel or "")
     status = VirtualDataCenterStatus(
@@ -321,13 +184,15 @@ def _jobs_ended(runners: Sequence[RunnerObservation]) -> str | None:
     return timestamp(max(r.ended_at for r in runners if r.ended_at is not None))
 
 
-def _network_condition(obs: RunObservation) -> _Desired:
+def _network_condition(obs: RunObservation) -> DesiredCondition:
     if obs.fabric_ready:
         what = f"{obs.networks} networks, {obs.namespaces} namespaces"
-        return _Desired(NETWORK_READY, "True", "FabricBuilt", what)
+        return DesiredCondition(NETWORK_READY, "True", "FabricBuilt", what)
     if obs.phase == RunPhase.FAILED:
-        return _Desired(NETWORK_READY, "False", "Failed", _short(obs.failure or ""))
-    return _Desired(NETWORK_READY, "False", "Building", "creating bridges, veths and namespaces")
+        return DesiredCondition(NETWORK_READY, "False", "Failed", _short(obs.failure or ""))
+    return DesiredCondition(
+        NETWORK_READY, "False", "Building", "creating bridges, veths and namespaces"
+    )
 
 
 def _nodes_condition(
@@ -336,64 +201,31 @@ def _nodes_condition(
     ready: list[NodeStatus],
     broken: list[NodeStatus],
     waiting: list[NodeStatus],
-) -> _Desired:
+) -> DesiredCondition:
     counts = f"{len(ready)}/{len(nodes)} ready"
     if nodes and len(ready) == len(nodes):
-        return _Desired(NODES_READY, "True", "AllNodesReady", counts)
+        return DesiredCondition(NODES_READY, "True", "AllNodesReady", counts)
     if not nodes:
         status: ConditionStatus = "True" if obs.phase == RunPhase.RUNNING else "False"
-        return _Desired(NODES_READY, status, "NoNodes", "the data center has no nodes")
+        return DesiredCondition(NODES_READY, status, "NoNodes", "the data center has no nodes")
     if broken:
-        return _Desired(
+        return DesiredCondition(
             NODES_READY, "False", "NodesFailed", f"{counts}; not running: {_names(broken)}"
         )
-    return _Desired(
+    return DesiredCondition(
         NODES_READY, "False", "NodesBooting", f"{counts}; waiting for {_names(waiting)}"
     )
 
 
-def _accel_condition(obs: RunObservation) -> _Desired:
+def _accel_condition(obs: RunObservation) -> DesiredCondition:
     reason = _short(obs.accel_reason or "")
     if obs.accel == "kvm":
-        return _Desired(ACCELERATED, "True", "KVM", reason)
+        return DesiredCondition(ACCELERATED, "True", "KVM", reason)
     if obs.accel == "tcg":
-        return _Desired(ACCELERATED, "False", "TCG", reason)
-    return _Desired(
+        return DesiredCondition(ACCELERATED, "False", "TCG", reason)
+    return DesiredCondition(
         ACCELERATED, "Unknown", "NotProbed", "acceleration is probed when machines start"
     )
-
-
-def conditions_update(
-    desired: Iterable[_Desired],
-    previous: Sequence[Mapping[str, Any]],
-    generation: int | None,
-    now: float | None = None,
-) -> list[Condition]:
-    """Conditions with lastTransitionTime kept from `previous` unless the status changed."""
-    before = {c.get("type"): c for c in previous}
-    out = []
-    for want in desired:
-        old = before.get(want.type)
-        changed = old is None or old.get("status") != want.status
-        since = (
-            timestamp(now) if changed or not old else old.get("lastTransitionTime", timestamp(now))
-        )
-        out.append(
-            Condition(
-                type=want.type,
-                status=want.status,
-                reason=want.reason,
-                message=want.message,
-                last_transition_time=since,
-                observed_generation=generation,
-            )
-        )
-    return out
-
-
-def condition(type_: str, status: ConditionStatus, reason: str, message: str = "") -> _Desired:
-    """A condition to pass to `conditions_update`."""
-    return _Desired(type_, status, reason, _short(message))
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -460,32 +292,13 @@ def transitions(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> l
     return events
 
 
-def size(status: Mapping[str, Any]) -> int:
-    """Bytes of the status as the API server stores it (compact JSON)."""
-    return len(json.dumps(status, separators=(",", ":")).encode())
-
-
 __all__ = [
-    "ACCELERATED",
-    "CONDITION_TYPES",
-    "NETWORK_READY",
-    "NODES_READY",
-    "READY",
-    "RUNNERS_REGISTERED",
-    "STATUS_BUDGET",
-    "Condition",
     "Event",
     "NodeObservation",
-    "NodeStatus",
     "RunObservation",
     "RunnerObservation",
-    "RunnerStatus",
-    "VirtualDataCenterStatus",
     "agent_status",
-    "condition",
-    "conditions_update",
+    "node_phase",
     "node_status",
-    "size",
-    "timestamp",
     "transitions",
 ]

@@ -31,11 +31,11 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from vdc_runtime.resource.github_url import URL_HELP, parse_github_url
 from vdc_runtime.spec import cel, strings
 from vdc_runtime.spec.checks import Document, check
 from vdc_runtime.spec.errors import SpecError, SpecErrors, did_you_mean, format_path
 from vdc_runtime.spec.fields import Name, Text, _require_str, _ruled
-from vdc_runtime.spec.github_url import URL_HELP, parse_github_url
 from vdc_runtime.spec.keys import locate, rename
 from vdc_runtime.spec.loader import assemble, pydantic_problem
 from vdc_runtime.spec.models import (
