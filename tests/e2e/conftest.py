@@ -89,8 +89,18 @@ OPERATOR_NAMESPACE = "vdc-system"
 def crd(kube: Kube) -> Kube:
     """The CRD alone: what the API server refuses without the operator's webhook."""
     kube.run("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kube.run("wait", "--for=condition=Established", "crd/virtualdatacenters.vdc.dev",
-             "--timeout=60s")  # fmt: skip
+
+    # Polled rather than `kubectl wait --for=condition=Established`, which fails at once
+    # ("status.conditions accessor error") when it reads a CRD whose status has no
+    # conditions yet, as a CRD just created on a new cluster can have.
+    def established() -> bool:
+        status = kube.get("crd", "virtualdatacenters.vdc.dev").get("status") or {}
+        return any(
+            c.get("type") == "Established" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+
+    kube.wait_for(established, "the CRD to be established", timeout=60)
     return kube
 
 
