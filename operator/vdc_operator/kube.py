@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,12 +22,25 @@ Manifest = dict[str, Any]
 
 
 class Api:
-    def __init__(self) -> None:
-        api = client.ApiClient()
-        self.core = client.CoreV1Api(api)
-        self.rbac = client.RbacAuthorizationV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
-        self._api = api
+    """Made when the operator starts; its client on first use, because the `kubernetes`
+    client's default configuration (host, credentials) is only set once kopf has logged
+    in, which happens after the start-up handlers."""
+
+    @functools.cached_property
+    def _api(self) -> client.ApiClient:
+        return client.ApiClient()
+
+    @functools.cached_property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self._api)
+
+    @functools.cached_property
+    def rbac(self) -> client.RbacAuthorizationV1Api:
+        return client.RbacAuthorizationV1Api(self._api)
+
+    @functools.cached_property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self._api)
 
     @staticmethod
     async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
