@@ -108,6 +108,11 @@ def crd(kube: Kube) -> Kube:
 def operator(crd: Kube) -> Iterator[Kube]:
     """The operator installed by its Helm chart, its webhook answering."""
     kube = crd
+    # A release an interrupted run left behind has pods of the image tag as it was then,
+    # which an upgrade with unchanged values would keep: start from a fresh install.
+    if "vdc" in kube.helm("list", "--namespace", OPERATOR_NAMESPACE, "--short").split():
+        kube.call("delete", "vdc", "--all", "--all-namespaces", "--wait=true", "--timeout=120s")
+        kube.helm("uninstall", "vdc", "--namespace", OPERATOR_NAMESPACE, "--wait")
     kube.helm("upgrade", "--install", "vdc", str(CHART), "--namespace", OPERATOR_NAMESPACE,
               "--create-namespace", "--wait", "--timeout", "5m")  # fmt: skip
 
