@@ -112,6 +112,19 @@ def _comm(pid: int) -> str:
         return ""
 
 
+def _kill_while(child: subprocess.Popen[bytes], commands: tuple[str, ...]) -> None:
+    """SIGKILL the build (its whole session) as soon as one of `commands` runs under it."""
+    try:
+        deadline = time.monotonic() + 120
+        while not any(_comm(p) in commands for p in _descendants(child.pid)):
+            assert child.poll() is None, "the build ended before it could be killed"
+            assert time.monotonic() < deadline, f"none of {commands} ever ran"
+            time.sleep(0.02)
+        os.killpg(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+
+
 @pytest.mark.slow
 def test_go_set_killed_mid_build_is_rebuilt(tmp_path: Path) -> None:
     if shutil.which("go") is None:
@@ -128,15 +141,7 @@ def test_go_set_killed_mid_build_is_rebuilt(tmp_path: Path) -> None:
         env=env,
         start_new_session=True,
     )
-    try:
-        deadline = time.monotonic() + 120
-        while not any(_comm(p) == "compile" for p in _descendants(child.pid)):
-            assert child.poll() is None, "the build ended before it could be killed"
-            assert time.monotonic() < deadline, "the compiler never started"
-            time.sleep(0.05)
-        os.killpg(child.pid, signal.SIGKILL)
-    finally:
-        child.wait()
+    _kill_while(child, ("compile",))
     staging = out.with_name("bin.partial")
     assert (staging / "first").exists(), "the kill came before the build had started"
     assert not out.exists() and not atomic.verify(out, required=("first", "hello"))
@@ -169,15 +174,7 @@ def test_guest_build_killed_while_unpacking_resumes(tmp_path: Path) -> None:
     shutil.copy(debs[0], base / "downloads" / debs[0].name)
     argv = [sys.executable, str(ROOT / "tests/guest/build.py"), "--cache-dir", str(base)]
     child = subprocess.Popen(argv, start_new_session=True, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while not any(_comm(p) in ("dpkg-deb", "depmod") for p in _descendants(child.pid)):
-            assert child.poll() is None, "the build ended before it could be killed"
-            assert time.monotonic() < deadline, "the build never started unpacking"
-            time.sleep(0.02)
-        os.killpg(child.pid, signal.SIGKILL)
-    finally:
-        child.wait()
+    _kill_while(child, ("dpkg-deb", "depmod"))
     assert guest_build.newest_build(base) is None, "a killed build must not count as built"
     assert list(base.glob(".tmp-*")), "the kill came before the build had started"
 

@@ -20,13 +20,10 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
-    AfterValidator,
-    BeforeValidator,
     Field,
     StrictBool,
     StrictInt,
     ValidationError,
-    WithJsonSchema,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -35,7 +32,7 @@ from vdc_runtime.resource.github_url import URL_HELP, parse_github_url
 from vdc_runtime.spec import cel, strings
 from vdc_runtime.spec.checks import Document, check
 from vdc_runtime.spec.errors import SpecError, SpecErrors, did_you_mean, format_path
-from vdc_runtime.spec.fields import Name, Text, _require_str, _ruled
+from vdc_runtime.spec.fields import Name, Text, ruled_str
 from vdc_runtime.spec.keys import locate, rename
 from vdc_runtime.spec.loader import assemble, pydantic_problem
 from vdc_runtime.spec.models import (
@@ -85,34 +82,18 @@ def _error(kind: str, template: str, **context: object) -> PydanticCustomError:
     return PydanticCustomError(kind, template, context)
 
 
-ObjectName = Annotated[
-    str,
-    BeforeValidator(_require_str),
-    AfterValidator(
-        _ruled(
-            strings.OBJECT_NAME,
-            lambda value: None,
-            "'{value}' is not a Kubernetes object name (lower-case letters, digits, '-' and"
-            " '.', starting and ending with a letter or digit, at most 253 characters)",
-        )
-    ),
-    WithJsonSchema(strings.OBJECT_NAME.json_schema()),
-]
+ObjectName = ruled_str(
+    strings.OBJECT_NAME,
+    "'{value}' is not a Kubernetes object name (lower-case letters, digits, '-' and"
+    " '.', starting and ending with a letter or digit, at most 253 characters)",
+)
 """The name of a ConfigMap or Secret in the VDC's namespace."""
 
-DataKey = Annotated[
-    str,
-    BeforeValidator(_require_str),
-    AfterValidator(
-        _ruled(
-            strings.DATA_KEY,
-            lambda value: None,
-            "'{value}' is not a ConfigMap or Secret key (letters, digits, '-', '_' and '.';"
-            " not '.', not starting with '..')",
-        )
-    ),
-    WithJsonSchema(strings.DATA_KEY.json_schema()),
-]
+DataKey = ruled_str(
+    strings.DATA_KEY,
+    "'{value}' is not a ConfigMap or Secret key (letters, digits, '-', '_' and '.';"
+    " not '.', not starting with '..')",
+)
 
 
 class KeyRef(SpecModel):
@@ -267,19 +248,11 @@ class CRBMC(SpecModel):
     publish: BMCPublish | None = None
 
 
-RelativePath = Annotated[
-    str,
-    BeforeValidator(_require_str),
-    AfterValidator(
-        _ruled(
-            strings.RELATIVE_PATH,
-            lambda value: None,
-            "'{value}' must be a relative path inside the working directory (no leading '/',"
-            " no '..'); its names are joined by single '/' and none is '.'",
-        )
-    ),
-    WithJsonSchema(strings.RELATIVE_PATH.json_schema()),
-]
+RelativePath = ruled_str(
+    strings.RELATIVE_PATH,
+    "'{value}' must be a relative path inside the working directory (no leading '/',"
+    " no '..'); its names are joined by single '/' and none is '.'",
+)
 
 
 class ExtraFile(FileSource):
@@ -302,18 +275,9 @@ class Toleration(SpecModel):
     toleration_seconds: StrictInt | None = None
 
 
-Quantity = Annotated[
-    str,
-    BeforeValidator(_require_str),
-    AfterValidator(
-        _ruled(
-            strings.QUANTITY,
-            lambda value: None,
-            "'{value}' is not a resource quantity (e.g. 500m, 2, 1.5, 4Gi)",
-        )
-    ),
-    WithJsonSchema(strings.QUANTITY.json_schema()),
-]
+Quantity = ruled_str(
+    strings.QUANTITY, "'{value}' is not a resource quantity (e.g. 500m, 2, 1.5, 4Gi)"
+)
 """A Kubernetes resource quantity (`500m`, `2Gi`)."""
 
 
@@ -325,18 +289,9 @@ class ClaimCache(SpecModel):
     claim_name: ObjectName
 
 
-HostDirectory = Annotated[
-    str,
-    BeforeValidator(_require_str),
-    AfterValidator(
-        _ruled(
-            strings.HOST_DIRECTORY,
-            lambda value: None,
-            "'{value}' is not an absolute path on the node (other than '/')",
-        )
-    ),
-    WithJsonSchema(strings.HOST_DIRECTORY.json_schema()),
-]
+HostDirectory = ruled_str(
+    strings.HOST_DIRECTORY, "'{value}' is not an absolute path on the node (other than '/')"
+)
 
 
 class HostPathCache(SpecModel):
@@ -401,12 +356,7 @@ def parse_duration(text: str) -> float:
     return duration_seconds(text)
 
 
-Duration = Annotated[
-    str,
-    BeforeValidator(_require_str),
-    AfterValidator(_ruled(strings.DURATION, lambda value: None, _DURATION_HELP)),
-    WithJsonSchema(strings.DURATION.json_schema()),
-]
+Duration = ruled_str(strings.DURATION, _DURATION_HELP)
 
 
 def _explain_github_url(value: str) -> None:
@@ -416,26 +366,17 @@ def _explain_github_url(value: str) -> None:
         raise _error("github_url", "{why}", why=str(exc)) from None
 
 
-GitHubURL = Annotated[
-    str,
-    BeforeValidator(_require_str),
-    AfterValidator(_ruled(strings.GITHUB_URL, _explain_github_url, "'{value}': " + URL_HELP)),
-    AfterValidator(lambda value: parse_github_url(value).html_url),
-    WithJsonSchema(strings.GITHUB_URL.json_schema()),
-]
-RunnerLabel = Annotated[
-    str,
-    BeforeValidator(_require_str),
-    AfterValidator(
-        _ruled(
-            strings.RUNNER_LABEL,
-            lambda value: None,
-            "'{value}' is not a runner label (letters, digits, '_', '.' and '-', starting with"
-            " a letter or digit, at most 64 characters)",
-        )
-    ),
-    WithJsonSchema(strings.RUNNER_LABEL.json_schema()),
-]
+GitHubURL = ruled_str(
+    strings.GITHUB_URL,
+    "'{value}': " + URL_HELP,
+    _explain_github_url,
+    lambda value: parse_github_url(value).html_url,
+)
+RunnerLabel = ruled_str(
+    strings.RUNNER_LABEL,
+    "'{value}' is not a runner label (letters, digits, '_', '.' and '-', starting with"
+    " a letter or digit, at most 64 characters)",
+)
 
 
 class RunnerCredentials(SpecModel):

@@ -59,6 +59,24 @@ def _ruled(
     return validate
 
 
+def ruled_str(
+    rule: strings.StringRule,
+    generic: str,
+    explain: Callable[[str], None] = lambda value: None,
+    *after: Callable[[str], str],
+) -> Any:
+    """A string type that accepts exactly what `rule` accepts, with the rule's JSON schema
+    (so the CRD agrees), `generic` (or `explain`'s) message when it refuses, and `after`
+    applied to what it accepts (e.g. lower-casing)."""
+    return Annotated[
+        str,
+        BeforeValidator(_require_str),
+        AfterValidator(_ruled(rule, explain, generic)),
+        *(AfterValidator(fn) for fn in after),
+        WithJsonSchema(rule.json_schema()),
+    ]
+
+
 def _explain_file_name(value: str) -> None:
     if not value:
         raise _error("empty", "must not be empty")
@@ -110,12 +128,7 @@ _ASCII_SPACE = " \t\n\x0b\f\r"
 
 
 def _name_type(rule: strings.StringRule, explain: Callable[[str], None], what: str) -> Any:
-    return Annotated[
-        str,
-        BeforeValidator(_require_str),
-        AfterValidator(_ruled(rule, explain, f"'{{value}}' is not a valid {what}")),
-        WithJsonSchema(rule.json_schema()),
-    ]
+    return ruled_str(rule, f"'{{value}}' is not a valid {what}", explain)
 
 
 Text = Annotated[str, BeforeValidator(_require_str)]
@@ -317,32 +330,14 @@ AbsolutePath = Annotated[Path, BeforeValidator(_path_input), AfterValidator(_abs
 """A path that must be written absolute (host directories)."""
 
 
-URL = Annotated[
-    str,
-    BeforeValidator(_require_str),
-    AfterValidator(
-        _ruled(
-            strings.HTTP_URL,
-            lambda value: None,
-            "'{value}' is not an http:// or https:// URL",
-        )
-    ),
-    WithJsonSchema(strings.HTTP_URL.json_schema()),
-]
+URL = ruled_str(strings.HTTP_URL, "'{value}' is not an http:// or https:// URL")
 
-SHA256 = Annotated[
-    str,
-    BeforeValidator(_require_str),
-    AfterValidator(
-        _ruled(
-            strings.SHA256,
-            lambda value: None,
-            "'{value}' is not a SHA-256 digest (64 hexadecimal digits)",
-        )
-    ),
-    AfterValidator(str.lower),
-    WithJsonSchema(strings.SHA256.json_schema()),
-]
+SHA256 = ruled_str(
+    strings.SHA256,
+    "'{value}' is not a SHA-256 digest (64 hexadecimal digits)",
+    lambda value: None,
+    str.lower,
+)
 
 
 def _explain_mac(value: str) -> None:
@@ -357,20 +352,13 @@ def _explain_mac(value: str) -> None:
         raise _error("mac", "'{value}' is the all-zero address", value=value)
 
 
-MAC = Annotated[
-    str,
-    BeforeValidator(_require_str),
-    AfterValidator(
-        _ruled(
-            strings.MAC,
-            _explain_mac,
-            "'{value}' is not a MAC address; write six hexadecimal pairs separated by ':',"
-            " e.g. 52:54:00:12:34:56",
-        )
-    ),
-    AfterValidator(str.lower),
-    WithJsonSchema(strings.MAC.json_schema()),
-]
+MAC = ruled_str(
+    strings.MAC,
+    "'{value}' is not a MAC address; write six hexadecimal pairs separated by ':',"
+    " e.g. 52:54:00:12:34:56",
+    _explain_mac,
+    str.lower,
+)
 """A unicast Ethernet address, stored in lower case."""
 
 RestartPolicy = Literal["no", "on-failure", "always"]
