@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -110,11 +112,10 @@ def pip(*args: str) -> None:
 
 def python_packages() -> str:
     outcome = "ok"
-    # Reinstalled only when the dependency list changed.
-    stamp = (
-        VENV
-        / f".vdc-deps-{hashlib.sha256((ROOT / 'pyproject.toml').read_bytes()).hexdigest()[:16]}"
-    )
+    # Reinstalled only when the dependency lists changed (not for a linter's settings).
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = json.dumps([project["dependencies"], project["optional-dependencies"]])
+    stamp = VENV / f".vdc-deps-{hashlib.sha256(wanted.encode()).hexdigest()[:16]}"
     if not stamp.exists():
         pip("install", "--upgrade", "pip")
         pip("install", "-e", f"{ROOT}[test]")

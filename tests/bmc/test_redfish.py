@@ -31,6 +31,7 @@ import pytest
 import pytest_asyncio
 
 from tests.bmc.conftest import RunningMachine, start_machine
+from tests.e2e.cluster import build
 from tests.guest.build import GuestPaths
 from tests.prereqs import require
 from vdc_runtime.bmc.machine_target import MachineTarget
@@ -586,7 +587,7 @@ async def test_dmtf_service_validator(bmc: Bmc, tmp_path: Path) -> None:
     if csdl is not None:
         schema_args = ["--skipschema", "--schema_directory", str(csdl)]
     else:  # the validator downloads DMTF's bundle (DSP8010) into a cache of ours
-        csdl = Path(os.environ.get("VDC_CACHE_DIR") or "/var/cache/vdc") / "redfish-csdl"
+        csdl = build.cache_root() / "redfish-csdl"
         csdl.mkdir(parents=True, exist_ok=True)
         schema_args = ["--schema_directory", str(csdl)]
     code, output = await run(

@@ -236,15 +236,23 @@ def write_configs(lay: config.Layout) -> None:
         path.write_text(text)
 
 
+PAUSE_SOURCE = Path(__file__).with_name("pause.c")
+
+
 def pause_archive(lay: config.Layout) -> Path:
     return lay.state / "pause.oci.tar"
 
 
+def _pause_stamp(lay: config.Layout) -> Path:
+    return lay.state / "pause.source"
+
+
 def pause_current(lay: config.Layout) -> bool:
-    source = Path(__file__).with_name("pause.c")
-    stamp = lay.state / "pause.source"
+    stamp = _pause_stamp(lay)
     return (
-        pause_archive(lay).exists() and stamp.exists() and stamp.read_bytes() == source.read_bytes()
+        pause_archive(lay).exists()
+        and stamp.exists()
+        and stamp.read_bytes() == PAUSE_SOURCE.read_bytes()
     )
 
 
@@ -253,17 +261,16 @@ def build_pause(lay: config.Layout) -> Path:
     out = pause_archive(lay)
     if pause_current(lay):
         return out
-    source = Path(__file__).with_name("pause.c")
-    stamp = lay.state / "pause.source"
+    source = PAUSE_SOURCE.read_bytes()
     lay.state.mkdir(parents=True, exist_ok=True)
-    stamp.unlink(missing_ok=True)
+    _pause_stamp(lay).unlink(missing_ok=True)
     binary = lay.state / "pause"
-    sh("gcc", "-Os", "-static", "-s", "-o", str(binary), str(source))
+    sh("gcc", "-Os", "-static", "-s", "-o", str(binary), str(PAUSE_SOURCE))
     layer = oci.layer([oci.File("pause", binary.read_bytes(), 0o755)])
     partial = out.with_name(out.name + ".partial")
     oci.write_archive(partial, config.PAUSE_IMAGE, [layer], entrypoint=["/pause"])
     os.replace(partial, out)
-    stamp.write_bytes(source.read_bytes())
+    _pause_stamp(lay).write_bytes(source)
     return out
 
 

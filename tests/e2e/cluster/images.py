@@ -108,13 +108,14 @@ def _stamp(archive: Path) -> Path:
     return archive.with_suffix(".inputs")
 
 
-def current(name: str) -> bool:
-    """The image's archive is complete and was built from today's inputs."""
+def current(name: str, digest: str | None = None) -> bool:
+    """The image's archive is complete and was built from today's inputs (`digest`, if
+    the caller has it already)."""
     archive = archive_path(name)
     try:
         recorded = json.loads(_stamp(archive).read_text())
         return (
-            recorded["inputs"] == inputs_digest(IMAGES[name])
+            recorded["inputs"] == (digest or inputs_digest(IMAGES[name]))
             and archive.stat().st_size == recorded["size"]
         )
     except (OSError, ValueError, KeyError, TypeError):
@@ -134,7 +135,10 @@ def build_images(progress=print) -> dict[str, Path]:  # type: ignore[no-untyped-
     work_dir().mkdir(parents=True, exist_ok=True)
     with atomic.locked(work_dir()):
         for name, containerfile in IMAGES.items():
-            if current(name):
+            # Taken before the build: a source edited while it runs makes the next run
+            # build again instead of being recorded as built.
+            digest = inputs_digest(containerfile)
+            if current(name, digest):
                 continue
             archive = archive_path(name)
             _stamp(archive).unlink(missing_ok=True)
@@ -148,7 +152,7 @@ def build_images(progress=print) -> dict[str, Path]:  # type: ignore[no-untyped-
             buildah("push", "--quiet", "--disable-compression", name,
                     f"oci-archive:{partial}:{name}")  # fmt: skip
             os.replace(partial, archive)
-            record = {"inputs": inputs_digest(containerfile), "size": archive.stat().st_size}
+            record = {"inputs": digest, "size": archive.stat().st_size}
             tmp = _stamp(archive).with_suffix(".tmp")
             tmp.write_text(json.dumps(record))
             os.replace(tmp, _stamp(archive))
