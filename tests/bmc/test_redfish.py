@@ -2,9 +2,11 @@
 
 One test guest (with a small disk, so a boot override has a device to move) boots under
 TCG for the whole module, with its BMC's Redfish on 127.0.0.1 and a free high port, HTTPS
-with a certificate from a CA made in tmp. The tests run in file order and each leaves the
-machine on and booted; the last one kills QEMU to see the 500. Power changes are proven by
-the console (`VDC-GUEST-READY` once per boot) and by the target's own power state.
+with a certificate from a CA made in tmp. The tests run in any order: each that changes the
+power leaves the machine on and booted, and each that needs a booted guest first waits for
+the boot in progress (`Bmc.settle`; the module's first test finds the first boot under
+way). Power changes are proven by the console (`VDC-GUEST-READY` once per boot) and by the
+target's own power state.
 """
 
 from __future__ import annotations
@@ -167,6 +169,13 @@ class Bmc:
         await self.node.wait_console(READY, count)
         await self.node.wait_console(ACPI_READY, count)
         assert await self.target.power_state() == "On"
+
+    async def settle(self) -> int:
+        """Wait for the boot in progress (the first one, if the module's tests start here)
+        to reach its ACPI handler, and return its number."""
+        boots = max(self.boots(), 1)
+        await self.booted(boots)
+        return boots
 
     async def power(self, state: str, within: float = 60) -> None:
         async def reached() -> bool:
@@ -666,8 +675,7 @@ def trusting_our_ca(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_sushy_power_off_and_on(bmc: Bmc, trusting_our_ca: None) -> None:
     import sushy
 
-    await bmc.booted(max(bmc.boots(), 1))
-    boots = bmc.boots()
+    boots = await bmc.settle()
 
     # Sushy's default authentication, made here so that its logout can be run in a thread:
     # left to Sushy.__del__, it would run wherever the garbage collector happens to be, the
@@ -702,8 +710,7 @@ async def test_sushy_once_pxe_is_consumed_by_the_next_boot(bmc: Bmc, trusting_ou
     import sushy
 
     machine = bmc.node.machine
-    await bmc.booted(bmc.boots())
-    boots = bmc.boots()
+    boots = await bmc.settle()
     sessions = bmc.service.bmc("127.0.0.1").sessions
     open_before = len(sessions)
 
@@ -755,8 +762,7 @@ async def test_sushy_once_pxe_is_consumed_by_the_next_boot(bmc: Bmc, trusting_ou
 
 
 async def test_every_reset_type(bmc: Bmc) -> None:
-    boots = bmc.boots()
-    await bmc.booted(boots)
+    boots = await bmc.settle()
     assert (await bmc.reset("On")).json()["error"]["message"] == "Server is already powered ON."
     chassis_reset = "/redfish/v1/Chassis/System.Embedded.1/Actions/Chassis.Reset"
     assert (await bmc.curl(chassis_reset, method="POST", body={"ResetType": "On"})).status == 409
