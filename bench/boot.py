@@ -699,7 +699,7 @@ def startup_probe(env: Env, spec: Path, repeat: int) -> list[tuple[str, float]]:
 # the module's cumulative import time, i.e. what it adds on top of the ones before it.
 IMPORT_GROUPS = (
     ("vdc_runtime.spec", "spec: pydantic, yaml, models"),
-    ("vdc_runtime.fabric", "fabric: pyroute2 (mtu.py only), netlink"),
+    ("vdc_runtime.fabric", "fabric: plan, netlink, nftables"),
     ("vdc_runtime.nodes.machine", "machine: qemu.qmp"),
     ("aiohttp", "api: aiohttp"),
 )

@@ -9,6 +9,11 @@ sysctl) are created and deleted with iproute2 (`ip -batch`), `nsenter` and `nft`
 baseline. Each measurement is repeated, vdc and baseline alternating, and the median is shown.
 The target (printed, not asserted) is a vdc build within 1.5x of the baseline.
 
+Also measured, to show where hand-encoded netlink is worth its code: the build's netlink
+requests alone, vdc's pipelined batches beside pyroute2's request API making the same links
+and addresses, and the MTU probe (the one netlink read on `vdc run`'s start-up path) in a
+fresh interpreter, vdc's beside the same rule through pyroute2.
+
 Isolation: the script re-executes itself under `unshare --net --mount` and mounts a private
 tmpfs on /run/netns, so its bridges, nftables table and sysctls live in a throw-away network
 namespace and its named namespaces are invisible to the rest of the machine; they all vanish
@@ -41,6 +46,14 @@ import yaml
 
 from vdc_runtime.fabric import FabricPlan, build, nft, plan_fabric, run_identity, teardown
 from vdc_runtime.fabric import netns as nsutil
+
+# The build's phases, timed one by one against pyroute2 doing the same requests.
+from vdc_runtime.fabric.build import (
+    _configure_namespaces,
+    _create_bridges,
+    _create_namespaces,
+    _create_veths,
+)
 from vdc_runtime.fabric.plan import NETNS_SYSCTLS
 from vdc_runtime.ledger import Ledger
 
@@ -600,6 +613,152 @@ def report(cases: list[Case], results: dict[int, Samples], repeat: int, source: 
     )
 
 
+# -- netlink: vdc's hand-encoded requests beside pyroute2 ---------------------------------------
+
+
+@dataclass
+class NetlinkSamples:
+    vdc: list[float]
+    pyroute2: list[float]
+
+
+def _links_with_vdc(plan: FabricPlan, fds: dict[str, int], ledger: Ledger) -> None:
+    _create_bridges(plan, ledger)
+    _create_veths(plan, fds, ledger)
+    _configure_namespaces(plan, fds)
+
+
+def _links_with_pyroute2(plan: FabricPlan, fds: dict[str, int]) -> None:
+    """The same requests as vdc's, through pyroute2's request API (one at a time, each
+    acknowledged before the next, as that API works)."""
+    from pyroute2 import IPRoute
+
+    mtu = {"mtu": plan.mtu} if plan.mtu else {}
+    with IPRoute() as ipr:
+        for bridge in plan.bridges:
+            ipr.link("add", ifname=bridge.name, kind="bridge", group=plan.group, **mtu)
+            (index,) = ipr.link_lookup(ifname=bridge.name)
+            ipr.link("set", index=index, state="up")
+            if bridge.address is not None:
+                ipr.addr("add", index=index, address=str(bridge.address.ip),
+                         prefixlen=bridge.address.network.prefixlen)  # fmt: skip
+        for ns in plan.namespaces:
+            for veth in ns.veths:
+                (master,) = ipr.link_lookup(ifname=veth.bridge)
+                ipr.link("add", ifname=veth.host, kind="veth", group=plan.group,
+                         peer={"ifname": veth.peer, "net_ns_fd": fds[ns.name]}, **mtu)  # fmt: skip
+                (index,) = ipr.link_lookup(ifname=veth.host)
+                ipr.link("set", index=index, master=master, state="up")
+    for ns in plan.namespaces:
+        if not ns.veths:
+            continue
+        with nsutil.entered(fds[ns.name]), IPRoute() as ipr:
+            for veth in ns.veths:
+                (index,) = ipr.link_lookup(ifname=veth.peer)
+                ipr.link("set", index=index, state="up")
+                for address in veth.addresses:
+                    ipr.addr("add", index=index, address=str(address.ip),
+                             prefixlen=address.network.prefixlen)  # fmt: skip
+
+
+def measure_netlink(
+    case: Case, *, repeat: int, run_dir: Path, runner: asyncio.Runner, janitor: Janitor
+) -> NetlinkSamples:
+    """Time only the netlink requests of a build (bridges, veths, addresses, links up),
+    namespaces made beforehand the same way for both sides; alternating, checked once."""
+    samples = NetlinkSamples([], [])
+    host_before = read_sysctls([k for k, _ in case.plan.host_sysctls])
+    for i in range(repeat):
+        sides = ["vdc", "pyroute2"] if i % 2 == 0 else ["pyroute2", "vdc"]
+        for side in sides:
+            ledger = Ledger(run_dir)
+            fds = _create_namespaces(case.plan, ledger)
+            try:
+                t0 = time.perf_counter()
+                if side == "vdc":
+                    _links_with_vdc(case.plan, fds, ledger)
+                else:
+                    ledger.record("links", group=case.plan.group,
+                                  names=case.plan.links)  # fmt: skip
+                    _links_with_pyroute2(case.plan, fds)
+                getattr(samples, side).append(time.perf_counter() - t0)
+            finally:
+                for fd in fds.values():
+                    os.close(fd)
+            if i == 0:
+                check_links(case.plan, side)
+            runner.run(vdc_teardown(ledger))
+            check_clean(f"netlink {side} (size {case.size})", janitor.prefix, host_before)
+            settle(0.1)
+    return samples
+
+
+def check_links(plan: FabricPlan, who: str) -> None:
+    present = {i["ifname"]: i for i in ip_json("-d", "link", "show")}
+    for name in plan.links:
+        link = present.get(name)
+        if link is None or str(link.get("group")) != str(plan.group):
+            raise BenchError(f"{who}: link {name} missing or not in group {plan.group}")
+
+
+# Each prints its own elapsed time: the probe alone, imports it needs included, in a fresh
+# interpreter (vdc's netlink module is imported beforehand: start-up needs it anyway).
+MTU_PROBES = {
+    "vdc (hand-decoded dump)": (
+        "import time; from vdc_runtime.fabric.mtu import detect_mtu\n"
+        "t = time.perf_counter(); detect_mtu(); print(time.perf_counter() - t)"
+    ),
+    "pyroute2 (import included)": (
+        "import time; t = time.perf_counter()\n"
+        "from pyroute2 import IPRoute, NetlinkError\n"
+        "with IPRoute() as i:\n"
+        "    links = i.get_links()\n"
+        "    try: i.route('get', dst='192.0.0.10')\n"
+        "    except NetlinkError: pass\n"  # the bench's namespace has no route
+        "print(time.perf_counter() - t)"
+    ),
+}
+
+
+def measure_mtu_probe(repeat: int) -> dict[str, float]:
+    """What the MTU probe adds to `vdc run`'s start-up, each way."""
+    times: dict[str, list[float]] = {label: [] for label in MTU_PROBES}
+    for _ in range(repeat):
+        for label, code in MTU_PROBES.items():
+            out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+            times[label].append(float(out.stdout))
+    return {label: statistics.median(v) for label, v in times.items()}
+
+
+def report_netlink(
+    cases: list[Case],
+    results: dict[int, NetlinkSamples],
+    repeat: int,
+    probe: dict[str, float],
+    probes: int,
+) -> None:
+    med = statistics.median
+    print()
+    print(
+        "netlink requests of a build, vdc (hand-encoded, pipelined) vs pyroute2, "
+        f"median of {repeat}"
+    )
+    header = f"{'size':>5} {'links':>6} {'vdc s':>8} {'pyroute2 s':>10} {'pyroute2/vdc':>12}"
+    print(header)
+    print("-" * len(header))
+    for case in cases:
+        s = results[case.size]
+        v, p = med(s.vdc), med(s.pyroute2)
+        print(
+            f"{case.topo.size:>5} {len(case.plan.links):>6} {v:>8.3f} {p:>10.3f} "
+            f"{fmt_ratio(p, v):>12}"
+        )
+    print()
+    print(f"MTU probe, the one netlink read on the start-up path, median of {probes}")
+    for label, seconds in probe.items():
+        print(f"  {label:<28} {seconds * 1e3:8.1f} ms")
+
+
 # -- profiling ---------------------------------------------------------------------------------
 
 
@@ -717,6 +876,14 @@ def bench(args: argparse.Namespace, janitor: Janitor, run_dir: Path) -> None:
                 first_vdc=n % 2 == 0,
             )
         report(cases, results, args.repeat, "; ".join(sorted(sources)))
+        netlink = {
+            case.size: measure_netlink(
+                case, repeat=args.repeat, run_dir=run_dir, runner=runner, janitor=janitor
+            )
+            for case in cases
+        }
+        probes = max(args.repeat, 5)
+        report_netlink(cases, netlink, args.repeat, measure_mtu_probe(probes), probes)
         if args.profile is not None:
             case = next((c for c in cases if c.size == args.profile), None)
             if case is None:

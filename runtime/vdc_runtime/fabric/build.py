@@ -22,12 +22,12 @@ from vdc_runtime.fabric.netlink import (
     delete_group_request,
     delete_link_request,
     link_up_request,
-    list_links,
     raise_first,
     set_link_request,
     veth_request,
 )
 from vdc_runtime.fabric.plan import NETNS_SYSCTLS, FabricPlan
+from vdc_runtime.fabric.present import link_groups
 from vdc_runtime.fabric.taps import create_tap
 from vdc_runtime.ledger import Ledger
 
@@ -209,7 +209,7 @@ def _delete_links(groups: dict[int, set[str]]) -> list[str]:
     because the name was taken belongs to someone else and stays.
     """
     problems: list[str] = []
-    present = {name: group for name, (_, group) in list_links().items()}
+    present = link_groups()
     batch = Batch()
     for group, names in groups.items():
         members = {name for name, g in present.items() if g == group}
@@ -230,7 +230,7 @@ def _delete_links(groups: dict[int, set[str]]) -> list[str]:
 
 def delete_named_links(names: list[str]) -> list[str]:
     """Delete host links by name whatever their group (`--force` on same-named objects)."""
-    present = list_links()
+    present = link_groups()
     batch = Batch()
     for name in names:
         if name in present:

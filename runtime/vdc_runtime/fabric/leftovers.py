@@ -10,8 +10,8 @@ import contextlib
 from vdc_runtime.fabric import netns as nsutil
 from vdc_runtime.fabric import nft
 from vdc_runtime.fabric.build import delete_named_links, teardown
-from vdc_runtime.fabric.netlink import list_links
 from vdc_runtime.fabric.plan import TapPlan, plan_fabric
+from vdc_runtime.fabric.present import link_groups
 from vdc_runtime.spec import DataCenter
 from vdc_runtime.spec.identity import tap_name
 
@@ -29,7 +29,7 @@ def planned_links(dc: DataCenter, group: int, table: str) -> list[str]:
 def _kernel_conflicts(dc: DataCenter, group: int, table: str) -> list[str]:
     wanted_netns = {ns.name for ns in dc.netns}
     found = [f"network namespace {n}" for n in sorted(nsutil.list_netns() & wanted_netns)]
-    links = set(list_links()) & set(planned_links(dc, group, table))
+    links = set(link_groups()) & set(planned_links(dc, group, table))
     return found + [f"link {name}" for name in sorted(links)]
 
 

@@ -1,12 +1,17 @@
-"""Pipelined rtnetlink requests.
+"""Hand-encoded rtnetlink for the start-up path: the fabric's requests and the MTU probe.
 
-pyroute2's generic message encoder is slow for nested requests and its request API waits
-for each acknowledgement, so a data center of a few hundred links would spend most of its
-build time in Python (bench/fabric_build.py measures it against `ip -batch`). The few
-request shapes the fabric sends (create bridge, create veth into a
-namespace, set link up, add address, delete link group) are encoded here with struct and
-sent back to back on one socket; the acknowledgements are read afterwards and matched to
-their requests by sequence number, so a failure names the object that caused it.
+Everything else reads the kernel through pyroute2 (`fabric.present`). These are written by
+hand because `bench/fabric_build.py` shows that it matters, in the two places it measures:
+- the build's requests (create bridge, create veth into a namespace, set link up, add
+  address, delete link group): pyroute2's request API sends one message and waits for its
+  acknowledgement before the next, and its generic encoder is slow for nested
+  attributes, so the same links and addresses take it several times as long. Here they
+  are sent back to back on one socket and the acknowledgements read afterwards, matched to
+  their requests by sequence number, so a failure still names the object that caused it;
+- the MTU probe (a link dump and a route lookup), which runs before the first kernel
+  object exists: importing pyroute2 alone would cost a large part of `vdc run`'s
+  whole start-up, while decoding the few attributes read here costs well under a
+  millisecond.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 # Kernel ABI constants (<linux/netlink.h>, <linux/rtnetlink.h>). Written out rather than
-# imported from pyroute2, whose package import would be on every `vdc run`'s start-up path.
+# imported from pyroute2, for the same reason as the module.
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
 NLM_F_EXCL = 0x200
@@ -280,10 +285,8 @@ class Link:
 
 
 def dump_links() -> list[Link]:
-    """Every link of the calling thread's namespace, with the few attributes vdc reads.
-
-    Decoding these by hand is ~20x cheaper than a pyroute2 dump (teardown does one on
-    every exit), and spares start-up pyroute2's import."""
+    """Every link of the calling thread's namespace, with the few attributes the MTU probe
+    reads."""
     while True:
         links: list[Link] = []
         interrupted = False
@@ -294,11 +297,6 @@ def dump_links() -> list[Link]:
                     links.append(_parse_link(data, offset, length))
         if not interrupted:  # the kernel flags a dump that raced with a change
             return links
-
-
-def list_links() -> dict[str, tuple[int, int]]:
-    """Every link of the calling thread's namespace: name → (index, group)."""
-    return {link.name: (link.index, link.group) for link in dump_links()}
 
 
 def _attributes(data: bytes, pos: int, end: int) -> dict[int, bytes]:

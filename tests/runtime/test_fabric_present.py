@@ -1,0 +1,35 @@
+"""Reads off the start-up path go through pyroute2; the start-up path never imports it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.runtime.harness import HostNetns, call_in_netns
+from vdc_runtime.fabric.present import link_groups
+
+
+def test_starting_a_run_does_not_import_pyroute2() -> None:
+    # Everything `vdc run` imports before its first kernel object exists.
+    code = (
+        "import sys, vdc_runtime.cli, vdc_runtime.datacenter, vdc_runtime.fabric\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyroute2'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.root
+def test_link_groups_agree_with_iproute2(host: HostNetns) -> None:
+    host.sh(["ip", "link", "add", "grouped0", "group", "4711", "type", "bridge"])
+    host.sh(["ip", "link", "add", "plain0", "type", "bridge"])
+    shown = json.loads(host.sh(["ip", "-j", "-d", "link", "show"]))
+    expected = {
+        link["ifname"]: 0 if link["group"] == "default" else int(link["group"]) for link in shown
+    }
+    found = call_in_netns(host.name, link_groups)
+    assert found == expected
+    assert found["grouped0"] == 4711 and found["plain0"] == 0
