@@ -13,6 +13,7 @@ from vdc_runtime import __version__, views
 from vdc_runtime.datacenter import DataCenterRun
 from vdc_runtime.listen import parse_listen_addr
 from vdc_runtime.nodes.machine import Machine, NodeError, PowerError
+from vdc_runtime.nodes.power import PowerControl
 from vdc_runtime.phases import RunPhase
 
 RUN_KEY: web.AppKey[DataCenterRun] = web.AppKey("run", DataCenterRun)
@@ -67,7 +68,7 @@ def _machine(request: web.Request) -> Machine | None:
 
 async def nodes(request: web.Request) -> web.Response:
     machines = list(request.app[RUN_KEY].machines.values())
-    powers = await asyncio.gather(*(m.query_power() for m in machines))
+    powers = await asyncio.gather(*(m.control.query_power() for m in machines))
     run = request.app[RUN_KEY]
     return web.json_response(
         [views.node(m, p, views.bmc(run, m.name)) for m, p in zip(machines, powers, strict=True)]
@@ -79,7 +80,7 @@ async def node(request: web.Request) -> web.Response:
     if machine is None:
         return _error(404, f"no node named {request.match_info['name']!r}")
     bmc = views.bmc(request.app[RUN_KEY], machine.name)
-    return web.json_response(views.node(machine, await machine.query_power(), bmc))
+    return web.json_response(views.node(machine, await machine.control.query_power(), bmc))
 
 
 LOG_CHUNK = 1 << 20
@@ -111,13 +112,13 @@ async def node_console_log(request: web.Request) -> web.Response:
 
 
 # Placemat's three actions, then vdc's.
-ACTIONS: dict[str, Callable[[Machine], Awaitable[object]]] = {
-    "start": Machine.power_on,
-    "stop": Machine.power_off,
-    "restart": Machine.restart,
-    "reset": Machine.reset,
-    "shutdown": Machine.acpi_shutdown,
-    "nmi": Machine.nmi,
+ACTIONS: dict[str, Callable[[PowerControl], Awaitable[object]]] = {
+    "start": PowerControl.power_on,
+    "stop": PowerControl.power_off,
+    "restart": PowerControl.restart,
+    "reset": PowerControl.reset,
+    "shutdown": PowerControl.acpi_shutdown,
+    "nmi": PowerControl.nmi,
 }
 
 
@@ -131,7 +132,7 @@ async def node_action(request: web.Request) -> web.Response:
             400, f"unknown action {request.match_info['action']!r}; one of: {', '.join(ACTIONS)}"
         )
     try:
-        await action(machine)
+        await action(machine.control)
     except PowerError as exc:
         return _error(409, str(exc))
     except NodeError as exc:

@@ -30,7 +30,7 @@ async def with_disk(guest: GuestPaths, tmp_path: Path) -> AsyncIterator[RunningM
 
 async def disk_bootindex(machine: Machine) -> int:
     path = "/machine/peripheral/disk0"
-    return await machine._execute("qom-get", {"path": path, "property": "bootindex"})
+    return await machine.control.execute("qom-get", {"path": path, "property": "bootindex"})
 
 
 async def eventually(check, within: float = 10) -> None:

@@ -226,7 +226,7 @@ async def bmc(node: RunningMachine, tmp_path_factory: pytest.TempPathFactory) ->
 
 async def disk_bootindex(machine: Machine) -> int:
     path = "/machine/peripheral/disk0"
-    return await machine._execute("qom-get", {"path": path, "property": "bootindex"})
+    return await machine.control.execute("qom-get", {"path": path, "property": "bootindex"})
 
 
 # -- reading -------------------------------------------------------------------------------------

@@ -78,25 +78,25 @@ class MachineTarget:
             raise TargetError(str(exc)) from exc
 
     async def power_state(self) -> PowerState:
-        return await self.machine.query_power()  # type: ignore[return-value]
+        return await self.machine.control.query_power()  # type: ignore[return-value]
 
     async def power_on(self) -> bool:
-        return await self._call(self.machine.power_on())
+        return await self._call(self.machine.control.power_on())
 
     async def power_off(self) -> bool:
-        return await self._call(self.machine.power_off())
+        return await self._call(self.machine.control.power_off())
 
     async def power_cycle(self) -> None:
-        await self._call(self.machine.restart())
+        await self._call(self.machine.control.restart())
 
     async def reset(self) -> None:
-        await self._call(self.machine.reset())
+        await self._call(self.machine.control.reset())
 
     async def graceful_shutdown(self) -> None:
-        await self._call(self.machine.acpi_shutdown())
+        await self._call(self.machine.control.acpi_shutdown())
 
     async def nmi(self) -> None:
-        await self._call(self.machine.nmi())
+        await self._call(self.machine.control.nmi())
 
     def boot_override(self) -> BootOverride:
         return self._override
@@ -105,7 +105,7 @@ class MachineTarget:
         if override.enabled == "disabled":
             override = BootOverride(target="none", enabled="disabled", mode=override.mode)
         self._generation += 1
-        await self._call(self.machine.set_boot_order(BOOT_ORDERS[override.target]))
+        await self._call(self.machine.control.set_boot_order(BOOT_ORDERS[override.target]))
         self._override = override
         log.info(
             "node %s: next boot from %s (%s, %s)",
@@ -139,13 +139,13 @@ class MachineTarget:
     async def _restore_order(self, generation: int) -> None:
         try:
             async with asyncio.timeout(RESTORE_WITHIN):
-                await self.machine.wait_boot_selected()
+                await self.machine.control.wait_boot_selected()
         except TimeoutError:
             log.warning("node %s: no boot seen; restoring its boot order anyway", self.machine.name)
         if generation != self._generation:
             return  # a newer override was set meanwhile: it stands
         try:
-            await self.machine.set_boot_order(None)
+            await self.machine.control.set_boot_order(None)
         except NodeError as exc:
             log.warning("node %s: cannot restore the boot order: %s", self.machine.name, exc)
 

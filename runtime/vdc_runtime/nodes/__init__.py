@@ -1,7 +1,8 @@
 """Machines: one QEMU process per node.
 
 The pure parts are importable from here: `plan_node` (everything about a node the effects
-need), `qemu_argv` (its command line) and the host probes. `nodes.machine` runs them.
+need), `qemu_argv` (its command line) and the host probes. `nodes.machine` runs them:
+`nodes.process` the QEMU process, `nodes.power` its power over QMP.
 """
 
 from vdc_runtime.nodes.host import (

@@ -1,0 +1,226 @@
+"""A node's processes: its QEMU and, with a TPM, its swtpm.
+
+Starting them (with the files they need), knowing when one dies, and stopping them. What
+runs inside, power and boot order, is `nodes.power`'s, over the QMP connection that
+`start` hands back; the node's lifecycle around both is `nodes.machine`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import QMPClient
+from qemu.qmp.error import QMPError
+
+from vdc_runtime.ledger import Ledger
+from vdc_runtime.nodes.errors import NodeError
+from vdc_runtime.nodes.layout import NodeLayout
+from vdc_runtime.nodes.qemu_args import qemu_argv
+from vdc_runtime.procs import process_start_time, stop_process_group
+from vdc_runtime.spec import Node
+
+log = logging.getLogger("vdc.nodes")
+
+SOCKET_TIMEOUT = 30.0  # QEMU under TCG on a loaded 2-core host can take a while to start
+QMP_TIMEOUT = 10.0
+QUIT_GRACE = 5.0
+
+
+async def _wait_for_socket(
+    path: Path, proc: asyncio.subprocess.Process, what: str, tail: deque[str]
+) -> None:
+    """Wait until `path` exists, or fail at once when the process that makes it dies."""
+    deadline = time.monotonic() + SOCKET_TIMEOUT
+    while not path.exists():  # noqa: ASYNC240 - a stat every 20 ms
+        if proc.returncode is not None:
+            detail = " | ".join(list(tail)[-5:]) or "no output"
+            raise NodeError(
+                f"{what} exited with {proc.returncode} before creating {path}: {detail}"
+            )
+        if time.monotonic() > deadline:
+            raise NodeError(f"{what} did not create {path} within {SOCKET_TIMEOUT:.0f} s")
+        await asyncio.sleep(0.02)
+
+
+async def _pump(stream: asyncio.StreamReader | None, prefix: str, tail: deque[str]) -> None:
+    if stream is None:
+        return
+    logger = logging.getLogger(f"vdc.qemu.{prefix}")
+    while line := await stream.readline():
+        text = line.decode(errors="replace").rstrip()
+        tail.append(text)
+        logger.info("%s", text, extra={"prefix": prefix})
+
+
+class QemuProcess:
+    """One node's QEMU (and swtpm), started again by each `start` after the last died."""
+
+    def __init__(self, node: Node, layout: NodeLayout, ledger: Ledger) -> None:
+        self.node = node
+        self.layout = layout
+        self.ledger = ledger
+        self._qemu: asyncio.subprocess.Process | None = None
+        self._swtpm: asyncio.subprocess.Process | None = None
+        self._pumps: list[asyncio.Task[Any]] = []
+        self._output: deque[str] = deque(maxlen=50)
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def pid(self) -> int | None:
+        return self._qemu.pid if self._qemu and self._qemu.returncode is None else None
+
+    @property
+    def alive(self) -> bool:
+        return self.pid is not None
+
+    def last_output(self, lines: int = 3) -> str:
+        """QEMU's latest lines of output, joined, for error messages."""
+        return " | ".join(list(self._output)[-lines:])
+
+    def clear_stale_files(self) -> None:
+        # The run dir is locked by this run, so sockets here are a dead run's leftovers.
+        for path in (self.layout.serial_socket, self.layout.qmp_socket, self.layout.guest_socket):
+            path.unlink(missing_ok=True)
+        if self.layout.tpm_dir is not None:
+            shutil.rmtree(self.layout.tpm_dir, ignore_errors=True)
+
+    async def start(self) -> QMPClient:
+        """Start swtpm (if any) and QEMU; return a QMP connection to the new QEMU."""
+        layout = self.layout
+        layout.run_dir.mkdir(parents=True, exist_ok=True)
+        layout.console_log.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.clear_stale_files)
+        if layout.nvram is not None and not layout.nvram.exists():
+            await asyncio.to_thread(self._create_nvram)
+        if layout.tpm_socket is not None and layout.tpm_dir is not None:
+            await self._start_swtpm(layout.tpm_dir, layout.tpm_socket)
+        argv = qemu_argv(layout, self.node)
+        log.debug("node %s: %s", self.name, " ".join(argv))
+        self._output.clear()
+        self._qemu = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        label = f"qemu/{self.name}"
+        self._record(self._qemu, label)
+        self._pumps.append(asyncio.create_task(_pump(self._qemu.stdout, label, self._output)))
+        what = f"QEMU of node {self.name}"
+        await _wait_for_socket(layout.qmp_socket, self._qemu, what, self._output)
+        try:
+            return await self._connect_qmp()
+        except (TimeoutError, OSError, QMPError) as exc:
+            # A QEMU that rejects its arguments still creates the socket first; its own
+            # message says more than the failed handshake.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._qemu.wait(), 1)
+            if self._qemu.returncode is not None:
+                detail = self.last_output() or "no output"
+                raise NodeError(f"{what} exited with {self._qemu.returncode}: {detail}") from exc
+            raise NodeError(f"{what}: cannot connect to QMP at {layout.qmp_socket}: {exc}") from exc
+
+    async def _connect_qmp(self) -> QMPClient:
+        # QEMU creates the socket file just before it listens on it: a refusal in that
+        # window is retried while QEMU lives.
+        assert self._qemu is not None
+        deadline = time.monotonic() + QMP_TIMEOUT
+        while True:
+            client = QMPClient(self.name)
+            try:
+                await asyncio.wait_for(client.connect(str(self.layout.qmp_socket)), QMP_TIMEOUT)
+                return client
+            except (OSError, QMPError):
+                if self._qemu.returncode is not None or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.05)
+
+    def _record(self, proc: asyncio.subprocess.Process, label: str) -> None:
+        self.ledger.record("process", pid=proc.pid, start=process_start_time(proc.pid), label=label)
+
+    def _create_nvram(self) -> None:
+        template = self.layout.host.ovmf_vars_template
+        nvram = self.layout.nvram
+        assert nvram is not None
+        if template is None:
+            raise NodeError(f"node {self.name} wants UEFI but no OVMF variables template was found")
+        nvram.parent.mkdir(parents=True, exist_ok=True)
+        tmp = nvram.with_suffix(".tmp")
+        shutil.copyfile(template, tmp)
+        os.replace(tmp, nvram)
+
+    async def _start_swtpm(self, tpm_dir: Path, tpm_socket: Path) -> None:
+        await asyncio.to_thread(tpm_dir.mkdir, parents=True, exist_ok=True)
+        tail: deque[str] = deque(maxlen=20)
+        try:
+            self._swtpm = await asyncio.create_subprocess_exec(
+                "swtpm", "socket", "--tpm2",
+                "--tpmstate", f"dir={tpm_dir}",
+                "--ctrl", f"type=unixio,path={tpm_socket}",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        except FileNotFoundError:
+            raise NodeError(f"node {self.name} wants a TPM but swtpm is not installed") from None
+        label = f"swtpm/{self.name}"
+        self._record(self._swtpm, label)
+        self._pumps.append(asyncio.create_task(_pump(self._swtpm.stdout, label, tail)))
+        await _wait_for_socket(tpm_socket, self._swtpm, f"swtpm of node {self.name}", tail)
+
+    async def wait_exit(self) -> tuple[str, int | None]:
+        """Wait until QEMU or swtpm exits; say which, with QEMU's exit code if it was QEMU."""
+        qemu, swtpm = self._qemu, self._swtpm
+        assert qemu is not None
+        waits = [asyncio.ensure_future(qemu.wait())]
+        if swtpm is not None:
+            waits.append(asyncio.ensure_future(swtpm.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        if qemu.returncode is not None:
+            return f"QEMU exited with {qemu.returncode}", qemu.returncode
+        return f"swtpm exited with {swtpm.returncode if swtpm else '?'}", None
+
+    async def quit(self, qmp: QMPClient | None) -> None:
+        """Ask QEMU to quit and give it a moment (its disks are flushed on the way out)."""
+        if self._qemu is None or self._qemu.returncode is not None:
+            return
+        if qmp is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(qmp.execute("quit"), 2)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._qemu.wait(), QUIT_GRACE)
+
+    async def kill(self) -> None:
+        """End whatever still runs: TERM, then KILL after a grace period."""
+        for proc in (self._qemu, self._swtpm):
+            if proc is not None and proc.returncode is None:
+                await stop_process_group(proc.pid, None, grace=QUIT_GRACE)
+                await proc.wait()
+
+    async def close(self) -> None:
+        """Kill, then stop reading their output."""
+        await self.kill()
+        for task in self._pumps:
+            task.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+        self._pumps.clear()
+
+
+__all__ = ["QemuProcess"]
