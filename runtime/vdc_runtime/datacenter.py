@@ -8,44 +8,23 @@ import logging
 import os
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vdc_runtime import fabric, procs
-from vdc_runtime.bmc.service import BmcError, BmcManager
 from vdc_runtime.fabric import leftovers
-from vdc_runtime.fabric.plan import TapPlan
 from vdc_runtime.forward import Forwards
 from vdc_runtime.ledger import Ledger, RunLock
-from vdc_runtime.nodes.host import find_ovmf, probe_accel, vhost_available
-from vdc_runtime.nodes.layout import DriveLayout, HostFacts, NodeLayout, plan_node
-from vdc_runtime.nodes.machine import Machine, NodeError
+from vdc_runtime.options import RunOptions, StartupError
 from vdc_runtime.phases import RunPhase
-from vdc_runtime.spec import DataCenter, Node
+from vdc_runtime.spec import DataCenter
 
 if TYPE_CHECKING:
-    from vdc_runtime.storage.images import ImageCache
+    from vdc_runtime.bmc.service import BmcManager
+    from vdc_runtime.fleet import Fleet
+    from vdc_runtime.nodes.machine import Machine
 
 log = logging.getLogger("vdc.datacenter")
 T = TypeVar("T")
-
-
-class StartupError(RuntimeError):
-    pass
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    run_dir: Path = Path("/run/vdc")
-    data_dir: Path = Path("/var/lib/vdc")
-    cache_dir: Path = Path("/var/cache/vdc")
-    force: bool = False
-    accel: str = "auto"  # auto / kvm / tcg
-    # Where apps and init-scripts run, so relative paths in their commands work as in
-    # Placemat, which ran everything from the first YAML file's folder.
-    workdir: Path | None = None
-    recreate_volumes: bool = False
 
 
 async def _finish(awaitable: Awaitable[T]) -> T:
@@ -74,14 +53,24 @@ class DataCenterRun:
         self.apps: procs.AppSupervisor | None = None  # exists once the ledger does
         self.started_at: float | None = None
         self.timings: dict[str, float] = {}
-        self.machines: dict[str, Machine] = {}
-        self.layouts: dict[str, NodeLayout] = {}
-        self.accel: str | None = None
-        self.accel_reason: str | None = None
+        self.fleet: Fleet | None = None  # exists once planned, when the spec has nodes
         self.forwards = Forwards({ns.name for ns in dc.netns})
-        self._cache: ImageCache | None = None
-        self.bmc: BmcManager | None = None
-        self._bmc_started: asyncio.Task[None] | None = None
+
+    @property
+    def machines(self) -> dict[str, Machine]:
+        return self.fleet.machines if self.fleet is not None else {}
+
+    @property
+    def bmc(self) -> BmcManager | None:
+        return self.fleet.bmc if self.fleet is not None else None
+
+    @property
+    def accel(self) -> str | None:
+        return self.fleet.accel if self.fleet is not None else None
+
+    @property
+    def accel_reason(self) -> str | None:
+        return self.fleet.accel_reason if self.fleet is not None else None
 
     def _fatal(self, reason: str) -> None:
         if self.failure is None:
@@ -115,23 +104,26 @@ class DataCenterRun:
         assert self.ledger is not None and self.apps is not None
         t0 = time.perf_counter()
         if self.dc.nodes:
-            try:  # reads password files: a bad one must fail before anything exists
-                self.bmc = BmcManager(
-                    self.dc,
-                    data_dir=self.options.data_dir,
-                    run_dir=self.options.run_dir,
-                    nft_table=self.table,
-                )
-            except BmcError as exc:
-                raise StartupError(str(exc)) from exc
+            # Only a spec with machines loads their machinery.
+            from vdc_runtime.fleet import Fleet
+
+            # Reads password files: a bad one must fail before anything exists.
+            self.fleet = Fleet(
+                self.dc,
+                self.options,
+                nft_table=self.table,
+                on_fatal=self._fatal,
+                accepting_bmcs=lambda: self.phase in (RunPhase.BUILDING, RunPhase.RUNNING),
+            )
         mtu = await asyncio.to_thread(fabric.detect_mtu)
-        if self.dc.nodes:
+        if self.fleet is not None:
             # Downloads and volumes first: a bad image URL must fail before any kernel
             # object exists.
-            await self._plan_nodes(mtu)
+            await self.fleet.plan(mtu)
             self.timings["volumes"] = time.perf_counter() - t0
+        taps = self.fleet.taps() if self.fleet is not None else ()
         self.plan = fabric.plan_fabric(
-            self.dc, mtu=mtu, group=self.group, table=self.table, taps=self._taps()
+            self.dc, mtu=mtu, group=self.group, table=self.table, taps=taps
         )
         try:
             await _finish(fabric.build(self.plan, self.ledger))
@@ -172,166 +164,10 @@ class DataCenterRun:
                     await self.apps.start(state)
                 except RuntimeError as exc:
                     raise StartupError(str(exc)) from exc
-        if self.dc.nodes:
+        if self.fleet is not None:
             t2 = time.perf_counter()
-            await self._start_machines()
+            await self.fleet.start(self.ledger)
             self.timings["machines"] = time.perf_counter() - t2
-
-    # -- machines --------------------------------------------------------------------------
-
-    def _host_facts(self, mtu: int | None) -> HostFacts:
-        try:
-            self.accel, self.accel_reason = probe_accel(self.options.accel)
-        except ValueError as exc:
-            raise StartupError(str(exc)) from exc
-        log.info("acceleration: %s (%s)", self.accel, self.accel_reason)
-        ovmf = find_ovmf()
-        wants_uefi = [n.name for n in self.dc.nodes if n.uefi]
-        if wants_uefi and ovmf is None:
-            raise StartupError(
-                f"nodes {', '.join(wants_uefi)} want UEFI but no OVMF firmware was found "
-                "(Debian: apt-get install ovmf)"
-            )
-        return HostFacts(
-            accel=self.accel,  # type: ignore[arg-type]
-            vhost=vhost_available(),
-            mtu=mtu,
-            ovmf_code=ovmf[0] if ovmf else None,
-            ovmf_vars_template=ovmf[1] if ovmf else None,
-        )
-
-    async def _plan_nodes(self, mtu: int | None) -> None:
-        host = self._host_facts(mtu)
-        for node in self.dc.nodes:
-            for volume in node.volumes:
-                if volume.kind == "hostPath":
-                    await asyncio.to_thread(volume.path.mkdir, parents=True, exist_ok=True)
-        try:
-            all_drives = await asyncio.gather(*(self._drives(node) for node in self.dc.nodes))
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise StartupError(f"preparing volumes: {exc}") from exc
-        for node, drives in zip(self.dc.nodes, all_drives, strict=True):
-            try:
-                self.layouts[node.name] = plan_node(
-                    node,
-                    run_dir=self.options.run_dir,
-                    data_dir=self.options.data_dir,
-                    log_dir=self.options.data_dir / "logs",
-                    drives=drives,
-                    host=host,
-                )
-            except ValueError as exc:  # e.g. a socket path too long for this run dir
-                raise StartupError(str(exc)) from exc
-
-    async def _drives(self, node: Node) -> list[DriveLayout]:
-        disks = [v for v in node.volumes if v.kind != "hostPath"]
-        if not disks:
-            return []
-        # Only nodes with disks load the image machinery (aiohttp, pycdlib).
-        from vdc_runtime.storage.images import ImageCache
-        from vdc_runtime.storage.volumes import prepare_volume
-
-        if self._cache is None:  # one cache, so an image shared by several nodes is fetched once
-            self._cache = ImageCache(self.options.cache_dir)
-        prepared = await asyncio.gather(
-            *(
-                prepare_volume(
-                    volume,
-                    node_name=node.name,
-                    data_dir=self.options.data_dir,
-                    device_classes={c.name: c.path for c in self.dc.device_classes},
-                    images={image.name: image for image in self.dc.images},
-                    cache=self._cache,
-                    recreate=self.options.recreate_volumes,
-                )
-                for volume in disks
-            )
-        )
-        return [
-            DriveLayout(
-                name=p.name,
-                kind=p.kind,
-                path=p.path,
-                format=p.format,
-                cache=volume.cache,
-                read_only=p.read_only,
-            )
-            for volume, p in zip(disks, prepared, strict=True)
-        ]
-
-    def _taps(self) -> tuple[TapPlan, ...]:
-        return tuple(
-            TapPlan(name=nic.tap, bridge=nic.network, queues=nic.queues, node=name)
-            for name, layout in self.layouts.items()
-            for nic in layout.nics
-        )
-
-    async def _start_machines(self) -> None:
-        assert self.ledger is not None
-        for node in self.dc.nodes:
-            self.machines[node.name] = Machine(
-                node,
-                self.layouts[node.name],
-                self.ledger,
-                on_fatal=self._fatal,
-                on_bmc_address=self._bmc_announced,
-            )
-        results = await asyncio.gather(
-            *(m.start() for m in self.machines.values()), return_exceptions=True
-        )
-        errors = [r for r in results if isinstance(r, BaseException)]
-        for error in errors:
-            if not isinstance(error, NodeError | OSError):
-                raise error
-        if errors:
-            raise StartupError("; ".join(str(e) for e in errors))
-        log.info("%d machines started", len(self.machines))
-        await self._start_static_bmcs()
-
-    # -- BMCs ------------------------------------------------------------------------------
-
-    async def _bmc_manager(self) -> BmcManager:
-        """The BMC servers, started on first use (a run without BMCs never loads them)."""
-        assert self.bmc is not None
-        if self._bmc_started is None:
-            self._bmc_started = asyncio.create_task(self.bmc.start())
-        await asyncio.shield(self._bmc_started)
-        return self.bmc
-
-    async def _start_static_bmcs(self) -> None:
-        static = [n for n in self.dc.nodes if n.bmc is not None and n.bmc.address is not None]
-        if not static:
-            return
-        try:
-            manager = await self._bmc_manager()
-        except BmcError as exc:
-            raise StartupError(str(exc)) from exc
-        endpoints = await asyncio.gather(
-            *(
-                manager.attach(self.machines[n.name], str(n.bmc.address), "static")  # type: ignore[union-attr]
-                for n in static
-            )
-        )
-        failed = [f"node {e.node}: BMC on {e.address}: {e.error}" for e in endpoints if e.error]
-        if failed:
-            raise StartupError("; ".join(failed))
-
-    async def _bmc_announced(self, machine: Machine, address: str) -> None:
-        node = machine.node
-        if node.bmc is not None and node.bmc.address is not None:
-            log.info(
-                "node %s: guest announced BMC address %s; the spec's %s stays",
-                node.name, address, node.bmc.address,
-            )  # fmt: skip
-            return
-        if self.phase not in (RunPhase.BUILDING, RunPhase.RUNNING):
-            return
-        try:
-            manager = await self._bmc_manager()
-        except BmcError as exc:
-            log.error("node %s: BMC: %s", node.name, exc)
-            return
-        await manager.attach(machine, address, "announced")
 
     # -- leftovers -------------------------------------------------------------------------
 
@@ -370,13 +206,8 @@ class DataCenterRun:
         if self.phase != RunPhase.FAILED:
             self.phase = RunPhase.STOPPING
         await self.forwards.close()
-        if self._bmc_started is not None:
-            self._bmc_started.cancel()
-            await asyncio.gather(self._bmc_started, return_exceptions=True)
-        if self.bmc is not None:
-            await self.bmc.close()
-        if self.machines:
-            await asyncio.gather(*(m.stop() for m in self.machines.values()))
+        if self.fleet is not None:
+            await self.fleet.stop()
         if self.apps is not None:
             await self.apps.stop()
         problems: list[str] = []

@@ -1,4 +1,5 @@
-"""Reads off the start-up path go through pyroute2; the start-up path never imports it."""
+"""Reads off the start-up path go through pyroute2; the start-up path imports neither it nor
+what a lab without machines does not use."""
 
 from __future__ import annotations
 
@@ -12,11 +13,16 @@ from tests.runtime.harness import HostNetns, call_in_netns
 from vdc_runtime.fabric.present import link_groups
 
 
-def test_starting_a_run_does_not_import_pyroute2() -> None:
-    # Everything `vdc run` imports before its first kernel object exists.
+@pytest.mark.parametrize(
+    "module",
+    ["pyroute2", "aiohttp", "qemu", "vdc_runtime.fleet", "vdc_runtime.bmc", "vdc_runtime.nodes"],
+)
+def test_starting_a_run_imports_only_what_it_uses(module: str) -> None:
+    # What `vdc run` imports before its first kernel object exists: pyroute2 never, the
+    # API's aiohttp only once the data center is built, machines' code only for machines.
     code = (
         "import sys, vdc_runtime.cli, vdc_runtime.datacenter, vdc_runtime.fabric\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyroute2'))"
+        f"print(sorted(m for m in sys.modules if (m + '.').startswith('{module}.')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -1,0 +1,334 @@
+"""Benchmark (not a test): `vdc run` beside Placemat v2's `placemat2` on the same small file.
+
+    sudo /var/cache/vdc/venv/bin/python bench/startup.py [--repeat 7] [--placemat2 PATH]
+
+Both read the same Placemat v2 YAML: a spine-leaf fabric of 8 network namespaces (2
+spines, 3 racks with a ToR and a host each) on 9 internal networks with /31 and /26
+addresses; no machines, scripts or apps, so what is measured is each tool's own start-up
+and fabric. For each run, alternating sides, the bench starts the tool and polls its
+REST API (`GET /nodes`, which both serve) every 2 ms; it reports, median of `--repeat`:
+
+- ready: from spawning the process until the API has answered 200;
+- CPU: the tool's user + system time by then (/proc, its threads and waited children);
+- RSS: its resident memory by then (VmRSS);
+- teardown: from SIGTERM until the process has exited, everything removed.
+
+The target (printed, not asserted): vdc ready in at most 0.7x Placemat's time. Beside it,
+the floors: a bare interpreter of the same Python, one that imports asyncio and aiohttp
+(what serving the API needs), and one that imports vdc's spec models. vdc is run
+as users run it, through the `vdc` script of the Python environment running this bench;
+`placemat2` is found on PATH (`go install github.com/cybozu-go/placemat/v2/cmd/placemat2
+@v2.4.11`, or built from Placemat's repository) or given with `--placemat2`.
+
+Isolation: the script re-executes itself under `unshare --net --mount` and mounts a private
+tmpfs on /run/netns, so the bridges, veths, namespaces, iptables/nftables rules and the
+API's loopback port of both tools live in a throw-away network namespace that vanishes
+with the process. After every run it checks that the tool left no link, namespace or
+process behind, and aborts if one did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+INNER_ENV = "VDC_BENCH_STARTUP_ISOLATED"
+NETNS_DIR = Path("/run/netns")
+PORT = 10808
+TARGET = 0.7
+POLL = 0.002
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# -- the file (pure) ---------------------------------------------------------------------------
+
+
+def spine_leaf(spines: int = 2, racks: int = 3) -> str:
+    """Placemat v2 YAML: spines, a ToR and a host per rack, point-to-point /31 links."""
+    docs: list[str] = []
+    namespaces: dict[str, list[tuple[str, str]]] = {}
+    link = 0
+    for s in range(spines):
+        for r in range(racks):
+            net = f"s{s}-r{r}"
+            docs.append(f"kind: Network\nname: {net}\ntype: internal\n")
+            base = 2 * link
+            link += 1
+            namespaces.setdefault(f"spine{s}", []).append(
+                (net, f"10.1.{base // 256}.{base % 256}/31")
+            )
+            namespaces.setdefault(f"rack{r}-tor", []).append(
+                (net, f"10.1.{(base + 1) // 256}.{(base + 1) % 256}/31")
+            )
+    for r in range(racks):
+        net = f"r{r}-node"
+        docs.append(f"kind: Network\nname: {net}\ntype: internal\n")
+        namespaces.setdefault(f"rack{r}-tor", []).append((net, f"10.2.{r}.1/26"))
+        namespaces[f"rack{r}-host"] = [(net, f"10.2.{r}.10/26")]
+    for name, interfaces in namespaces.items():
+        lines = [f"kind: NetworkNamespace\nname: {name}\ninterfaces:"]
+        for net, address in interfaces:
+            lines.append(f"- network: {net}\n  addresses: [{address}]")
+        docs.append("\n".join(lines) + "\n")
+    return "---\n".join(docs)
+
+
+# -- measuring one run -------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    ready: float
+    cpu: float
+    rss_mib: float
+    teardown: float
+
+
+@dataclass
+class Side:
+    name: str
+    argv: list[str]
+    exit_codes: tuple[int, ...]
+    """What the tool exits with after SIGTERM when all went well."""
+    samples: list[Sample] = field(default_factory=list)
+
+
+def api_answers(port: int) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+    try:
+        conn.request("GET", "/nodes")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime, stime, cutime, cstime: fields 14-17 of proc(5), 12-15 after the name.
+    return sum(int(v) for v in fields[11:15]) / CLK_TCK
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run_once(side: Side, log: Path, timeout: float) -> Sample:
+    with log.open("ab") as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(side.argv, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            while not api_answers(PORT):
+                if proc.poll() is not None:
+                    raise BenchError(f"{side.name} exited with {proc.returncode}; see {log}")
+                if time.perf_counter() - t0 > timeout:
+                    raise BenchError(f"{side.name} did not answer within {timeout:.0f} s")
+                time.sleep(POLL)
+            ready = time.perf_counter() - t0
+            cpu, rss = cpu_seconds(proc.pid), rss_mib(proc.pid)
+            t1 = time.perf_counter()
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout)
+            teardown = time.perf_counter() - t1
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    if code not in side.exit_codes:
+        raise BenchError(f"{side.name} exited with {code} after SIGTERM; see {log}")
+    return Sample(ready, cpu, rss, teardown)
+
+
+def leftovers(base_links: set[str]) -> list[str]:
+    found = [f"netns {n}" for n in sorted(os.listdir(NETNS_DIR))]
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    links = {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
+    found += [f"link {name}" for name in sorted(links - base_links)]
+    me = os.getpid()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+                found.append(f"process {pid} ({stat.split('(', 1)[1].split(')')[0]})")
+    return found
+
+
+def settled_leftovers(base_links: set[str], within: float = 5) -> list[str]:
+    """What is still there once the kernel has had time to free deleted namespaces:
+    Placemat deletes them and lets their veths go with them, which the kernel does
+    asynchronously."""
+    deadline = time.monotonic() + within
+    while (left := leftovers(base_links)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+FLOORS = {
+    "python, nothing imported": "pass",
+    "python + asyncio + aiohttp.web": "import asyncio, aiohttp.web",
+    "python + vdc's spec models": "import vdc_runtime.spec",
+}
+"""Fresh interpreters of vdc's environment: what any Python tool serving its API with
+aiohttp pays before doing anything, and what validating a spec adds to that."""
+
+
+def measure_floors(repeat: int) -> dict[str, float]:
+    times: dict[str, list[float]] = {label: [] for label in FLOORS}
+    for _ in range(repeat):
+        for label, code in FLOORS.items():
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True)
+            times[label].append(time.perf_counter() - t0)
+    return {label: statistics.median(v) for label, v in times.items()}
+
+
+def report(sides: list[Side], repeat: int, spec: Path, floors: dict[str, float]) -> None:
+    vdc, placemat = sides
+    med = statistics.median
+
+    def m(side: Side, attr: str) -> float:
+        return med(getattr(s, attr) for s in side.samples)
+
+    print()
+    print(f"vdc run vs placemat2 on the same file, median of {repeat} runs each, alternating")
+    print(f"file: {spec.name} (8 network namespaces, 9 internal networks, no machines)")
+    print(f"kernel {platform.release()}, {os.cpu_count()} cpus, python {platform.python_version()}")
+    print(f"placemat2: {placemat.argv[0]}")
+    header = f"{'':<22} {'vdc':>9} {'placemat2':>10} {'vdc/placemat2':>14}"
+    print(header)
+    print("-" * len(header))
+    for label, attr, unit in (
+        ("ready (first answer)", "ready", "s"),
+        ("CPU by then", "cpu", "s"),
+        ("RSS by then", "rss_mib", "MiB"),
+        ("teardown", "teardown", "s"),
+    ):
+        a, b = m(vdc, attr), m(placemat, attr)
+        fmt = ".1f" if unit == "MiB" else ".3f"
+        print(f"{label + ' ' + unit:<22} {a:>9{fmt}} {b:>10{fmt}} {a / b if b else 0:>13.2f}x")
+    ratio = m(vdc, "ready") / m(placemat, "ready")
+    verdict = "meets" if ratio <= TARGET else "MISSES"
+    print(f"\ntarget: vdc ready <= {TARGET}x placemat2: {ratio:.2f}x, {verdict} it")
+    print(f"\nfloors, fresh interpreters of vdc's python, median of {repeat}:")
+    base = m(placemat, "ready")
+    for label, seconds in floors.items():
+        print(f"  {label:<32} {seconds:.3f} s  ({seconds / base:.2f}x placemat2's ready)")
+    print("\nsamples, ready s:")
+    for side in sides:
+        print(f"  {side.name:<10} " + " ".join(f"{s.ready:.3f}" for s in side.samples))
+
+
+# -- isolation ---------------------------------------------------------------------------------
+
+
+def reexec_isolated() -> None:
+    if os.geteuid() != 0:
+        sys.exit("startup: run as root (both tools create bridges and network namespaces)")
+    origin = ",".join(os.readlink(f"/proc/self/ns/{ns}") for ns in ("net", "mnt"))
+    env = dict(os.environ, **{INNER_ENV: origin})
+    argv = ["unshare", "--net", "--mount", "--propagation", "private", "--"]
+    argv += [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]]
+    os.execvpe("unshare", argv, env)
+
+
+def enter_isolation() -> None:
+    origin = os.environ.get(INNER_ENV, "").split(",")
+    for ns, started_in in zip(("net", "mnt"), origin, strict=True):
+        if os.readlink(f"/proc/self/ns/{ns}") == started_in:
+            sys.exit(f"startup: not in a private {ns} namespace; refusing to run")
+    NETNS_DIR.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "vdc-bench", str(NETNS_DIR)],
+                   check=True)  # fmt: skip
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=7, help="runs per side (median)")
+    parser.add_argument("--placemat2", default=shutil.which("placemat2"), help="its binary")
+    parser.add_argument("--timeout", type=float, default=60, help="per start and per stop, s")
+    args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if not args.placemat2 or not os.access(args.placemat2, os.X_OK):
+        parser.error(
+            "placemat2 not found on PATH (the baseline): go install "
+            "github.com/cybozu-go/placemat/v2/cmd/placemat2@v2.4.11, or --placemat2 PATH"
+        )
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    if INNER_ENV not in os.environ:
+        reexec_isolated()
+    enter_isolation()
+    vdc_script = Path(sys.executable).with_name("vdc")
+    if not vdc_script.exists():
+        sys.exit(f"startup: no {vdc_script}; run the bench with vdc's environment's python")
+    with tempfile.TemporaryDirectory(prefix="vdc-bench-startup-") as tmp_name:
+        tmp = Path(tmp_name)
+        spec = tmp / "spine-leaf.yml"
+        spec.write_text(spine_leaf())
+        dirs = {name: tmp / name for name in ("run", "data", "cache")}
+        for d in dirs.values():
+            d.mkdir()
+        common = [f"--{name}-dir={path}" for name, path in dirs.items()]
+        common.append(f"--listen-addr=127.0.0.1:{PORT}")
+        sides = [
+            Side("vdc", [str(vdc_script), "run", *common, str(spec)], (0,)),
+            # Placemat's process framework reports a stop by signal as an error.
+            Side("placemat2", [args.placemat2, *common, str(spec)], (0, 1)),
+        ]
+        base_links = {"lo"}
+        try:
+            for side in sides:  # warm-up, not reported: page both in
+                run_once(side, tmp / f"{side.name}.log", args.timeout)
+            for i in range(args.repeat):
+                order = sides if i % 2 == 0 else sides[::-1]
+                for side in order:
+                    side.samples.append(run_once(side, tmp / f"{side.name}.log", args.timeout))
+                    left = settled_leftovers(base_links)
+                    if left:
+                        raise BenchError(f"{side.name} left behind: {', '.join(left[:8])}")
+                    time.sleep(0.2)
+        except (BenchError, subprocess.TimeoutExpired) as exc:
+            print(f"startup: ABORTED: {exc}", file=sys.stderr)
+            for side in sides:
+                log = tmp / f"{side.name}.log"
+                if log.exists():
+                    print(f"--- {log.name} (tail)", file=sys.stderr)
+                    print(log.read_text(errors="replace")[-2000:], file=sys.stderr)
+            return 1
+        report(sides, args.repeat, spec, measure_floors(args.repeat))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

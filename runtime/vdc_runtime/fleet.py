@@ -1,0 +1,227 @@
+"""The data center's machines as a whole: planned (host facts, volumes, layouts), started
+together, and given their BMCs.
+
+`datacenter` imports this module only when the spec has nodes, so a lab of networks and
+namespaces alone starts without loading QEMU's, the BMCs' and the volumes' code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from vdc_runtime.bmc.service import BmcError, BmcManager
+from vdc_runtime.fabric.plan import TapPlan
+from vdc_runtime.ledger import Ledger
+from vdc_runtime.nodes.host import find_ovmf, probe_accel, vhost_available
+from vdc_runtime.nodes.layout import DriveLayout, HostFacts, NodeLayout, plan_node
+from vdc_runtime.nodes.machine import Machine, NodeError
+from vdc_runtime.options import RunOptions, StartupError
+from vdc_runtime.spec import DataCenter, Node
+
+if TYPE_CHECKING:
+    from vdc_runtime.storage.images import ImageCache
+
+log = logging.getLogger("vdc.datacenter")
+
+
+class Fleet:
+    def __init__(
+        self,
+        dc: DataCenter,
+        options: RunOptions,
+        *,
+        nft_table: str,
+        on_fatal: Callable[[str], object],
+        accepting_bmcs: Callable[[], bool],
+    ) -> None:
+        """Reads the BMC password files: a bad one fails here, before anything exists."""
+        self.dc = dc
+        self.options = options
+        self.on_fatal = on_fatal
+        self.accepting_bmcs = accepting_bmcs
+        """Whether a BMC address the guest announces is still taken up (not while stopping)."""
+        self.machines: dict[str, Machine] = {}
+        self.layouts: dict[str, NodeLayout] = {}
+        self.accel: str | None = None
+        self.accel_reason: str | None = None
+        self._cache: ImageCache | None = None
+        self._bmc_started: asyncio.Task[None] | None = None
+        try:
+            self.bmc = BmcManager(
+                dc, data_dir=options.data_dir, run_dir=options.run_dir, nft_table=nft_table
+            )
+        except BmcError as exc:
+            raise StartupError(str(exc)) from exc
+
+    # -- planning ------------------------------------------------------------------------
+
+    def _host_facts(self, mtu: int | None) -> HostFacts:
+        try:
+            self.accel, self.accel_reason = probe_accel(self.options.accel)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from exc
+        log.info("acceleration: %s (%s)", self.accel, self.accel_reason)
+        ovmf = find_ovmf()
+        wants_uefi = [n.name for n in self.dc.nodes if n.uefi]
+        if wants_uefi and ovmf is None:
+            raise StartupError(
+                f"nodes {', '.join(wants_uefi)} want UEFI but no OVMF firmware was found "
+                "(Debian: apt-get install ovmf)"
+            )
+        return HostFacts(
+            accel=self.accel,  # type: ignore[arg-type]
+            vhost=vhost_available(),
+            mtu=mtu,
+            ovmf_code=ovmf[0] if ovmf else None,
+            ovmf_vars_template=ovmf[1] if ovmf else None,
+        )
+
+    async def plan(self, mtu: int | None) -> None:
+        """Prepare every node's volumes and lay out its files, devices and taps."""
+        host = self._host_facts(mtu)
+        for node in self.dc.nodes:
+            for volume in node.volumes:
+                if volume.kind == "hostPath":
+                    await asyncio.to_thread(volume.path.mkdir, parents=True, exist_ok=True)
+        try:
+            all_drives = await asyncio.gather(*(self._drives(node) for node in self.dc.nodes))
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise StartupError(f"preparing volumes: {exc}") from exc
+        for node, drives in zip(self.dc.nodes, all_drives, strict=True):
+            try:
+                self.layouts[node.name] = plan_node(
+                    node,
+                    run_dir=self.options.run_dir,
+                    data_dir=self.options.data_dir,
+                    log_dir=self.options.data_dir / "logs",
+                    drives=drives,
+                    host=host,
+                )
+            except ValueError as exc:  # e.g. a socket path too long for this run dir
+                raise StartupError(str(exc)) from exc
+
+    async def _drives(self, node: Node) -> list[DriveLayout]:
+        disks = [v for v in node.volumes if v.kind != "hostPath"]
+        if not disks:
+            return []
+        # Only nodes with disks load the image machinery (aiohttp, pycdlib).
+        from vdc_runtime.storage.images import ImageCache
+        from vdc_runtime.storage.volumes import prepare_volume
+
+        if self._cache is None:  # one cache, so an image shared by several nodes is fetched once
+            self._cache = ImageCache(self.options.cache_dir)
+        prepared = await asyncio.gather(
+            *(
+                prepare_volume(
+                    volume,
+                    node_name=node.name,
+                    data_dir=self.options.data_dir,
+                    device_classes={c.name: c.path for c in self.dc.device_classes},
+                    images={image.name: image for image in self.dc.images},
+                    cache=self._cache,
+                    recreate=self.options.recreate_volumes,
+                )
+                for volume in disks
+            )
+        )
+        return [
+            DriveLayout(
+                name=p.name,
+                kind=p.kind,
+                path=p.path,
+                format=p.format,
+                cache=volume.cache,
+                read_only=p.read_only,
+            )
+            for volume, p in zip(disks, prepared, strict=True)
+        ]
+
+    def taps(self) -> tuple[TapPlan, ...]:
+        """The taps the fabric makes for the planned nodes."""
+        return tuple(
+            TapPlan(name=nic.tap, bridge=nic.network, queues=nic.queues, node=name)
+            for name, layout in self.layouts.items()
+            for nic in layout.nics
+        )
+
+    # -- running -------------------------------------------------------------------------
+
+    async def start(self, ledger: Ledger) -> None:
+        """Start every machine at once, then the BMCs with static addresses."""
+        for node in self.dc.nodes:
+            self.machines[node.name] = Machine(
+                node,
+                self.layouts[node.name],
+                ledger,
+                on_fatal=self.on_fatal,
+                on_bmc_address=self._bmc_announced,
+            )
+        results = await asyncio.gather(
+            *(m.start() for m in self.machines.values()), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        for error in errors:
+            if not isinstance(error, NodeError | OSError):
+                raise error
+        if errors:
+            raise StartupError("; ".join(str(e) for e in errors))
+        log.info("%d machines started", len(self.machines))
+        await self._start_static_bmcs()
+
+    async def stop(self) -> None:
+        """The BMCs, then every machine; safe to call more than once."""
+        if self._bmc_started is not None:
+            self._bmc_started.cancel()
+            await asyncio.gather(self._bmc_started, return_exceptions=True)
+        await self.bmc.close()
+        await asyncio.gather(*(m.stop() for m in self.machines.values()))
+
+    # -- BMCs ------------------------------------------------------------------------------
+
+    async def _bmc_manager(self) -> BmcManager:
+        """The BMC servers, started on first use (a run without BMCs never loads them)."""
+        if self._bmc_started is None:
+            self._bmc_started = asyncio.create_task(self.bmc.start())
+        await asyncio.shield(self._bmc_started)
+        return self.bmc
+
+    async def _start_static_bmcs(self) -> None:
+        static = [n for n in self.dc.nodes if n.bmc is not None and n.bmc.address is not None]
+        if not static:
+            return
+        try:
+            manager = await self._bmc_manager()
+        except BmcError as exc:
+            raise StartupError(str(exc)) from exc
+        endpoints = await asyncio.gather(
+            *(
+                manager.attach(self.machines[n.name], str(n.bmc.address), "static")  # type: ignore[union-attr]
+                for n in static
+            )
+        )
+        failed = [f"node {e.node}: BMC on {e.address}: {e.error}" for e in endpoints if e.error]
+        if failed:
+            raise StartupError("; ".join(failed))
+
+    async def _bmc_announced(self, machine: Machine, address: str) -> None:
+        node = machine.node
+        if node.bmc is not None and node.bmc.address is not None:
+            log.info(
+                "node %s: guest announced BMC address %s; the spec's %s stays",
+                node.name, address, node.bmc.address,
+            )  # fmt: skip
+            return
+        if not self.accepting_bmcs():
+            return
+        try:
+            manager = await self._bmc_manager()
+        except BmcError as exc:
+            log.error("node %s: BMC: %s", node.name, exc)
+            return
+        await manager.attach(machine, address, "announced")
+
+
+__all__ = ["Fleet"]
