@@ -23,7 +23,12 @@ import kopf
 from vdc_operator import builders, github, metrics, runners
 from vdc_operator.kube import Api
 from vdc_runtime.resource import spec as cr
-from vdc_runtime.resource.status import RUNNERS_REGISTERED, Phase, timestamp
+from vdc_runtime.resource.status import (
+    RUNNERS_REGISTERED,
+    Phase,
+    VirtualDataCenterStatus,
+    timestamp,
+)
 from vdc_runtime.spec import SpecErrors
 
 RESOURCE = (cr.GROUP, cr.VERSION, cr.PLURAL)
@@ -157,6 +162,12 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
         _merge_status(body, patch, status)
 
 
+def _set_status(patch: kopf.Patch, **fields: Any) -> None:
+    """Set status fields through the typed model: checked, and spelt as the CRD spells them
+    (a field set to None is cleared by the merge patch)."""
+    patch.status.update(VirtualDataCenterStatus(**fields).model_dump(exclude_unset=True))
+
+
 def _merge_status(body: Any, patch: kopf.Patch, update: dict[str, Any]) -> None:
     """Add a status update to the handler's patch. Each update's conditions are the
     object's with one changed: only the changed ones are taken, so two updates in one
@@ -216,7 +227,7 @@ async def _register_runners(
         secret = await api.get_secret(namespace, secret_name)
     assert secret is not None
     label = github.vdc_label(namespace, name, meta["uid"])
-    patch.status["runnerLabel"] = label
+    _set_status(patch, runner_label=label)
     if len(runners.registered(secret)) < spec.count:
         credentials = await api.secret_data(namespace, spec.credentials.secret_name)
         if credentials is None:
@@ -250,7 +261,7 @@ async def _register_runners(
             kopf.event(body, type="Normal", reason="RunnerRegistered",
                        message=f"registered runner {runner_name} with labels {label}")  # fmt: skip
             metrics.GITHUB.labels("registered").inc()
-    patch.status["runnersRegistered"] = spec.count
+    _set_status(patch, runners_registered=spec.count)
     _runners_condition(body, patch, "True", "Registered",
                        f"{spec.count} runner(s) with label {label} at {spec.url}")  # fmt: skip
 
@@ -321,7 +332,7 @@ async def jobs_done(
     at = runners.deletion_time(spec, status)
     stamp = timestamp(at) if at is not None else None
     if stamp != status.get("deleteAt"):
-        patch.status["deleteAt"] = stamp
+        _set_status(patch, delete_at=stamp)
     if at is not None and time.time() >= at:
         meta = body["metadata"]
         kopf.event(body, type="Normal", reason="JobsDone",

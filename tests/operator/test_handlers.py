@@ -28,6 +28,16 @@ def test_two_status_updates_in_one_run_keep_each_others_conditions() -> None:
     assert patch.status["phase"] == "Pending"
 
 
+def test_status_fields_go_through_the_typed_model() -> None:
+    patch = kopf.Patch()
+    handlers._set_status(patch, runner_label="vdc-abc", runners_registered=2)
+    handlers._set_status(patch, delete_at=None)  # a merge patch's null clears it
+    assert dict(patch.status) == {"runnerLabel": "vdc-abc", "runnersRegistered": 2,
+                                  "deleteAt": None}  # fmt: skip
+    with pytest.raises(ValueError, match=r"runners_registered|runnersRegistered"):
+        handlers._set_status(patch, runners_registered="two")
+
+
 # -- runner registration and removal ------------------------------------------------------------
 
 
