@@ -1,6 +1,7 @@
 """vdc's Kubernetes API, the VirtualDataCenter resource: its spec (`spec`: the Placemat
 models as lists in camelCase, file sources, pod settings, runners), its status (`status`),
-the CRD's group, names and printer columns (here), the Placemat-to-CR converter
+the CRD's group, names and printer columns (here), the one camelCase base of the models only
+Kubernetes reads (`base`), the Placemat-to-CR converter
 (`convert`). The CRD (vdc_operator.crd) is generated from this package alone."""
 
 from vdc_runtime.resource.spec import (

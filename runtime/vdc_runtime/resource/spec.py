@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from vdc_runtime.resource.base import ApiSpecModel, camel
 from vdc_runtime.resource.github_url import URL_HELP, parse_github_url
 from vdc_runtime.spec import cel, strings
 from vdc_runtime.spec.checks import Document, check
@@ -72,12 +73,6 @@ INLINE_MAX = 262144
 """An inline file's size cap: a whole CR must stay well under etcd's 1.5 MiB object limit."""
 
 
-def camel(name: str) -> str:
-    """A CR's key for a Python field name: `use_nat` -> `useNat`."""
-    first, *rest = name.split("_")
-    return first + "".join(word[:1].upper() + word[1:] for word in rest)
-
-
 def _error(kind: str, template: str, **context: object) -> PydanticCustomError:
     return PydanticCustomError(kind, template, context)
 
@@ -96,7 +91,7 @@ DataKey = ruled_str(
 )
 
 
-class KeyRef(SpecModel):
+class KeyRef(ApiSpecModel):
     """One key of a ConfigMap or Secret in the VDC's namespace."""
 
     name: ObjectName
@@ -106,7 +101,7 @@ class KeyRef(SpecModel):
 _SOURCE = cel.exactly_one("inline", "configMapKeyRef", "secretKeyRef", "image")
 
 
-class FileSource(SpecModel):
+class FileSource(ApiSpecModel):
     """Where a file's content comes from: exactly one of these."""
 
     cel_rules: ClassVar = (_SOURCE,)
@@ -212,7 +207,7 @@ class CRNode(Node):
     initrd: FileSource | None = Field(default=None, description="Only with kernel.")
 
 
-class CRBMCUser(SpecModel):
+class CRBMCUser(ApiSpecModel):
     """An account on every BMC of the data center (IPMI and Redfish)."""
 
     cel_rules: ClassVar = (cel.exactly_one("password", "passwordSecretRef"),)
@@ -231,13 +226,13 @@ class CRBMCUser(SpecModel):
         return self
 
 
-class CRBMCTLS(SpecModel):
+class CRBMCTLS(ApiSpecModel):
     """A kubernetes.io/tls Secret (keys tls.crt and tls.key) for every BMC's HTTPS."""
 
     secret_name: ObjectName
 
 
-class CRBMC(SpecModel):
+class CRBMC(ApiSpecModel):
     """Settings shared by the BMCs of all nodes.
 
     Without users, Placemat's account (cybozu / cybozu) is kept so its scripts work.
@@ -265,7 +260,7 @@ class ExtraFile(FileSource):
 K8sText = Annotated[Text, Field(max_length=strings.DNS_SUBDOMAIN_MAX)]
 
 
-class Toleration(SpecModel):
+class Toleration(ApiSpecModel):
     """As a pod's toleration."""
 
     key: K8sText | None = None
@@ -281,11 +276,11 @@ Quantity = ruled_str(
 """A Kubernetes resource quantity (`500m`, `2Gi`)."""
 
 
-class EmptyDirCache(SpecModel):
+class EmptyDirCache(ApiSpecModel):
     size_limit: Quantity | None = None
 
 
-class ClaimCache(SpecModel):
+class ClaimCache(ApiSpecModel):
     claim_name: ObjectName
 
 
@@ -294,11 +289,11 @@ HostDirectory = ruled_str(
 )
 
 
-class HostPathCache(SpecModel):
+class HostPathCache(ApiSpecModel):
     path: HostDirectory
 
 
-class ImageCache(SpecModel):
+class ImageCache(ApiSpecModel):
     """Where the pod keeps downloaded images: exactly one (default: an emptyDir)."""
 
     cel_rules: ClassVar = (cel.exactly_one("emptyDir", "persistentVolumeClaim", "hostPath"),)
@@ -319,14 +314,14 @@ class ImageCache(SpecModel):
         return self
 
 
-class PodResources(SpecModel):
+class PodResources(ApiSpecModel):
     """Override the requests computed from the nodes (their vCPUs and memory plus overhead)."""
 
     cpu: Quantity | None = None
     memory: Quantity | None = None
 
 
-class PodSettings(SpecModel):
+class PodSettings(ApiSpecModel):
     """How the VDC's pod is scheduled and what it mounts."""
 
     image: Annotated[Text, Field(min_length=1, max_length=512)] | None = Field(
@@ -379,14 +374,14 @@ RunnerLabel = ruled_str(
 )
 
 
-class RunnerCredentials(SpecModel):
+class RunnerCredentials(ApiSpecModel):
     """A Secret of the VDC's namespace that only the operator reads: a token (key
     `token`) or a GitHub App (keys `app-id`, `installation-id`, `private-key`)."""
 
     secret_name: ObjectName
 
 
-class AfterJob(SpecModel):
+class AfterJob(ApiSpecModel):
     """What happens once every runner has run its job: the VDC is kept this long, then
     deleted. A job may keep it longer (`vdc keep 2h` in a step, e.g. on failure)."""
 
@@ -396,7 +391,7 @@ class AfterJob(SpecModel):
     )
 
 
-class Runners(SpecModel):
+class Runners(ApiSpecModel):
     """GitHub Actions self-hosted runners in the VDC's pod, registered just in time by the
     operator: one job each, then the VDC is deleted (see afterJob)."""
 
@@ -423,7 +418,7 @@ class Runners(SpecModel):
 Accel = Literal["auto", "kvm", "tcg"]
 
 
-class VirtualDataCenterSpec(SpecModel):
+class VirtualDataCenterSpec(ApiSpecModel):
     """A whole data center: Placemat's kinds as lists, and how its pod runs."""
 
     networks: Annotated[list[Network], Field(max_length=128)] = []

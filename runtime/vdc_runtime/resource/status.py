@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from vdc_runtime.nodes.states import Power
-from vdc_runtime.resource.spec import camel
+from vdc_runtime.resource.base import ApiModel
 from vdc_runtime.runner import RunnerPhase
 
 
@@ -67,13 +67,7 @@ STATUS_BUDGET = 100 * 1024
 MESSAGE_MAX = 1024
 
 
-class StatusModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=camel, validate_by_name=True, serialize_by_alias=True, extra="forbid"
-    )
-
-
-class Condition(StatusModel):
+class Condition(ApiModel):
     """As Kubernetes' metav1.Condition."""
 
     type: str
@@ -84,7 +78,7 @@ class Condition(StatusModel):
     observed_generation: int | None = None
 
 
-class NodeStatus(StatusModel):
+class NodeStatus(ApiModel):
     """One machine, compact: a VDC may have hundreds."""
 
     name: str
@@ -95,7 +89,7 @@ class NodeStatus(StatusModel):
     bmc_address: str | None = None
 
 
-class RunnerStatus(StatusModel):
+class RunnerStatus(ApiModel):
     """A runner container of the pod, as its `vdc runner` wrapper recorded it."""
 
     name: str
@@ -105,7 +99,7 @@ class RunnerStatus(StatusModel):
     ended_at: str | None = None
 
 
-class PublishedBMCs(StatusModel):
+class PublishedBMCs(ApiModel):
     """Where the BMCs answer on the pod's address: the i-th node of the spec (from 0) on
     UDP ipmiPort + i and HTTPS redfishPort + i."""
 
@@ -114,7 +108,7 @@ class PublishedBMCs(StatusModel):
     redfish_port: int
 
 
-class VirtualDataCenterStatus(StatusModel):
+class VirtualDataCenterStatus(ApiModel):
     """What the VDC's agent and the operator observe."""
 
     phase: Phase | None = None
