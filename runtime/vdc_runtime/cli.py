@@ -46,6 +46,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 async def _run(dc: DataCenter, args: argparse.Namespace) -> int:
+    # The API (aiohttp, slow to import) is loaded before anything is built: loaded once the
+    # QEMUs had started, it took CPU from them while they set up and ran their firmware,
+    # and the guests booted later for it (bench/boot.py shows both).
+    from vdc_runtime import api
     from vdc_runtime.datacenter import DataCenterRun, RunOptions, StartupError
     from vdc_runtime.listen import parse_listen_addr
 
@@ -88,9 +92,6 @@ async def _run(dc: DataCenter, args: argparse.Namespace) -> int:
     exit_code = EXIT_OK
     runner = None
     try:
-        # aiohttp is slow to import: only once the machines are already booting.
-        from vdc_runtime import api
-
         runner = await api.serve(run, args.listen_addr)
         log.info(
             "ready: API on http://%s (Ctrl-C or SIGTERM stops and removes everything)",

@@ -18,8 +18,9 @@ from vdc_runtime.fabric.present import link_groups
     ["pyroute2", "aiohttp", "qemu", "vdc_runtime.fleet", "vdc_runtime.bmc", "vdc_runtime.nodes"],
 )
 def test_starting_a_run_imports_only_what_it_uses(module: str) -> None:
-    # What `vdc run` imports before its first kernel object exists: pyroute2 never, the
-    # API's aiohttp only once the data center is built, machines' code only for machines.
+    # Importing vdc's modules loads none of these: pyroute2 is never on the start-up path,
+    # the API's aiohttp is loaded by the command that serves it, machines' code only for
+    # a spec with machines.
     code = (
         "import sys, vdc_runtime.cli, vdc_runtime.datacenter, vdc_runtime.fabric\n"
         f"print(sorted(m for m in sys.modules if (m + '.').startswith('{module}.')))"
