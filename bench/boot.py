@@ -18,7 +18,7 @@ sides, alternating from run to run, median of `--repeat` runs:
   `ip -batch` until every console shows READY; teardown = SIGTERM to every QEMU, wait, and
   `ip -batch` deleting the taps and the bridge.
 
-The target (printed, not asserted): vdc boot within 1.10x of bare. Also reported: vdc's own
+The target (printed, not asserted): vdc boot within 1.05x of bare. Also reported: vdc's own
 RSS (VmRSS of the vdc process, QEMUs excluded) once every node is READY and its increment
 per node, the QEMUs' average RSS, where the time goes (QEMU start times read from /proc,
 vdc's log lines stamped as they arrive) and the cost of starting Python with vdc's imports.
@@ -64,7 +64,7 @@ from vdc_runtime.spec import Node, load_files
 
 ROOT = Path(__file__).resolve().parents[1]
 NETNS_DIR = Path("/run/netns")
-TARGET_RATIO = 1.10
+TARGET_RATIO = 1.05
 READY = b"VDC-GUEST-READY"
 READY_UPTIME = re.compile(rb"VDC-GUEST-READY boot=\d+ uptime=([0-9.]+)")
 LISTEN = "127.0.0.1:10808"
