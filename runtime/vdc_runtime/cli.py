@@ -128,20 +128,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    import yaml
-
-    from vdc_runtime.resource.convert import to_manifest
+    from vdc_runtime.resource.convert import convert, dump
     from vdc_runtime.spec import SpecErrors
 
     dc = _load(args.files)
     if dc is None:
         return EXIT_FAILED
     try:
-        manifest = to_manifest(dc, args.name, args.namespace)
+        conversion = convert(dc, args.name, args.namespace)
     except SpecErrors as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_FAILED
-    sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False, width=100))
+    for warning in conversion.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    sys.stdout.write(dump(conversion.manifest))
     return EXIT_OK
 
 

@@ -44,6 +44,27 @@ def test_validate_reports_every_error_and_exits_1(tmp_path: Path) -> None:
 
 
 @pytest.mark.root
+def test_convert_warns_on_stderr_and_prints_a_manifest(tmp_path: Path) -> None:
+    write(tmp_path / "disk.img", "")
+    write(tmp_path / "init.sh", "#!/bin/sh\nip link set eth0 up\n", 0o755)
+    spec = write(
+        tmp_path / "lab.yml",
+        "kind: Image\nname: disk\nfile: disk.img\n---\n"
+        "kind: DeviceClass\nname: ssd\npath: /var/lib/ssd\n---\n"
+        "kind: Network\nname: n0\ntype: internal\n---\n"
+        "kind: NetworkNamespace\nname: r\ninit-scripts: [init.sh]\n"
+        "interfaces:\n- network: n0\n  addresses: [10.0.0.1/24]\n",
+    )
+    result = vdc("convert", str(spec), "--name", "lab")
+    assert result.returncode == 0, result.stderr
+    warnings = result.stderr.splitlines()
+    assert [w.split(":", 2)[1].strip() for w in warnings] == [
+        "spec.images[0].file",
+        "spec.deviceClasses[0].path",
+    ]
+    assert "inline: |\n        #!/bin/sh\n        ip link set eth0 up\n" in result.stdout
+
+
 def test_run_refuses_kvm_where_it_cannot_run_guests(tmp_path: Path) -> None:
     # This machine's KVM is paravirtual-only (kvm_pvm): stock guests hang on it.
     spec = write(tmp_path / "n.yml", "kind: Node\nname: w1\ncpu: 1\nmemory: 128M\n")

@@ -11,8 +11,8 @@ import yaml
 
 from tests.spec.conftest import DATA
 from vdc_runtime.resource import spec as cr
-from vdc_runtime.resource.convert import to_manifest
-from vdc_runtime.spec import SpecErrors, load_files
+from vdc_runtime.resource.convert import convert, dump, to_manifest
+from vdc_runtime.spec import DataCenter, SpecErrors, load_files
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -38,14 +38,41 @@ def test_quickstart_example_is_valid() -> None:
     assert dc.bmc is not None and dc.bmc.users[0].password_file is not None
 
 
+def without_tls(dc: DataCenter) -> DataCenter:
+    """TLS files cannot become inline content (they belong in a Secret)."""
+    return dc.model_copy(update={"bmc": dc.bmc.model_copy(update={"tls": None})} if dc.bmc else {})
+
+
+def test_convert_warns_of_paths_and_writes_text_as_blocks(full_dir: Path) -> None:
+    dc = load_files([full_dir / "cluster.yml"])
+    no_tls = dc.model_copy(
+        update={"bmc": dc.bmc.model_copy(update={"tls": None})} if dc.bmc else {}
+    )
+    conversion = convert(no_tls, "full", "labs")
+    fields = [w.split(":", 1)[0] for w in conversion.warnings]
+    hostpath = next(
+        f"spec.nodes[{i}].volumes[{j}].path"
+        for i, node in enumerate(dc.nodes)
+        for j, volume in enumerate(node.volumes)
+        if volume.kind == "hostPath"
+    )
+    image = next(i for i, image in enumerate(dc.images) if image.file is not None)
+    assert fields == [f"spec.images[{image}].file", hostpath, "spec.deviceClasses[0].path"]
+    assert "url:" in conversion.warnings[0] and "imageCache" in conversion.warnings[0]
+    text = dump(conversion.manifest)
+    assert yaml.safe_load(text) == conversion.manifest  # the same manifest, only easier to read
+    script = no_tls.netns[0].init_scripts[0].read_text()
+    assert "\n" in script.strip()
+    # A literal block: the script's lines as they are, indented, after `inline: |`.
+    first, second = script.splitlines()[:2]
+    assert "inline: |\n" in text and f"  {first}\n" in text and f"  {second}\n" in text
+
+
 def test_placemat_files_round_trip_through_a_cr(full_dir: Path) -> None:
     """Every Placemat kind and key: YAML -> VirtualDataCenter -> the same data center,
     with each file's content where the file was."""
     yaml_dc = load_files([full_dir / "cluster.yml"])
-    # TLS files cannot become inline content (they belong in a Secret).
-    no_tls = yaml_dc.model_copy(
-        update={"bmc": yaml_dc.bmc.model_copy(update={"tls": None})} if yaml_dc.bmc else {}
-    )
+    no_tls = without_tls(yaml_dc)
     manifest = to_manifest(no_tls, "full")
     assert manifest["apiVersion"] == "vdc.dev/v1alpha1" and manifest["kind"] == cr.KIND
     contents: dict[Path, bytes] = {}

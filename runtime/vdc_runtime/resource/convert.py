@@ -4,12 +4,20 @@ The files a Placemat spec names (cloud-init data, Ignition configs, init scripts
 password files) are inlined; what cannot be inlined (a binary kernel, a TLS key that
 belongs in a Secret) is an error that says what to write instead. The result loads back
 into the same data center (tests/spec/test_cr.py checks that round trip).
+
+Paths that stay paths (an Image's `file`, a hostPath volume, a DeviceClass) mean a path
+inside the VDC's pod once in a CR, not on the host the files came from: each gets a
+warning that says what to use instead. `dump` writes the manifest as a person would,
+multi-line text (scripts, cloud-init data) as literal blocks.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from vdc_runtime.resource import spec as cr
 from vdc_runtime.spec.errors import SpecError, SpecErrors
@@ -57,6 +65,64 @@ class _Inliner:
 
     def _problem(self, where: str, message: str) -> None:
         self.problems.append(SpecError(where, None, None, None, "", message))
+
+
+@dataclass(frozen=True)
+class Conversion:
+    manifest: dict[str, Any]
+    warnings: list[str]
+    """`field: message` for each path that means the pod's file, not this host's."""
+
+
+def _path_warnings(dc: DataCenter) -> list[str]:
+    warnings = []
+    for i, image in enumerate(dc.images):
+        if image.file is not None:
+            warnings.append(
+                f"spec.images[{i}].file: {image.file} is read inside the VDC's pod, which"
+                " does not have this host's files: serve the image over HTTP and give `url:`"
+                " instead, or keep it in the pod's image cache (spec.pod.imageCache)"
+            )
+    for i, node in enumerate(dc.nodes):
+        for j, volume in enumerate(node.volumes):
+            if volume.kind == "hostPath":
+                warnings.append(
+                    f"spec.nodes[{i}].volumes[{j}].path: the guest shares {volume.path} of the"
+                    " VDC's pod, not of this host: ship the files it needs in a ConfigMap"
+                    " or inline (spec.files)"
+                )
+    for i, device_class in enumerate(dc.device_classes):
+        warnings.append(
+            f"spec.deviceClasses[{i}].path: {device_class.path} is a directory of the VDC's"
+            " pod: its volumes live in the pod's filesystem, gone with the pod; give the"
+            " pod room there or keep images in spec.pod.imageCache"
+        )
+    return warnings
+
+
+def convert(dc: DataCenter, name: str, namespace: str | None = None) -> Conversion:
+    """A VirtualDataCenter named `name` for a loaded Placemat spec, with warnings for
+    paths; SpecErrors for what a CR cannot hold."""
+    return Conversion(to_manifest(dc, name, namespace), _path_warnings(dc))
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line text as literal blocks, everything else as PyYAML writes it."""
+
+
+def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _text)
+
+
+def dump(manifest: dict[str, Any]) -> str:
+    """The manifest as YAML a person would keep: keys in the models' order, multi-line text
+    as literal blocks (PyYAML quotes the rare text a block cannot hold, such as trailing
+    spaces on a line)."""
+    return yaml.dump(manifest, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
 
 
 def to_manifest(dc: DataCenter, name: str, namespace: str | None = None) -> dict[str, Any]:
