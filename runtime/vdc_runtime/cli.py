@@ -36,13 +36,47 @@ def _load(files: list[Path]) -> DataCenter | None:
         return None
 
 
+def _manifest_docs(path: Path) -> list[object] | None:
+    """The file's documents if it holds Kubernetes objects, None for a Placemat file (or
+    one that does not parse, which the Placemat loader then reports)."""
+    import yaml
+
+    from vdc_runtime.resource.manifests import is_kubernetes_object
+
+    try:
+        docs = list(yaml.safe_load_all(path.read_text()))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return docs if any(is_kubernetes_object(d) for d in docs) else None
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    dc = _load(args.files)
-    if dc is None:
-        return EXIT_FAILED
-    names = ", ".join(str(f) for f in args.files)
-    print(f"{names}: valid ({dc.summary()})")
-    return EXIT_OK
+    manifests = {path: docs for path in args.files if (docs := _manifest_docs(path)) is not None}
+    placemat = [path for path in args.files if path not in manifests]
+    status = EXIT_OK
+    if manifests:
+        from vdc_runtime.resource.manifests import check
+
+        errors = 0
+        for path, docs in manifests.items():
+            report = check(str(path), docs)
+            for line in report.valid:
+                print(f"{path}: {line}: valid")
+            if report.skipped:
+                print(f"{path}: skipped (not a VirtualDataCenter): {', '.join(report.skipped)}")
+            for error in report.errors:
+                print(str(error), file=sys.stderr)
+            errors += len(report.errors)
+        if errors:
+            print(f"{errors} error{'s' if errors != 1 else ''}", file=sys.stderr)
+            status = EXIT_FAILED
+    if placemat:
+        dc = _load(placemat)
+        if dc is None:
+            return EXIT_FAILED
+        names = ", ".join(str(f) for f in placemat)
+        print(f"{names}: valid ({dc.summary()})")
+    return status
 
 
 async def _run(dc: DataCenter, args: argparse.Namespace) -> int:
@@ -410,7 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
     runner.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
     runner.set_defaults(func=cmd_runner)
 
-    validate = sub.add_parser("validate", help="check YAML files and report every error")
+    validate = sub.add_parser(
+        "validate",
+        help="check Placemat YAML files or VirtualDataCenter manifests; report every error",
+    )
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
     validate.set_defaults(func=cmd_validate)
     _add_client_commands(sub)

@@ -44,6 +44,25 @@ def test_validate_reports_every_error_and_exits_1(tmp_path: Path) -> None:
 
 
 @pytest.mark.root
+def test_validate_checks_manifests_beside_placemat_files(tmp_path: Path) -> None:
+    placemat = write(tmp_path / "ok.yml", "kind: Network\nname: n0\ntype: internal\n")
+    quickstart = Path(__file__).resolve().parents[2] / "examples" / "vdc-quickstart.yaml"
+    result = vdc("validate", str(quickstart), str(placemat))
+    assert result.returncode == 0, result.stderr
+    assert f'{quickstart}: VirtualDataCenter "quickstart" (' in result.stdout
+    assert f'{quickstart}: skipped (not a VirtualDataCenter): Secret "quickstart-bmc"' in (
+        result.stdout
+    )
+    assert f"{placemat}: valid (1 network," in result.stdout
+
+    text = quickstart.read_text().replace("  name: quickstart\n", "  name: Quick_Start\n")
+    bad = write(tmp_path / "bad.yaml", text)
+    result = vdc("validate", str(bad))
+    assert result.returncode == 1
+    assert f'{bad}: document 2 (VirtualDataCenter "Quick_Start"): metadata.name:' in result.stderr
+    assert result.stderr.strip().endswith("1 error")
+
+
 def test_convert_warns_on_stderr_and_prints_a_manifest(tmp_path: Path) -> None:
     write(tmp_path / "disk.img", "")
     write(tmp_path / "init.sh", "#!/bin/sh\nip link set eth0 up\n", 0o755)
