@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,18 +23,28 @@ log = logging.getLogger("vdc")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _load(files: list[Path]) -> DataCenter | None:
+def _load(files: list[Path], strict: bool, warn: Callable[[str], object]) -> DataCenter | None:
+    """Read Placemat files as Placemat does (what it ignores is passed to `warn`), or
+    `strict`ly; print the errors and return None when there are any."""
     # The spec's models are imported only by the commands that read one: `vdc runner` and
     # the API client commands run in runner containers with the standard library alone.
-    from vdc_runtime.spec import SpecErrors, load_files
+    from vdc_runtime.spec import SpecError, SpecErrors, load_files
 
+    warnings: list[SpecError] = []
     try:
-        return load_files(files)
+        return load_files(files, strict=strict, warnings=None if strict else warnings)
     except SpecErrors as exc:
         print(str(exc), file=sys.stderr)
         count = len(exc.errors)
         print(f"{count} error{'s' if count != 1 else ''}; nothing was created", file=sys.stderr)
         return None
+    finally:
+        for warning in warnings:
+            warn(str(warning))
+
+
+def _warn_on_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def _manifest_docs(path: Path) -> list[object] | None:
@@ -71,7 +82,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"{errors} error{'s' if errors != 1 else ''}", file=sys.stderr)
             status = EXIT_FAILED
     if placemat:
-        dc = _load(placemat)
+        dc = _load(placemat, args.strict, _warn_on_stderr)
         if dc is None:
             return EXIT_FAILED
         names = ", ".join(str(f) for f in placemat)
@@ -155,7 +166,7 @@ async def _run(dc: DataCenter, args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    dc = _load(args.files)
+    dc = _load(args.files, args.strict, lambda message: log.warning("%s", message))
     if dc is None:
         return EXIT_FAILED
     return asyncio.run(_run(dc, args))
@@ -165,7 +176,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from vdc_runtime.resource.convert import convert, dump
     from vdc_runtime.spec import SpecErrors
 
-    dc = _load(args.files)
+    dc = _load(args.files, args.strict, _warn_on_stderr)
     if dc is None:
         return EXIT_FAILED
     try:
@@ -199,6 +210,15 @@ def cmd_agent(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
     )
     return asyncio.run(run_agent(options))
+
+
+def _add_strict(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse what Placemat ignores (unknown keys, keys of another volume kind, a"
+        " bridge given its network address) instead of warning about it",
+    )
 
 
 def cmd_runner(args: argparse.Namespace) -> int:
@@ -364,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="build a data center from YAML files and run it until stopped")
     run.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    _add_strict(run)
     run.add_argument(
         "--run-dir",
         type=Path,
@@ -407,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
         "convert", help="print a VirtualDataCenter manifest for Placemat YAML files"
     )
     convert.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    _add_strict(convert)
     convert.add_argument("--name", required=True, help="the VirtualDataCenter's name")
     convert.add_argument("--namespace", help="its namespace (default: kubectl's)")
     convert.set_defaults(func=cmd_convert)
@@ -449,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="check Placemat YAML files or VirtualDataCenter manifests; report every error",
     )
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    _add_strict(validate)
     validate.set_defaults(func=cmd_validate)
     _add_client_commands(sub)
     return parser

@@ -31,19 +31,28 @@ def test_validate_reports_every_error_and_exits_1(tmp_path: Path) -> None:
         "kind: Network\nname: n0\ntype: internal\nuse_nat: true\n---\n"
         "kind: NetworkNamespace\nname: r\ninterfaces:\n- network: missing\n",
     )
+    # As Placemat reads it, the unknown key is ignored with a warning; --strict refuses it.
     result = vdc("validate", str(spec))
     assert result.returncode == 1
     assert (
-        'bad.yml: document 1 (Network "n0"): use_nat: '
-        "unknown key 'use_nat'; did you mean 'use-nat'?" in result.stderr
+        'warning: bad.yml: document 1 (Network "n0"): use_nat: '
+        "ignored: unknown key 'use_nat'; did you mean 'use-nat'?".replace("bad.yml", str(spec))
+        in result.stderr
     )
     assert 'bad.yml: document 2 (NetworkNamespace "r"): interfaces[0].network:' in result.stderr
     assert "missing" in result.stderr
-    assert "2 errors; nothing was created" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "1 error; nothing was created" in result.stderr
+    strict = vdc("validate", "--strict", str(spec))
+    assert strict.returncode == 1
+    assert (
+        'bad.yml: document 1 (Network "n0"): use_nat: '
+        "unknown key 'use_nat'; did you mean 'use-nat'?" in strict.stderr
+    )
+    assert "warning:" not in strict.stderr
+    assert "2 errors; nothing was created" in strict.stderr
+    assert "Traceback" not in result.stderr + strict.stderr
 
 
-@pytest.mark.root
 def test_validate_checks_manifests_beside_placemat_files(tmp_path: Path) -> None:
     placemat = write(tmp_path / "ok.yml", "kind: Network\nname: n0\ntype: internal\n")
     quickstart = Path(__file__).resolve().parents[2] / "examples" / "vdc-quickstart.yaml"
@@ -84,6 +93,7 @@ def test_convert_warns_on_stderr_and_prints_a_manifest(tmp_path: Path) -> None:
     assert "inline: |\n        #!/bin/sh\n        ip link set eth0 up\n" in result.stdout
 
 
+@pytest.mark.root
 def test_run_refuses_kvm_where_it_cannot_run_guests(tmp_path: Path) -> None:
     # This machine's KVM is paravirtual-only (kvm_pvm): stock guests hang on it.
     spec = write(tmp_path / "n.yml", "kind: Node\nname: w1\ncpu: 1\nmemory: 128M\n")
@@ -98,6 +108,17 @@ def test_run_rejects_bad_listen_addr(tmp_path: Path) -> None:
     result = vdc("run", str(spec), "--listen-addr", "localhost")
     assert result.returncode == 2
     assert "expected HOST:PORT" in result.stderr
+
+
+def test_run_logs_what_it_ignores_and_strict_refuses_it(tmp_path: Path) -> None:
+    # A bad listen address stops the run right after reading the file: nothing is built.
+    spec = write(tmp_path / "v1.yml", "kind: Network\nname: n0\ntype: internal\nlabels: {}\n")
+    result = vdc("run", str(spec), "--listen-addr", "localhost")
+    assert result.returncode == 2
+    assert "warn" in result.stderr and "labels: ignored: unknown key 'labels'" in result.stderr
+    strict = vdc("run", "--strict", str(spec), "--listen-addr", "localhost")
+    assert strict.returncode == 1
+    assert "labels: unknown key 'labels'" in strict.stderr
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:

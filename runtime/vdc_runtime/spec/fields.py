@@ -199,6 +199,29 @@ def _host_interface(value: object) -> IPInterface:
     return iface
 
 
+LENIENT_NOTES = "lenient_notes"
+"""The validation context's key for a list that, when present, asks for Placemat's
+leniency: validators that Placemat is more lenient than let such values through and
+append `(location, message)` to it."""
+
+
+def _bridge_interface(value: object, info: ValidationInfo) -> IPInterface:
+    try:
+        return _host_interface(value)
+    except PydanticCustomError:
+        notes = (info.context or {}).get(LENIENT_NOTES)
+        if notes is None or not isinstance(value, str):
+            raise
+        iface = ipaddress.ip_interface(value.strip()) if "/" in value else None
+        if iface is None or iface.ip != iface.network.network_address:
+            raise
+        # Placemat gives it to the kernel, which takes it (it is only unusual on a bridge).
+        where = (info.field_name,) if info.field_name else ()
+        notes.append((where, f"'{value}' is the network address of {iface.network}; "
+                      "the bridge gets it as written, as with Placemat"))  # fmt: skip
+        return iface
+
+
 def _host_address(value: object) -> IPAddress:
     if isinstance(value, IPv4Address | IPv6Address):
         return value
@@ -239,20 +262,32 @@ HostAddress = Annotated[
 """One unicast address without a prefix length."""
 
 
+_INTERFACE_SCHEMA = WithJsonSchema(
+    {
+        "type": "string",
+        "format": "ip-interface",
+        "maxLength": 64,
+        "description": "a host address with its prefix length, e.g. 10.0.0.1/24 or fd00::1/64",
+    }
+)
+
 HostInterface = Annotated[
     IPInterface,
     PlainValidator(_host_interface),
     PlainSerializer(str, return_type=str),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "format": "ip-interface",
-            "maxLength": 64,
-            "description": "a host address with its prefix length, e.g. 10.0.0.1/24 or fd00::1/64",
-        }
-    ),
+    _INTERFACE_SCHEMA,
 ]
 """An address assigned to an interface: host part and prefix, like `ip addr add` takes."""
+
+
+BridgeInterface = Annotated[
+    IPInterface,
+    PlainValidator(_bridge_interface),
+    PlainSerializer(str, return_type=str),
+    _INTERFACE_SCHEMA,
+]
+"""A bridge's address: a `HostInterface`, but read leniently its network address passes
+with a warning, as Placemat passes it to the kernel."""
 
 
 def _size(value: object) -> str:

@@ -1,4 +1,12 @@
-"""Read Placemat v2 YAML files into a DataCenter, reporting every problem at once."""
+"""Read Placemat v2 YAML files into a DataCenter, reporting every problem at once.
+
+Read leniently (`strict=False`), a file is taken as Placemat takes it: Placemat's Go
+decoder ignores keys it does not know, including those of another volume kind (it has one
+volume struct), and hands a bridge's address to the kernel, which accepts the network
+address itself. Those become warnings, with the same did-you-mean hints; everything
+Placemat would fail on stays an error. Strict reading (`vdc validate --strict`, and the
+CR, whose CRD schema is strict anyway) refuses them.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +23,7 @@ from pydantic_core import ErrorDetails
 
 from vdc_runtime.spec.checks import Document, check
 from vdc_runtime.spec.errors import SpecError, SpecErrors, describe, did_you_mean, format_path
+from vdc_runtime.spec.fields import LENIENT_NOTES
 from vdc_runtime.spec.keys import (
     KeyStyle,
     Location,
@@ -121,10 +130,13 @@ class _Source:
     """Why the file could not be read, if it could not."""
 
 
-def load_files(paths: Iterable[Path | str]) -> DataCenter:
+def load_files(
+    paths: Iterable[Path | str], *, strict: bool = True, warnings: list[SpecError] | None = None
+) -> DataCenter:
     """Load and validate spec files; relative paths in each are relative to its folder.
 
-    Raises SpecErrors listing every problem; nothing else escapes for bad input.
+    Raises SpecErrors listing every problem; nothing else escapes for bad input. Without
+    `strict`, what Placemat ignores is appended to `warnings` instead (see the module).
     """
     sources: list[_Source] = []
     for path in map(Path, paths):
@@ -134,19 +146,29 @@ def load_files(paths: Iterable[Path | str]) -> DataCenter:
         except OSError as exc:
             reason = f"cannot read: {exc.strerror or exc}"
             sources.append(_Source(str(path), b"", base_dir, unreadable=reason))
-    return _load(sources)
+    return _load(sources, strict, warnings)
 
 
 def load_text(
-    yaml_text: str | bytes, source: str = "<string>", base_dir: Path | None = None
+    yaml_text: str | bytes,
+    source: str = "<string>",
+    base_dir: Path | None = None,
+    *,
+    strict: bool = True,
+    warnings: list[SpecError] | None = None,
 ) -> DataCenter:
     """Load and validate spec text; relative paths are relative to `base_dir` (default cwd)."""
     base = (base_dir if base_dir is not None else Path.cwd()).absolute()
-    return _load([_Source(source, yaml_text, base)])
+    return _load([_Source(source, yaml_text, base)], strict, warnings)
 
 
-def _load(sources: list[_Source]) -> DataCenter:
+def _load(
+    sources: list[_Source], strict: bool = True, warnings: list[SpecError] | None = None
+) -> DataCenter:
+    if not strict and warnings is None:
+        raise ValueError("lenient reading needs a list for its warnings")
     collector = _Collector([])
+    noted = _Collector([])
     documents: list[Document] = []
     complete = True
     for position, source in enumerate(sources):
@@ -155,9 +177,11 @@ def _load(sources: list[_Source]) -> DataCenter:
             collector.add((position, 0), error)
             complete = False
             continue
-        for doc, errors in _read(source, position):
+        for doc, errors, notes in _read(source, position, strict):
             for error in errors:
                 collector.add(doc.order, error)
+            for note in notes:
+                noted.add(doc.order, note)
             if doc.kind is None:
                 # The document's name and kind are unknown, so "no X named Y" errors
                 # elsewhere may be wrong; they are skipped until this one is fixed.
@@ -168,6 +192,8 @@ def _load(sources: list[_Source]) -> DataCenter:
         where = locate(problem.loc, KINDS[doc.kind], doc.raw, tagged=False) if doc.kind else None
         path = format_path(where.path) if where else format_path(problem.loc)
         collector.add(doc.order, _error(doc, path, problem.message))
+    if warnings is not None:
+        warnings.extend(noted.sorted())
     if collector.entries:
         raise SpecErrors(collector.sorted())
     return assemble(doc.model for doc in documents)
@@ -190,8 +216,10 @@ def _error(doc: Document, path: str, message: str) -> SpecError:
     return SpecError(doc.file, doc.index, doc.kind, doc.name, path, message)
 
 
-def _read(source: _Source, position: int) -> Iterator[tuple[Document, list[SpecError]]]:
-    """Each document of one file with the errors found in it alone."""
+def _read(
+    source: _Source, position: int, strict: bool
+) -> Iterator[tuple[Document, list[SpecError], list[SpecError]]]:
+    """Each document of one file with the errors, then the warnings, found in it alone."""
     loader: _YAMLLoader | None = None
     index = current = 0
     try:
@@ -206,15 +234,15 @@ def _read(source: _Source, position: int) -> Iterator[tuple[Document, list[SpecE
             problems, loader.problems = loader.problems, []
             if data is None and not problems:
                 continue  # an empty document, e.g. after a trailing `---`
-            doc, errors = _document(data, source, position, index)
+            doc, errors, notes = _document(data, source, position, index, strict)
             errors[:0] = [_error(doc, "", problem) for problem in problems]
-            yield doc, errors
+            yield doc, errors, notes
     except yaml.YAMLError as exc:
         doc = Document(source.label, max(current, 1), order=(position, current))
-        yield doc, [_error(doc, "", _yaml_message(exc))]
+        yield doc, [_error(doc, "", _yaml_message(exc))], []
     except RecursionError:
         doc = Document(source.label, max(current, 1), order=(position, current))
-        yield doc, [_error(doc, "", "the document is nested too deeply")]
+        yield doc, [_error(doc, "", "the document is nested too deeply")], []
     finally:
         if loader is not None:
             loader.dispose()
@@ -229,35 +257,55 @@ def _yaml_message(exc: yaml.YAMLError) -> str:
 
 
 def _document(
-    data: Any, source: _Source, position: int, index: int
-) -> tuple[Document, list[SpecError]]:
+    data: Any, source: _Source, position: int, index: int, strict: bool = True
+) -> tuple[Document, list[SpecError], list[SpecError]]:
     doc = Document(source.label, index, order=(position, index))
     if not isinstance(data, dict):
-        return doc, [_error(doc, "", f"a document must be a mapping of keys, got {describe(data)}")]
+        message = f"a document must be a mapping of keys, got {describe(data)}"
+        return doc, [_error(doc, "", message)], []
     kinds = ", ".join(KINDS)
     kind_key = find_key(data, _KIND_KEY)
     raw_name = data.get(find_key(data, "name"))
     if kind_key is None:
         message = f"missing required key 'kind' (one of: {kinds})"
-        return doc, [_error(doc, "", message)]
+        return doc, [_error(doc, "", message)], []
     kind = data[kind_key]
     if not isinstance(kind, str) or kind not in KINDS:
         hint = did_you_mean(kind, KINDS) if isinstance(kind, str) else ""
         message = f"unknown kind {_shown(kind)}{hint} (expected one of: {kinds})"
-        return doc, [_error(doc, kind_key, message)]
+        return doc, [_error(doc, kind_key, message)], []
     model_cls = KINDS[kind]
     doc.kind = kind
     doc.name = raw_name if isinstance(raw_name, str) else None
     doc.raw = {k: v for k, v in data.items() if k != kind_key}
     data = normalize(doc.raw, model_cls)
-    context = {"base_dir": source.base_dir}
+    # Validators that Placemat is more lenient than note here what they let through.
+    lenient_notes: list[tuple[tuple[str | int, ...], str]] = []
+    context: dict[str, Any] = {"base_dir": source.base_dir}
+    if not strict:
+        context[LENIENT_NOTES] = lenient_notes
     try:
         doc.model = model_cls.model_validate(data, context=context, by_alias=True, by_name=False)
     except ValidationError as exc:
         errors = exc.errors()
         doc.model = _without_unknown_keys(model_cls, data, errors, context)
-        return doc, [_pydantic_error(doc, model_cls, err) for err in errors]
-    return doc, []
+        ignored = [] if strict else [e for e in errors if e["type"] == "extra_forbidden"]
+        notes = [_pydantic_error(doc, model_cls, err, "ignored: ") for err in ignored]
+        errors = [e for e in errors if e not in ignored]
+        notes += _lenient_notes(doc, model_cls, lenient_notes)
+        return doc, [_pydantic_error(doc, model_cls, err) for err in errors], notes
+    return doc, [], _lenient_notes(doc, model_cls, lenient_notes)
+
+
+def _lenient_notes(
+    doc: Document, model_cls: type[SpecModel], notes: list[tuple[tuple[str | int, ...], str]]
+) -> list[SpecError]:
+    # A document validated twice (again without its unknown keys) noted things twice.
+    unique = dict.fromkeys(notes)
+    return [
+        _error(doc, format_path(locate(loc, model_cls, doc.raw, tagged=False).path), message)
+        for loc, message in unique
+    ]
 
 
 def _without_unknown_keys(
@@ -280,9 +328,11 @@ def _without_unknown_keys(
         return None
 
 
-def _pydantic_error(doc: Document, model_cls: type[SpecModel], err: ErrorDetails) -> SpecError:
+def _pydantic_error(
+    doc: Document, model_cls: type[SpecModel], err: ErrorDetails, prefix: str = ""
+) -> SpecError:
     path, message = pydantic_problem(err, model_cls, doc.raw)
-    return _error(doc, format_path(path), message)
+    return _error(doc, format_path(path), prefix + message)
 
 
 def pydantic_problem(

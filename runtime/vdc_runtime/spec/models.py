@@ -28,6 +28,7 @@ from vdc_runtime.spec.fields import (
     SHA256,
     URL,
     AbsolutePath,
+    BridgeInterface,
     FileName,
     FilePath,
     HostAddress,
@@ -101,7 +102,7 @@ class Network(SpecModel):
     name: NetworkName
     type: NetworkType
     use_nat: StrictBool = False
-    address: HostInterface | None = None
+    address: BridgeInterface | None = None
 
 
 class NetNSInterface(SpecModel):
