@@ -3,12 +3,14 @@ it. Line numbers are of github.com/cybozu-go/placemat v2.4.11, module `v2/`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from vdc_runtime.resource import spec as cr
 from vdc_runtime.spec import SpecError, SpecErrors, load_text
+from vdc_runtime.spec.goyaml import plain_scalar_as_string
 
 
 def lenient(text: str, tmp_path: Path) -> tuple[object, list[str]]:
@@ -100,3 +102,47 @@ def test_the_cr_stays_strict() -> None:
     with pytest.raises(SpecErrors) as info:
         cr.parse({"networks": [{"name": "n0", "type": "internal", "colour": "red"}]})
     assert "unknown key 'colour'" in str(info.value)
+
+
+# -- scalars in string fields -------------------------------------------------------------------
+
+GOLDEN = Path(__file__).with_name("goyaml") / "golden.json"
+
+
+def test_plain_scalars_become_the_text_placemats_decoder_makes() -> None:
+    """A contract test against the real decoder: tests/spec/goyaml/main.go decodes each line of
+    inputs.txt as `s: <line>` into a string field with sigs.k8s.io/yaml v1.6.0 and go-yaml
+    v2.4.3, Placemat v2.4.11's versions (go.mod), and golden.json holds what it got. To
+    regenerate: `cd tests/spec/goyaml && go run . < inputs.txt > golden.json`."""
+    golden = json.loads(GOLDEN.read_text())
+    assert len(golden) > 100
+    wrong = {
+        text: (expected, plain_scalar_as_string(text))
+        for text, expected in golden.items()
+        if plain_scalar_as_string(text) != expected
+    }
+    assert not wrong, wrong
+
+
+def test_numbers_and_booleans_in_string_fields_are_text(tmp_path: Path) -> None:
+    """pkg/types/cluster.go:337 decodes with sigs.k8s.io/yaml, whose Unmarshal turns a YAML
+    number or boolean into text where the Go field is a string (yaml.go, convertToJSONableObject):
+    an app's `command`, an SMBIOS serial."""
+    text = (
+        "kind: Network\nname: net0\ntype: internal\n---\n"
+        "kind: NetworkNamespace\nname: r\ninterfaces: [{network: net0, addresses: [10.0.0.1/24]}]\n"
+        "apps:\n- name: web\n  command: [python3, -m, http.server, 8000, 0x1F, '0x1F', yes]\n"
+        "---\n" + NODE + "smbios: {serial: 12345678}\n"
+    )
+    dc, warnings = lenient(text, tmp_path)
+    app = dc.netns[0].apps[0]  # type: ignore[attr-defined]
+    assert app.command == ["python3", "-m", "http.server", "8000", "31", "0x1F", "true"]
+    assert dc.nodes[0].smbios.serial == "12345678"  # type: ignore[attr-defined]
+    where = 'lab.yml: document 2 (NetworkNamespace "r"): apps[0].command'
+    advice = "as Placemat reads it; quote it to keep it as written"
+    assert warnings == [
+        f"{where}[4]: '0x1F' is read as '31', {advice}",
+        f"{where}[6]: 'yes' is read as 'true', {advice}",
+    ]
+    errors = strict_errors(text, tmp_path)
+    assert any("command[3]" in e and "8000" in e for e in errors), errors

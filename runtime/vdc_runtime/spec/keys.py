@@ -23,7 +23,7 @@ KeyStyle = Callable[[str], str]
 (Placemat's kebab-case, matched case-insensitively)."""
 
 
-def _unwrap(tp: Any) -> Any:
+def unwrap(tp: Any) -> Any:
     """Strip Annotated[...] and Optional[...] down to the type that shapes the data."""
     while True:
         origin = get_origin(tp)
@@ -65,7 +65,7 @@ def _written(model: type[BaseModel], canonical: str, style: KeyStyle | None) -> 
 
 def union_members(tp: Any) -> dict[str, type[BaseModel]] | None:
     """For a union of models told apart by `kind`, map each `kind` value to its model."""
-    tp = _unwrap(tp)
+    tp = unwrap(tp)
     if get_origin(tp) not in (Union, types.UnionType):
         return None
     members: dict[str, type[BaseModel]] = {}
@@ -91,8 +91,8 @@ def find_key(mapping: dict[Any, Any], key: str) -> Any:
     return None
 
 
-def _item_type(tp: Any) -> Any:
-    tp = _unwrap(tp)
+def item_type(tp: Any) -> Any:
+    tp = unwrap(tp)
     if get_origin(tp) is list:
         return get_args(tp)[0]
     return None
@@ -104,7 +104,7 @@ def normalize(value: Any, tp: Any) -> Any:
     Unknown keys are kept as written so pydantic reports them. An explicit null on a key
     with a default counts as absent, as it did in Placemat (Go leaves the zero value).
     """
-    tp = _unwrap(tp)
+    tp = unwrap(tp)
     members = union_members(tp)
     if members is not None:
         if isinstance(value, dict):
@@ -135,7 +135,7 @@ def normalize(value: Any, tp: Any) -> Any:
             else:
                 out[canonical] = normalize(item, info.annotation)
         return out
-    item_tp = _item_type(tp)
+    item_tp = item_type(tp)
     if item_tp is not None and isinstance(value, list):
         return [normalize(item, item_tp) for item in value]
     return value
@@ -147,7 +147,7 @@ def rename(value: Any, tp: Any, style: KeyStyle) -> Any:
     Unknown keys are kept as written so pydantic reports them; nulls stay (a CR has none
     that mean anything else than what the schema says).
     """
-    tp = _unwrap(tp)
+    tp = unwrap(tp)
     members = union_members(tp)
     if members is not None:
         tag = value.get(_DISCRIMINATOR) if isinstance(value, dict) else None
@@ -165,7 +165,7 @@ def rename(value: Any, tp: Any, style: KeyStyle) -> Any:
             else:
                 out[canonical] = rename(item, fields[canonical].annotation, style)
         return out
-    item_tp = _item_type(tp)
+    item_tp = item_type(tp)
     if item_tp is not None and isinstance(value, list):
         return [rename(item, item_tp, style) for item in value]
     return value
@@ -201,7 +201,7 @@ def locate(
     path: list[str | int] = []
     siblings: dict[str, type[BaseModel]] | None = None
     for seg in loc:
-        tp = _unwrap(tp)
+        tp = unwrap(tp)
         members = union_members(tp)
         if members is not None:
             if tagged and isinstance(seg, str) and seg in members:
@@ -226,8 +226,8 @@ def locate(
             path.append(seg)
             in_range = isinstance(raw, list) and isinstance(seg, int) and 0 <= seg < len(raw)
             raw = raw[seg] if in_range else None
-            tp = _item_type(tp)
-    return Location(tuple(path), _unwrap(tp), siblings)
+            tp = item_type(tp)
+    return Location(tuple(path), unwrap(tp), siblings)
 
 
 def remove(data: Any, loc: Sequence[str | int], tp: Any) -> None:
@@ -237,7 +237,7 @@ def remove(data: Any, loc: Sequence[str | int], tp: Any) -> None:
     """
     parent = data
     for seg in loc[:-1]:
-        tp = _unwrap(tp)
+        tp = unwrap(tp)
         members = union_members(tp)
         if members is not None and isinstance(seg, str) and seg in members:
             tp = members[seg]
@@ -246,6 +246,6 @@ def remove(data: Any, loc: Sequence[str | int], tp: Any) -> None:
             info = fields_by_key(tp).get(str(seg))
             tp = info.annotation if info is not None else None
         else:
-            tp = _item_type(tp)
+            tp = item_type(tp)
         parent = parent[seg]
     del parent[loc[-1]]

@@ -44,6 +44,7 @@ from vdc_runtime.spec.models import (
     Node,
     SpecModel,
 )
+from vdc_runtime.spec.scalars import Note, as_placemat_reads
 
 _KIND_KEY = "kind"
 
@@ -227,14 +228,16 @@ def _read(
         loader = _YAMLLoader(source.text)
         while True:
             current = index + 1
-            if not loader.check_data():
+            if not loader.check_node():
                 break
-            data = loader.get_data()
+            # The node keeps each scalar as written, for reading it as Placemat does.
+            node = loader.get_node()
+            data = loader.construct_document(node)
             index = current
             problems, loader.problems = loader.problems, []
             if data is None and not problems:
                 continue  # an empty document, e.g. after a trailing `---`
-            doc, errors, notes = _document(data, source, position, index, strict)
+            doc, errors, notes = _document(data, source, position, index, strict, node)
             errors[:0] = [_error(doc, "", problem) for problem in problems]
             yield doc, errors, notes
     except yaml.YAMLError as exc:
@@ -257,7 +260,12 @@ def _yaml_message(exc: yaml.YAMLError) -> str:
 
 
 def _document(
-    data: Any, source: _Source, position: int, index: int, strict: bool = True
+    data: Any,
+    source: _Source,
+    position: int,
+    index: int,
+    strict: bool = True,
+    node: yaml.Node | None = None,
 ) -> tuple[Document, list[SpecError], list[SpecError]]:
     doc = Document(source.label, index, order=(position, index))
     if not isinstance(data, dict):
@@ -278,12 +286,15 @@ def _document(
     doc.kind = kind
     doc.name = raw_name if isinstance(raw_name, str) else None
     doc.raw = {k: v for k, v in data.items() if k != kind_key}
-    data = normalize(doc.raw, model_cls)
+    scalar_notes: list[Note] = []
+    data = doc.raw if strict else as_placemat_reads(doc.raw, node, model_cls, scalar_notes)
+    data = normalize(data, model_cls)
     # Validators that Placemat is more lenient than note here what they let through.
     lenient_notes: list[tuple[tuple[str | int, ...], str]] = []
     context: dict[str, Any] = {"base_dir": source.base_dir}
     if not strict:
         context[LENIENT_NOTES] = lenient_notes
+    scalars = [_error(doc, format_path(loc), message) for loc, message in scalar_notes]
     try:
         doc.model = model_cls.model_validate(data, context=context, by_alias=True, by_name=False)
     except ValidationError as exc:
@@ -293,8 +304,8 @@ def _document(
         notes = [_pydantic_error(doc, model_cls, err, "ignored: ") for err in ignored]
         errors = [e for e in errors if e not in ignored]
         notes += _lenient_notes(doc, model_cls, lenient_notes)
-        return doc, [_pydantic_error(doc, model_cls, err) for err in errors], notes
-    return doc, [], _lenient_notes(doc, model_cls, lenient_notes)
+        return doc, [_pydantic_error(doc, model_cls, err) for err in errors], scalars + notes
+    return doc, [], scalars + _lenient_notes(doc, model_cls, lenient_notes)
 
 
 def _lenient_notes(
