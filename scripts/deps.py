@@ -112,9 +112,12 @@ def pip(*args: str) -> None:
 
 def python_packages() -> str:
     outcome = "ok"
-    # Reinstalled only when the dependency lists changed (not for a linter's settings).
+    # Reinstalled only when the dependency lists or the commands changed (not for a
+    # linter's settings): an editable install makes the commands' scripts only then.
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = json.dumps([project["dependencies"], project["optional-dependencies"]])
+    wanted = json.dumps(
+        [project["dependencies"], project["optional-dependencies"], project["scripts"]]
+    )
     stamp = VENV / f".vdc-deps-{hashlib.sha256(wanted.encode()).hexdigest()[:16]}"
     if not stamp.exists():
         pip("install", "--upgrade", "pip")
