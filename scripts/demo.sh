@@ -29,7 +29,7 @@ While it runs, in another terminal:
 Stop with Ctrl-C: everything it created is removed (volumes and logs stay in /var/lib/vdc).
 
 MSG
-"$vdc" run --run-dir /run/vdc/demo "$spec" 2> >(grep -v -E '\[(boot-server/http|qemu/)' >&2) &
+"$vdc" run --run-dir /run/vdc/demo "$spec" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid' INT TERM
 "$venv/bin/python" scripts/demo_watch.py "${DEMO_SECONDS:-300}" || true

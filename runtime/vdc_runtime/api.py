@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -92,11 +93,26 @@ async def node_console_log(request: web.Request) -> web.Response:
     machine = _machine(request)
     if machine is None:
         return _error(404, f"no node named {request.match_info['name']!r}")
+    return await _log_chunk(request, machine.layout.console_log)
+
+
+async def app_log(request: web.Request) -> web.Response:
+    """What a namespace's app printed, read as a node's console log is."""
+    run = request.app[RUN_KEY]
+    netns, name = request.match_info["name"], request.match_info["app"]
+    apps = run.apps.apps if run.apps is not None else []
+    app = next((a for a in apps if (a.netns, a.name) == (netns, name)), None)
+    if app is None or app.log_path is None:
+        return _error(404, f"no app {name!r} in network namespace {netns!r}")
+    return await _log_chunk(request, app.log_path)
+
+
+async def _log_chunk(request: web.Request, path: Path) -> web.Response:
+    """The file from byte `offset` on (at most LOG_CHUNK), and where the next call starts."""
     try:
         offset = int(request.query.get("offset", "0"))
     except ValueError:
         return _error(400, "offset must be a number of bytes")
-    path = machine.layout.console_log
 
     def read() -> bytes:
         try:
@@ -171,6 +187,7 @@ def make_app(run: DataCenterRun) -> web.Application:
     app.router.add_get("/networks/{name}", network)
     app.router.add_get("/netns", netns_list)
     app.router.add_get("/netns/{name}", netns_one)
+    app.router.add_get("/netns/{name}/apps/{app}/log", app_log)
     app.router.add_get("/nodes", nodes)
     app.router.add_get("/nodes/{name}", node)
     app.router.add_get("/nodes/{name}/console-log", node_console_log)

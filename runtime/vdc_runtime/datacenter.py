@@ -158,7 +158,11 @@ class DataCenterRun:
         for ns in self.dc.netns:
             for app in ns.apps:
                 state = procs.AppState(
-                    netns=ns.name, name=app.name, command=list(app.command), restart=app.restart
+                    netns=ns.name,
+                    name=app.name,
+                    command=list(app.command),
+                    restart=app.restart,
+                    log_path=self.options.data_dir / "logs" / "apps" / f"{ns.name}.{app.name}.log",
                 )
                 try:
                     await self.apps.start(state)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from vdc_runtime.fabric.netns import netns_path
 from vdc_runtime.ledger import Ledger
@@ -62,11 +62,19 @@ async def _spawn(
     return proc
 
 
-async def _pump(stream: asyncio.StreamReader, prefix: str, tail: list[str] | None = None) -> None:
+async def _pump(
+    stream: asyncio.StreamReader,
+    prefix: str,
+    tail: list[str] | None = None,
+    sink: TextIO | None = None,
+    level: int = logging.INFO,
+) -> None:
     logger = logging.getLogger(f"vdc.app.{prefix}")
     while line := await stream.readline():
         text = line.decode(errors="replace").rstrip()
-        logger.info("%s", text, extra={"prefix": prefix})
+        logger.log(level, "%s", text, extra={"prefix": prefix})
+        if sink is not None:
+            sink.write(text + "\n")
         if tail is not None:
             tail.append(text)
             del tail[:-20]
@@ -131,6 +139,8 @@ class AppState:
     name: str
     command: list[str]
     restart: str
+    log_path: Path | None = None
+    """Where its output goes, line by line (kept after the run, like console logs)."""
     pid: int | None = None
     state: str = "starting"  # running / exited / failed / restarting / stopped
     restarts: int = 0
@@ -151,11 +161,16 @@ class AppState:
             "pid": self.pid,
             "restarts": self.restarts,
             "exit_code": self.exit_code,
+            "log": str(self.log_path) if self.log_path else None,
         }
 
 
 class AppSupervisor:
-    """Starts apps, streams their output, applies their restart policy.
+    """Starts apps, keeps their output, applies their restart policy.
+
+    An app's output goes to its log file and to the log at debug level (`vdc run -v`): a
+    boot server's dnsmasq would otherwise bury what a person follows in the terminal. When
+    an app fails, its last lines come with the error.
 
     `on_fatal` is called when an app exits in a way its policy does not absorb: with
     restart "no", any non-zero exit (as Placemat: the whole run stops). An exit with 0 under
@@ -192,10 +207,24 @@ class AppSupervisor:
         return proc
 
     async def _watch(self, app: AppState, proc: asyncio.subprocess.Process) -> None:
+        sink = None
+        if app.log_path is not None:
+            app.log_path.parent.mkdir(parents=True, exist_ok=True)
+            sink = app.log_path.open("a", buffering=1, errors="replace")
+        try:
+            await self._supervise(app, proc, sink)
+        finally:
+            if sink is not None:
+                sink.close()
+
+    async def _supervise(
+        self, app: AppState, proc: asyncio.subprocess.Process, sink: TextIO | None
+    ) -> None:
         backoff = 1.0
+        tail: list[str] = []
         while True:
             assert proc.stdout is not None
-            await _pump(proc.stdout, app.label)
+            await _pump(proc.stdout, app.label, tail, sink, logging.DEBUG)
             code = await proc.wait()
             self._procs.pop(proc.pid, None)
             app.exit_code = code
@@ -208,8 +237,10 @@ class AppSupervisor:
                 if code == 0:
                     log.warning("app %s exited with 0; the run goes on without it", app.label)
                 else:
-                    log.error("app %s exited with %d", app.label, code)
-                    result = self.on_fatal(f"app {app.label} exited with {code}")
+                    last = ("; last output: " + " | ".join(tail[-5:])) if tail else ""
+                    where = f" (all of it in {app.log_path})" if app.log_path else ""
+                    log.error("app %s exited with %d%s%s", app.label, code, last, where)
+                    result = self.on_fatal(f"app {app.label} exited with {code}{last}")
                     if result is not None:
                         await result
                 return

@@ -56,9 +56,10 @@ class HostNetns:
 
 
 def http_in_netns(
-    ns: str, method: str, path: str, port: int = API_PORT, timeout: float = 5
+    ns: str, method: str, path: str, port: int = API_PORT, timeout: float = 5, text: bool = False
 ) -> tuple[int, Any]:
-    """An HTTP request whose socket is made inside `ns` (so 127.0.0.1 is that namespace's)."""
+    """An HTTP request whose socket is made inside `ns` (so 127.0.0.1 is that namespace's);
+    the body as JSON, or as `text`."""
     result: dict[str, Any] = {}
 
     def worker() -> None:
@@ -70,7 +71,10 @@ def http_in_netns(
             conn.request(method, path)
             resp = conn.getresponse()
             body = resp.read()
-            result["value"] = (resp.status, json.loads(body) if body else None)
+            if text:
+                result["value"] = (resp.status, body.decode(errors="replace"))
+            else:
+                result["value"] = (resp.status, json.loads(body) if body else None)
         except Exception as exc:
             result["error"] = exc
         finally:
@@ -219,8 +223,8 @@ class VdcRun:
         self.stop()
         raise AssertionError(f"vdc run not ready after {timeout} s:\n{self.output}")
 
-    def api(self, path: str, method: str = "GET") -> tuple[int, Any]:
-        return http_in_netns(self.host.name, method, path)
+    def api(self, path: str, method: str = "GET", text: bool = False) -> tuple[int, Any]:
+        return http_in_netns(self.host.name, method, path, text=text)
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

@@ -11,6 +11,17 @@ import pytest
 from vdc_runtime.resource import spec as cr
 from vdc_runtime.spec import SpecError, SpecErrors, load_text
 from vdc_runtime.spec.goyaml import plain_scalar_as_string
+from vdc_runtime.spec.models import (
+    KINDS,
+    SMBIOS,
+    App,
+    HostPathVolume,
+    ImageVolume,
+    LocaldsVolume,
+    NetNSInterface,
+    RawVolume,
+)
+from vdc_runtime.spec.scalars import PLACEMAT_STRINGS
 
 
 def lenient(text: str, tmp_path: Path) -> tuple[object, list[str]]:
@@ -146,3 +157,28 @@ def test_numbers_and_booleans_in_string_fields_are_text(tmp_path: Path) -> None:
     ]
     errors = strict_errors(text, tmp_path)
     assert any("command[3]" in e and "8000" in e for e in errors), errors
+
+
+def test_only_placemats_own_string_fields_are_read_so(tmp_path: Path) -> None:
+    """vdc's additions are read as YAML reads them: `restart: no` is an app's policy (an
+    app has no restart key in Placemat's NetNSAppSpec, pkg/types/cluster.go)."""
+    text = (
+        "kind: Network\nname: net0\ntype: internal\n---\n"
+        "kind: NetworkNamespace\nname: r\ninterfaces: [{network: net0, addresses: [10.0.0.1/24]}]\n"
+        "apps:\n- {name: web, command: [sleep, infinity], restart: no}\n"
+    )
+    dc, warnings = lenient(text, tmp_path)
+    assert dc.netns[0].apps[0].restart == "no" and warnings == []  # type: ignore[attr-defined]
+
+
+def test_the_table_of_placemats_strings_names_real_keys() -> None:
+    volumes = (ImageVolume, LocaldsVolume, RawVolume, HostPathVolume)
+    models = {m.__name__: m for m in (*KINDS.values(), App, NetNSInterface, SMBIOS, *volumes)}
+
+    def keys_of(*classes: type) -> set[str]:
+        return {info.alias or f for c in classes for f, info in c.model_fields.items()}  # type: ignore[attr-defined]
+
+    for name, keys in PLACEMAT_STRINGS.items():
+        # Placemat has one volume struct: its keys are spread over vdc's volume kinds.
+        known = keys_of(*volumes) if models[name] in volumes else keys_of(models[name])
+        assert keys - {"kind"} <= known, (name, keys - known)

@@ -5,6 +5,9 @@ strings to Placemat. Read leniently, each such scalar becomes the text Placemat'
 makes of it, with a warning where that text is not what the file says (`0x1F` is "31",
 `yes` is "true"). The walk follows the models' types over the YAML nodes, which keep each
 scalar as written; quoted scalars are strings already and stay as they are.
+
+Only Placemat's own string fields are read so (`PLACEMAT_STRINGS`, from its Go structs):
+vdc's additions, such as an app's `restart: no`, are vdc's and read as YAML reads them.
 """
 
 from __future__ import annotations
@@ -33,6 +36,26 @@ _TEXT_TYPES = (
 
 Note = tuple[tuple[str | int, ...], str]
 
+_VOLUME = {"kind", "name", "image", "user-data", "network-config", "size", "path", "cache",
+           "format", "vg", "device-class"}  # fmt: skip
+PLACEMAT_STRINGS: dict[str, set[str]] = {
+    "Network": {"kind", "name", "type", "address"},
+    "NetworkNamespace": {"kind", "name", "init-scripts"},
+    "NetNSInterface": {"network", "addresses"},
+    "App": {"name", "command"},
+    "DeviceClass": {"kind", "name", "path"},
+    "Node": {"kind", "name", "interfaces", "ignition", "memory"},
+    "SMBIOS": {"manufacturer", "product", "serial"},
+    "ImageVolume": _VOLUME,
+    "LocaldsVolume": _VOLUME,
+    "RawVolume": _VOLUME,
+    "HostPathVolume": _VOLUME,
+    "Image": {"kind", "name", "url", "file", "compression"},
+}
+"""The keys of each model that are strings (or lists of strings) in Placemat v2.4.11's
+structs (pkg/types/cluster.go); Go's named string types (NetworkType, NodeVolumeKind, ...)
+count, as the decoder converts into them too."""
+
 
 def _is_text(tp: Any) -> bool:
     """Whether a field of this type is a string in Placemat's Go structs."""
@@ -47,11 +70,16 @@ def _is_text(tp: Any) -> bool:
 
 
 def as_placemat_reads(
-    value: Any, node: yaml.Node | None, tp: Any, notes: list[Note], loc: tuple[str | int, ...] = ()
+    value: Any,
+    node: yaml.Node | None,
+    tp: Any,
+    notes: list[Note],
+    loc: tuple[str | int, ...] = (),
+    placemat_string: bool = False,
 ) -> Any:
-    """`value` (a document as PyYAML read it, keys as written) with each plain scalar in a
-    string field replaced by Placemat's text for it; `notes` gets `(path, message)` for
-    each one whose text changes."""
+    """`value` (a document as PyYAML read it, keys as written) with each plain scalar in one
+    of Placemat's string fields replaced by Placemat's text for it; `notes` gets
+    `(path, message)` for each one whose text changes."""
     if node is None:
         return value
     tp = unwrap(tp)
@@ -61,7 +89,7 @@ def as_placemat_reads(
             kind_key = find_key(value, "kind")
             tag = value.get(kind_key) if kind_key is not None else None
             if isinstance(tag, str) and tag in members:
-                return as_placemat_reads(value, node, members[tag], notes, loc)
+                return as_placemat_reads(value, node, members[tag], notes, loc, placemat_string)
         return value
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         if not isinstance(value, dict) or not isinstance(node, yaml.MappingNode):
@@ -69,6 +97,7 @@ def as_placemat_reads(
         known = fields_by_key(tp)
         folded = {key.lower(): key for key in known}
         nodes = {k.value: v for k, v in node.value if isinstance(k, yaml.ScalarNode)}
+        strings = PLACEMAT_STRINGS.get(tp.__name__, set())
         out: dict[Any, Any] = {}
         for key, item in value.items():
             canonical = key if key in known else folded.get(str(key).lower())
@@ -76,7 +105,9 @@ def as_placemat_reads(
             out[key] = (
                 item
                 if info is None
-                else as_placemat_reads(item, nodes.get(key), info.annotation, notes, (*loc, key))
+                else as_placemat_reads(
+                    item, nodes.get(key), info.annotation, notes, (*loc, key), canonical in strings
+                )
             )
         return out
     inner = item_type(tp)
@@ -86,10 +117,12 @@ def as_placemat_reads(
         if len(node.value) != len(value):
             return value
         return [
-            as_placemat_reads(item, item_node, inner, notes, (*loc, i))
+            as_placemat_reads(item, item_node, inner, notes, (*loc, i), placemat_string)
             for i, (item, item_node) in enumerate(zip(value, node.value, strict=True))
         ]
-    if not _is_text(tp) or not isinstance(node, yaml.ScalarNode) or node.style is not None:
+    if not placemat_string or not _is_text(tp):
+        return value
+    if not isinstance(node, yaml.ScalarNode) or node.style is not None:
         return value
     if not isinstance(value, str | int | float | bool):
         return value
