@@ -180,13 +180,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if dc is None:
         return EXIT_FAILED
     try:
-        conversion = convert(dc, args.name, args.namespace)
+        conversion = convert(
+            dc, args.name, args.namespace, configmap=args.configmap, inline_max=args.inline_max
+        )
     except SpecErrors as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_FAILED
     for warning in conversion.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    sys.stdout.write(dump(conversion.manifest))
+    sys.stdout.write(dump(*conversion.documents))
     return EXIT_OK
 
 
@@ -431,6 +433,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_strict(convert)
     convert.add_argument("--name", required=True, help="the VirtualDataCenter's name")
     convert.add_argument("--namespace", help="its namespace (default: kubectl's)")
+    convert.add_argument(
+        "--configmap",
+        metavar="NAME",
+        help="put files larger than --inline-max into a ConfigMap of this name (printed"
+        " first) instead of inline",
+    )
+    convert.add_argument(
+        "--inline-max",
+        type=int,
+        default=4096,
+        metavar="BYTES",
+        help="with --configmap, the largest file kept inline (default 4096)",
+    )
     convert.set_defaults(func=cmd_convert)
 
     env = os.environ

@@ -12,6 +12,7 @@ import yaml
 from tests.spec.conftest import DATA
 from vdc_runtime.resource import spec as cr
 from vdc_runtime.resource.convert import convert, dump, to_manifest
+from vdc_runtime.resource.manifests import check
 from vdc_runtime.spec import DataCenter, SpecErrors, load_files
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -209,3 +210,36 @@ def test_placemat_data_has_no_cr_only_keys() -> None:
     found = spec_errors("kind: Network\nname: n\ntype: internal\nuseNat: true\n")
     assert [e.message for e in found] == ["unknown key 'useNat'; did you mean 'use-nat'?"]
     assert (DATA / "full" / "cluster.yml").is_file()
+
+
+def test_convert_puts_larger_files_in_a_configmap(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    small = tmp_path / "small.sh"
+    small.write_text("#!/bin/sh\ntrue\n")
+    # Two files of one name and different content get a key each.
+    for folder, route in (("a", "10.0.0.0/8"), ("b", "172.16.0.0/12")):
+        (tmp_path / folder / "init.sh").write_text(f"#!/bin/sh\nip route add {route} dev eth0\n")
+    for script in (small, tmp_path / "a" / "init.sh", tmp_path / "b" / "init.sh"):
+        script.chmod(0o755)
+    spec = tmp_path / "lab.yml"
+    spec.write_text(
+        "kind: Network\nname: n0\ntype: internal\n---\n"
+        "kind: NetworkNamespace\nname: r\ninterfaces: [{network: n0, addresses: [10.1.0.1/24]}]\n"
+        "init-scripts: [small.sh, a/init.sh, b/init.sh]\n"
+    )
+    conversion = convert(load_files([spec]), "lab", "labs", configmap="lab-files", inline_max=20)
+    scripts = conversion.manifest["spec"]["networkNamespaces"][0]["initScripts"]
+    assert scripts[0] == {"inline": "#!/bin/sh\ntrue\n"}
+    assert [s["configMapKeyRef"] for s in scripts[1:]] == [
+        {"name": "lab-files", "key": "init.sh"},
+        {"name": "lab-files", "key": "init.sh-2"},
+    ]
+    configmap = conversion.configmap
+    assert configmap is not None and configmap["metadata"] == {"name": "lab-files",
+                                                                "namespace": "labs"}  # fmt: skip
+    assert configmap["data"]["init.sh-2"].endswith("172.16.0.0/12 dev eth0\n")
+    docs = list(yaml.safe_load_all(dump(*conversion.documents)))
+    assert [d["kind"] for d in docs] == ["ConfigMap", cr.KIND]
+    report = check("lab.yaml", docs)
+    assert not report.errors and report.skipped == ['ConfigMap "lab-files"']

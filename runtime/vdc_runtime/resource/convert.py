@@ -13,6 +13,7 @@ multi-line text (scripts, cloud-init data) as literal blocks.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,29 @@ def _dump(model: SpecModel, *skip: str) -> dict[str, Any]:
     return _camel_keys(data)  # type: ignore[no-any-return]
 
 
-class _Inliner:
-    def __init__(self) -> None:
-        self.problems: list[SpecError] = []
+CONFIGMAP_MAX = 1024 * 1024
+"""A ConfigMap's data limit (etcd's object size, with room for the rest of it)."""
 
-    def inline(self, path: Path, where: str) -> dict[str, str]:
+
+class _Inliner:
+    """Each file the spec names becomes a file source: inline, or with a ConfigMap given,
+    a key of it for every file larger than `inline_max`."""
+
+    def __init__(self, configmap: str | None = None, inline_max: int = cr.INLINE_MAX) -> None:
+        self.problems: list[SpecError] = []
+        self.configmap = configmap
+        self.inline_max = inline_max
+        self.data: dict[str, str] = {}
+
+    def _key(self, path: Path, text: str) -> str:
+        stem = re.sub(r"[^-._a-zA-Z0-9]", "-", path.name).lstrip(".") or "file"
+        key, n = stem, 1
+        while key in self.data and self.data[key] != text:
+            n += 1
+            key = f"{stem}-{n}"
+        return key
+
+    def inline(self, path: Path, where: str) -> dict[str, Any]:
         try:
             data = path.read_bytes()
             text = data.decode()
@@ -55,13 +74,32 @@ class _Inliner:
                 " (spec.images[].url) with `image: <name>` here",
             )
             return {"inline": ""}
+        if self.configmap is not None and len(data) > self.inline_max:
+            key = self._key(path, text)
+            self.data[key] = text
+            return {"configMapKeyRef": {"name": self.configmap, "key": key}}
         if len(text) > cr.INLINE_MAX:
             self._problem(
                 where,
                 f"{path} is {len(data)} bytes, more than an inline file may hold"
-                f" ({cr.INLINE_MAX}); put it in a ConfigMap or serve it as an Image",
+                f" ({cr.INLINE_MAX}); put it in a ConfigMap (--configmap) or serve it as an Image",
             )
         return {"inline": text}
+
+    def configmap_manifest(self, namespace: str | None) -> dict[str, Any] | None:
+        if self.configmap is None or not self.data:
+            return None
+        size = sum(len(k) + len(v.encode()) for k, v in self.data.items())
+        if size > CONFIGMAP_MAX:
+            self._problem(
+                "ConfigMap",
+                f"the files for ConfigMap {self.configmap} add up to {size} bytes, more than a"
+                f" ConfigMap holds ({CONFIGMAP_MAX}); serve the largest as Images",
+            )
+        metadata: dict[str, Any] = {"name": self.configmap}
+        if namespace:
+            metadata["namespace"] = namespace
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": self.data}
 
     def _problem(self, where: str, message: str) -> None:
         self.problems.append(SpecError(where, None, None, None, "", message))
@@ -72,6 +110,12 @@ class Conversion:
     manifest: dict[str, Any]
     warnings: list[str]
     """`field: message` for each path that means the pod's file, not this host's."""
+    configmap: dict[str, Any] | None = None
+    """The ConfigMap that holds the larger files (with `configmap` given), to apply first."""
+
+    @property
+    def documents(self) -> list[dict[str, Any]]:
+        return [d for d in (self.configmap, self.manifest) if d is not None]
 
 
 def _path_warnings(dc: DataCenter) -> list[str]:
@@ -100,10 +144,23 @@ def _path_warnings(dc: DataCenter) -> list[str]:
     return warnings
 
 
-def convert(dc: DataCenter, name: str, namespace: str | None = None) -> Conversion:
+def convert(
+    dc: DataCenter,
+    name: str,
+    namespace: str | None = None,
+    *,
+    configmap: str | None = None,
+    inline_max: int = 4096,
+) -> Conversion:
     """A VirtualDataCenter named `name` for a loaded Placemat spec, with warnings for
-    paths; SpecErrors for what a CR cannot hold."""
-    return Conversion(to_manifest(dc, name, namespace), _path_warnings(dc))
+    paths; SpecErrors for what a CR cannot hold. With `configmap`, files larger than
+    `inline_max` bytes go into a ConfigMap of that name instead of inline."""
+    files = _Inliner(configmap, inline_max) if configmap else _Inliner()
+    manifest = to_manifest(dc, name, namespace, files)
+    extra = files.configmap_manifest(namespace)
+    if files.problems:
+        raise SpecErrors(files.problems)
+    return Conversion(manifest, _path_warnings(dc), extra)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -118,17 +175,19 @@ def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _text)
 
 
-def dump(manifest: dict[str, Any]) -> str:
-    """The manifest as YAML a person would keep: keys in the models' order, multi-line text
-    as literal blocks (PyYAML quotes the rare text a block cannot hold, such as trailing
+def dump(*documents: dict[str, Any]) -> str:
+    """Manifests as YAML a person would keep: keys in the models' order, multi-line text as
+    literal blocks (PyYAML quotes the rare text a block cannot hold, such as trailing
     spaces on a line)."""
-    return yaml.dump(manifest, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
+    return yaml.dump_all(documents, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
 
 
-def to_manifest(dc: DataCenter, name: str, namespace: str | None = None) -> dict[str, Any]:
-    """A VirtualDataCenter named `name` for a loaded Placemat spec; SpecErrors for what a
-    CR cannot hold."""
-    files = _Inliner()
+def to_manifest(
+    dc: DataCenter, name: str, namespace: str | None = None, files: _Inliner | None = None
+) -> dict[str, Any]:
+    """A VirtualDataCenter named `name` for a loaded Placemat spec, every file inline (or
+    as `files` places it); SpecErrors for what a CR cannot hold."""
+    files = files if files is not None else _Inliner()
     spec: dict[str, Any] = {}
     if dc.networks:
         spec["networks"] = [_dump(n) for n in dc.networks]
@@ -177,7 +236,10 @@ def to_manifest(dc: DataCenter, name: str, namespace: str | None = None) -> dict
         for i, user in enumerate(dc.bmc.users):
             entry = {"name": user.name, "role": user.role}
             if user.password_file is not None:
-                password = files.inline(user.password_file, f"spec.bmc.users[{i}].password")
+                # A password stays in the CR whatever its size (it is the CR's own field).
+                reader = _Inliner()
+                password = reader.inline(user.password_file, f"spec.bmc.users[{i}].password")
+                files.problems += reader.problems
                 entry["password"] = password["inline"].rstrip("\r\n")
             else:
                 entry["password"] = user.password or ""
