@@ -242,5 +242,16 @@ class VdcRun:
         return self.wait()
 
     def run_to_exit(self, timeout: float = 60) -> int:
+        """Start the run and wait for it to end by itself; one that is still up after
+        `timeout` is stopped (so that it leaves nothing behind) and fails the test."""
         self.start()
-        return self.wait(timeout)
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(
+                f"vdc run still running after {timeout} s; stopped it:\n{self.output}"
+            ) from None
+        finally:
+            self._log.close()
