@@ -16,10 +16,12 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 from vdc_runtime import __version__
+from vdc_runtime.client import ClientError, call
 
 EXIT_FAILED = 1
 """Placemat's exit code for any failure, usage errors included (cobra and log.ErrorExit)."""
@@ -85,48 +87,6 @@ class _Parser(argparse.ArgumentParser):
         raise _Usage(message)
 
 
-def _pmctl2_parser() -> argparse.ArgumentParser:
-    # Placemat's global flags may come before or after the subcommand (cobra's persistent
-    # flags); SUPPRESS keeps a subcommand's unset copy from hiding the global one.
-    def global_flags(parser: argparse.ArgumentParser, default: Any) -> None:
-        parser.add_argument("--endpoint", default=default,
-                            help="API endpoint of the target placemat")  # fmt: skip
-        for flag, what in (("--logfile", "Log filename"), ("--logformat", "Log format"),
-                           ("--loglevel", "Log level")):  # fmt: skip
-            parser.add_argument(flag, default=argparse.SUPPRESS, help=f"{what} (accepted)")
-
-    parser = _Parser(prog="pmctl2", description="control nodes and forwards of a data center")
-    global_flags(parser, "http://localhost:10808")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    def command(parent: Any, name: str, helptext: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = parent.add_parser(name, help=helptext)
-        global_flags(p, argparse.SUPPRESS)
-        return p
-
-    node = command(sub, "node", "node subcommand")
-    nsub = node.add_subparsers(dest="node_command", required=True, parser_class=_Parser)
-    p = command(nsub, "list", "show node list")
-    p.add_argument("--json", action="store_true", help="show in JSON")
-    p = command(nsub, "show", "show node info")
-    p.add_argument("node", nargs="*")
-    p = command(nsub, "action", "control nodes: start, stop, restart (and vdc's others)")
-    p.add_argument("args", nargs="*", metavar="ACTION NODE")
-    p = command(nsub, "enter", "connect to the node's serial console (leave: Ctrl-])")
-    p.add_argument("node", nargs="*")
-    forward = command(sub, "forward", "forward subcommand")
-    fsub = forward.add_subparsers(dest="forward_command", required=True, parser_class=_Parser)
-    p = command(fsub, "add", "add forward setting")
-    p.add_argument("args", nargs="*", metavar="LOCAL_PORT POD:REMOTE_HOST:REMOTE_PORT")
-    p = command(fsub, "list", "show forward list")
-    p.add_argument("--json", action="store_true", help="show in JSON")
-    p = command(fsub, "delete", "delete forward setting")
-    p.add_argument("args", nargs="*", metavar="LOCAL_PORT")
-    p = command(sub, "completion", "generate a shell completion script")
-    p.add_argument("shell", nargs="*", metavar="bash|zsh|fish|powershell")
-    return parser
-
-
 def _one(values: list[str], missing: str) -> str:
     if not values:
         raise _Usage(missing)
@@ -142,72 +102,125 @@ def _port(text: str) -> int:
         raise _Usage(f'strconv.Atoi: parsing "{text}": invalid syntax') from None
 
 
-def _pmctl2(args: argparse.Namespace) -> None:
-    from vdc_runtime.client import call
-
-    endpoint = args.endpoint
-    if args.command == "node":
-        if args.node_command == "list":
-            nodes = [node_status(n) for n in call(endpoint, "GET", "/nodes")]
-            if args.json:
-                sys.stdout.write(go_json(nodes))
-            else:
-                for node in nodes:
-                    print(node["name"])
-        elif args.node_command == "show":
-            name = _one(args.node, "node name not specified")
-            sys.stdout.write(go_json(node_status(call(endpoint, "GET", f"/nodes/{name}"))))
-        elif args.node_command == "action":
-            if not args.args:
-                raise _Usage("action name not specified")
-            if len(args.args) == 1:
-                raise _Usage("node name not specified")
-            if len(args.args) > 2:
-                raise _Usage("too many arguments")
-            action, name = args.args
-            call(endpoint, "POST", f"/nodes/{name}/{action}")
-        else:
-            from vdc_runtime.client import enter
-
-            name = _one(args.node, "node name not specified")
-            node = call(endpoint, "GET", f"/nodes/{name}")
-            enter(Path(node["socket_path"]), name)
-    elif args.command == "forward":
-        if args.forward_command == "add":
-            if len(args.args) != 2:
-                raise _Usage("wrong number of arguments")
-            local_port = _port(args.args[0])
-            remote = args.args[1].split(":")
-            if len(remote) != 3:
-                raise _Usage("remote spec must be POD:REMOTE_HOST:REMOTE_PORT")
-            body = {"local_port": local_port, "netns": remote[0], "remote_host": remote[1],
-                    "remote_port": _port(remote[2])}  # fmt: skip
-            call(endpoint, "POST", "/forwards", body)
-        elif args.forward_command == "list":
-            forwards = [forward_setting(f) for f in call(endpoint, "GET", "/forwards")]
-            if args.json:
-                # Placemat's list is a nil slice when empty, which Go encodes as null.
-                sys.stdout.write(go_json(forwards or None))
-            else:
-                for f in forwards:
-                    print(f"{f['local_port']} {f['pod']}:{f['remote_host']}:{f['remote_port']}")
-        else:
-            if len(args.args) != 1:
-                raise _Usage("wrong number of arguments")
-            call(endpoint, "DELETE", f"/forwards/{_port(args.args[0])}")
+def _node_list(args: argparse.Namespace) -> None:
+    nodes = [node_status(n) for n in call(args.endpoint, "GET", "/nodes")]
+    if args.json:
+        sys.stdout.write(go_json(nodes))
     else:
-        shell = _one(args.shell, "accepts 1 arg(s), received 0")
-        if shell not in COMPLETIONS:
-            raise _Usage(f'invalid argument "{shell}" for "pmctl2 completion"')
-        sys.stdout.write(COMPLETIONS[shell])
+        for node in nodes:
+            print(node["name"])
+
+
+def _node_show(args: argparse.Namespace) -> None:
+    name = _one(args.node, "node name not specified")
+    sys.stdout.write(go_json(node_status(call(args.endpoint, "GET", f"/nodes/{name}"))))
+
+
+def _node_action(args: argparse.Namespace) -> None:
+    if not args.args:
+        raise _Usage("action name not specified")
+    if len(args.args) == 1:
+        raise _Usage("node name not specified")
+    if len(args.args) > 2:
+        raise _Usage("too many arguments")
+    action, name = args.args
+    call(args.endpoint, "POST", f"/nodes/{name}/{action}")
+
+
+def _node_enter(args: argparse.Namespace) -> None:
+    from vdc_runtime.client import enter
+
+    name = _one(args.node, "node name not specified")
+    enter(Path(call(args.endpoint, "GET", f"/nodes/{name}")["socket_path"]), name)
+
+
+def _forward_add(args: argparse.Namespace) -> None:
+    if len(args.args) != 2:
+        raise _Usage("wrong number of arguments")
+    local_port = _port(args.args[0])
+    remote = args.args[1].split(":")
+    if len(remote) != 3:
+        raise _Usage("remote spec must be POD:REMOTE_HOST:REMOTE_PORT")
+    body = {"local_port": local_port, "netns": remote[0], "remote_host": remote[1],
+            "remote_port": _port(remote[2])}  # fmt: skip
+    call(args.endpoint, "POST", "/forwards", body)
+
+
+def _forward_list(args: argparse.Namespace) -> None:
+    forwards = [forward_setting(f) for f in call(args.endpoint, "GET", "/forwards")]
+    if args.json:
+        # Placemat's list is a nil slice when empty, which Go encodes as null.
+        sys.stdout.write(go_json(forwards or None))
+    else:
+        for f in forwards:
+            print(f"{f['local_port']} {f['pod']}:{f['remote_host']}:{f['remote_port']}")
+
+
+def _forward_delete(args: argparse.Namespace) -> None:
+    if len(args.args) != 1:
+        raise _Usage("wrong number of arguments")
+    call(args.endpoint, "DELETE", f"/forwards/{_port(args.args[0])}")
+
+
+def _completion(args: argparse.Namespace) -> None:
+    shell = _one(args.shell, "accepts 1 arg(s), received 0")
+    if shell not in COMPLETIONS:
+        raise _Usage(f'invalid argument "{shell}" for "pmctl2 completion"')
+    sys.stdout.write(COMPLETIONS[shell])
+
+
+def _pmctl2_parser() -> argparse.ArgumentParser:
+    # Placemat's global flags may come before or after the subcommand (cobra's persistent
+    # flags); SUPPRESS keeps a subcommand's unset copy from hiding the global one.
+    def global_flags(parser: argparse.ArgumentParser, default: Any) -> None:
+        parser.add_argument("--endpoint", default=default,
+                            help="API endpoint of the target placemat")  # fmt: skip
+        for flag, what in (("--logfile", "Log filename"), ("--logformat", "Log format"),
+                           ("--loglevel", "Log level")):  # fmt: skip
+            parser.add_argument(flag, default=argparse.SUPPRESS, help=f"{what} (accepted)")
+
+    parser = _Parser(prog="pmctl2", description="control nodes and forwards of a data center")
+    global_flags(parser, "http://localhost:10808")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def command(
+        parent: Any, name: str, helptext: str, run: Callable[[argparse.Namespace], None] | None
+    ) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, help=helptext)
+        global_flags(p, argparse.SUPPRESS)
+        if run is not None:
+            p.set_defaults(run=run)
+        return p
+
+    node = command(sub, "node", "node subcommand", None)
+    nsub = node.add_subparsers(dest="node_command", required=True, parser_class=_Parser)
+    p = command(nsub, "list", "show node list", _node_list)
+    p.add_argument("--json", action="store_true", help="show in JSON")
+    p = command(nsub, "show", "show node info", _node_show)
+    p.add_argument("node", nargs="*")
+    p = command(nsub, "action", "control nodes: start, stop, restart (and vdc's others)",
+                _node_action)  # fmt: skip
+    p.add_argument("args", nargs="*", metavar="ACTION NODE")
+    p = command(nsub, "enter", "connect to the node's serial console (leave: Ctrl-])",
+                _node_enter)  # fmt: skip
+    p.add_argument("node", nargs="*")
+    forward = command(sub, "forward", "forward subcommand", None)
+    fsub = forward.add_subparsers(dest="forward_command", required=True, parser_class=_Parser)
+    p = command(fsub, "add", "add forward setting", _forward_add)
+    p.add_argument("args", nargs="*", metavar="LOCAL_PORT POD:REMOTE_HOST:REMOTE_PORT")
+    p = command(fsub, "list", "show forward list", _forward_list)
+    p.add_argument("--json", action="store_true", help="show in JSON")
+    p = command(fsub, "delete", "delete forward setting", _forward_delete)
+    p.add_argument("args", nargs="*", metavar="LOCAL_PORT")
+    p = command(sub, "completion", "generate a shell completion script", _completion)
+    p.add_argument("shell", nargs="*", metavar="bash|zsh|fish|powershell")
+    return parser
 
 
 def pmctl2(argv: list[str] | None = None) -> int:
-    from vdc_runtime.client import ClientError
-
     try:
         args = _pmctl2_parser().parse_args(argv)
-        _pmctl2(args)
+        args.run(args)
     except _Usage as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -220,14 +233,14 @@ def pmctl2(argv: list[str] | None = None) -> int:
 
 
 _WORDS = {
-    "": "node forward completion",
+    "root": "node forward completion",
     "node": "list show action enter",
     "forward": "add list delete",
     "action": "start stop restart reset shutdown nmi",
     "completion": "bash zsh fish powershell",
 }
 
-COMPLETIONS = {
+_TEMPLATES = {
     "bash": """# bash completion for pmctl2 (vdc)
 _pmctl2() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} words
@@ -269,8 +282,7 @@ Register-ArgumentCompleter -Native -CommandName pmctl2 -ScriptBlock {
 }
 """,
 }
-COMPLETIONS = {shell: text % {"root" if k == "" else k: v for k, v in _WORDS.items()}
-               for shell, text in COMPLETIONS.items()}  # fmt: skip
+COMPLETIONS = {shell: template % _WORDS for shell, template in _TEMPLATES.items()}
 
 
 # -- placemat2 ---------------------------------------------------------------------------------

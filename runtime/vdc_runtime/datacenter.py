@@ -162,7 +162,7 @@ class DataCenterRun:
                     name=app.name,
                     command=list(app.command),
                     restart=app.restart,
-                    log_path=self.options.data_dir / "logs" / "apps" / f"{ns.name}.{app.name}.log",
+                    log_path=self.options.log_dir / "apps" / f"{ns.name}.{app.name}.log",
                 )
                 try:
                     await self.apps.start(state)

@@ -96,7 +96,7 @@ class Fleet:
                     node,
                     run_dir=self.options.run_dir,
                     data_dir=self.options.data_dir,
-                    log_dir=self.options.data_dir / "logs",
+                    log_dir=self.options.log_dir,
                     drives=drives,
                     host=host,
                 )

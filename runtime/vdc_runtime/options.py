@@ -23,5 +23,10 @@ class RunOptions:
     workdir: Path | None = None
     recreate_volumes: bool = False
 
+    @property
+    def log_dir(self) -> Path:
+        """Console logs and apps' output, kept across runs like the volumes."""
+        return self.data_dir / "logs"
+
 
 __all__ = ["RunOptions", "StartupError"]

@@ -207,15 +207,12 @@ class AppSupervisor:
         return proc
 
     async def _watch(self, app: AppState, proc: asyncio.subprocess.Process) -> None:
-        sink = None
-        if app.log_path is not None:
-            app.log_path.parent.mkdir(parents=True, exist_ok=True)
-            sink = app.log_path.open("a", buffering=1, errors="replace")
-        try:
+        if app.log_path is None:
+            await self._supervise(app, proc, None)
+            return
+        app.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with app.log_path.open("a", buffering=1, errors="replace") as sink:
             await self._supervise(app, proc, sink)
-        finally:
-            if sink is not None:
-                sink.close()
 
     async def _supervise(
         self, app: AppState, proc: asyncio.subprocess.Process, sink: TextIO | None

@@ -245,13 +245,10 @@ class VdcRun:
         """Start the run and wait for it to end by itself; one that is still up after
         `timeout` is stopped (so that it leaves nothing behind) and fails the test."""
         self.start()
-        assert self.proc is not None
         try:
-            return self.proc.wait(timeout)
+            return self.wait(timeout)
         except subprocess.TimeoutExpired:
             self.stop()
             raise AssertionError(
                 f"vdc run still running after {timeout} s; stopped it:\n{self.output}"
             ) from None
-        finally:
-            self._log.close()

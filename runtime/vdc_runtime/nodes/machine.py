@@ -117,9 +117,10 @@ class Machine:
     # -- what the power control reports (PowerListener) -----------------------------------
 
     def power_changed(self, power: Power, cause: str, *, always: bool = False) -> None:
-        if power != self.power or always:
-            if power != self.power:
-                log.info("node %s: power %s (%s)", self.name, power, cause)
+        changed = power != self.power
+        if changed:
+            log.info("node %s: power %s (%s)", self.name, power, cause)
+        if changed or always:
             self.power = power
             self.transitions.append(Transition(time.time(), power, cause))
 

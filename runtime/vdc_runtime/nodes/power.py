@@ -29,6 +29,7 @@ from vdc_runtime.nodes.states import Power
 log = logging.getLogger("vdc.nodes")
 
 QMP_TIMEOUT = 10.0
+"""For one QMP exchange: connecting, or a command and its answer."""
 POST_TIMEOUT = 30.0
 # What the firmware prints once it has read the boot order and picked a device: SeaBIOS,
 # then OVMF's boot manager.

@@ -23,6 +23,7 @@ from qemu.qmp.error import QMPError
 from vdc_runtime.ledger import Ledger
 from vdc_runtime.nodes.errors import NodeError
 from vdc_runtime.nodes.layout import NodeLayout
+from vdc_runtime.nodes.power import QMP_TIMEOUT
 from vdc_runtime.nodes.qemu_args import qemu_argv
 from vdc_runtime.procs import process_start_time, stop_process_group
 from vdc_runtime.spec import Node
@@ -30,7 +31,6 @@ from vdc_runtime.spec import Node
 log = logging.getLogger("vdc.nodes")
 
 SOCKET_TIMEOUT = 30.0  # QEMU under TCG on a loaded 2-core host can take a while to start
-QMP_TIMEOUT = 10.0
 QUIT_GRACE = 5.0
 
 

@@ -60,20 +60,23 @@ class _Inliner:
             key = f"{stem}-{n}"
         return key
 
-    def inline(self, path: Path, where: str) -> dict[str, Any]:
+    def text(self, path: Path, where: str) -> str:
+        """The file's text; "" (with the problem noted) when it cannot be inlined."""
         try:
-            data = path.read_bytes()
-            text = data.decode()
+            return path.read_bytes().decode()
         except OSError as exc:
             self._problem(where, f"cannot read {path}: {exc.strerror}")
-            return {"inline": ""}
         except UnicodeDecodeError:
             self._problem(
                 where,
                 f"{path} is binary: serve it over HTTP and name it as an Image"
                 " (spec.images[].url) with `image: <name>` here",
             )
-            return {"inline": ""}
+        return ""
+
+    def inline(self, path: Path, where: str) -> dict[str, Any]:
+        text = self.text(path, where)
+        data = text.encode()
         if self.configmap is not None and len(data) > self.inline_max:
             key = self._key(path, text)
             self.data[key] = text
@@ -155,7 +158,7 @@ def convert(
     """A VirtualDataCenter named `name` for a loaded Placemat spec, with warnings for
     paths; SpecErrors for what a CR cannot hold. With `configmap`, files larger than
     `inline_max` bytes go into a ConfigMap of that name instead of inline."""
-    files = _Inliner(configmap, inline_max) if configmap else _Inliner()
+    files = _Inliner(configmap, inline_max)
     manifest = to_manifest(dc, name, namespace, files)
     extra = files.configmap_manifest(namespace)
     if files.problems:
@@ -237,10 +240,8 @@ def to_manifest(
             entry = {"name": user.name, "role": user.role}
             if user.password_file is not None:
                 # A password stays in the CR whatever its size (it is the CR's own field).
-                reader = _Inliner()
-                password = reader.inline(user.password_file, f"spec.bmc.users[{i}].password")
-                files.problems += reader.problems
-                entry["password"] = password["inline"].rstrip("\r\n")
+                password = files.text(user.password_file, f"spec.bmc.users[{i}].password")
+                entry["password"] = password.rstrip("\r\n")
             else:
                 entry["password"] = user.password or ""
             users.append(entry)

@@ -156,7 +156,13 @@ NetNSName = _name_type(
 """A namespace's name is a file under /run/netns."""
 
 
-def _host_interface(value: object) -> IPInterface:
+def _is_network_address(iface: IPInterface) -> bool:
+    # /31 and /32 (and their IPv6 equivalents) have no network or broadcast address to avoid.
+    net = iface.network
+    return net.prefixlen < net.max_prefixlen - 1 and iface.ip == net.network_address
+
+
+def _interface(value: object, *, network_address_ok: bool = False) -> IPInterface:
     if isinstance(value, IPv4Interface | IPv6Interface):
         return value
     if not isinstance(value, str):
@@ -180,23 +186,29 @@ def _host_interface(value: object) -> IPInterface:
             value=value,
         ) from None
     net = iface.network
-    # /31 and /32 (and their IPv6 equivalents) have no network or broadcast address to avoid.
-    if net.prefixlen < net.max_prefixlen - 1:
-        if iface.ip == net.network_address:
-            raise _error(
-                "ip_interface",
-                "'{value}' is the network address of {net}, not a host address",
-                value=value,
-                net=str(net),
-            )
-        if iface.version == 4 and iface.ip == net.broadcast_address:
-            raise _error(
-                "ip_interface",
-                "'{value}' is the broadcast address of {net}, not a host address",
-                value=value,
-                net=str(net),
-            )
+    if _is_network_address(iface) and not network_address_ok:
+        raise _error(
+            "ip_interface",
+            "'{value}' is the network address of {net}, not a host address",
+            value=value,
+            net=str(net),
+        )
+    if (
+        net.prefixlen < net.max_prefixlen - 1
+        and iface.version == 4
+        and iface.ip == net.broadcast_address
+    ):
+        raise _error(
+            "ip_interface",
+            "'{value}' is the broadcast address of {net}, not a host address",
+            value=value,
+            net=str(net),
+        )
     return iface
+
+
+def _host_interface(value: object) -> IPInterface:
+    return _interface(value)
 
 
 LENIENT_NOTES = "lenient_notes"
@@ -206,20 +218,14 @@ append `(location, message)` to it."""
 
 
 def _bridge_interface(value: object, info: ValidationInfo) -> IPInterface:
-    try:
-        return _host_interface(value)
-    except PydanticCustomError:
-        notes = (info.context or {}).get(LENIENT_NOTES)
-        if notes is None or not isinstance(value, str):
-            raise
-        iface = ipaddress.ip_interface(value.strip()) if "/" in value else None
-        if iface is None or iface.ip != iface.network.network_address:
-            raise
+    notes = (info.context or {}).get(LENIENT_NOTES)
+    iface = _interface(value, network_address_ok=notes is not None)
+    if notes is not None and _is_network_address(iface):
         # Placemat gives it to the kernel, which takes it (it is only unusual on a bridge).
         where = (info.field_name,) if info.field_name else ()
         notes.append((where, f"'{value}' is the network address of {iface.network}; "
                       "the bridge gets it as written, as with Placemat"))  # fmt: skip
-        return iface
+    return iface
 
 
 def _host_address(value: object) -> IPAddress:

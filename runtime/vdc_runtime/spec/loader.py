@@ -290,7 +290,7 @@ def _document(
     data = doc.raw if strict else as_placemat_reads(doc.raw, node, model_cls, scalar_notes)
     data = normalize(data, model_cls)
     # Validators that Placemat is more lenient than note here what they let through.
-    lenient_notes: list[tuple[tuple[str | int, ...], str]] = []
+    lenient_notes: list[Note] = []
     context: dict[str, Any] = {"base_dir": source.base_dir}
     if not strict:
         context[LENIENT_NOTES] = lenient_notes
@@ -308,9 +308,7 @@ def _document(
     return doc, [], scalars + _lenient_notes(doc, model_cls, lenient_notes)
 
 
-def _lenient_notes(
-    doc: Document, model_cls: type[SpecModel], notes: list[tuple[tuple[str | int, ...], str]]
-) -> list[SpecError]:
+def _lenient_notes(doc: Document, model_cls: type[SpecModel], notes: list[Note]) -> list[SpecError]:
     # A document validated twice (again without its unknown keys) noted things twice.
     unique = dict.fromkeys(notes)
     return [
