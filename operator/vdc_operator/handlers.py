@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -109,8 +110,8 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
     except SpecErrors as exc:
         # Only without the admission webhook (or for an object older than it).
         message = f"invalid spec: {exc}"
-        _merge_status(
-            body, patch, builders.status_patch(body, Phase.FAILED, "InvalidSpec", message)
+        await _write_status(
+            api, body, lambda vdc: builders.status_patch(vdc, Phase.FAILED, "InvalidSpec", message)
         )
         kopf.event(body, type="Warning", reason="InvalidSpec", message=message[:1024])
         metrics.ERRORS.labels("reconcile", "InvalidSpec").inc()
@@ -118,8 +119,10 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
     missing = await _missing_sources(api, namespace, spec)
     if missing:
         message = "waiting for " + "; ".join(missing)
-        _merge_status(
-            body, patch, builders.status_patch(body, Phase.PENDING, "MissingSource", message)
+        await _write_status(
+            api,
+            body,
+            lambda vdc: builders.status_patch(vdc, Phase.PENDING, "MissingSource", message),
         )
         kopf.event(body, type="Warning", reason="MissingSource", message=message)
         raise kopf.TemporaryError(message, delay=10)
@@ -146,8 +149,10 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
         )
         logger.info("%s", message)
         kopf.event(body, type="Normal", reason="Replacing", message=message)
-        _merge_status(
-            body, patch, builders.status_patch(body, Phase.PENDING, "PodReplacing", message)
+        await _write_status(
+            api,
+            body,
+            lambda vdc: builders.status_patch(vdc, Phase.PENDING, "PodReplacing", message),
         )
         await api.delete("Pod", namespace, pod_name)
         # The old pod's runners used their single-use JIT configs: the new pod gets new ones.
@@ -157,9 +162,13 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
     if await api.ensure(desired):
         kopf.event(body, type="Normal", reason="PodCreated", message=f"created pod {pod_name}")
         logger.info("created pod %s", pod_name)
-    status = builders.pod_status(body, None)
-    if status is not None and (body.get("status") or {}).get("phase") in (None, Phase.PENDING):
-        _merge_status(body, patch, status)
+
+    def starting(vdc: Any) -> dict[str, Any] | None:
+        if (vdc.get("status") or {}).get("phase") not in (None, Phase.PENDING):
+            return None  # the agent reports already
+        return builders.pod_status(vdc, None)
+
+    await _write_status(api, body, starting)
 
 
 def _set_status(patch: kopf.Patch, **fields: Any) -> None:
@@ -168,34 +177,30 @@ def _set_status(patch: kopf.Patch, **fields: Any) -> None:
     patch.status.update(VirtualDataCenterStatus(**fields).model_dump(exclude_unset=True))
 
 
-def _merge_status(body: Any, patch: kopf.Patch, update: dict[str, Any]) -> None:
-    """Add a status update to the handler's patch. Each update's conditions are the
-    object's with one changed: only the changed ones are taken, so two updates in one
-    handler run (the runners', then the pod's) do not undo each other."""
-    update = dict(update)
-    conditions = update.pop("conditions", None)
-    patch.status.update(update)
-    if conditions is None:
-        return
-    before = {c["type"]: c for c in (body.get("status") or {}).get("conditions") or []}
-    pending = patch.status.get("conditions") or list(before.values())
-    merged = {c["type"]: c for c in pending}
-    for c in conditions:
-        if c != before.get(c["type"]):
-            merged[c["type"]] = c
-    patch.status["conditions"] = list(merged.values())
-
-
-def _runners_condition(
-    body: Any, patch: kopf.Patch, status: str, reason: str, message: str
+async def _write_status(
+    api: Api, body: Any, compute: Callable[[Any], dict[str, Any] | None]
 ) -> None:
-    conditions = builders.with_condition(body, RUNNERS_REGISTERED, status, reason, message)  # type: ignore[arg-type]
-    _merge_status(body, patch, {"conditions": conditions})
+    """Write a status that holds conditions, computed from the VDC as it is at the write.
+
+    Not through kopf's patch: that is applied after the handler, from the object the
+    handler started with and without a version, so it would undo conditions the agent
+    (or the pod handler) wrote meanwhile, and they would undo it. See `update_vdc_status`.
+    """
+    meta = body["metadata"]
+    await api.update_vdc_status(meta["namespace"], meta["name"], compute)
 
 
-def _registration_waits(
+async def _runners_condition(api: Api, body: Any, status: str, reason: str, message: str) -> None:
+    def conditions(vdc: Any) -> dict[str, Any]:
+        found = builders.with_condition(vdc, RUNNERS_REGISTERED, status, reason, message)  # type: ignore[arg-type]
+        return {"conditions": found}
+
+    await _write_status(api, body, conditions)
+
+
+async def _registration_waits(
+    api: Api,
     body: Any,
-    patch: kopf.Patch,
     reason: str,
     message: str,
     *,
@@ -205,7 +210,7 @@ def _registration_waits(
 ) -> kopf.TemporaryError:
     """Why runner registration waits, said in the RunnersRegistered condition (and, when
     asked, an event and the GitHub outcomes metric); the handler raises what it returns."""
-    _runners_condition(body, patch, "False", reason, message)
+    await _runners_condition(api, body, "False", reason, message)
     if event:
         kopf.event(body, type="Warning", reason=reason, message=message[:1024])
     if metric is not None:
@@ -232,28 +237,28 @@ async def _register_runners(
         credentials = await api.secret_data(namespace, spec.credentials.secret_name)
         if credentials is None:
             message = f"waiting for Secret {spec.credentials.secret_name} (GitHub credentials)"
-            raise _registration_waits(body, patch, "MissingCredentials", message, delay=10)
+            raise await _registration_waits(api, body, "MissingCredentials", message, delay=10)
         try:
             gh = runners.client(spec, credentials)
         except ValueError as exc:
             message = f"Secret {spec.credentials.secret_name}: {exc}"
-            raise _registration_waits(
-                body, patch, "BadCredentials", message, delay=30, event=True
+            raise await _registration_waits(
+                api, body, "BadCredentials", message, delay=30, event=True
             ) from None
         try:
             registration = await runners.register(gh, body, spec, secret, api.patch_secret)
         except github.RateLimited as exc:
             delay = max(5.0, exc.retry_at - time.time())
             message = f"GitHub rate limit: retrying in {delay:.0f} s ({exc})"
-            raise _registration_waits(
-                body, patch, "RateLimited", message, delay=delay, metric="rate_limited"
+            raise await _registration_waits(
+                api, body, "RateLimited", message, delay=delay, metric="rate_limited"
             ) from None
         except github.GitHubError as exc:
             reason = "AuthFailed" if isinstance(exc, github.AuthFailed) else "GitHubError"
             message = f"registering runners at {spec.url}: {exc}"
             delay = 15 if exc.transient else 60
-            raise _registration_waits(
-                body, patch, reason, message, delay=delay, event=True, metric=reason
+            raise await _registration_waits(
+                api, body, reason, message, delay=delay, event=True, metric=reason
             ) from None
         finally:
             await gh.close()
@@ -262,8 +267,8 @@ async def _register_runners(
                        message=f"registered runner {runner_name} with labels {label}")  # fmt: skip
             metrics.GITHUB.labels("registered").inc()
     _set_status(patch, runners_registered=spec.count)
-    _runners_condition(body, patch, "True", "Registered",
-                       f"{spec.count} runner(s) with label {label} at {spec.url}")  # fmt: skip
+    message = f"{spec.count} runner(s) with label {label} at {spec.url}"
+    await _runners_condition(api, body, "True", "Registered", message)
 
 
 DEREGISTER_ATTEMPTS = 8
@@ -363,10 +368,12 @@ async def delete(body: Any, logger: logging.Logger, memo: kopf.Memo, **_: Any) -
         existing = await api.get_pod(namespace, pod)
         if existing is not None:
             if not existing["metadata"].get("deletionTimestamp"):
-                await api.patch_vdc_status(
+                await api.update_vdc_status(
                     namespace,
                     name,
-                    builders.status_patch(body, Phase.TERMINATING, "Deleting", "removing the pod"),
+                    lambda vdc: builders.status_patch(
+                        vdc, Phase.TERMINATING, "Deleting", "removing the pod"
+                    ),
                 )
                 await api.delete("Pod", namespace, pod)
             raise kopf.TemporaryError("waiting for the pod to stop", delay=2)
@@ -413,15 +420,7 @@ async def pod_changed(
                 message = f"pod {builders.pod_name(name)} was gone; created it again"
                 kopf.event(vdc, type="Warning", reason="PodRecreated", message=message)
             return
-        status = builders.pod_status(vdc, pod)
-        if status is not None and status != _same_as(vdc, status):
-            await api.patch_vdc_status(namespace, name, status)
-
-
-def _same_as(vdc: Any, status: dict[str, Any]) -> dict[str, Any]:
-    """The VDC's current status restricted to the keys of `status` (to skip no-op writes)."""
-    current = vdc.get("status") or {}
-    return {k: current.get(k) for k in status}
+        await api.update_vdc_status(namespace, name, lambda now: builders.pod_status(now, pod))
 
 
 @kopf.on.event(*RESOURCE)

@@ -21,6 +21,13 @@ T = TypeVar("T")
 Manifest = dict[str, Any]
 
 
+STATUS_ATTEMPTS = 5
+
+
+class StatusConflict(RuntimeError):
+    """Other writers kept changing the status; kopf retries the handler."""
+
+
 class Api:
     """Made when the operator starts; its client on first use, because the `kubernetes`
     client's default configuration (host, credentials) is only set once kopf has logged
@@ -171,12 +178,39 @@ class Api:
             if exc.status != 404:
                 raise
 
-    async def patch_vdc_status(self, namespace: str, name: str, status: Manifest) -> None:
-        try:
-            await self._call(
-                self.custom.patch_namespaced_custom_object_status,
-                cr.GROUP, cr.VERSION, namespace, cr.PLURAL, name, {"status": status},
-            )  # fmt: skip
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+    async def update_vdc_status(
+        self, namespace: str, name: str, compute: Callable[[Manifest], Manifest | None]
+    ) -> bool:
+        """Write the status `compute` makes from the VDC as it is now, on top of exactly that
+        version; False when there was nothing to write (or no VDC).
+
+        The agent and the operator's handlers all write `status.conditions`, and a merge
+        patch replaces the whole list: written from an older read, one writer's list would
+        silently undo another's condition (a RunnersRegistered that stayed False after the
+        runners were registered). So every write names the version it was computed from,
+        and a conflict means: read again, compute again.
+        """
+        for _ in range(STATUS_ATTEMPTS):
+            vdc = await self.get_vdc(namespace, name)
+            if vdc is None:
+                return False
+            status = compute(vdc)
+            current = vdc.get("status") or {}
+            if not status or all(current.get(k) == v for k, v in status.items()):
+                return False
+            version = vdc["metadata"]["resourceVersion"]
+            body = {"metadata": {"resourceVersion": version}, "status": status}
+            try:
+                await self._call(
+                    self.custom.patch_namespaced_custom_object_status,
+                    cr.GROUP, cr.VERSION, namespace, cr.PLURAL, name, body,
+                )  # fmt: skip
+                return True
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                if exc.status != 409:
+                    raise
+        raise StatusConflict(
+            f"the status of {namespace}/{name} kept changing under {STATUS_ATTEMPTS} writes"
+        )

@@ -58,8 +58,23 @@ class Kube:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
+                raise AssertionError(f"timed out waiting for {what}\n{self.diagnostics()}")
             time.sleep(1)
+
+    def diagnostics(self) -> str:
+        """What a failed wait needs to be understood from CI's output alone: the operator's
+        recent log and the cluster's recent events."""
+        parts = []
+        for title, args in (
+            ("operator log", ("logs", "-n", OPERATOR_NAMESPACE, "deploy/vdc", "--tail=60")),
+            ("events", ("get", "events", "-A", "--sort-by=.lastTimestamp")),
+            ("VDC status", ("get", "vdc", "-A", "-o",
+                            "jsonpath={range .items[*]}{.metadata.name}: {.status}{'\\n'}{end}")),
+        ):  # fmt: skip
+            done = self.call(*args)
+            text = (done.stdout or done.stderr).strip().splitlines()[-40:]
+            parts.append(f"--- {title} ---\n" + "\n".join(text))
+        return "\n".join(parts)
 
 
 @pytest.fixture(scope="package")

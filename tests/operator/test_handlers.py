@@ -7,25 +7,7 @@ import logging
 import kopf
 import pytest
 
-from tests.operator.test_builders import vdc
-from vdc_operator import builders, github, handlers, metrics
-
-
-def test_two_status_updates_in_one_run_keep_each_others_conditions() -> None:
-    body = vdc()
-    body["status"] = {"conditions": [
-        {"type": "RunnersRegistered", "status": "False", "reason": "RateLimited",
-         "lastTransitionTime": "2026-01-01T00:00:00Z"},
-        {"type": "Ready", "status": "False", "reason": "PodCreating",
-         "lastTransitionTime": "2026-01-01T00:00:00Z"},
-    ]}  # fmt: skip
-    patch = kopf.Patch()
-    handlers._runners_condition(body, patch, "True", "Registered", "1 runner")
-    handlers._merge_status(body, patch, builders.status_patch(body, "Pending", "PodStarting", "x"))
-    conditions = {c["type"]: (c["status"], c["reason"]) for c in patch.status["conditions"]}
-    assert conditions == {"RunnersRegistered": ("True", "Registered"),
-                          "Ready": ("False", "PodStarting")}  # fmt: skip
-    assert patch.status["phase"] == "Pending"
+from vdc_operator import github, handlers
 
 
 def test_status_fields_go_through_the_typed_model() -> None:
@@ -39,21 +21,6 @@ def test_status_fields_go_through_the_typed_model() -> None:
 
 
 # -- runner registration and removal ------------------------------------------------------------
-
-
-def test_a_registration_that_waits_says_why_and_asks_kopf_to_retry() -> None:
-    body = vdc()
-    patch = kopf.Patch()
-    before = metrics.GITHUB.labels("rate_limited")._value.get()
-    error = handlers._registration_waits(
-        body, patch, "RateLimited", "GitHub rate limit", delay=42.0, metric="rate_limited"
-    )
-    assert isinstance(error, kopf.TemporaryError) and error.delay == 42.0
-    (condition,) = patch.status["conditions"]
-    assert (condition["type"], condition["status"], condition["reason"]) == (
-        "RunnersRegistered", "False", "RateLimited")  # fmt: skip
-    assert condition["message"] == "GitHub rate limit"
-    assert metrics.GITHUB.labels("rate_limited")._value.get() == before + 1
 
 
 @pytest.mark.parametrize(
