@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 from vdc_runtime import __version__, logs
 
 if TYPE_CHECKING:
+    from vdc_runtime.options import GroupOptions
     from vdc_runtime.spec import DataCenter
 
 log = logging.getLogger("vdc")
@@ -90,7 +92,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return status
 
 
-async def _run(dc: DataCenter, args: argparse.Namespace) -> int:
+async def _run(dc: DataCenter, args: argparse.Namespace, group: GroupOptions | None) -> int:
     # The API (aiohttp, slow to import) is loaded before anything is built: loaded once the
     # QEMUs had started, it took CPU from them while they set up and ran their firmware,
     # and the guests booted later for it (bench/boot.py shows both).
@@ -113,6 +115,7 @@ async def _run(dc: DataCenter, args: argparse.Namespace) -> int:
             accel=args.accel,
             workdir=args.files[0].absolute().parent,
             recreate_volumes=args.recreate_volumes,
+            group=group,
         ),
     )
     loop = asyncio.get_running_loop()
@@ -169,7 +172,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     dc = _load(args.files, args.strict, lambda message: log.warning("%s", message))
     if dc is None:
         return EXIT_FAILED
-    return asyncio.run(_run(dc, args))
+    try:
+        group = _group_options(dc, args)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    return asyncio.run(_run(dc, args, group))
+
+
+def _group_options(dc: DataCenter, args: argparse.Namespace) -> GroupOptions | None:
+    """`--group`, `--peer`, ... checked against the spec; ValueError says what is wrong."""
+    from vdc_runtime import groups
+    from vdc_runtime.options import GroupOptions
+
+    if args.group is None:
+        given = [flag for flag, value in (("--peer", args.peer),
+                 ("--tunnel-address", args.tunnel_address)) if value]  # fmt: skip
+        if given:
+            raise ValueError(f"{' and '.join(given)} need --group")
+        return None
+    peers: dict[str, str] = {}
+    for entry in args.peer:
+        name, sep, address = entry.partition("=")
+        if not sep or not name or not address:
+            raise ValueError(f"--peer {entry}: write GROUP=ADDRESS")
+        if name in peers:
+            raise ValueError(f"--peer {name}: given twice")
+        peers[name] = address
+    problems = groups.run_problems(groups.layout(dc), args.group, peers)
+    if args.tunnel_address is not None:
+        try:
+            ipaddress.ip_address(args.tunnel_address)
+        except ValueError:
+            problems.append(f"--tunnel-address {args.tunnel_address}: not an IP address")
+    if not 1 <= args.vxlan_port <= 65535:
+        problems.append(f"--vxlan-port {args.vxlan_port}: not a port")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return GroupOptions(args.group, peers, args.tunnel_address, args.vxlan_port)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -423,6 +463,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--recreate-volumes",
         action="store_true",
         help="rebuild volume files instead of reusing those of earlier runs",
+    )
+    group = run.add_argument_group(
+        "groups", "build one group of a data center split in groups, on this host"
+    )
+    group.add_argument("--group", metavar="NAME", help="the group this host builds")
+    group.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="GROUP=ADDRESS",
+        help="another group's host: its stretched networks are tunnelled there (repeat for"
+        " each group this one shares a network with)",
+    )
+    group.add_argument(
+        "--tunnel-address",
+        metavar="ADDRESS",
+        help="this host's tunnel address (default: its source address toward the peers)",
+    )
+    group.add_argument(
+        "--vxlan-port", type=int, default=4789, metavar="PORT", help="UDP port (default 4789)"
     )
     run.set_defaults(func=cmd_run)
 

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from vdc_runtime import fabric, procs
-from vdc_runtime.fabric import leftovers
+from vdc_runtime import fabric, groups, procs
+from vdc_runtime.fabric import leftovers, tunnels
 from vdc_runtime.forward import Forwards
 from vdc_runtime.ledger import Ledger, RunLock
-from vdc_runtime.options import RunOptions, StartupError
+from vdc_runtime.options import GroupOptions, RunOptions, StartupError
 from vdc_runtime.phases import RunPhase
 from vdc_runtime.spec import DataCenter
 
@@ -41,7 +42,12 @@ async def _finish(awaitable: Awaitable[T]) -> T:
 
 class DataCenterRun:
     def __init__(self, dc: DataCenter, options: RunOptions) -> None:
-        self.dc = dc
+        self.spec = dc
+        """The whole data center; `dc` is the part this run builds (all of it, unless the
+        run builds one group)."""
+        self.layout = groups.layout(dc)
+        self.dc = dc if options.group is None else groups.part(dc, options.group.name, self.layout)
+        self.tunnels: fabric.Tunnels | None = None
         self.options = options
         self.phase = RunPhase.PENDING
         self.failure: str | None = None
@@ -111,11 +117,14 @@ class DataCenterRun:
             self.fleet = Fleet(
                 self.dc,
                 self.options,
+                publish_order=[node.name for node in self.spec.nodes],
                 nft_table=self.table,
                 on_fatal=self._fatal,
                 accepting_bmcs=lambda: self.phase in (RunPhase.BUILDING, RunPhase.RUNNING),
             )
         mtu = await asyncio.to_thread(fabric.detect_mtu)
+        if self.options.group is not None:
+            self.tunnels, mtu = await asyncio.to_thread(self._plan_tunnels, self.options.group, mtu)
         if self.fleet is not None:
             # Downloads and volumes first: a bad image URL must fail before any kernel
             # object exists.
@@ -123,7 +132,7 @@ class DataCenterRun:
             self.timings["volumes"] = time.perf_counter() - t0
         taps = self.fleet.taps() if self.fleet is not None else ()
         self.plan = fabric.plan_fabric(
-            self.dc, mtu=mtu, group=self.group, table=self.table, taps=taps
+            self.dc, mtu=mtu, group=self.group, table=self.table, taps=taps, tunnels=self.tunnels
         )
         try:
             await _finish(fabric.build(self.plan, self.ledger))
@@ -172,6 +181,43 @@ class DataCenterRun:
             t2 = time.perf_counter()
             await self.fleet.start(self.ledger)
             self.timings["machines"] = time.perf_counter() - t2
+
+    def _plan_tunnels(
+        self, options: GroupOptions, mtu: int | None
+    ) -> tuple[fabric.Tunnels, int | None]:
+        """This group's tunnels, and the data center's MTU lowered by their overhead.
+
+        The whole data center gets the lowered MTU, not only the stretched bridges: a guest
+        or router then cannot tell a stretched network from a local one, and routing between
+        them never needs fragments or path MTU discovery.
+        """
+        peers = [options.peers[g] for g in self.layout.peers(options.name) if g in options.peers]
+        local = options.local
+        if peers:
+            try:
+                under = tunnels.underlay(peers[0])
+            except tunnels.TunnelError as exc:
+                raise StartupError(str(exc)) from exc
+            local = local or under.local
+            lowered = under.mtu - groups.VXLAN_OVERHEAD[ipaddress.ip_address(local).version]
+            if mtu is None or lowered < mtu:
+                log.info(
+                    "group %s: MTU %d for the whole data center: %s's %d less %d of VXLAN",
+                    options.name, lowered, under.device, under.mtu, under.mtu - lowered,
+                )  # fmt: skip
+                mtu = lowered
+        if local is None:
+            raise StartupError(
+                f"group {options.name}: no peer address to tunnel to and no local one given"
+            )
+        plan = fabric.plan_tunnels(self.layout, options.name, local, options.peers, options.port)
+        for tunnel in plan.tunnels:
+            peers_text = ", ".join(tunnel.peers) or "no peer yet"
+            log.info(
+                "group %s: network %s stretched over VXLAN %d from %s to %s",
+                options.name, tunnel.bridge, tunnel.vni, local, peers_text,
+            )  # fmt: skip
+        return plan, mtu
 
     # -- leftovers -------------------------------------------------------------------------
 

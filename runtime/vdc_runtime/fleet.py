@@ -36,6 +36,7 @@ class Fleet:
         nft_table: str,
         on_fatal: Callable[[str], object],
         accepting_bmcs: Callable[[], bool],
+        publish_order: list[str] | None = None,
     ) -> None:
         """Reads the BMC password files: a bad one fails here, before anything exists."""
         self.dc = dc
@@ -51,7 +52,11 @@ class Fleet:
         self._bmc_started: asyncio.Task[None] | None = None
         try:
             self.bmc = BmcManager(
-                dc, data_dir=options.data_dir, run_dir=options.run_dir, nft_table=nft_table
+                dc,
+                data_dir=options.data_dir,
+                run_dir=options.run_dir,
+                nft_table=nft_table,
+                publish_order=publish_order,
             )
         except BmcError as exc:
             raise StartupError(str(exc)) from exc

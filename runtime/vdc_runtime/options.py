@@ -3,12 +3,28 @@ parts."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from vdc_runtime.groups import VXLAN_PORT
 
 
 class StartupError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class GroupOptions:
+    """Build one group of a data center split in groups (`vdc run --group`), its stretched
+    networks tunnelled to the other groups."""
+
+    name: str
+    peers: Mapping[str, str] = field(default_factory=dict)
+    """Group → its tunnel address."""
+    local: str | None = None
+    """This group's tunnel address; default: the source address toward its peers."""
+    port: int = VXLAN_PORT
 
 
 @dataclass(frozen=True)
@@ -22,6 +38,7 @@ class RunOptions:
     # Placemat, which ran everything from the first YAML file's folder.
     workdir: Path | None = None
     recreate_volumes: bool = False
+    group: GroupOptions | None = None
 
     @property
     def log_dir(self) -> Path:
@@ -29,4 +46,4 @@ class RunOptions:
         return self.data_dir / "logs"
 
 
-__all__ = ["RunOptions", "StartupError"]
+__all__ = ["GroupOptions", "RunOptions", "StartupError"]

@@ -125,3 +125,29 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     result = vdc("validate", str(tmp_path / "nope.yml"))
     assert result.returncode == 1
     assert "nope.yml" in result.stderr and "Traceback" not in result.stderr
+
+
+GROUPS = (
+    "kind: Network\nname: n0\ntype: internal\n---\nkind: Group\nname: r1\n---\n"
+    "kind: NetworkNamespace\nname: a\ninterfaces: [{network: n0}]\n---\n"
+    "kind: NetworkNamespace\nname: b\ngroup: r1\ninterfaces: [{network: n0}]\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--peer", "r1=192.0.2.1"], "--peer need --group"),
+        (["--group", "r2"], "--group r2: no such group (the spec's groups: default, r1)"),
+        (["--group", "r1", "--peer", "default"], "--peer default: write GROUP=ADDRESS"),
+        (["--group", "r1"], "group default shares network(s) n0 with group r1: give --peer"),
+        (["--group", "r1", "--peer", "default=192.0.2.1", "--tunnel-address", "here"],
+         "--tunnel-address here: not an IP address"),
+    ],
+)  # fmt: skip
+def test_run_refuses_a_group_it_cannot_build(tmp_path: Path, args: list[str], message: str) -> None:
+    spec = write(tmp_path / "dc.yml", GROUPS)
+    result = vdc("run", str(spec), "--run-dir", str(tmp_path / "run"), *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / "run").exists()

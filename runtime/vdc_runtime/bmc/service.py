@@ -117,8 +117,12 @@ class BmcManager:
         ipmi_port: int = IPMI_PORT,
         redfish_port: int = REDFISH_PORT,
         nft_table: str | None = None,
+        publish_order: list[str] | None = None,
     ) -> None:
         self.dc = dc
+        self.publish_order = publish_order or [node.name for node in dc.nodes]
+        """The whole spec's nodes: a node's published ports follow its place in the spec,
+        also when this run builds only its group."""
         self.nft_table = nft_table
         """The run's nftables table, whose `publish` chain forwards published BMC ports."""
         self.ipmi_port = ipmi_port
@@ -212,7 +216,7 @@ class BmcManager:
                 machine.name, endpoint.address,
             )  # fmt: skip
             return
-        index = [node.name for node in self.dc.nodes].index(machine.name)
+        index = self.publish_order.index(machine.name)
         ports = (publish.ipmi_port + index, publish.redfish_port + index)
         rules = nft.publish_rules(
             self.nft_table,

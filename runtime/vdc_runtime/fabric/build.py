@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from vdc_runtime.fabric import netns as nsutil
-from vdc_runtime.fabric import nft
+from vdc_runtime.fabric import nft, tunnels
 from vdc_runtime.fabric.netlink import (
     Batch,
     NetlinkError,
@@ -188,6 +188,10 @@ async def build(plan: FabricPlan, ledger: Ledger) -> None:
     finally:
         fds = await namespaces
     try:
+        try:
+            await asyncio.to_thread(tunnels.create, plan, ledger)
+        except tunnels.TunnelError as exc:
+            raise FabricError(str(exc)) from exc
         await asyncio.to_thread(_create_veths, plan, fds, ledger)
         await asyncio.to_thread(_create_taps, plan, ledger)
         await asyncio.to_thread(_configure_namespaces, plan, fds)

@@ -10,20 +10,22 @@ import contextlib
 from vdc_runtime.fabric import netns as nsutil
 from vdc_runtime.fabric import nft
 from vdc_runtime.fabric.build import delete_named_links, teardown
-from vdc_runtime.fabric.plan import TapPlan, plan_fabric
+from vdc_runtime.fabric.plan import TapPlan, plan_fabric, tunnel_name
 from vdc_runtime.fabric.present import link_groups
 from vdc_runtime.spec import DataCenter
 from vdc_runtime.spec.identity import tap_name
 
 
 def planned_links(dc: DataCenter, group: int, table: str) -> list[str]:
-    """Every host link name this spec makes; tap names follow from node names alone."""
+    """Every host link name this spec makes; tap names follow from node names alone, and a
+    bridge's VXLAN port (when its network is stretched) from the bridge's name."""
     taps = tuple(
         TapPlan(name=tap_name(node.name, i), bridge=iface.network, queues=1, node=node.name)
         for node in dc.nodes
         for i, iface in enumerate(node.interfaces)
     )
-    return plan_fabric(dc, mtu=None, group=group, table=table, taps=taps).links
+    links = plan_fabric(dc, mtu=None, group=group, table=table, taps=taps).links
+    return links + [tunnel_name(n.name) for n in dc.networks]
 
 
 def _kernel_conflicts(dc: DataCenter, group: int, table: str) -> list[str]:

@@ -26,7 +26,8 @@ def ruleset(plan: FabricPlan) -> str:
     forward: list[str] = []
     postrouting: list[str] = []
     for bridge in plan.bridges:
-        if bridge.kind == "internal" or bridge.nat:
+        # A stretched bridge switches between its ports and the tunnel, whatever its kind.
+        if bridge.kind == "internal" or bridge.nat or bridge.stretched:
             forward.append(f'iifname "{bridge.name}" accept')
             forward.append(f'oifname "{bridge.name}" accept')
         if bridge.nat and bridge.address is not None:

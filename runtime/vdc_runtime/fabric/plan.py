@@ -7,7 +7,12 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from vdc_runtime.groups import VXLAN_PORT
+
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from vdc_runtime.groups import Layout
     from vdc_runtime.spec import DataCenter
 
 Address = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -41,12 +46,60 @@ def run_identity(run_dir: str) -> tuple[str, int]:
     return table, group
 
 
+def tunnel_name(bridge: str) -> str:
+    """A stretched bridge's VXLAN port: named after the bridge, as its names are unique."""
+    return f"vx{hashlib.sha1(bridge.encode()).hexdigest()[:11]}"
+
+
 @dataclass(frozen=True)
 class BridgePlan:
     name: str
     kind: str  # internal / external / bmc
     address: Address | None
     nat: bool
+    stretched: bool = False
+
+
+@dataclass(frozen=True)
+class TunnelPlan:
+    """The VXLAN port of a stretched network's bridge, flooding to every peer."""
+
+    name: str
+    bridge: str
+    vni: int
+    peers: tuple[str, ...]
+    """The tunnel addresses of the other groups using the network (unknown ones left out:
+    their pods may not have addresses yet)."""
+
+
+@dataclass(frozen=True)
+class Tunnels:
+    """How this group's stretched networks reach the other groups."""
+
+    local: str
+    """This group's tunnel address (the pod's IP, or the host's toward its peers)."""
+    port: int = VXLAN_PORT
+    tunnels: tuple[TunnelPlan, ...] = ()
+    away: frozenset[str] = frozenset()
+    """Networks whose host address and NAT live in another group (their home)."""
+
+
+def plan_tunnels(
+    the_layout: Layout, group: str, local: str, peers: Mapping[str, str], port: int = VXLAN_PORT
+) -> Tunnels:
+    """The tunnels of `group`, given the other groups' tunnel addresses."""
+    tunnels = tuple(
+        TunnelPlan(
+            name=tunnel_name(s.network),
+            bridge=s.network,
+            vni=s.vni,
+            peers=tuple(peers[g] for g in s.groups if g != group and g in peers),
+        )
+        for s in the_layout.stretched
+        if group in s.groups
+    )
+    away = frozenset(name for name in the_layout.networks[group] if the_layout.home[name] != group)
+    return Tunnels(local=local, port=port, tunnels=tunnels, away=away)
 
 
 @dataclass(frozen=True)
@@ -80,6 +133,7 @@ class FabricPlan:
     namespaces: tuple[NetnsPlan, ...]
     host_sysctls: tuple[tuple[str, str], ...] = field(default=())
     taps: tuple[TapPlan, ...] = field(default=())
+    tunnels: Tunnels | None = None
 
     @property
     def links(self) -> list[str]:
@@ -87,6 +141,7 @@ class FabricPlan:
             [b.name for b in self.bridges]
             + [v.host for ns in self.namespaces for v in ns.veths]
             + [t.name for t in self.taps]
+            + [t.name for t in (self.tunnels.tunnels if self.tunnels else ())]
         )
 
 
@@ -97,10 +152,21 @@ def plan_fabric(
     group: int,
     table: str,
     taps: tuple[TapPlan, ...] = (),
+    tunnels: Tunnels | None = None,
 ) -> FabricPlan:
-    """`taps` come from the nodes' layouts, which own the tap names and queue counts."""
+    """`taps` come from the nodes' layouts, which own the tap names and queue counts;
+    `tunnels`, for a group of a data center split in groups, stretch its shared networks."""
+    away = tunnels.away if tunnels else frozenset()
+    stretched = {t.bridge for t in tunnels.tunnels} if tunnels else set()
     bridges = tuple(
-        BridgePlan(name=n.name, kind=n.type, address=n.address, nat=n.use_nat) for n in dc.networks
+        BridgePlan(
+            name=n.name,
+            kind=n.type,
+            address=None if n.name in away else n.address,
+            nat=n.use_nat and n.name not in away,
+            stretched=n.name in stretched,
+        )
+        for n in dc.networks
     )
     namespaces = tuple(
         NetnsPlan(
@@ -126,4 +192,5 @@ def plan_fabric(
         namespaces=namespaces,
         host_sysctls=sysctls,
         taps=taps,
+        tunnels=tunnels,
     )

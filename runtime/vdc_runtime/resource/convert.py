@@ -253,6 +253,8 @@ def to_manifest(
                 " spec.bmc.tls.secretName to its name",
             )
         spec["bmc"] = bmc
+    if dc.groups:
+        spec["groups"] = [_dump(group) for group in dc.groups]
     if files.problems:
         raise SpecErrors(files.problems)
     metadata: dict[str, Any] = {"name": name}

@@ -33,7 +33,7 @@ from vdc_runtime.resource.github_url import URL_HELP, parse_github_url
 from vdc_runtime.spec import cel, strings
 from vdc_runtime.spec.checks import Document, check
 from vdc_runtime.spec.errors import SpecError, SpecErrors, did_you_mean, format_path
-from vdc_runtime.spec.fields import Name, Text, ruled_str
+from vdc_runtime.spec.fields import GroupName, Name, Text, ruled_str
 from vdc_runtime.spec.keys import locate, rename
 from vdc_runtime.spec.loader import assemble, pydantic_problem
 from vdc_runtime.spec.models import (
@@ -46,6 +46,7 @@ from vdc_runtime.spec.models import (
     BMCUser,
     DataCenter,
     DeviceClass,
+    Group,
     HostPathVolume,
     Image,
     ImageVolume,
@@ -334,6 +335,17 @@ class PodSettings(ApiSpecModel):
     resources: PodResources | None = None
 
 
+class CRGroup(ApiSpecModel):
+    """A part of the data center with a pod of its own; nodes and network namespaces join it
+    with `group: NAME`, and networks used in several groups are stretched between them."""
+
+    name: GroupName
+    pod: PodSettings | None = Field(
+        default=None,
+        description="This group's pod: the keys given here replace those of spec.pod.",
+    )
+
+
 _DURATION_PART = re.compile(r"([0-9]+)(h|ms|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 _DURATION_HELP = "'{value}' is not a duration; write e.g. 0s, 90s, 30m or 2h30m"
@@ -434,6 +446,7 @@ class VirtualDataCenterSpec(ApiSpecModel):
         default="auto", description="auto: KVM where stock guests can run, else TCG."
     )
     pod: PodSettings = PodSettings()
+    groups: Annotated[list[CRGroup], Field(max_length=32)] = []
     runners: Runners | None = None
 
 
@@ -444,6 +457,7 @@ LISTS: dict[str, str] = {
     "nodes": "Node",
     "images": "Image",
     "device_classes": "DeviceClass",
+    "groups": "Group",
 }
 
 # -- checking ------------------------------------------------------------------------------
@@ -586,8 +600,12 @@ def _tls_sources(tls: CRBMCTLS) -> tuple[FileSource, FileSource]:
     )
 
 
-def _runtime_model(kind: str, item: SpecModel, label: str, resolve: Resolve) -> SpecModel:
+def _runtime_model(
+    kind: str, item: SpecModel | ApiSpecModel, label: str, resolve: Resolve
+) -> SpecModel:
     """The runtime's model of one CR entry, its file sources resolved to paths."""
+    if isinstance(item, CRGroup):
+        return Group(name=item.name)  # its pod settings are the operator's alone
     data = item.model_dump(by_alias=False, exclude_none=True)
     if isinstance(item, CRNetworkNamespace):
         data["init_scripts"] = [
@@ -639,6 +657,7 @@ __all__ = [
     "SHORT_NAMES",
     "SINGULAR",
     "VERSION",
+    "CRGroup",
     "CRNode",
     "ExtraFile",
     "FileSource",

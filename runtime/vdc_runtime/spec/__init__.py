@@ -9,6 +9,7 @@ from vdc_runtime.spec.errors import SpecError, SpecErrors
 from vdc_runtime.spec.loader import load_files, load_text
 from vdc_runtime.spec.models import (
     BMC,
+    DEFAULT_GROUP,
     NUMA,
     SMBIOS,
     SMP,
@@ -16,6 +17,7 @@ from vdc_runtime.spec.models import (
     BMCUser,
     DataCenter,
     DeviceClass,
+    Group,
     HostPathVolume,
     Image,
     ImageVolume,
@@ -32,6 +34,7 @@ from vdc_runtime.spec.models import (
 
 __all__ = [
     "BMC",
+    "DEFAULT_GROUP",
     "NUMA",
     "SMBIOS",
     "SMP",
@@ -39,6 +42,7 @@ __all__ = [
     "BMCUser",
     "DataCenter",
     "DeviceClass",
+    "Group",
     "HostPathVolume",
     "Image",
     "ImageVolume",

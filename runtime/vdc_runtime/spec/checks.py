@@ -19,7 +19,9 @@ from vdc_runtime.spec.errors import did_you_mean, format_path
 from vdc_runtime.spec.identity import generated_mac
 from vdc_runtime.spec.models import (
     BMC,
+    DEFAULT_GROUP,
     MAX_QUEUES,
+    Group,
     HostPathVolume,
     Image,
     ImageVolume,
@@ -121,6 +123,8 @@ def check(
             problems.extend(_files(doc))
         if references:
             problems.extend(_references(doc, declared))
+    if references:
+        problems.extend(_empty_groups(documents))
     problems.extend(_bmc_settings(documents))
     problems.extend(_bmc_publish(documents))
     problems.extend(_bmc_addresses(documents, declared))
@@ -340,7 +344,27 @@ def _references(doc: Document, declared: _Declared) -> Iterator[Problem]:
         for i, iface in enumerate(model.interfaces):
             loc = ("interfaces", i, "network")
             found.append(_reference(doc, loc, "Network", iface.network, declared))
+    if isinstance(model, Node | NetworkNamespace) and model.group not in (None, DEFAULT_GROUP):
+        found.append(_reference(doc, ("group",), "Group", model.group, declared))
     yield from (p for p in found if p is not None)
+
+
+def _empty_groups(documents: list[Document]) -> Iterator[Problem]:
+    """A declared group must hold something: an empty one would be a pod with nothing in it,
+    and most likely names a group its members spell differently."""
+    used = {
+        doc.model.group or DEFAULT_GROUP
+        for doc in documents
+        if isinstance(doc.model, Node | NetworkNamespace)
+    }
+    for doc in documents:
+        if isinstance(doc.model, Group) and doc.model.name not in used:
+            yield Problem(
+                doc,
+                ("name",),
+                f"no node or network namespace is in group '{doc.model.name}'"
+                " (they name it in their 'group' key)",
+            )
 
 
 def _addresses(documents: list[Document], declared: _Declared) -> Iterator[Problem]:

@@ -155,6 +155,13 @@ NetNSName = _name_type(
 )
 """A namespace's name is a file under /run/netns."""
 
+GroupName = ruled_str(
+    strings.GROUP_NAME,
+    f"'{{value}}' is not a valid group name (at most {strings.GROUP_NAME_MAX} lower-case"
+    " letters, digits and '-', starting and ending with a letter or digit: it names a pod)",
+)
+"""A group's name, part of its pod's name."""
+
 
 def _is_network_address(iface: IPInterface) -> bool:
     # /31 and /32 (and their IPv6 equivalents) have no network or broadcast address to avoid.

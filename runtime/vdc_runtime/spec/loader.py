@@ -38,6 +38,7 @@ from vdc_runtime.spec.models import (
     KINDS,
     DataCenter,
     DeviceClass,
+    Group,
     Image,
     Network,
     NetworkNamespace,
@@ -210,6 +211,7 @@ def assemble(models: Iterable[SpecModel | None]) -> DataCenter:
         images=[m for m in models if isinstance(m, Image)],
         device_classes=[m for m in models if isinstance(m, DeviceClass)],
         bmc=next((m for m in models if isinstance(m, BMC)), None),
+        groups=[m for m in models if isinstance(m, Group)],
     )
 
 

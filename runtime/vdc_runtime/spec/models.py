@@ -31,6 +31,7 @@ from vdc_runtime.spec.fields import (
     BridgeInterface,
     FileName,
     FilePath,
+    GroupName,
     HostAddress,
     HostInterface,
     IPInterface,
@@ -120,6 +121,11 @@ class App(SpecModel):
     restart: Restart = "no"
 
 
+_GROUP_HELP = (
+    "The group (pod, or `vdc run --group` host) this runs in; without it, the default group."
+)
+
+
 class NetworkNamespace(SpecModel):
     """A named network namespace acting as a router or host, wired to networks by veth pairs."""
 
@@ -127,6 +133,7 @@ class NetworkNamespace(SpecModel):
     interfaces: Annotated[list[NetNSInterface], Field(min_length=1, max_length=64)]
     init_scripts: Annotated[list[FilePath], Field(max_length=32)] = []
     apps: Annotated[list[App], Field(max_length=32)] = []
+    group: GroupName | None = Field(default=None, description=_GROUP_HELP)
 
 
 class Image(SpecModel):
@@ -321,6 +328,7 @@ class Node(SpecModel):
     network_device_queue: Count | None = None
     bmc: NodeBMC | None = None
     readiness: NodeReadiness | None = None
+    group: GroupName | None = Field(default=None, description=_GROUP_HELP)
 
     @property
     def cpus(self) -> int:
@@ -376,6 +384,17 @@ class BMC(SpecModel):
     publish: BMCPublish | None = None
 
 
+DEFAULT_GROUP = "default"
+"""The group of every node and namespace that names none."""
+
+
+class Group(SpecModel):
+    """A part of the data center that runs on its own: a pod on Kubernetes, a host with
+    `vdc run --group`. Networks used in several groups are stretched between them."""
+
+    name: GroupName
+
+
 KINDS: dict[str, type[SpecModel]] = {
     "Network": Network,
     "NetworkNamespace": NetworkNamespace,
@@ -383,6 +402,7 @@ KINDS: dict[str, type[SpecModel]] = {
     "Image": Image,
     "DeviceClass": DeviceClass,
     "BMC": BMC,
+    "Group": Group,
 }
 """Placemat `kind` -> model, in the order DataCenter lists them."""
 
@@ -400,6 +420,7 @@ class DataCenter(SpecModel):
     images: list[Image] = []
     device_classes: list[DeviceClass] = []
     bmc: BMC | None = None
+    groups: list[Group] = []
 
     def network(self, name: str) -> Network:
         return _by_name(self.networks, name)
@@ -442,6 +463,7 @@ def _by_name(items: list[_Named], name: str) -> _Named:
 __all__ = [
     "BMC",
     "BMCTLS",
+    "DEFAULT_GROUP",
     "KINDS",
     "MAX_QUEUES",
     "NUMA",
@@ -456,6 +478,7 @@ __all__ = [
     "Compression",
     "DataCenter",
     "DeviceClass",
+    "Group",
     "HostPathVolume",
     "IPInterface",
     "Image",

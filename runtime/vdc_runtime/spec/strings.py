@@ -85,6 +85,11 @@ NETNS_NAME_MAX = 64
 NETNS_NAME = StringRule(rf"[^/\x00{_SPACE}]+", max_length=NETNS_NAME_MAX, forbidden=_DOT_NAMES)
 """A namespace's name is a file under /run/netns."""
 
+# A group's name is part of its pod's name and host name (`vdc-<vdc>-<group>`), so it is a
+# DNS label, kept short enough to leave the VDC's name room in the label's 63 characters.
+GROUP_NAME_MAX = 20
+GROUP_NAME = StringRule("[a-z0-9](?:[-a-z0-9]*[a-z0-9])?", max_length=GROUP_NAME_MAX)
+
 _UNIT = "[KMGTkmgt]"
 _NONZERO_INT = "0*[1-9][0-9]*"
 SIZE = StringRule(

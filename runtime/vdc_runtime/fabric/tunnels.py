@@ -1,0 +1,118 @@
+"""Stretched networks' VXLAN ports and their flood lists, and the underlay they ride on.
+
+Through pyroute2: a data center has a handful of stretched networks, created once, so the
+batching that `netlink` does for hundreds of links buys nothing here, while VXLAN's link
+attributes and bridge FDB entries are what pyroute2 already encodes.
+
+Head-end replication: a VXLAN port has one all-zeros FDB entry per peer, so broadcast,
+unknown-unicast and multicast frames are copied to every peer by unicast; learning then
+sends known MACs to their own peer only. No multicast is needed on the underlay, which a
+pod network rarely carries.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from vdc_runtime.fabric.plan import FabricPlan, TunnelPlan
+from vdc_runtime.ledger import Ledger
+
+ZERO_MAC = "00:00:00:00:00:00"
+
+
+class TunnelError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Underlay:
+    """Where tunnels toward a peer leave this host."""
+
+    local: str
+    device: str
+    mtu: int
+
+
+def underlay(peer: str) -> Underlay:
+    """The source address, device and MTU of the route toward `peer`."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with IPRoute() as ipr:
+        try:
+            route = ipr.route("get", dst=peer)[0]
+        except NetlinkError as exc:
+            raise TunnelError(f"no route to peer {peer}: {exc.args[-1]}") from None
+        src, oif = route.get_attr("RTA_PREFSRC"), route.get_attr("RTA_OIF")
+        link = ipr.get_links(oif)[0]
+    if src is None:
+        raise TunnelError(f"the route to peer {peer} has no source address to tunnel from")
+    return Underlay(src, link.get_attr("IFLA_IFNAME"), link.get_attr("IFLA_MTU"))
+
+
+def create(plan: FabricPlan, ledger: Ledger) -> None:
+    """Create the plan's VXLAN ports on their bridges, each flooding to its peers."""
+    tunnels = plan.tunnels
+    if tunnels is None or not tunnels.tunnels:
+        return
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    ledger.record("links", group=plan.group, names=[t.name for t in tunnels.tunnels])
+    local_key = (
+        "vxlan_local" if ipaddress.ip_address(tunnels.local).version == 4 else "vxlan_local6"
+    )
+    with IPRoute() as ipr:
+        for tunnel in tunnels.tunnels:
+            what = f"VXLAN port {tunnel.name} of network {tunnel.bridge} (VNI {tunnel.vni})"
+            try:
+                ipr.link(
+                    "add",
+                    ifname=tunnel.name,
+                    kind="vxlan",
+                    vxlan_id=tunnel.vni,
+                    vxlan_port=tunnels.port,
+                    vxlan_learning=1,
+                    group=plan.group,
+                    **{local_key: tunnels.local},
+                    **({"mtu": plan.mtu} if plan.mtu else {}),
+                )
+                index = ipr.link_lookup(ifname=tunnel.name)[0]
+                master = ipr.link_lookup(ifname=tunnel.bridge)[0]
+                ipr.link("set", index=index, master=master, state="up")
+                for peer in tunnel.peers:
+                    ipr.fdb("append", ifindex=index, lladdr=ZERO_MAC, dst=peer)
+            except NetlinkError as exc:
+                raise TunnelError(f"{what}: {exc.args[-1]}") from None
+
+
+def flood_list(name: str) -> set[str]:
+    """The peers a VXLAN port floods to."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=name)[0]
+        return {
+            entry.get_attr("NDA_DST")
+            for entry in ipr.fdb("dump", ifindex=index)
+            if entry.get_attr("NDA_LLADDR") == ZERO_MAC and entry.get_attr("NDA_DST")
+        }
+
+
+def set_peers(tunnel: TunnelPlan, peers: tuple[str, ...]) -> None:
+    """Make the port flood to exactly `peers` (a peer that moved: new address, old one
+    dropped), leaving what it learned about the others alone."""
+    from pyroute2 import IPRoute
+
+    current = flood_list(tunnel.name)
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=tunnel.name)[0]
+        for peer in sorted(current - set(peers)):
+            ipr.fdb("del", ifindex=index, lladdr=ZERO_MAC, dst=peer)
+        for peer in peers:
+            if peer not in current:
+                ipr.fdb("append", ifindex=index, lladdr=ZERO_MAC, dst=peer)
+
+
+__all__ = ["TunnelError", "Underlay", "create", "flood_list", "set_peers", "underlay"]

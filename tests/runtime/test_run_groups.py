@@ -1,0 +1,152 @@
+"""One data center in two groups on two hosts (`vdc run --group/--peer`), its shared
+networks stretched over VXLAN between them.
+
+Each host is a network namespace of the test's, the two joined by a veth as two machines
+by a cable; every packet, the tunnels' included, stays inside those namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.runtime.conftest import write
+from tests.runtime.harness import HostNetns, VdcRun, assert_no_leftovers, sh, snapshot
+from vdc_runtime.fabric.plan import tunnel_name
+
+pytestmark = [pytest.mark.root]
+
+UNDERLAY = {"a": "10.231.0.1", "b": "10.231.0.2"}
+
+SPEC = """\
+kind: Network
+name: {p}core
+type: internal
+---
+kind: Network
+name: {p}ext
+type: external
+address: 10.5.0.1/24
+---
+kind: Network
+name: {p}local
+type: internal
+---
+kind: Group
+name: rack-a
+---
+kind: Group
+name: rack-b
+---
+kind: NetworkNamespace
+name: {p}ra
+group: rack-a
+interfaces:
+- network: {p}core
+  addresses: [10.0.0.1/24]
+- network: {p}ext
+  addresses: [10.5.0.11/24]
+---
+kind: NetworkNamespace
+name: {p}rb
+group: rack-b
+interfaces:
+- network: {p}core
+  addresses: [10.0.0.2/24]
+- network: {p}ext
+  addresses: [10.5.0.12/24]
+- network: {p}local
+  addresses: [10.9.0.1/24]
+"""
+
+
+@pytest.fixture
+def hosts() -> Iterator[tuple[HostNetns, HostNetns]]:
+    """Two hosts joined by a veth, 10.231.0.1 and .2."""
+    with HostNetns() as a, HostNetns() as b:
+        suffix = uuid.uuid4().hex[:6]
+        link_a, link_b = f"ula{suffix}", f"ulb{suffix}"
+        sh(["ip", "link", "add", link_a, "netns", a.name, "type", "veth",
+            "peer", "name", link_b, "netns", b.name])  # fmt: skip
+        for host, link, address in ((a, link_a, UNDERLAY["a"]), (b, link_b, UNDERLAY["b"])):
+            host.sh(["ip", "address", "add", f"{address}/24", "dev", link])
+            host.sh(["ip", "link", "set", link, "up"])
+        yield a, b
+
+
+def _bridge_json(host: HostNetns, name: str) -> dict:
+    return json.loads(host.sh(["ip", "-j", "address", "show", "dev", name]))[0]
+
+
+def test_two_groups_on_two_hosts_share_their_networks(
+    hosts: tuple[HostNetns, HostNetns], tmp_path: Path
+) -> None:
+    a, b = hosts
+    p = "g" + uuid.uuid4().hex[:5]
+    spec = write(tmp_path / "dc.yml", SPEC.format(p=p))
+    before = (snapshot(a), snapshot(b))
+    run_a = VdcRun(a, [spec], tmp_path / "a" / "run", "--group", "rack-a",
+                   "--peer", f"rack-b={UNDERLAY['b']}")  # fmt: skip
+    run_b = VdcRun(b, [spec], tmp_path / "b" / "run", "--group", "rack-b",
+                   "--peer", f"rack-a={UNDERLAY['a']}")  # fmt: skip
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    runs = [run_a.start(), run_b.start()]
+    try:
+        for run in runs:
+            run.wait_ready()
+        # Each host built its own part: its namespace, the bridges its members use.
+        assert set(sh(["ip", "netns", "list"]).split()) >= {f"{p}ra", f"{p}rb"}
+        assert f"{p}local:" not in a.sh(["ip", "-o", "link"])
+        assert f"{p}local:" in b.sh(["ip", "-o", "link"])
+
+        # The stretched network is one L2 segment: a namespace of each group reach each
+        # other, full-size packets of the lowered MTU included (1450 = 1500 - 50).
+        sh(["ping", "-c", "2", "-W", "3", "10.0.0.2"], ns=f"{p}ra")
+        sh(["ping", "-c", "1", "-W", "3", "-M", "do", "-s", "1422", "10.0.0.2"], ns=f"{p}ra")
+        for host in (a, b):
+            assert _bridge_json(host, f"{p}core")["mtu"] == 1450
+        eth0 = json.loads(sh(["ip", "-j", "link", "show", "eth0"], ns=f"{p}rb"))[0]
+        assert eth0["mtu"] == 1450
+        status, networks = run_a.api("/networks")
+        assert status == 200
+        assert {n["name"]: n["mtu"] for n in networks}[f"{p}core"] == 1450
+
+        # Head-end replication: the tunnel floods to the other host only.
+        fdb = a.sh(["bridge", "fdb", "show", "dev", tunnel_name(f"{p}core")])
+        assert f"00:00:00:00:00:00 dst {UNDERLAY['b']}" in fdb
+
+        # The external network's host address lives in its home group (rack-a, the first
+        # to use it): rack-b's bridge has none, and rack-b's namespace reaches it through
+        # the tunnel.
+        assert [i["local"] for i in _bridge_json(a, f"{p}ext")["addr_info"]
+                if i["family"] == "inet"] == ["10.5.0.1"]  # fmt: skip
+        assert not [i for i in _bridge_json(b, f"{p}ext")["addr_info"] if i["family"] == "inet"]
+        sh(["ping", "-c", "1", "-W", "3", "10.5.0.1"], ns=f"{p}rb")
+    finally:
+        for run in runs:
+            if run.proc and run.proc.poll() is None:
+                run.signal(signal.SIGTERM)
+        codes = [run.wait(60) for run in runs]
+    assert codes == [0, 0], run_a.output + run_b.output
+    assert_no_leftovers(before[0], a)
+    assert_no_leftovers(before[1], b)
+
+
+def test_a_missing_peer_is_refused_before_anything_is_built(
+    hosts: tuple[HostNetns, HostNetns], tmp_path: Path
+) -> None:
+    a, _ = hosts
+    p = "g" + uuid.uuid4().hex[:5]
+    spec = write(tmp_path / "dc.yml", SPEC.format(p=p))
+    before = snapshot(a)
+    run = VdcRun(a, [spec], tmp_path / "run", "--group", "rack-a")
+    assert run.run_to_exit() == 2
+    assert f"group rack-b shares network(s) {p}core, {p}ext with group rack-a" in run.output
+    assert "--peer rack-b=ADDRESS" in run.output
+    assert_no_leftovers(before, a)
