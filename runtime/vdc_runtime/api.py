@@ -179,6 +179,33 @@ async def forwards_delete(request: web.Request) -> web.Response:
     return web.json_response(None)
 
 
+async def group(request: web.Request) -> web.Response:
+    found = views.group(request.app[RUN_KEY])
+    if found is None:
+        return _error(404, "this run builds the whole data center, not one group")
+    return web.json_response(found)
+
+
+async def group_peers(request: web.Request) -> web.Response:
+    """`{"GROUP": "ADDRESS", ...}`: those groups' tunnel addresses change (others stay)."""
+    run = request.app[RUN_KEY]
+    try:
+        body = await request.json()
+    except ValueError:
+        return _error(400, "expected a JSON object of group names to addresses")
+    if not isinstance(body, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in body.items()
+    ):
+        return _error(400, "expected a JSON object of group names to addresses")
+    try:
+        await run.set_peers(body)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    except OSError as exc:
+        return _error(500, str(exc))
+    return web.json_response(views.group(run))
+
+
 def make_app(run: DataCenterRun) -> web.Application:
     app = web.Application()
     app[RUN_KEY] = run
@@ -195,6 +222,8 @@ def make_app(run: DataCenterRun) -> web.Application:
     app.router.add_get("/forwards", forwards_list)
     app.router.add_post("/forwards", forwards_add)
     app.router.add_delete("/forwards/{port}", forwards_delete)
+    app.router.add_get("/group", group)
+    app.router.add_put("/group/peers", group_peers)
     return app
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import os
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vdc_runtime import fabric, groups, procs
@@ -48,6 +49,8 @@ class DataCenterRun:
         self.layout = groups.layout(dc)
         self.dc = dc if options.group is None else groups.part(dc, options.group.name, self.layout)
         self.tunnels: fabric.Tunnels | None = None
+        self.peers: dict[str, str] = {}
+        """The other groups' tunnel addresses, when this run builds one group."""
         self.options = options
         self.phase = RunPhase.PENDING
         self.failure: str | None = None
@@ -192,24 +195,27 @@ class DataCenterRun:
         them never needs fragments or path MTU discovery.
         """
         peers = [options.peers[g] for g in self.layout.peers(options.name) if g in options.peers]
-        local = options.local
-        if peers:
-            try:
-                under = tunnels.underlay(peers[0])
-            except tunnels.TunnelError as exc:
-                raise StartupError(str(exc)) from exc
-            local = local or under.local
-            lowered = under.mtu - groups.VXLAN_OVERHEAD[ipaddress.ip_address(local).version]
-            if mtu is None or lowered < mtu:
-                log.info(
-                    "group %s: MTU %d for the whole data center: %s's %d less %d of VXLAN",
-                    options.name, lowered, under.device, under.mtu, under.mtu - lowered,
-                )  # fmt: skip
-                mtu = lowered
-        if local is None:
+        if not peers and options.local is None:
             raise StartupError(
                 f"group {options.name}: no peer address to tunnel to and no local one given"
             )
+        try:
+            # Before any peer is known (their pods have no address yet), the device holding
+            # the local address is where tunnels will leave.
+            under = (
+                tunnels.underlay(peers[0]) if peers else tunnels.underlay_with(options.local)  # type: ignore[arg-type]
+            )
+        except tunnels.TunnelError as exc:
+            raise StartupError(str(exc)) from exc
+        local = options.local or under.local
+        lowered = under.mtu - groups.VXLAN_OVERHEAD[ipaddress.ip_address(local).version]
+        if mtu is None or lowered < mtu:
+            log.info(
+                "group %s: MTU %d for the whole data center: %s's %d less %d of VXLAN",
+                options.name, lowered, under.device, under.mtu, under.mtu - lowered,
+            )  # fmt: skip
+            mtu = lowered
+        self.peers = dict(options.peers)
         plan = fabric.plan_tunnels(self.layout, options.name, local, options.peers, options.port)
         for tunnel in plan.tunnels:
             peers_text = ", ".join(tunnel.peers) or "no peer yet"
@@ -218,6 +224,29 @@ class DataCenterRun:
                 options.name, tunnel.bridge, tunnel.vni, local, peers_text,
             )  # fmt: skip
         return plan, mtu
+
+    async def set_peers(self, peers: Mapping[str, str]) -> None:
+        """Tunnel to these groups' new addresses (a peer pod replaced, or known at last):
+        each stretched network floods to the new address instead of the old one, and the
+        machines of this group notice nothing. ValueError says what is wrong with `peers`."""
+        if self.options.group is None or self.tunnels is None or self.plan is None:
+            raise ValueError("this run builds the whole data center: it has no peers")
+        name = self.options.group.name
+        merged = {**self.peers, **peers}
+        problems = [
+            p
+            for p in groups.run_problems(self.layout, name, merged)
+            if not p.startswith("group ")  # peers not known yet stay allowed
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        plan = fabric.plan_tunnels(self.layout, name, self.tunnels.local, merged, self.tunnels.port)
+        for tunnel in plan.tunnels:
+            await asyncio.to_thread(tunnels.set_peers, tunnel, tunnel.peers)
+        self.peers, self.tunnels = merged, plan
+        self.plan = dataclasses.replace(self.plan, tunnels=plan)
+        log.info("group %s: peers now %s", name,
+                 ", ".join(f"{g}={a}" for g, a in sorted(merged.items())))  # fmt: skip
 
     # -- leftovers -------------------------------------------------------------------------
 

@@ -81,11 +81,11 @@ def layout(dc: DataCenter) -> Layout:
     for ns in dc.netns:
         for ns_iface in ns.interfaces:
             users[ns_iface.network].add(_group(ns.group))
-    with_nodes = {g for g in order if nodes[g]}
     for network in dc.networks:
-        # Every group's BMCs answer on the bmc networks.
+        # Every group reaches every BMC, as on a real management network: its BMCs answer
+        # there, and its hosts (a runner in its pod) drive the other groups' machines.
         if network.type == "bmc":
-            users[network.name] |= with_nodes
+            users[network.name] = set(order)
         if not users[network.name]:
             users[network.name].add(order[0])
     ranked = {g: i for i, g in enumerate(order)}

@@ -33,6 +33,26 @@ def networks(run: DataCenterRun) -> list[dict[str, Any]]:
     ]
 
 
+def group(run: DataCenterRun) -> dict[str, Any] | None:
+    """The group this run builds, its tunnels and peers; None when it builds everything."""
+    if run.options.group is None:
+        return None
+    tunnels = run.tunnels
+    return {
+        "name": run.options.group.name,
+        "groups": list(run.layout.order),
+        "local": tunnels.local if tunnels else None,
+        "port": tunnels.port if tunnels else run.options.group.port,
+        "mtu": run.plan.mtu if run.plan else None,
+        "peers": dict(run.peers),
+        "home": [n for n, g in run.layout.home.items() if g == run.options.group.name],
+        "tunnels": [
+            {"network": t.bridge, "vni": t.vni, "link": t.name, "peers": list(t.peers)}
+            for t in (tunnels.tunnels if tunnels else ())
+        ],
+    }
+
+
 def namespaces(run: DataCenterRun) -> list[dict[str, Any]]:
     """Each network namespace: its interfaces, init scripts and apps."""
     out = []
@@ -46,6 +66,7 @@ def namespaces(run: DataCenterRun) -> list[dict[str, Any]]:
                 "network": iface.network,
                 "addresses": [str(a) for a in iface.addresses],
                 "host_link": plan.veths[i].host if plan else None,
+                "mac": plan.veths[i].mac if plan else None,
             }
             for i, iface in enumerate(ns.interfaces)
         ]

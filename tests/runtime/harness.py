@@ -56,7 +56,13 @@ class HostNetns:
 
 
 def http_in_netns(
-    ns: str, method: str, path: str, port: int = API_PORT, timeout: float = 5, text: bool = False
+    ns: str,
+    method: str,
+    path: str,
+    port: int = API_PORT,
+    timeout: float = 5,
+    text: bool = False,
+    body: Any = None,
 ) -> tuple[int, Any]:
     """An HTTP request whose socket is made inside `ns` (so 127.0.0.1 is that namespace's);
     the body as JSON, or as `text`."""
@@ -68,13 +74,16 @@ def http_in_netns(
             with nsutil.entered(fd):
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
                 conn.connect()  # the socket now belongs to `ns`, wherever it is used
-            conn.request(method, path)
-            resp = conn.getresponse()
-            body = resp.read()
-            if text:
-                result["value"] = (resp.status, body.decode(errors="replace"))
+            if body is None:
+                conn.request(method, path)
             else:
-                result["value"] = (resp.status, json.loads(body) if body else None)
+                conn.request(method, path, json.dumps(body), {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            answer = resp.read()
+            if text:
+                result["value"] = (resp.status, answer.decode(errors="replace"))
+            else:
+                result["value"] = (resp.status, json.loads(answer) if answer else None)
         except Exception as exc:
             result["error"] = exc
         finally:
@@ -223,8 +232,10 @@ class VdcRun:
         self.stop()
         raise AssertionError(f"vdc run not ready after {timeout} s:\n{self.output}")
 
-    def api(self, path: str, method: str = "GET", text: bool = False) -> tuple[int, Any]:
-        return http_in_netns(self.host.name, method, path, text=text)
+    def api(
+        self, path: str, method: str = "GET", text: bool = False, body: Any = None
+    ) -> tuple[int, Any]:
+        return http_in_netns(self.host.name, method, path, text=text, body=body)
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

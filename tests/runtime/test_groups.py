@@ -86,17 +86,17 @@ def test_the_layout_of_three_groups() -> None:
     assert layout.order == ("default", "r1", "r2")
     assert layout.netns == {"default": ("spine",), "r1": ("tor1",), "r2": ()}
     assert layout.nodes == {"default": (), "r1": ("w1",), "r2": ("w2",)}
-    # Each builds the networks its members use; every group with machines the bmc network
-    # (their BMCs answer there); the network nobody uses goes to the first group.
+    # Each builds the networks its members use, and every bmc network (each group reaches
+    # every BMC); the network nobody uses goes to the first group.
     assert layout.networks == {
-        "default": ("ext", "core", "spare"),
+        "default": ("ext", "bmc", "core", "spare"),
         "r1": ("ext", "bmc", "core", "rack1"),
         "r2": ("ext", "bmc"),
     }
-    assert layout.home == {"ext": "default", "bmc": "r1", "core": "default",
+    assert layout.home == {"ext": "default", "bmc": "default", "core": "default",
                            "rack1": "r1", "spare": "default"}  # fmt: skip
     stretched = {s.network: s.groups for s in layout.stretched}
-    assert stretched == {"ext": ("default", "r1", "r2"), "bmc": ("r1", "r2"),
+    assert stretched == {"ext": ("default", "r1", "r2"), "bmc": ("default", "r1", "r2"),
                          "core": ("default", "r1")}  # fmt: skip
     assert layout.peers("r2") == ("default", "r1")
     assert layout.stretch("rack1") is None
@@ -140,7 +140,7 @@ def test_the_tunnels_and_bridges_of_a_group() -> None:
     tunnels = plan_tunnels(layout, "r2", "192.0.2.3", peers)
     assert [(t.bridge, t.peers) for t in tunnels.tunnels] == [
         ("ext", ("192.0.2.1", "192.0.2.2")),
-        ("bmc", ("192.0.2.2",)),
+        ("bmc", ("192.0.2.1", "192.0.2.2")),
     ]
     assert tunnels.tunnels[0].name == tunnel_name("ext") and len(tunnels.tunnels[0].name) <= 15
     assert tunnels.away == {"ext", "bmc"}
@@ -169,7 +169,7 @@ def test_peers_not_known_yet_are_left_out() -> None:
     [
         ("r3", {}, "--group r3: no such group (the spec's groups: default, r1, r2)"),
         ("r2", {"r1": "192.0.2.2"},
-         "group default shares network(s) ext with group r2: give --peer default=ADDRESS"),
+         "group default shares network(s) ext, bmc with group r2: give --peer default=ADDRESS"),
         ("r2", {"r2": "192.0.2.2", "default": "x", "r1": "192.0.2.1"},
          "--peer r2=192.0.2.2: that is this run's own group"),
         ("r2", {"default": "nowhere", "r1": "192.0.2.1"}, "--peer default=nowhere: not an IP"),

@@ -34,8 +34,9 @@ def test_bridge_request_without_mtu_leaves_kernel_default():
 
 def test_veth_request_decodes_with_peer_in_namespace():
     body = netlink.veth_request(
-        "vdcabc", "eth3", peer_netns_fd=9, master_index=42, mtu=1500, group=5
-    )
+        "vdcabc", "eth3", peer_netns_fd=9, master_index=42, mtu=1500, group=5,
+        peer_mac="02:11:22:33:44:55",
+    )  # fmt: skip
     msg = _decode(ifinfmsg, body)
     assert msg.get_attr("IFLA_IFNAME") == "vdcabc"
     assert msg.get_attr("IFLA_MASTER") == 42
@@ -46,6 +47,7 @@ def test_veth_request_decodes_with_peer_in_namespace():
     assert peer.get_attr("IFLA_IFNAME") == "eth3"
     assert peer.get_attr("IFLA_NET_NS_FD") == 9
     assert peer.get_attr("IFLA_MTU") == 1500
+    assert peer.get_attr("IFLA_ADDRESS") == "02:11:22:33:44:55"
     assert peer["flags"] == 0  # the peer is brought up from inside its namespace
 
 

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.guest.build import GuestPaths
 from tests.runtime.conftest import write
+from tests.runtime.guests import console, node_yaml
 from tests.runtime.harness import HostNetns, VdcRun, assert_no_leftovers, sh, snapshot
 from vdc_runtime.fabric.plan import tunnel_name
+from vdc_runtime.spec.identity import netns_mac
 
 pytestmark = [pytest.mark.root]
 
@@ -113,6 +117,7 @@ def test_two_groups_on_two_hosts_share_their_networks(
             assert _bridge_json(host, f"{p}core")["mtu"] == 1450
         eth0 = json.loads(sh(["ip", "-j", "link", "show", "eth0"], ns=f"{p}rb"))[0]
         assert eth0["mtu"] == 1450
+        assert eth0["address"] == netns_mac(f"{p}rb", 0)  # stable across rebuilds
         status, networks = run_a.api("/networks")
         assert status == 200
         assert {n["name"]: n["mtu"] for n in networks}[f"{p}core"] == 1450
@@ -150,3 +155,149 @@ def test_a_missing_peer_is_refused_before_anything_is_built(
     assert f"group rack-b shares network(s) {p}core, {p}ext with group rack-a" in run.output
     assert "--peer rack-b=ADDRESS" in run.output
     assert_no_leftovers(before, a)
+
+
+MACHINES = """\
+kind: Network
+name: {p}lan
+type: external
+address: 10.73.0.1/24
+---
+kind: Network
+name: {p}bmc
+type: bmc
+address: 10.73.16.1/24
+---
+kind: BMC
+users: [{{name: admin, password: s3cret-admin}}]
+---
+kind: Group
+name: rack-a
+---
+kind: Group
+name: rack-b
+---
+kind: NetworkNamespace
+name: {p}dhcp
+group: rack-a
+interfaces:
+- network: {p}lan
+  addresses: [10.73.0.2/24]
+apps:
+- name: dnsmasq
+  command: [dnsmasq, --keep-in-foreground, --log-facility=-, --conf-file=dnsmasq.conf]
+---
+{node}
+group: rack-b
+interfaces: [{p}lan]
+bmc: {{address: 10.73.16.12}}
+"""
+
+
+def _stop(runs: list[VdcRun]) -> list[int]:
+    for run in runs:
+        if run.proc and run.proc.poll() is None:
+            run.signal(signal.SIGTERM)
+    return [run.wait(60) for run in runs]
+
+
+@pytest.mark.slow
+def test_a_machine_of_one_group_is_served_and_driven_from_the_other(
+    hosts: tuple[HostNetns, HostNetns], tmp_path: Path, guest: GuestPaths
+) -> None:
+    """DHCP from a namespace of rack-a reaches a machine of rack-b (broadcasts cross the
+    tunnel), and rack-a's host drives that machine through its BMC, which answers on the
+    stretched bmc network."""
+    a, b = hosts
+    p = "m" + uuid.uuid4().hex[:5]
+    write(tmp_path / "dnsmasq.conf",
+          "port=0\ninterface=eth0\nbind-interfaces\nleasefile-ro\npid-file=\n"
+          "dhcp-range=10.73.0.100,10.73.0.200,255.255.255.0,1h\n")  # fmt: skip
+    node = node_yaml(f"{p}w", guest, cmdline="vdc.dhcp=1").rstrip("\n")
+    spec = write(tmp_path / "dc.yml", MACHINES.format(p=p, node=node))
+    before = (snapshot(a), snapshot(b))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    run_a = VdcRun(a, [spec], tmp_path / "a" / "run", "--group", "rack-a",
+                   "--peer", f"rack-b={UNDERLAY['b']}")  # fmt: skip
+    run_b = VdcRun(b, [spec], tmp_path / "b" / "run", "--group", "rack-b",
+                   "--peer", f"rack-a={UNDERLAY['a']}")  # fmt: skip
+    runs = [run_a.start(), run_b.start()]
+    try:
+        for run in runs:
+            run.wait_ready(120)
+        log = console(run_b, f"{p}w")
+        log.wait_for("VDC-GUEST-DHCP eth0 10.73.0.1")
+        ipmi = ["ipmitool", "-I", "lanplus", "-H", "10.73.16.12", "-U", "admin",
+                "-P", "s3cret-admin", "-C", "17", "-N", "2", "-R", "3"]  # fmt: skip
+        assert "Chassis Power is on" in a.sh([*ipmi, "power", "status"])
+        log.wait_for("VDC-GUEST-READY")
+        a.sh([*ipmi, "power", "reset"])
+        log.wait_for("VDC-GUEST-READY", count=2)
+        # rack-a has no machine: the bmc bridge it carries is the network's home only.
+        assert run_a.api("/nodes")[1] == []
+    finally:
+        codes = _stop(runs)
+    assert codes == [0, 0], run_a.output + run_b.output
+    assert_no_leftovers(before[0], a, markers=("qemu-system", "dnsmasq"))
+    assert_no_leftovers(before[1], b, markers=("qemu-system",))
+
+
+def test_a_group_that_comes_back_at_a_new_address_is_followed(
+    hosts: tuple[HostNetns, HostNetns], tmp_path: Path
+) -> None:
+    """rack-b's host is replaced and comes back at a new address (as a pod recreated on
+    another node): rack-a, told the new address, tunnels there; its own namespace is
+    untouched, and it forgets what it had learned behind the old address."""
+    a, b = hosts
+    p = "p" + uuid.uuid4().hex[:5]
+    spec = write(tmp_path / "dc.yml", SPEC.format(p=p))
+    before = (snapshot(a), snapshot(b))
+    for side in ("a", "b", "b2"):
+        (tmp_path / side).mkdir()
+    run_a = VdcRun(a, [spec], tmp_path / "a" / "run", "--group", "rack-a",
+                   "--peer", f"rack-b={UNDERLAY['b']}")  # fmt: skip
+    run_b = VdcRun(b, [spec], tmp_path / "b" / "run", "--group", "rack-b",
+                   "--peer", f"rack-a={UNDERLAY['a']}")  # fmt: skip
+    runs = [run_a.start(), run_b.start()]
+    try:
+        for run in runs:
+            run.wait_ready()
+        sh(["ping", "-c", "1", "-W", "3", "10.0.0.2"], ns=f"{p}ra")
+        tunnel = tunnel_name(f"{p}core")
+        assert UNDERLAY["b"] in a.sh(["bridge", "fdb", "show", "dev", tunnel])
+        netns_inode = Path(f"/run/netns/{p}ra").stat().st_ino
+
+        assert run_b.stop() == 0
+        links = b.sh(["ip", "-o", "link"]).splitlines()
+        link_b = next(line.split(": ")[1].split("@")[0] for line in links if "ulb" in line)
+        b.sh(["ip", "address", "flush", "dev", link_b])
+        b.sh(["ip", "address", "add", "10.231.0.3/24", "dev", link_b])
+        run_b = VdcRun(b, [spec], tmp_path / "b2" / "run", "--group", "rack-b",
+                       "--peer", f"rack-a={UNDERLAY['a']}")  # fmt: skip
+        runs[1] = run_b.start()
+        run_b.wait_ready()
+
+        status, view = run_a.api("/group/peers", "PUT", body={"rack-b": "10.231.0.3"})
+        assert status == 200, view
+        assert view["peers"] == {"rack-b": "10.231.0.3"}
+        assert {t["network"]: t["peers"] for t in view["tunnels"]} == {
+            f"{p}core": ["10.231.0.3"], f"{p}ext": ["10.231.0.3"]}  # fmt: skip
+        # rb was built again, with the same MACs (a namespace's are stable): ra's neighbour
+        # entry stays right, so traffic resumes at once.
+        started = time.monotonic()
+        sh(["ping", "-c", "1", "-W", "3", "10.0.0.2"], ns=f"{p}ra")
+        print(f"reachable again {time.monotonic() - started:.2f} s after the peer update")
+        fdb = a.sh(["bridge", "fdb", "show", "dev", tunnel])
+        assert "10.231.0.3" in fdb and UNDERLAY["b"] not in fdb
+        assert Path(f"/run/netns/{p}ra").stat().st_ino == netns_inode
+
+        status, body = run_a.api("/group/peers", "PUT", body={"rack-a": "10.231.0.9"})
+        assert status == 400 and "that is this run's own group" in body["error"]
+        status, body = run_a.api("/group/peers", "PUT", body={"rack-b": "somewhere"})
+        assert status == 400 and "not an IP address" in body["error"]
+    finally:
+        codes = _stop(runs)
+    assert codes == [0, 0], run_a.output + run_b.output
+    assert_no_leftovers(before[0], a)
+    assert_no_leftovers(before[1], b)

@@ -124,6 +124,7 @@ def _create_veths(plan: FabricPlan, fds: dict[str, int], ledger: Ledger) -> None
                     master_index=bridge_index[veth.bridge],
                     mtu=plan.mtu,
                     group=plan.group,
+                    peer_mac=veth.mac,
                 ),
                 f"veth {veth.host} ({ns.name}/{veth.peer} on {veth.bridge})",
             )

@@ -45,6 +45,7 @@ IFF_UP = 0x1
 IFA_F_NODAD = 0x02
 
 # Attribute numbers from <linux/if_link.h>, <linux/if_addr.h>, <linux/veth.h>.
+IFLA_ADDRESS = 1
 IFLA_IFNAME = 3
 IFLA_MTU = 4
 IFLA_MASTER = 10
@@ -113,6 +114,7 @@ def veth_request(
     master_index: int,
     mtu: int | None,
     group: int,
+    peer_mac: str | None = None,
 ) -> bytes:
     """A veth pair whose peer is created directly inside a namespace; the host end is up.
 
@@ -120,6 +122,8 @@ def veth_request(
     whose other end is not linked yet), so the namespace side does that afterwards.
     """
     peer_attrs = [_str(IFLA_IFNAME, peer_name), _u32(IFLA_NET_NS_FD, peer_netns_fd)]
+    if peer_mac is not None:
+        peer_attrs.append(_attr(IFLA_ADDRESS, bytes.fromhex(peer_mac.replace(":", ""))))
     host_attrs = [
         _str(IFLA_IFNAME, host_name),
         _u32(IFLA_GROUP, group),

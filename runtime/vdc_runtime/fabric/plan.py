@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vdc_runtime.groups import VXLAN_PORT
+from vdc_runtime.spec.identity import netns_mac
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -108,6 +109,8 @@ class VethPlan:
     peer: str
     bridge: str
     addresses: tuple[Address, ...]
+    mac: str | None = None
+    """The namespace end's MAC (`identity.netns_mac`)."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,7 @@ def plan_fabric(
                     peer=f"eth{i}",
                     bridge=iface.network,
                     addresses=tuple(iface.addresses),
+                    mac=netns_mac(ns.name, i),
                 )
                 for i, iface in enumerate(ns.interfaces)
             ),

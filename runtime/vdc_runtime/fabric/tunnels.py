@@ -12,8 +12,10 @@ pod network rarely carries.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 from dataclasses import dataclass
+from typing import Any
 
 from vdc_runtime.fabric.plan import FabricPlan, TunnelPlan
 from vdc_runtime.ledger import Ledger
@@ -49,6 +51,19 @@ def underlay(peer: str) -> Underlay:
     if src is None:
         raise TunnelError(f"the route to peer {peer} has no source address to tunnel from")
     return Underlay(src, link.get_attr("IFLA_IFNAME"), link.get_attr("IFLA_MTU"))
+
+
+def underlay_with(local: str) -> Underlay:
+    """The device holding the address `local`, and its MTU: where tunnels leave before any
+    peer is known (a pod whose peers have no addresses yet)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        for entry in ipr.get_addr():
+            if entry.get_attr("IFA_ADDRESS") == local or entry.get_attr("IFA_LOCAL") == local:
+                link = ipr.get_links(entry["index"])[0]
+                return Underlay(local, link.get_attr("IFLA_IFNAME"), link.get_attr("IFLA_MTU"))
+    raise TunnelError(f"no interface of this host has the tunnel address {local}")
 
 
 def create(plan: FabricPlan, ledger: Ledger) -> None:
@@ -87,32 +102,58 @@ def create(plan: FabricPlan, ledger: Ledger) -> None:
                 raise TunnelError(f"{what}: {exc.args[-1]}") from None
 
 
+def _entries(ipr: Any, index: int) -> list[tuple[str, str]]:
+    """(MAC, peer) of every FDB entry of a VXLAN port that names a peer."""
+    found = []
+    for entry in ipr.fdb("dump", ifindex=index):
+        mac, dst = entry.get_attr("NDA_LLADDR"), entry.get_attr("NDA_DST")
+        if entry["ifindex"] == index and mac and dst:
+            found.append((mac, dst))
+    return found
+
+
 def flood_list(name: str) -> set[str]:
     """The peers a VXLAN port floods to."""
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
         index = ipr.link_lookup(ifname=name)[0]
-        return {
-            entry.get_attr("NDA_DST")
-            for entry in ipr.fdb("dump", ifindex=index)
-            if entry.get_attr("NDA_LLADDR") == ZERO_MAC and entry.get_attr("NDA_DST")
-        }
+        return {dst for mac, dst in _entries(ipr, index) if mac == ZERO_MAC}
 
 
 def set_peers(tunnel: TunnelPlan, peers: tuple[str, ...]) -> None:
-    """Make the port flood to exactly `peers` (a peer that moved: new address, old one
-    dropped), leaving what it learned about the others alone."""
-    from pyroute2 import IPRoute
+    """Make the port flood to exactly `peers`, as when a peer comes back at a new address.
 
-    current = flood_list(tunnel.name)
+    What the port learned behind a peer that is gone is forgotten too: a machine keeps its
+    MAC when its group's pod is replaced, and frames to it would otherwise go to the old
+    address until the entry aged out (minutes), not follow within seconds.
+    """
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
     with IPRoute() as ipr:
         index = ipr.link_lookup(ifname=tunnel.name)[0]
-        for peer in sorted(current - set(peers)):
-            ipr.fdb("del", ifindex=index, lladdr=ZERO_MAC, dst=peer)
+        entries = _entries(ipr, index)
+        current = {dst for mac, dst in entries if mac == ZERO_MAC}
+        gone = current - set(peers)
+        for mac, dst in entries:
+            if dst in gone:
+                try:
+                    ipr.fdb("del", ifindex=index, lladdr=mac, dst=dst)
+                except NetlinkError as exc:
+                    if exc.code != errno.ENOENT:  # aged out meanwhile
+                        raise
         for peer in peers:
             if peer not in current:
                 ipr.fdb("append", ifindex=index, lladdr=ZERO_MAC, dst=peer)
 
 
-__all__ = ["TunnelError", "Underlay", "create", "flood_list", "set_peers", "underlay"]
+__all__ = [
+    "TunnelError",
+    "Underlay",
+    "create",
+    "flood_list",
+    "set_peers",
+    "underlay",
+    "underlay_with",
+]

@@ -23,6 +23,17 @@ def generated_mac(node: str, index: int) -> str:
     return MAC_PREFIX + "".join(f":{b:02x}" for b in _nic_digest(node, index)[:3])
 
 
+def netns_mac(netns: str, index: int) -> str:
+    """The MAC of a network namespace's eth<index>: locally administered, stable per name.
+
+    A namespace rebuilt (its group's pod replaced, `vdc run` started again) keeps its MACs,
+    as a rebooted router does, so the neighbour caches of every other machine and router
+    stay right and traffic resumes at once instead of after their entries expire.
+    """
+    digest = hashlib.sha1(f"netns:{netns}/{index}".encode()).digest()
+    return "02" + "".join(f":{b:02x}" for b in digest[:5])
+
+
 def tap_name(node: str, index: int) -> str:
     """The host tap of a node's `index`-th NIC: `vdt` + 11 hex digits, within IFNAMSIZ."""
     return "vdt" + _nic_digest(node, index).hex()[:11]
@@ -41,4 +52,11 @@ def system_uuid(node: str) -> str:
     return str(uuid.uuid5(UUID_NAMESPACE, node))
 
 
-__all__ = ["MAC_PREFIX", "default_serial", "generated_mac", "system_uuid", "tap_name"]
+__all__ = [
+    "MAC_PREFIX",
+    "default_serial",
+    "generated_mac",
+    "netns_mac",
+    "system_uuid",
+    "tap_name",
+]
