@@ -41,4 +41,5 @@ bench: deps-e2e
 	PYTHONPATH=$(CURDIR) $(PY) bench/fabric_build.py
 	PYTHONPATH=$(CURDIR) $(PY) bench/boot.py
 	PYTHONPATH=$(CURDIR) $(PY) bench/bmc.py
+	PYTHONPATH=$(CURDIR) $(PY) bench/stretch.py
 	PYTHONPATH=$(CURDIR) $(PY) bench/operator.py
