@@ -56,6 +56,9 @@ def _manifest_docs(path: Path) -> list[object] | None:
 
     from vdc_runtime.resource.manifests import is_kubernetes_object
 
+    if not path.is_file():
+        # A pipe (`/dev/stdin`) can be read once: the Placemat loader reads it.
+        return None
     try:
         docs = list(yaml.safe_load_all(path.read_text()))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):

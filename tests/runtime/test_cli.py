@@ -151,3 +151,11 @@ def test_run_refuses_a_group_it_cannot_build(tmp_path: Path, args: list[str], me
     assert result.returncode == 2
     assert message in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_validate_reads_a_pipe_once() -> None:
+    text = "kind: Network\nname: n0\ntype: internal\n"
+    done = subprocess.run([*VDC, "validate", "/dev/stdin"], input=text, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "valid (1 network," in done.stdout

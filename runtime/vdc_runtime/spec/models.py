@@ -438,7 +438,8 @@ class DataCenter(SpecModel):
         return _by_name(self.device_classes, name)
 
     def summary(self) -> str:
-        """`3 networks, 2 network namespaces, 1 node, 1 image, 0 device classes`."""
+        """`3 networks, 2 network namespaces, 1 node, 1 image, 0 device classes` (and the
+        groups, when there are)."""
         return ", ".join(
             [
                 _plural(len(self.networks), "network", "networks"),
@@ -446,6 +447,8 @@ class DataCenter(SpecModel):
                 _plural(len(self.nodes), "node", "nodes"),
                 _plural(len(self.images), "image", "images"),
                 _plural(len(self.device_classes), "device class", "device classes"),
+                # Only where used: Placemat's own files read as they always did.
+                *([_plural(len(self.groups), "group", "groups")] if self.groups else []),
             ]
         )
 
