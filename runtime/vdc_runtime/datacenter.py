@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import ipaddress
 import logging
 import os
 import time
@@ -188,42 +187,25 @@ class DataCenterRun:
     def _plan_tunnels(
         self, options: GroupOptions, mtu: int | None
     ) -> tuple[fabric.Tunnels, int | None]:
-        """This group's tunnels, and the data center's MTU lowered by their overhead.
-
-        The whole data center gets the lowered MTU, not only the stretched bridges: a guest
-        or router then cannot tell a stretched network from a local one, and routing between
-        them never needs fragments or path MTU discovery.
-        """
-        peers = [options.peers[g] for g in self.layout.peers(options.name) if g in options.peers]
-        if not peers and options.local is None:
-            raise StartupError(
-                f"group {options.name}: no peer address to tunnel to and no local one given"
-            )
         try:
-            # Before any peer is known (their pods have no address yet), the device holding
-            # the local address is where tunnels will leave.
-            under = (
-                tunnels.underlay(peers[0]) if peers else tunnels.underlay_with(options.local)  # type: ignore[arg-type]
+            plan, lowered, under = tunnels.plan_group(
+                self.layout, options.name, options.peers, options.local, options.port, mtu
             )
         except tunnels.TunnelError as exc:
             raise StartupError(str(exc)) from exc
-        local = options.local or under.local
-        lowered = under.mtu - groups.VXLAN_OVERHEAD[ipaddress.ip_address(local).version]
-        if mtu is None or lowered < mtu:
+        if lowered != mtu:
             log.info(
-                "group %s: MTU %d for the whole data center: %s's %d less %d of VXLAN",
-                options.name, lowered, under.device, under.mtu, under.mtu - lowered,
+                "group %s: MTU %s for the whole data center: %s's %d less VXLAN's overhead",
+                options.name, lowered, under.device, under.mtu,
             )  # fmt: skip
-            mtu = lowered
         self.peers = dict(options.peers)
-        plan = fabric.plan_tunnels(self.layout, options.name, local, options.peers, options.port)
         for tunnel in plan.tunnels:
-            peers_text = ", ".join(tunnel.peers) or "no peer yet"
             log.info(
                 "group %s: network %s stretched over VXLAN %d from %s to %s",
-                options.name, tunnel.bridge, tunnel.vni, local, peers_text,
+                options.name, tunnel.bridge, tunnel.vni, plan.local,
+                ", ".join(tunnel.peers) or "no peer yet",
             )  # fmt: skip
-        return plan, mtu
+        return plan, lowered
 
     async def set_peers(self, peers: Mapping[str, str]) -> None:
         """Tunnel to these groups' new addresses (a peer pod replaced, or known at last):
@@ -233,11 +215,7 @@ class DataCenterRun:
             raise ValueError("this run builds the whole data center: it has no peers")
         name = self.options.group.name
         merged = {**self.peers, **peers}
-        problems = [
-            p
-            for p in groups.run_problems(self.layout, name, merged)
-            if not p.startswith("group ")  # peers not known yet stay allowed
-        ]
+        problems = groups.run_problems(self.layout, name, merged, every_peer=False)
         if problems:
             raise ValueError("; ".join(problems))
         plan = fabric.plan_tunnels(self.layout, name, self.tunnels.local, merged, self.tunnels.port)

@@ -112,9 +112,12 @@ def vni_for(networks: list[str]) -> dict[str, int]:
     return vnis
 
 
-def run_problems(the_layout: Layout, group: str, peers: Mapping[str, str]) -> list[str]:
+def run_problems(
+    the_layout: Layout, group: str, peers: Mapping[str, str], *, every_peer: bool = True
+) -> list[str]:
     """What is wrong with building `group` with these peers' tunnel addresses (`vdc run
-    --group/--peer`), each said as the user can fix it."""
+    --group/--peer`), each said as the user can fix it; `every_peer=False` lets peers not
+    be known yet (a peer update names only some)."""
     from vdc_runtime.spec.errors import did_you_mean
 
     if group not in the_layout.order:
@@ -133,7 +136,7 @@ def run_problems(the_layout: Layout, group: str, peers: Mapping[str, str]) -> li
                 ipaddress.ip_address(address)
             except ValueError:
                 problems.append(f"--peer {name}={address}: not an IP address")
-    for peer in the_layout.peers(group):
+    for peer in the_layout.peers(group) if every_peer else ():
         if peer not in peers:
             shared = [s.network for s in the_layout.stretched if {group, peer} <= set(s.groups)]
             problems.append(

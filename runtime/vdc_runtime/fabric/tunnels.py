@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vdc_runtime.fabric.plan import FabricPlan, TunnelPlan
+from vdc_runtime.fabric.plan import FabricPlan, TunnelPlan, Tunnels, plan_tunnels
+from vdc_runtime.groups import VXLAN_OVERHEAD, Layout
 from vdc_runtime.ledger import Ledger
 
 ZERO_MAC = "00:00:00:00:00:00"
@@ -64,6 +66,33 @@ def underlay_with(local: str) -> Underlay:
                 link = ipr.get_links(entry["index"])[0]
                 return Underlay(local, link.get_attr("IFLA_IFNAME"), link.get_attr("IFLA_MTU"))
     raise TunnelError(f"no interface of this host has the tunnel address {local}")
+
+
+def plan_group(
+    the_layout: Layout,
+    group: str,
+    peers: Mapping[str, str],
+    local: str | None,
+    port: int,
+    mtu: int | None,
+) -> tuple[Tunnels, int | None, Underlay]:
+    """`group`'s tunnels, the data center's MTU lowered by their overhead, and the underlay.
+
+    The whole data center gets the lowered MTU, not only the stretched bridges: a guest or
+    router then cannot tell a stretched network from a local one, and routing between them
+    never needs fragments or path MTU discovery.
+    """
+    known = [peers[g] for g in the_layout.peers(group) if g in peers]
+    if not known and local is None:
+        raise TunnelError(f"group {group}: no peer address to tunnel to and no local one given")
+    # Before any peer is known (their pods have no address yet), the device holding the
+    # local address is where tunnels will leave.
+    under = underlay(known[0]) if known else underlay_with(local)  # type: ignore[arg-type]
+    local = local or under.local
+    lowered = under.mtu - VXLAN_OVERHEAD[ipaddress.ip_address(local).version]
+    if mtu is None or lowered < mtu:
+        mtu = lowered
+    return plan_tunnels(the_layout, group, local, peers, port), mtu, under
 
 
 def create(plan: FabricPlan, ledger: Ledger) -> None:
@@ -153,6 +182,7 @@ __all__ = [
     "Underlay",
     "create",
     "flood_list",
+    "plan_group",
     "set_peers",
     "underlay",
     "underlay_with",
