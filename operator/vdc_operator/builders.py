@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from vdc_runtime.groups import group_order
 from vdc_runtime.nodes.layout import memory_bytes
 from vdc_runtime.resource import spec as cr
-from vdc_runtime.resource.spec import FileSource, VirtualDataCenterSpec
+from vdc_runtime.resource.spec import FileSource, PodSettings, VirtualDataCenterSpec
 from vdc_runtime.resource.status import (
     READY,
     ConditionStatus,
@@ -28,10 +29,12 @@ from vdc_runtime.resource.status import (
     condition,
     conditions_update,
 )
+from vdc_runtime.spec import DEFAULT_GROUP
 
 Manifest = dict[str, Any]
 
 LABEL_NAME = "vdc.dev/name"
+LABEL_GROUP = "vdc.dev/group"
 ANNOTATION_HASH = "vdc.dev/pod-hash"
 AGENT_CONTAINER = "agent"
 SOURCES_DIR = "/etc/vdc/sources"
@@ -79,8 +82,26 @@ class Settings:
         return cls(**values)
 
 
-def pod_name(vdc_name: str) -> str:
-    return f"vdc-{vdc_name}"
+def pod_name(vdc_name: str, group: str | None = None) -> str:
+    """The pod of a VDC, or of one of its groups when it has several."""
+    return f"vdc-{vdc_name}" if group is None else f"vdc-{vdc_name}-{group}"
+
+
+def pod_groups(spec: VirtualDataCenterSpec) -> tuple[str | None, ...]:
+    """The groups that get a pod each, or (None,) for a VDC in one pod: a VDC whose members
+    are all in one group needs no tunnels, and keeps the pod name it always had."""
+    order = group_order(
+        [m.group for m in [*spec.nodes, *spec.network_namespaces]], [g.name for g in spec.groups]
+    )
+    return (None,) if len(order) == 1 else order
+
+
+def group_pod_settings(spec: VirtualDataCenterSpec, group: str | None) -> PodSettings:
+    """spec.pod, with the keys the group's own `pod` gives replaced."""
+    own = next((g.pod for g in spec.groups if g.name == group and g.pod is not None), None)
+    if own is None:
+        return spec.pod
+    return spec.pod.model_copy(update={k: getattr(own, k) for k in own.model_fields_set})
 
 
 def agent_name(vdc_name: str) -> str:
@@ -202,8 +223,8 @@ def _sources_volume(spec: VirtualDataCenterSpec) -> dict[str, Any] | None:
     return {"name": "sources", "projected": {"sources": projections, "defaultMode": 0o440}}
 
 
-def _cache_volume(spec: VirtualDataCenterSpec) -> dict[str, Any]:
-    cache = spec.pod.image_cache
+def _cache_volume(pod: PodSettings) -> dict[str, Any]:
+    cache = pod.image_cache
     if cache is None or cache.empty_dir is not None:
         empty: dict[str, Any] = {}
         if cache is not None and cache.empty_dir is not None and cache.empty_dir.size_limit:
@@ -223,16 +244,19 @@ def _quantity_mib(n_bytes: int) -> str:
     return f"{math.ceil(n_bytes / MIB)}Mi"
 
 
-def requests(spec: VirtualDataCenterSpec, settings: Settings) -> dict[str, str]:
+def requests(
+    spec: VirtualDataCenterSpec, settings: Settings, group: str | None = None
+) -> dict[str, str]:
     """CPU and memory for the pod: its nodes' vCPUs (over the allocation ratio) and RAM,
-    plus QEMU's and the agent's own; the spec may override either."""
-    vcpus = sum(node.cpus for node in spec.nodes)
+    plus QEMU's and the agent's own; the spec (or the group) may override either."""
+    nodes = [n for n in spec.nodes if group is None or (n.group or DEFAULT_GROUP) == group]
+    vcpus = sum(node.cpus for node in nodes)
     milli = settings.cpu_overhead_milli + math.ceil(vcpus * 1000 / settings.cpu_allocation_ratio)
     memory = settings.memory_overhead_mib * MIB + sum(
-        memory_bytes(node.memory) + settings.node_memory_overhead_mib * MIB for node in spec.nodes
+        memory_bytes(node.memory) + settings.node_memory_overhead_mib * MIB for node in nodes
     )
     out = {"cpu": f"{milli}m", "memory": _quantity_mib(memory)}
-    overrides = spec.pod.resources
+    overrides = group_pod_settings(spec, group).resources
     if overrides is not None:
         if overrides.cpu:
             out["cpu"] = overrides.cpu
@@ -248,22 +272,37 @@ def pod_hash(vdc: Mapping[str, Any], settings: Settings) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def build_pod(vdc: Mapping[str, Any], spec: VirtualDataCenterSpec, settings: Settings) -> Manifest:
-    """The VDC's pod: the agent, privileged (it makes bridges, namespaces and QEMUs)."""
+def build_pods(
+    vdc: Mapping[str, Any], spec: VirtualDataCenterSpec, settings: Settings
+) -> list[Manifest]:
+    """The VDC's pods: one, or one per group."""
+    return [build_pod(vdc, spec, settings, group) for group in pod_groups(spec)]
+
+
+def build_pod(
+    vdc: Mapping[str, Any],
+    spec: VirtualDataCenterSpec,
+    settings: Settings,
+    group: str | None = None,
+) -> Manifest:
+    """The VDC's pod (or its `group`'s): the agent, privileged (it makes bridges,
+    namespaces and QEMUs)."""
     meta = vdc["metadata"]
-    image = spec.pod.image or settings.runtime_image
+    pod = group_pod_settings(spec, group)
+    first = pod_groups(spec)[0]
+    image = pod.image or settings.runtime_image
     limits: dict[str, str] = {}
     for resource in (settings.kvm_resource, settings.tun_resource):
         if resource:
             limits[resource] = "1"
-    resources: dict[str, Any] = {"requests": requests(spec, settings)}
+    resources: dict[str, Any] = {"requests": requests(spec, settings, group)}
     if limits:
         resources["limits"] = limits
         resources["requests"].update(limits)
     volumes: list[dict[str, Any]] = [
         {"name": "run", "emptyDir": {"medium": "Memory"}},
         {"name": "data", "emptyDir": {}},
-        _cache_volume(spec),
+        _cache_volume(pod),
     ]
     mounts = [
         {"name": "run", "mountPath": RUN_DIR},
@@ -274,7 +313,8 @@ def build_pod(vdc: Mapping[str, Any], spec: VirtualDataCenterSpec, settings: Set
     if sources is not None:
         volumes.append(sources)
         mounts.append({"name": "sources", "mountPath": SOURCES_DIR, "readOnly": True})
-    runner_containers = _runner_containers(vdc, spec, settings)
+    # Runners are the first group's (a job reaches every group's machines from there).
+    runner_containers = _runner_containers(vdc, spec, settings) if group == first else []
     if runner_containers:
         volumes.append({"name": "runner-state", "emptyDir": {}})
         mounts.append({"name": "runner-state", "mountPath": RUNNER_STATE_DIR})
@@ -286,7 +326,7 @@ def build_pod(vdc: Mapping[str, Any], spec: VirtualDataCenterSpec, settings: Set
         "name": AGENT_CONTAINER,
         "image": image,
         "imagePullPolicy": settings.image_pull_policy,
-        "args": ["agent"],
+        "args": ["agent"] if group is None else ["agent", "--group", group],
         "env": [
             {"name": "VDC_NAME", "value": meta["name"]},
             field_env("VDC_NAMESPACE", "metadata.namespace"),
@@ -321,18 +361,28 @@ def build_pod(vdc: Mapping[str, Any], spec: VirtualDataCenterSpec, settings: Set
         "containers": [agent, *runner_containers],
         "volumes": volumes,
     }
-    if spec.pod.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.pod.node_selector)
-    if spec.pod.tolerations:
+    if pod.node_selector:
+        pod_spec["nodeSelector"] = dict(pod.node_selector)
+    if pod.tolerations:
         pod_spec["tolerations"] = [
-            t.model_dump(by_alias=False, exclude_none=True) for t in spec.pod.tolerations
+            t.model_dump(by_alias=False, exclude_none=True) for t in pod.tolerations
         ]
         for toleration in pod_spec["tolerations"]:
             if "toleration_seconds" in toleration:
                 toleration["tolerationSeconds"] = toleration.pop("toleration_seconds")
-    if spec.pod.priority_class_name:
-        pod_spec["priorityClassName"] = spec.pod.priority_class_name
-    metadata = _metadata(vdc, pod_name(meta["name"]))
+    if pod.priority_class_name:
+        pod_spec["priorityClassName"] = pod.priority_class_name
+    metadata = _metadata(vdc, pod_name(meta["name"], group))
+    if group is not None:
+        metadata["labels"][LABEL_GROUP] = group
+        # A data center's groups go to different nodes where they can: that is why it has
+        # several; where they cannot, they still run.
+        pod_spec["topologySpreadConstraints"] = [{
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {LABEL_NAME: meta["name"]}},
+        }]  # fmt: skip
     metadata["annotations"] = {
         ANNOTATION_HASH: pod_hash(vdc, settings),
         "kubectl.kubernetes.io/default-container": AGENT_CONTAINER,
@@ -428,26 +478,26 @@ def status_patch(
     return status.model_dump(exclude_unset=True, exclude_none=True)
 
 
-def pod_status(
-    vdc: Mapping[str, Any], pod: Mapping[str, Any] | None, now: float | None = None
-) -> dict[str, Any] | None:
-    """The status to write for what the pod shows, or None while the agent reports.
+PodVerdict = tuple[Phase, str, str]
+"""(phase, reason, message) that a pod alone tells."""
+
+
+def pod_verdict(pod: Mapping[str, Any] | None, reported_phase: str | None) -> PodVerdict | None:
+    """What the pod shows, or None while its agent reports (`reported_phase` is what the
+    status says now).
 
     The agent owns the status once its container runs; before that (scheduling, image
     pulls) and when it cannot run (crash loop, pod failed), only the pod can say why.
     """
-    status = vdc.get("status") or {}
-    if vdc["metadata"].get("deletionTimestamp"):
-        return status_patch(vdc, Phase.TERMINATING, "Deleting", "removing the pod", now)
     if pod is None:
-        return status_patch(vdc, Phase.PENDING, "PodCreating", "creating the pod", now)
+        return Phase.PENDING, "PodCreating", "creating the pod"
     if pod["metadata"].get("deletionTimestamp"):
-        return status_patch(vdc, Phase.PENDING, "PodReplacing", "the pod is being replaced", now)
+        return Phase.PENDING, "PodReplacing", "the pod is being replaced"
     pod_status_ = pod.get("status") or {}
     phase = pod_status_.get("phase")
     if phase in ("Failed", "Succeeded"):
         why = pod_status_.get("message") or pod_status_.get("reason") or f"the pod {phase.lower()}"
-        return status_patch(vdc, Phase.FAILED, "PodFailed", why, now)
+        return Phase.FAILED, "PodFailed", why
     agent = next(
         (c for c in pod_status_.get("containerStatuses", []) if c.get("name") == AGENT_CONTAINER),
         None,
@@ -455,24 +505,115 @@ def pod_status(
     if phase == "Pending" or agent is None:
         for cond in pod_status_.get("conditions", []):
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-                reason = cond.get("reason") or "Unschedulable"
-                return status_patch(vdc, Phase.PENDING, reason, cond.get("message", ""), now)
+                return Phase.PENDING, cond.get("reason") or "Unschedulable", cond.get("message", "")
         waiting = (agent or {}).get("state", {}).get("waiting") or {}
         if waiting.get("reason") in _WAITING_FAILURES:
-            return status_patch(
-                vdc, Phase.PENDING, waiting["reason"], waiting.get("message", ""), now
-            )
-        if status.get("phase") in (None, Phase.PENDING):
-            return status_patch(vdc, Phase.PENDING, "PodStarting", "the pod is starting", now)
+            return Phase.PENDING, waiting["reason"], waiting.get("message", "")
+        if reported_phase in (None, Phase.PENDING):
+            return Phase.PENDING, "PodStarting", "the pod is starting"
         return None
     waiting = agent.get("state", {}).get("waiting") or {}
     if waiting.get("reason") == "CrashLoopBackOff":
         last = agent.get("lastState", {}).get("terminated") or {}
         detail = last.get("message") or f"exit code {last.get('exitCode', '?')}"
-        return status_patch(
-            vdc, Phase.FAILED, "CrashLoopBackOff", f"the agent keeps exiting: {detail}", now
-        )
+        return Phase.FAILED, "CrashLoopBackOff", f"the agent keeps exiting: {detail}"
     return None
+
+
+def pod_status(
+    vdc: Mapping[str, Any], pod: Mapping[str, Any] | None, now: float | None = None
+) -> dict[str, Any] | None:
+    """The status to write for what the VDC's one pod shows, or None while the agent
+    reports."""
+    status = vdc.get("status") or {}
+    if vdc["metadata"].get("deletionTimestamp"):
+        return status_patch(vdc, Phase.TERMINATING, "Deleting", "removing the pod", now)
+    verdict = pod_verdict(pod, status.get("phase"))
+    return None if verdict is None else status_patch(vdc, *verdict, now)
+
+
+def group_pod_status(
+    vdc: Mapping[str, Any], group: str, pod: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """For a VDC of several groups: the group's pod and address (where the other groups'
+    agents tunnel to) and, while its agent does not report, what the pod shows; written
+    under the group's own key, so it never touches another group's."""
+    current = ((vdc.get("status") or {}).get("groups") or {}).get(group) or {}
+    entry: dict[str, Any] = {
+        "pod": pod["metadata"]["name"] if pod is not None else None,
+        "podIP": ((pod or {}).get("status") or {}).get("podIP"),
+    }
+    if pod is not None and pod["metadata"].get("deletionTimestamp"):
+        entry["podIP"] = None  # going: its address is no peer's any more
+    verdict = pod_verdict(pod, current.get("phase"))
+    if verdict is not None:
+        entry["phase"], _, entry["message"] = verdict
+    if all(current.get(k) == v for k, v in entry.items()):
+        return None
+    return {"groups": {group: entry}}
+
+
+def merged_status(
+    vdc: Mapping[str, Any], spec: VirtualDataCenterSpec, now: float | None = None
+) -> dict[str, Any] | None:
+    """For a VDC of several groups: its status as a whole, from each group's.
+
+    Ready when every group runs; Degraded when a group that ran is not running any more
+    (its pod was lost and is coming back), so users see that part of the lab is missing.
+    """
+    names = [g for g in pod_groups(spec) if g is not None]
+    if not names or vdc["metadata"].get("deletionTimestamp"):
+        return None
+    status = vdc.get("status") or {}
+    parts = status.get("groups") or {}
+    nodes: list[dict[str, Any]] = []
+    ready = running = 0
+    failed: list[str] = []
+    waiting: list[str] = []
+    accel = set()
+    for name in names:
+        part = parts.get(name) or {}
+        nodes += [{**n, "group": name} for n in part.get("nodes") or []]
+        ready += part.get("readyNodes") or 0
+        if part.get("accel"):
+            accel.add(part["accel"])
+        phase = part.get("phase")
+        message = part.get("message") or phase or "no pod yet"
+        if phase == Phase.RUNNING:
+            running += 1
+        elif phase == Phase.FAILED:
+            failed.append(f"group {name}: {message}")
+        else:
+            waiting.append(f"group {name}: {message}")
+    total = len(spec.nodes)
+    if failed:
+        verdict: PodVerdict = (Phase.FAILED, "GroupFailed", "; ".join(failed))
+    elif not waiting:
+        verdict = (Phase.RUNNING, "Running", f"{ready} nodes ready in {len(names)} groups")
+    elif status.get("phase") in (Phase.RUNNING, Phase.DEGRADED):
+        verdict = (Phase.DEGRADED, "GroupNotRunning", "; ".join(waiting))
+    else:
+        verdict = (
+            Phase.PROVISIONING if running or ready else Phase.PENDING,
+            "GroupsStarting",
+            "; ".join(waiting),
+        )
+    phase, reason, message = verdict
+    merged = VirtualDataCenterStatus(
+        phase=phase,
+        message=message,
+        observed_generation=vdc["metadata"].get("generation"),
+        ready=f"{ready}/{total}",
+        ready_nodes=ready,
+        total_nodes=total,
+        ready_groups=f"{running}/{len(names)}",
+        accel=("TCG" if "TCG" in accel else "KVM") if accel else None,
+        nodes=nodes,  # type: ignore[arg-type]
+        conditions=with_condition(  # type: ignore[arg-type]
+            vdc, READY, "True" if phase == Phase.RUNNING else "False", reason, message, now
+        ),
+    )
+    return merged.model_dump(exclude_unset=True, exclude_none=True)
 
 
 __all__ = [
@@ -481,15 +622,20 @@ __all__ = [
     "Settings",
     "agent_name",
     "build_pod",
+    "build_pods",
     "build_role",
     "build_role_binding",
     "build_runners_secret",
     "build_service_account",
+    "group_pod_status",
     "labels",
+    "merged_status",
     "owner_reference",
+    "pod_groups",
     "pod_hash",
     "pod_name",
     "pod_status",
+    "pod_verdict",
     "referenced_keys",
     "requests",
     "runners_secret_name",

@@ -134,18 +134,20 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
         builders.build_role_binding(body),
     ):
         await api.ensure(manifest)
-    desired = builders.build_pod(body, spec, memo.settings)
-    pod_name = desired["metadata"]["name"]
-    pod = await api.get_pod(namespace, pod_name)
-    if pod is not None and pod["metadata"].get("deletionTimestamp"):
-        raise kopf.TemporaryError("waiting for the previous pod to stop", delay=2)
-    if pod is not None:
-        have = (pod["metadata"].get("annotations") or {}).get(builders.ANNOTATION_HASH)
-        if have == desired["metadata"]["annotations"][builders.ANNOTATION_HASH]:
-            return
+    desired = {p["metadata"]["name"]: p for p in builders.build_pods(body, spec, memo.settings)}
+    labelled = await api.list_pods(namespace, f"{builders.LABEL_NAME}={meta['name']}")
+    # (A pod still stopping may be an earlier VDC's of the same name.)
+    if any(p["metadata"].get("deletionTimestamp") for p in labelled):
+        raise kopf.TemporaryError("waiting for the previous pods to stop", delay=2)
+    existing = {p["metadata"]["name"]: p for p in labelled if _owned_by(p, body)}
+    stale = sorted(
+        name for name, pod in existing.items()
+        if name not in desired or _pod_hash(pod) != _pod_hash(desired[name])
+    )  # fmt: skip
+    if stale:
         message = (
-            f"the spec changed (generation {meta.get('generation')}): replacing the pod;"
-            " the data center is rebuilt"
+            f"the spec changed (generation {meta.get('generation')}): replacing the"
+            f" pod{'s' if len(stale) > 1 else ''}; the data center is rebuilt"
         )
         logger.info("%s", message)
         kopf.event(body, type="Normal", reason="Replacing", message=message)
@@ -154,14 +156,18 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
             body,
             lambda vdc: builders.status_patch(vdc, Phase.PENDING, "PodReplacing", message),
         )
-        await api.delete("Pod", namespace, pod_name)
+        for name in stale:
+            await api.delete("Pod", namespace, name)
         # The old pod's runners used their single-use JIT configs: the new pod gets new ones.
         await _deregister_runners(api, body, spec.runners, logger, memo)
         await api.delete("Secret", namespace, builders.runners_secret_name(meta["name"]))
-        raise kopf.TemporaryError("waiting for the previous pod to stop", delay=2)
-    if await api.ensure(desired):
-        kopf.event(body, type="Normal", reason="PodCreated", message=f"created pod {pod_name}")
-        logger.info("created pod %s", pod_name)
+        raise kopf.TemporaryError("waiting for the previous pods to stop", delay=2)
+    for name, manifest in desired.items():
+        if await api.ensure(manifest):
+            kopf.event(body, type="Normal", reason="PodCreated", message=f"created pod {name}")
+            logger.info("created pod %s", name)
+    if len(desired) > 1:
+        return  # each group's status follows its pod (pod_changed)
 
     def starting(vdc: Any) -> dict[str, Any] | None:
         if (vdc.get("status") or {}).get("phase") not in (None, Phase.PENDING):
@@ -169,6 +175,15 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
         return builders.pod_status(vdc, None)
 
     await _write_status(api, body, starting)
+
+
+def _owned_by(pod: Any, vdc: Any) -> bool:
+    owners = pod["metadata"].get("ownerReferences") or []
+    return any(o.get("uid") == vdc["metadata"].get("uid") for o in owners)
+
+
+def _pod_hash(pod: Any) -> str | None:
+    return (pod["metadata"].get("annotations") or {}).get(builders.ANNOTATION_HASH)
 
 
 def _set_status(patch: kopf.Patch, **fields: Any) -> None:
@@ -364,10 +379,14 @@ async def delete(body: Any, logger: logging.Logger, memo: kopf.Memo, **_: Any) -
     with metrics.reconcile("delete"):
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
-        pod = builders.pod_name(name)
-        existing = await api.get_pod(namespace, pod)
-        if existing is not None:
-            if not existing["metadata"].get("deletionTimestamp"):
+        pods = [
+            p
+            for p in await api.list_pods(namespace, f"{builders.LABEL_NAME}={name}")
+            if _owned_by(p, body)
+        ]
+        if pods:
+            running = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+            if running:
                 await api.update_vdc_status(
                     namespace,
                     name,
@@ -375,8 +394,9 @@ async def delete(body: Any, logger: logging.Logger, memo: kopf.Memo, **_: Any) -
                         vdc, Phase.TERMINATING, "Deleting", "removing the pod"
                     ),
                 )
-                await api.delete("Pod", namespace, pod)
-            raise kopf.TemporaryError("waiting for the pod to stop", delay=2)
+            for pod in running:
+                await api.delete("Pod", namespace, pod["metadata"]["name"])
+            raise kopf.TemporaryError("waiting for the pods to stop", delay=2)
         try:
             spec = cr.parse(dict(body.get("spec") or {})).runners
         except SpecErrors:
@@ -387,7 +407,7 @@ async def delete(body: Any, logger: logging.Logger, memo: kopf.Memo, **_: Any) -
             await api.delete(kind, namespace, agent)
         await api.delete("Secret", namespace, builders.runners_secret_name(name))
         metrics.PHASES_SEEN.seen.pop((namespace, name), None)
-        logger.info("removed the pod and the agent's access")
+        logger.info("removed the pods and the agent's access")
 
 
 # -- following the pod -------------------------------------------------------------------------
@@ -398,9 +418,11 @@ async def pod_changed(
     event: Any, body: Any, logger: logging.Logger, memo: kopf.Memo, **_: Any
 ) -> None:
     """Say in the VDC what its pod shows while the agent cannot (scheduling, image pulls,
-    crash loops), and bring a deleted pod back."""
+    crash loops), and bring a deleted pod back; for a group's pod, also its address, which
+    the other groups' agents tunnel to."""
     labels = body["metadata"].get("labels") or {}
     namespace, name = body["metadata"]["namespace"], labels[builders.LABEL_NAME]
+    group = labels.get(builders.LABEL_GROUP)
     owners = [o.get("kind") for o in body["metadata"].get("ownerReferences") or []]
     if cr.KIND not in owners:
         return
@@ -415,12 +437,47 @@ async def pod_changed(
                 spec = cr.validate(vdc.get("spec") or {})
             except SpecErrors:
                 return
-            if await api.ensure(builders.build_pod(vdc, spec, memo.settings)):
-                logger.info("recreated pod %s", builders.pod_name(name))
-                message = f"pod {builders.pod_name(name)} was gone; created it again"
-                kopf.event(vdc, type="Warning", reason="PodRecreated", message=message)
-            return
-        await api.update_vdc_status(namespace, name, lambda now: builders.pod_status(now, pod))
+            if group not in builders.pod_groups(spec):
+                return  # a pod of a layout the spec no longer has: converge replaces it
+            await _recreate(api, vdc, spec, group, memo, logger)
+        if group is None:
+            await api.update_vdc_status(namespace, name, lambda now: builders.pod_status(now, pod))
+        else:
+            await api.update_vdc_status(
+                namespace, name, lambda now: builders.group_pod_status(now, group, pod)
+            )
+
+
+async def _recreate(
+    api: Api,
+    vdc: Any,
+    spec: cr.VirtualDataCenterSpec,
+    group: str | None,
+    memo: kopf.Memo,
+    logger: logging.Logger,
+) -> None:
+    pod_name = builders.pod_name(vdc["metadata"]["name"], group)
+    if await api.ensure(builders.build_pod(vdc, spec, memo.settings, group)):
+        logger.info("recreated pod %s", pod_name)
+        message = f"pod {pod_name} was gone; created it again"
+        kopf.event(vdc, type="Warning", reason="PodRecreated", message=message)
+
+
+@kopf.on.event(*RESOURCE, when=lambda status, **_: bool(status.get("groups")))
+async def groups_changed(body: Any, memo: kopf.Memo, **_: Any) -> None:
+    """In a VDC of several groups, the status as a whole follows each group's."""
+    if body["metadata"].get("deletionTimestamp"):
+        return
+    try:
+        spec = cr.parse(dict(body.get("spec") or {}))
+    except SpecErrors:
+        return
+    if len(builders.pod_groups(spec)) < 2:
+        return
+    meta = body["metadata"]
+    await memo.api.update_vdc_status(
+        meta["namespace"], meta["name"], lambda now: builders.merged_status(now, spec)
+    )
 
 
 @kopf.on.event(*RESOURCE)

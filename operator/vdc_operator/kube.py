@@ -77,6 +77,10 @@ class Api:
                 return None
             raise
 
+    async def list_pods(self, namespace: str, selector: str) -> list[Manifest]:
+        found = await self._call(self.core.list_namespaced_pod, namespace, label_selector=selector)
+        return [self._plain(pod) for pod in found.items]
+
     async def get_secret(self, namespace: str, name: str) -> Manifest | None:
         try:
             return self._plain(await self._call(self.core.read_namespaced_secret, name, namespace))

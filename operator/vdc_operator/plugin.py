@@ -10,7 +10,10 @@ agent's REST API on the pod's loopback; a console is `kubectl exec -it`.
     kubectl vdc power VDC ACTION NODE         # start|stop|restart|reset|shutdown|nmi
     kubectl vdc console VDC NODE              # the serial console (Ctrl-] leaves)
     kubectl vdc console-log VDC NODE [-f]
-    kubectl vdc exec VDC -- CMD...            # a command in the pod (ipmitool, curl, ...)
+    kubectl vdc exec VDC [--group G] -- CMD...  # a command in the pod (ipmitool, curl, ...)
+
+A VDC of several groups has a pod per group: commands about a node go to its group's pod,
+`nodes` asks every pod, and `exec` goes to the first group's (or --group's).
 """
 
 from __future__ import annotations
@@ -42,13 +45,45 @@ def _kubectl(args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def pod_of(vdc: str) -> str:
-    return f"vdc-{vdc}"
+def group_pods(args: argparse.Namespace) -> dict[str | None, str]:
+    """The VDC's pods by group, the first group's first ({None: pod} for a VDC in one
+    pod); read from its spec, as the operator names them."""
+    from vdc_operator.builders import pod_groups, pod_name
+    from vdc_runtime.resource import spec as cr
+
+    vdc = json.loads(_run([*_kubectl(args), "get", "virtualdatacenters.vdc.dev", args.vdc,
+                           "-o", "json"]))  # fmt: skip
+    spec = cr.parse(vdc.get("spec") or {})
+    args.node_groups = {n.name: n.group for n in spec.nodes}
+    return {group: pod_name(args.vdc, group) for group in pod_groups(spec)}
 
 
-def _exec(args: argparse.Namespace, *command: str, tty: bool = False) -> list[str]:
+def pod_for(args: argparse.Namespace, node: str | None = None) -> str:
+    """The pod a command goes to: the one that runs `node`, or the group asked for with
+    --group, or the first group's (where the runners are)."""
+    pods = group_pods(args)
+    if len(pods) == 1:
+        return next(iter(pods.values()))
+    from vdc_runtime.spec import DEFAULT_GROUP
+
+    group = getattr(args, "group", None)
+    if node is not None:
+        if node not in args.node_groups:
+            raise PluginError(f"{args.vdc} has no node {node}")
+        group = args.node_groups[node] or DEFAULT_GROUP
+    if group is None:
+        return next(iter(pods.values()))
+    if group not in pods:
+        raise PluginError(f"{args.vdc} has no group {group} (groups: {', '.join(map(str, pods))})")
+    return pods[group]
+
+
+def _exec(
+    args: argparse.Namespace, *command: str, tty: bool = False, pod: str | None = None
+) -> list[str]:
     flags = ["-it"] if tty else ["-i"]
-    return [*_kubectl(args), "exec", *flags, pod_of(args.vdc), "-c", "agent", "--", *command]
+    pod = pod or pod_for(args, getattr(args, "node", None))
+    return [*_kubectl(args), "exec", *flags, pod, "-c", "agent", "--", *command]
 
 
 def _run(argv: list[str]) -> str:
@@ -86,7 +121,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    nodes = json.loads(_run(_exec(args, "vdc", "node", "list", "--json")))
+    nodes = []
+    for pod in group_pods(args).values():  # each group's agent knows its own machines
+        nodes += json.loads(_run(_exec(args, "vdc", "node", "list", "--json", pod=pod)))
     if args.output == "json":
         print(json.dumps(nodes, indent=2))
     else:
@@ -148,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_console_log)
     p = sub.add_parser("exec", parents=[common], help="run a command in the VDC's pod")
     p.add_argument("vdc")
+    p.add_argument("--group", help="in this group's pod (default: the first group's)")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     p.set_defaults(func=cmd_exec)
     return parser

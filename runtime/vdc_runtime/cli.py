@@ -247,6 +247,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         name=args.name,
         pod=args.pod or None,
         pod_ip=args.pod_ip or None,
+        group=args.group or None,
         run_dir=args.run_dir.absolute(),
         data_dir=args.data_dir.absolute(),
         cache_dir=args.cache_dir.absolute(),
@@ -521,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--pod", default=env.get("POD_NAME"), help="this pod (env POD_NAME)")
     agent.add_argument("--pod-ip", default=env.get("POD_IP"),
                        help="this pod's address, for published BMCs (env POD_IP)")  # fmt: skip
+    agent.add_argument("--group", help="build this group of a VDC of several (its pod's)")
     agent.add_argument("--run-dir", type=Path, default=Path("/run/vdc"))
     agent.add_argument("--data-dir", type=Path, default=Path("/var/lib/vdc"))
     agent.add_argument("--cache-dir", type=Path, default=Path("/var/cache/vdc"))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from vdc_runtime.spec import DEFAULT_GROUP, DataCenter
@@ -63,15 +63,21 @@ def _group(member_group: str | None) -> str:
     return member_group or DEFAULT_GROUP
 
 
-def layout(dc: DataCenter) -> Layout:
-    members = {_group(m.group) for m in [*dc.nodes, *dc.netns]}
-    declared = [g.name for g in dc.groups]
+def group_order(members: Iterable[str | None], declared: Iterable[str]) -> tuple[str, ...]:
+    """Every group with members (a member's group, None for the default): the default group
+    first (when something is in it and it is not declared), then the declared ones in the
+    order they were declared. A data center with nothing in it is one default group."""
+    used = {_group(m) for m in members}
+    names = list(declared)
     order = tuple(
-        ([DEFAULT_GROUP] if DEFAULT_GROUP in members and DEFAULT_GROUP not in declared else [])
-        + [name for name in declared if name in members]
+        ([DEFAULT_GROUP] if DEFAULT_GROUP in used and DEFAULT_GROUP not in names else [])
+        + [name for name in names if name in used]
     )
-    if not order:
-        order = (DEFAULT_GROUP,)
+    return order or (DEFAULT_GROUP,)
+
+
+def layout(dc: DataCenter) -> Layout:
+    order = group_order([m.group for m in [*dc.nodes, *dc.netns]], [g.name for g in dc.groups])
     nodes = {g: tuple(n.name for n in dc.nodes if _group(n.group) == g) for g in order}
     netns = {g: tuple(ns.name for ns in dc.netns if _group(ns.group) == g) for g in order}
     users: dict[str, set[str]] = {n.name: set() for n in dc.networks}
@@ -168,6 +174,7 @@ __all__ = [
     "VXLAN_PORT",
     "Layout",
     "Stretch",
+    "group_order",
     "layout",
     "part",
     "run_problems",

@@ -153,7 +153,7 @@ def test_kubectl_get_describe_and_the_plugin(quickstart: Kube) -> None:
     operator = quickstart
     table = operator.run("get", "vdc", "-n", NS)
     header, row = table.splitlines()[:2]
-    assert header.split() == ["NAME", "PHASE", "READY", "ACCEL", "AGE"]
+    assert header.split() == ["NAME", "PHASE", "READY", "ACCEL", "GROUPS", "AGE"]
     assert row.split()[:3] == ["quickstart", "Running", "2/2"]
     assert "quickstart" in operator.run("get", "all", "-n", NS)  # the `all` category
     described = operator.run("describe", "vdc", "quickstart", "-n", NS)

@@ -76,7 +76,7 @@ def test_status_printer_columns_and_names() -> None:
     version = whole["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Phase", "Ready", "Accel", "Age", "Message"]
+    assert columns == ["Phase", "Ready", "Accel", "Groups", "Age", "Message"]
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert {"phase", "conditions", "nodes", "observedGeneration", "ready", "accel"} <= set(status)
     assert yaml.safe_load(crd.render()) == whole

@@ -301,3 +301,89 @@ def test_a_group_that_comes_back_at_a_new_address_is_followed(
     assert codes == [0, 0], run_a.output + run_b.output
     assert_no_leftovers(before[0], a)
     assert_no_leftovers(before[1], b)
+
+
+BGP = """\
+kind: Network
+name: {p}core
+type: internal
+---
+kind: Network
+name: {p}lan
+type: internal
+---
+kind: Group
+name: rack-a
+---
+kind: Group
+name: rack-b
+---
+kind: NetworkNamespace
+name: {p}ra
+group: rack-a
+interfaces:
+- {{network: {p}core, addresses: [10.0.0.1/24]}}
+apps:
+- name: bird
+  command: [bird, -f, -c, {dir}/ra.conf, -s, {dir}/ra.ctl]
+---
+kind: NetworkNamespace
+name: {p}rb
+group: rack-b
+interfaces:
+- {{network: {p}core, addresses: [10.0.0.2/24]}}
+- {{network: {p}lan, addresses: [10.9.0.1/24]}}
+apps:
+- name: bird
+  command: [bird, -f, -c, {dir}/rb.conf, -s, {dir}/rb.ctl]
+"""
+BIRD = """\
+router id {local};
+protocol device {{ scan time 1; }}
+protocol direct {{ ipv4; interface "eth*"; }}
+protocol kernel {{ ipv4 {{ export all; }}; }}
+protocol bgp peer {{
+  local {local} as {asn};
+  neighbor {peer} as {peer_asn};
+  connect delay time 1; connect retry time 1; hold time 6;
+  ipv4 {{ import all; export all; }};
+}}
+"""
+
+
+@pytest.mark.slow
+def test_bgp_routers_of_two_groups_peer_across_the_tunnel(
+    hosts: tuple[HostNetns, HostNetns], tmp_path: Path
+) -> None:
+    a, b = hosts
+    p = "b" + uuid.uuid4().hex[:5]
+    write(tmp_path / "ra.conf", BIRD.format(local="10.0.0.1", asn=65001, peer="10.0.0.2",
+                                            peer_asn=65002))  # fmt: skip
+    write(tmp_path / "rb.conf", BIRD.format(local="10.0.0.2", asn=65002, peer="10.0.0.1",
+                                            peer_asn=65001))  # fmt: skip
+    spec = write(tmp_path / "dc.yml", BGP.format(p=p, dir=tmp_path))
+    before = (snapshot(a), snapshot(b))
+    for side in ("a", "b"):
+        (tmp_path / side).mkdir()
+    runs = [
+        VdcRun(a, [spec], tmp_path / "a" / "run", "--group", "rack-a",
+               "--peer", f"rack-b={UNDERLAY['b']}").start(),
+        VdcRun(b, [spec], tmp_path / "b" / "run", "--group", "rack-b",
+               "--peer", f"rack-a={UNDERLAY['a']}").start(),
+    ]  # fmt: skip
+    try:
+        for run in runs:
+            run.wait_ready()
+        # rack-a's router learns rack-b's LAN over eBGP, its session across the tunnel.
+        deadline = time.monotonic() + 30
+        routes = ""
+        while time.monotonic() < deadline and "10.9.0.0/24" not in routes:
+            routes = sh(["ip", "route"], ns=f"{p}ra")
+            time.sleep(0.5)
+        assert "10.9.0.0/24 via 10.0.0.2" in routes and "proto bird" in routes, routes
+        sh(["ping", "-c", "1", "-W", "3", "10.9.0.1"], ns=f"{p}ra")
+    finally:
+        codes = _stop(runs)
+    assert codes == [0, 0], runs[0].output + runs[1].output
+    assert_no_leftovers(before[0], a, markers=("bird",))
+    assert_no_leftovers(before[1], b, markers=("bird",))

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from vdc_runtime.datacenter import DataCenterRun
 
 log = logging.getLogger("vdc.agent")
+PEERS_EVERY = 2.0
+"""How often a group's agent looks for its peers' addresses."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class AgentOptions:
     name: str
     pod: str | None
     pod_ip: str | None = None
+    group: str | None = None
+    """The group this pod builds, in a VDC of several; its peers are the other groups' pods
+    (their addresses in the VDC's status, which the operator keeps)."""
     run_dir: Path = Path("/run/vdc")
     data_dir: Path = Path("/var/lib/vdc")
     cache_dir: Path = Path("/var/cache/vdc")
@@ -148,10 +153,15 @@ class Agent:
         # The machines boot (or start-up failed): now the rest.
         from vdc_runtime.agent.report import Reporter
 
-        self.reporter = Reporter(kube, vdc)
+        self.reporter = Reporter(kube, vdc, opts.group)
         metrics_runner = await self._serve_metrics()
         reporting = asyncio.create_task(
             self.reporter.loop(self.observation, opts.report_every), name="status reports"
+        )
+        following = (
+            asyncio.create_task(self._follow_peers(kube), name="peers")
+            if opts.group is not None and self.run is not None and self.failure is None
+            else None
         )
         api_runner = None
         try:
@@ -183,9 +193,31 @@ class Agent:
                 await self.reporter.report(self.observation())
                 await self.run.teardown()
             reporting.cancel()
-            await asyncio.gather(reporting, return_exceptions=True)
+            if following is not None:
+                following.cancel()
+            await asyncio.gather(
+                reporting, *([following] if following else []), return_exceptions=True
+            )
             await metrics_runner.cleanup()
         return 0
+
+    async def _follow_peers(self, kube: Kube, every: float = PEERS_EVERY) -> None:
+        """Tunnel to the other groups' pods where they are now: a replaced pod comes back
+        at a new address, which the operator writes into the status within seconds."""
+        assert self.run is not None
+        while True:
+            await asyncio.sleep(every)
+            try:
+                peers = peer_addresses(await kube.get(), self.options.group)
+            except (Gone, KubeError) as exc:
+                log.debug("peers: %s", exc)
+                continue
+            changed = {g: a for g, a in peers.items() if self.run.peers.get(g) != a}
+            if changed:
+                try:
+                    await self.run.set_peers(changed)
+                except (ValueError, OSError) as exc:
+                    log.warning("peers %s: %s", changed, exc)
 
     async def _start(self, vdc: dict[str, Any], stop: asyncio.Event) -> None:
         opts = self.options
@@ -197,7 +229,15 @@ class Agent:
             log.error("%s", self.failure[1])
             return
         from vdc_runtime.datacenter import DataCenterRun, RunOptions, StartupError
+        from vdc_runtime.options import GroupOptions
 
+        group = None
+        if opts.group is not None:
+            if opts.pod_ip is None:
+                self.failure = ("StartupFailed", "a group's agent needs its pod's IP (POD_IP)")
+                log.error("%s", self.failure[1])
+                return
+            group = GroupOptions(opts.group, peer_addresses(vdc, opts.group), opts.pod_ip)
         accel = (vdc.get("spec") or {}).get("accel", "auto")
         self.run = DataCenterRun(
             dc,
@@ -210,6 +250,7 @@ class Agent:
                 force=True,
                 accel=accel,
                 workdir=workdir,
+                group=group,
             ),
         )
         start = asyncio.create_task(self.run.start())
@@ -226,6 +267,16 @@ class Agent:
         except (StartupError, OSError, RuntimeError) as exc:
             self.failure = ("StartupFailed", f"start-up failed: {exc}")
             log.error("%s", self.failure[1])
+
+
+def peer_addresses(vdc: dict[str, Any], group: str | None) -> dict[str, str]:
+    """The other groups' pod addresses, as the operator wrote them into the status."""
+    parts = (vdc.get("status") or {}).get("groups") or {}
+    return {
+        name: part["podIP"]
+        for name, part in parts.items()
+        if name != group and isinstance(part, dict) and part.get("podIP")
+    }
 
 
 async def run_agent(options: AgentOptions) -> int:

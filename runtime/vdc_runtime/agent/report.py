@@ -21,6 +21,7 @@ from vdc_runtime.agent.status import (
     RunnerObservation,
     RunObservation,
     agent_status,
+    group_status,
     transitions,
 )
 from vdc_runtime.nodes.states import MachineState, Power
@@ -118,11 +119,17 @@ def read_runners(state_dir: Path) -> tuple[RunnerObservation, ...]:
 class Reporter:
     """Writes the agent's status into its VDC and posts an Event per transition."""
 
-    def __init__(self, kube: Kube, vdc: dict[str, Any]) -> None:
+    def __init__(self, kube: Kube, vdc: dict[str, Any], group: str | None = None) -> None:
         self.kube = kube
         self.vdc = vdc
+        self.group = group
+        """In a VDC of several groups, this agent's: it reports into its own key of
+        `status.groups`, and the operator merges the groups into the rest."""
         self.generation: int = vdc["metadata"].get("generation", 0)
-        self.written: dict[str, Any] | None = vdc.get("status") or None
+        status = vdc.get("status") or {}
+        self.written: dict[str, Any] | None = (
+            status if group is None else (status.get("groups") or {}).get(group)
+        ) or None
         self.superseded = False
         self._refreshed = time.monotonic()
         self._failing = False
@@ -170,6 +177,11 @@ class Reporter:
             self.superseded = True
 
     async def _write(self, status: dict[str, Any]) -> None:
+        if self.group is not None:
+            # Its own key only: nobody else writes there, so no version is needed.
+            self.vdc = await self.kube.patch_status(group_status(status, self.group))
+            await self._written(status)
+            return
         for _ in range(3):
             version = self.vdc["metadata"].get("resourceVersion")
             # A merge patch replaces the whole list: the operator's conditions go along.
@@ -188,6 +200,9 @@ class Reporter:
                     return
         else:
             raise KubeError("the VDC keeps changing under the status write")
+        await self._written(status)
+
+    async def _written(self, status: dict[str, Any]) -> None:
         events = transitions(self.written, status)
         self.written = status
         for event in events:

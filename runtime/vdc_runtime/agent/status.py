@@ -177,6 +177,23 @@ def agent_status(
     return status.model_dump(exclude_none=True, exclude={"runners"} if not obs.runners else None)
 
 
+GROUP_KEYS = (
+    "phase", "message", "observedGeneration", "readyNodes", "totalNodes", "accel",
+    "conditions", "nodes",
+)  # fmt: skip
+"""What a group's agent reports of its part (`GroupStatus`)."""
+JOB_KEYS = ("runners", "jobEndedAt", "keepUntil")
+"""Only the first group has runners: their fields stay where the operator reads them."""
+
+
+def group_status(status: Mapping[str, Any], group: str) -> dict[str, Any]:
+    """The merge patch body's `status` for a group's agent: its own key of `groups` (no
+    other agent writes there, so no write undoes another), and the runners' fields."""
+    out: dict[str, Any] = {"groups": {group: {k: status[k] for k in GROUP_KEYS if k in status}}}
+    out.update({k: status[k] for k in JOB_KEYS if k in status})
+    return out
+
+
 def _jobs_ended(runners: Sequence[RunnerObservation]) -> str | None:
     """When the last runner ended, once every runner has."""
     if not runners or any(r.ended_at is None for r in runners):

@@ -20,6 +20,8 @@ PRINTER_COLUMNS = [
      "description": "ready nodes / all nodes"},
     {"name": "Accel", "type": "string", "jsonPath": ".status.accel",
      "description": "KVM, or TCG (software emulation)"},
+    {"name": "Groups", "type": "string", "jsonPath": ".status.readyGroups",
+     "description": "groups running / all groups, in a VDC of several"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
 ]  # fmt: skip

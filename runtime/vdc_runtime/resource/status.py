@@ -87,6 +87,7 @@ class NodeStatus(ApiModel):
     start_time: str | None = Field(default=None, description="When its QEMU last started.")
     restarts: int = Field(default=0, description="Restarts of its QEMU (restart: on-failure).")
     bmc_address: str | None = None
+    group: str | None = Field(default=None, description="Its group, in a VDC of several.")
 
 
 class RunnerStatus(ApiModel):
@@ -106,6 +107,27 @@ class PublishedBMCs(ApiModel):
     host: str | None = None
     ipmi_port: int
     redfish_port: int
+
+
+class GroupStatus(ApiModel):
+    """One group of a VDC with several: its pod (written by the operator) and what the
+    group's agent reports (written by that agent alone: a merge patch of its own key of
+    `groups`, so agents never write over each other)."""
+
+    pod: str | None = None
+    pod_ip: str | None = Field(
+        default=None,
+        alias="podIP",  # as Kubernetes spells it in a pod's status
+        description="Where the other groups tunnel to.",
+    )
+    phase: Phase | None = None
+    message: str | None = None
+    observed_generation: int | None = None
+    ready_nodes: int | None = None
+    total_nodes: int | None = None
+    accel: Literal["KVM", "TCG"] | None = None
+    conditions: list[Condition] = []
+    nodes: list[NodeStatus] = []
 
 
 class VirtualDataCenterStatus(ApiModel):
@@ -136,6 +158,13 @@ class VirtualDataCenterStatus(ApiModel):
         default=None, description="When the operator deletes this VDC, its jobs done."
     )
     nodes: list[NodeStatus] = []
+    groups: dict[str, GroupStatus] = Field(
+        default={},
+        description="Per group, in a VDC of several; the operator merges them into the rest.",
+    )
+    ready_groups: str | None = Field(
+        default=None, description="Groups running / all groups, as 1/2, in a VDC of several."
+    )
 
 
 def timestamp(at: float | None = None) -> str:
@@ -209,6 +238,7 @@ __all__ = [
     "Condition",
     "ConditionStatus",
     "DesiredCondition",
+    "GroupStatus",
     "NodePhase",
     "NodeStatus",
     "Phase",
