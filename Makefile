@@ -43,3 +43,4 @@ bench: deps-e2e
 	PYTHONPATH=$(CURDIR) $(PY) bench/bmc.py
 	PYTHONPATH=$(CURDIR) $(PY) bench/stretch.py
 	PYTHONPATH=$(CURDIR) $(PY) bench/operator.py
+	PYTHONPATH=$(CURDIR) $(PY) bench/groups.py

@@ -1,0 +1,102 @@
+"""Benchmark (not a test): `kubectl apply` → Ready of the quick start split in two groups
+(two pods, its network stretched between them) beside the same VDC in one pod.
+
+    sudo PYTHONPATH=. /var/cache/vdc/venv/bin/python bench/groups.py [--repeat 3]
+
+Runs against the e2e cluster of tests/e2e/cluster (brought up, the images built and
+imported, the operator installed with its Helm chart). The two-group VDC is the one of
+tests/e2e/test_groups.py: the boot server and worker-1 in rack-a, worker-2 in rack-b, which
+PXE-boots from rack-a's boot server across the tunnel. Each run, alternating the sides:
+from just before `kubectl apply` until `kubectl wait --for=condition=Ready` returns, then
+the deletion's time. Median of `--repeat`; the ratio is two groups / one pod. The cluster
+has one node, so both groups' pods run on it: this measures what splitting costs (a second
+agent, tunnels, the status merge), not what spreading over nodes gains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.e2e.cluster import cluster, images  # noqa: E402
+from tests.e2e.conftest import CHART, CRD, OPERATOR_NAMESPACE, Kube  # noqa: E402
+from tests.e2e.test_groups import manifests as two_groups  # noqa: E402
+from tests.e2e.test_operator import EXAMPLE  # noqa: E402
+
+NS = "default"
+NAME = "grouped"
+TIMEOUT = 900
+
+
+def one_pod() -> str:
+    docs = list(yaml.safe_load_all(EXAMPLE.read_text()))
+    for doc in docs:
+        if doc["kind"] == "VirtualDataCenter":
+            doc["metadata"]["name"] = NAME
+    return "\n---\n".join(json.dumps(d) for d in docs)
+
+
+def run(kube: Kube, manifest: str) -> tuple[float, float]:
+    t0 = time.monotonic()
+    kube.apply(manifest)
+    done = kube.call("wait", "-n", NS, "--for=condition=Ready", f"vdc/{NAME}",
+                     f"--timeout={TIMEOUT}s")  # fmt: skip
+    ready = time.monotonic() - t0
+    if done.returncode != 0:
+        raise RuntimeError(f"not Ready: {done.stderr}")
+    t1 = time.monotonic()
+    kube.run("delete", "vdc", NAME, "-n", NS, "--wait=true", f"--timeout={TIMEOUT}s")
+    if kube.get("pods", "-n", NS, "-l", f"vdc.dev/name={NAME}")["items"]:
+        raise RuntimeError("pods left after deleting the VDC")
+    return ready, time.monotonic() - t1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench/groups.py: run as root (it runs the e2e cluster)")
+    layout = cluster.up()
+    for archive in images.build_images().values():
+        cluster.import_image(layout, archive)
+    kube = Kube(layout)
+    kube.run("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kube.helm("upgrade", "--install", "vdc", str(CHART), "--namespace", OPERATOR_NAMESPACE,
+              "--create-namespace", "--wait", "--timeout", "5m")  # fmt: skip
+    sides = {"one pod": one_pod(), "two groups": two_groups()}
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
+    try:
+        run(kube, sides["one pod"])  # warm-up: page the images and the guest in
+        for rep in range(args.repeat):
+            order = list(sides) if rep % 2 == 0 else list(sides)[::-1]
+            for name in order:
+                ready, delete = run(kube, sides[name])
+                samples[name].append((ready, delete))
+                print(f"  {name}: Ready {ready:.1f} s, deleted {delete:.1f} s", flush=True)
+    finally:
+        kube.call("delete", "vdc", NAME, "-n", NS, "--wait=true", "--timeout=300s")
+        kube.helm("uninstall", "vdc", "--namespace", OPERATOR_NAMESPACE, "--wait")
+    base = statistics.median(r for r, _ in samples["one pod"])
+    print(f"\nkubectl apply -> Ready, the quick start (median of {args.repeat})")
+    print("| | apply -> Ready | ratio | delete |")
+    print("|---|---|---|---|")
+    for name, runs in samples.items():
+        ready = statistics.median(r for r, _ in runs)
+        delete = statistics.median(d for _, d in runs)
+        print(f"| {name} | {ready:.1f} s | {ready / base:.2f} | {delete:.1f} s |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
