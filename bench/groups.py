@@ -28,8 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.cluster import cluster, images  # noqa: E402
-from tests.e2e.conftest import CHART, CRD, OPERATOR_NAMESPACE, Kube  # noqa: E402
+from tests.e2e.conftest import OPERATOR_NAMESPACE, Kube, operator_cluster  # noqa: E402
 from tests.e2e.test_groups import manifests as two_groups  # noqa: E402
 from tests.e2e.test_operator import EXAMPLE  # noqa: E402
 
@@ -67,13 +66,7 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/groups.py: run as root (it runs the e2e cluster)")
-    layout = cluster.up()
-    for archive in images.build_images().values():
-        cluster.import_image(layout, archive)
-    kube = Kube(layout)
-    kube.run("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kube.helm("upgrade", "--install", "vdc", str(CHART), "--namespace", OPERATOR_NAMESPACE,
-              "--create-namespace", "--wait", "--timeout", "5m")  # fmt: skip
+    kube = operator_cluster()
     sides = {"one pod": one_pod(), "two groups": two_groups()}
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
     try:

@@ -38,8 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.cluster import cluster, images  # noqa: E402
-from tests.e2e.conftest import CHART, CRD, OPERATOR_NAMESPACE, Kube  # noqa: E402
+from tests.e2e.conftest import OPERATOR_NAMESPACE, Kube, operator_cluster  # noqa: E402
 
 NS = "vdc-bench"
 IMAGE = "vdc.local/vdc-runtime:dev"
@@ -178,13 +177,7 @@ def main() -> int:
         raise SystemExit("bench/operator.py: run as root (it runs the e2e cluster)")
     counts = [int(c) for c in args.counts.split(",")]
 
-    layout = cluster.up()
-    for archive in images.build_images().values():
-        cluster.import_image(layout, archive)
-    kube = Kube(layout)
-    kube.run("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kube.helm("upgrade", "--install", "vdc", str(CHART), "--namespace", OPERATOR_NAMESPACE,
-              "--create-namespace", "--wait", "--timeout", "5m")  # fmt: skip
+    kube = operator_cluster()
     kube.call("create", "namespace", NS)
     # Warm-up: the first pod of an image on a node pays for unpacking its layers.
     run_bare(kube, 1)

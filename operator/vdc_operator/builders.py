@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from vdc_runtime.groups import group_order
+from vdc_runtime.groups import group_of, group_order
 from vdc_runtime.nodes.layout import memory_bytes
 from vdc_runtime.resource import spec as cr
 from vdc_runtime.resource.spec import FileSource, PodSettings, VirtualDataCenterSpec
@@ -29,7 +29,6 @@ from vdc_runtime.resource.status import (
     condition,
     conditions_update,
 )
-from vdc_runtime.spec import DEFAULT_GROUP
 
 Manifest = dict[str, Any]
 
@@ -249,7 +248,7 @@ def requests(
 ) -> dict[str, str]:
     """CPU and memory for the pod: its nodes' vCPUs (over the allocation ratio) and RAM,
     plus QEMU's and the agent's own; the spec (or the group) may override either."""
-    nodes = [n for n in spec.nodes if group is None or (n.group or DEFAULT_GROUP) == group]
+    nodes = [n for n in spec.nodes if group is None or group_of(n.group) == group]
     vcpus = sum(node.cpus for node in nodes)
     milli = settings.cpu_overhead_milli + math.ceil(vcpus * 1000 / settings.cpu_allocation_ratio)
     memory = settings.memory_overhead_mib * MIB + sum(

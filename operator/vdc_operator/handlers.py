@@ -135,7 +135,7 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
     ):
         await api.ensure(manifest)
     desired = {p["metadata"]["name"]: p for p in builders.build_pods(body, spec, memo.settings)}
-    labelled = await api.list_pods(namespace, f"{builders.LABEL_NAME}={meta['name']}")
+    labelled = await _labelled_pods(api, body)
     # (A pod still stopping may be an earlier VDC's of the same name.)
     if any(p["metadata"].get("deletionTimestamp") for p in labelled):
         raise kopf.TemporaryError("waiting for the previous pods to stop", delay=2)
@@ -175,6 +175,12 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
         return builders.pod_status(vdc, None)
 
     await _write_status(api, body, starting)
+
+
+async def _labelled_pods(api: Api, vdc: Any) -> list[Any]:
+    """The pods labelled with the VDC's name (an earlier VDC's of that name included)."""
+    meta = vdc["metadata"]
+    return await api.list_pods(meta["namespace"], f"{builders.LABEL_NAME}={meta['name']}")
 
 
 def _owned_by(pod: Any, vdc: Any) -> bool:
@@ -379,17 +385,13 @@ async def delete(body: Any, logger: logging.Logger, memo: kopf.Memo, **_: Any) -
     with metrics.reconcile("delete"):
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
-        pods = [
-            p
-            for p in await api.list_pods(namespace, f"{builders.LABEL_NAME}={name}")
-            if _owned_by(p, body)
-        ]
+        pods = [p for p in await _labelled_pods(api, body) if _owned_by(p, body)]
         if pods:
             running = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
             if running:
-                await api.update_vdc_status(
-                    namespace,
-                    name,
+                await _write_status(
+                    api,
+                    body,
                     lambda vdc: builders.status_patch(
                         vdc, Phase.TERMINATING, "Deleting", "removing the pod"
                     ),
@@ -441,10 +443,12 @@ async def pod_changed(
                 return  # a pod of a layout the spec no longer has: converge replaces it
             await _recreate(api, vdc, spec, group, memo, logger)
         if group is None:
-            await api.update_vdc_status(namespace, name, lambda now: builders.pod_status(now, pod))
+            await api.update_vdc_status(
+                namespace, name, lambda now: builders.pod_status(now, pod), vdc
+            )
         else:
             await api.update_vdc_status(
-                namespace, name, lambda now: builders.group_pod_status(now, group, pod)
+                namespace, name, lambda now: builders.group_pod_status(now, group, pod), vdc
             )
 
 
@@ -476,7 +480,7 @@ async def groups_changed(body: Any, memo: kopf.Memo, **_: Any) -> None:
         return
     meta = body["metadata"]
     await memo.api.update_vdc_status(
-        meta["namespace"], meta["name"], lambda now: builders.merged_status(now, spec)
+        meta["namespace"], meta["name"], lambda now: builders.merged_status(now, spec), body
     )
 
 

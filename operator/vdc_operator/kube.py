@@ -183,7 +183,11 @@ class Api:
                 raise
 
     async def update_vdc_status(
-        self, namespace: str, name: str, compute: Callable[[Manifest], Manifest | None]
+        self,
+        namespace: str,
+        name: str,
+        compute: Callable[[Manifest], Manifest | None],
+        read: Manifest | None = None,
     ) -> bool:
         """Write the status `compute` makes from the VDC as it is now, on top of exactly that
         version; False when there was nothing to write (or no VDC).
@@ -192,10 +196,12 @@ class Api:
         patch replaces the whole list: written from an older read, one writer's list would
         silently undo another's condition (a RunnersRegistered that stayed False after the
         runners were registered). So every write names the version it was computed from,
-        and a conflict means: read again, compute again.
+        and a conflict means: read again, compute again. `read` is the VDC as the caller has
+        just read it (or as its watch event showed it): the first attempt computes from it
+        instead of reading once more.
         """
         for _ in range(STATUS_ATTEMPTS):
-            vdc = await self.get_vdc(namespace, name)
+            vdc, read = read or await self.get_vdc(namespace, name), None
             if vdc is None:
                 return False
             status = compute(vdc)

@@ -45,32 +45,31 @@ def _kubectl(args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def group_pods(args: argparse.Namespace) -> dict[str | None, str]:
-    """The VDC's pods by group, the first group's first ({None: pod} for a VDC in one
-    pod); read from its spec, as the operator names them."""
+def layout(args: argparse.Namespace) -> tuple[dict[str | None, str], dict[str, str]]:
+    """The VDC's pods by group, the first group's first ({None: pod} for a VDC in one pod),
+    and each node's group; read from its spec, as the operator names the pods."""
     from vdc_operator.builders import pod_groups, pod_name
+    from vdc_runtime.groups import group_of
     from vdc_runtime.resource import spec as cr
 
     vdc = json.loads(_run([*_kubectl(args), "get", "virtualdatacenters.vdc.dev", args.vdc,
                            "-o", "json"]))  # fmt: skip
     spec = cr.parse(vdc.get("spec") or {})
-    args.node_groups = {n.name: n.group for n in spec.nodes}
-    return {group: pod_name(args.vdc, group) for group in pod_groups(spec)}
+    pods = {group: pod_name(args.vdc, group) for group in pod_groups(spec)}
+    return pods, {n.name: group_of(n.group) for n in spec.nodes}
 
 
 def pod_for(args: argparse.Namespace, node: str | None = None) -> str:
     """The pod a command goes to: the one that runs `node`, or the group asked for with
     --group, or the first group's (where the runners are)."""
-    pods = group_pods(args)
+    pods, node_groups = layout(args)
     if len(pods) == 1:
         return next(iter(pods.values()))
-    from vdc_runtime.spec import DEFAULT_GROUP
-
     group = getattr(args, "group", None)
     if node is not None:
-        if node not in args.node_groups:
+        if node not in node_groups:
             raise PluginError(f"{args.vdc} has no node {node}")
-        group = args.node_groups[node] or DEFAULT_GROUP
+        group = node_groups[node]
     if group is None:
         return next(iter(pods.values()))
     if group not in pods:
@@ -122,7 +121,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_nodes(args: argparse.Namespace) -> int:
     nodes = []
-    for pod in group_pods(args).values():  # each group's agent knows its own machines
+    pods, _ = layout(args)
+    for pod in pods.values():  # each group's agent knows its own machines
         nodes += json.loads(_run(_exec(args, "vdc", "node", "list", "--json", pod=pod)))
     if args.output == "json":
         print(json.dumps(nodes, indent=2))

@@ -127,6 +127,7 @@ class DataCenterRun:
         mtu = await asyncio.to_thread(fabric.detect_mtu)
         if self.options.group is not None:
             self.tunnels, mtu = await asyncio.to_thread(self._plan_tunnels, self.options.group, mtu)
+            self.peers = dict(self.options.group.peers)
         if self.fleet is not None:
             # Downloads and volumes first: a bad image URL must fail before any kernel
             # object exists.
@@ -198,7 +199,6 @@ class DataCenterRun:
                 "group %s: MTU %s for the whole data center: %s's %d less VXLAN's overhead",
                 options.name, lowered, under.device, under.mtu,
             )  # fmt: skip
-        self.peers = dict(options.peers)
         for tunnel in plan.tunnels:
             log.info(
                 "group %s: network %s stretched over VXLAN %d from %s to %s",

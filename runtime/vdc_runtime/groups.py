@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from vdc_runtime.spec import DEFAULT_GROUP, DataCenter
+from vdc_runtime.spec.errors import did_you_mean
 
 VXLAN_PORT = 4789
 """IANA's VXLAN port."""
@@ -59,7 +60,8 @@ class Layout:
         return tuple(g for g in self.order if g in shared and g != group)
 
 
-def _group(member_group: str | None) -> str:
+def group_of(member_group: str | None) -> str:
+    """The group of a node or namespace whose `group` is this."""
     return member_group or DEFAULT_GROUP
 
 
@@ -67,7 +69,7 @@ def group_order(members: Iterable[str | None], declared: Iterable[str]) -> tuple
     """Every group with members (a member's group, None for the default): the default group
     first (when something is in it and it is not declared), then the declared ones in the
     order they were declared. A data center with nothing in it is one default group."""
-    used = {_group(m) for m in members}
+    used = {group_of(m) for m in members}
     names = list(declared)
     order = tuple(
         ([DEFAULT_GROUP] if DEFAULT_GROUP in used and DEFAULT_GROUP not in names else [])
@@ -78,15 +80,15 @@ def group_order(members: Iterable[str | None], declared: Iterable[str]) -> tuple
 
 def layout(dc: DataCenter) -> Layout:
     order = group_order([m.group for m in [*dc.nodes, *dc.netns]], [g.name for g in dc.groups])
-    nodes = {g: tuple(n.name for n in dc.nodes if _group(n.group) == g) for g in order}
-    netns = {g: tuple(ns.name for ns in dc.netns if _group(ns.group) == g) for g in order}
+    nodes = {g: tuple(n.name for n in dc.nodes if group_of(n.group) == g) for g in order}
+    netns = {g: tuple(ns.name for ns in dc.netns if group_of(ns.group) == g) for g in order}
     users: dict[str, set[str]] = {n.name: set() for n in dc.networks}
     for node in dc.nodes:
         for iface in node.interfaces:
-            users[iface.network].add(_group(node.group))
+            users[iface.network].add(group_of(node.group))
     for ns in dc.netns:
         for ns_iface in ns.interfaces:
-            users[ns_iface.network].add(_group(ns.group))
+            users[ns_iface.network].add(group_of(ns.group))
     for network in dc.networks:
         # Every group reaches every BMC, as on a real management network: its BMCs answer
         # there, and its hosts (a runner in its pod) drive the other groups' machines.
@@ -124,8 +126,6 @@ def run_problems(
     """What is wrong with building `group` with these peers' tunnel addresses (`vdc run
     --group/--peer`), each said as the user can fix it; `every_peer=False` lets peers not
     be known yet (a peer update names only some)."""
-    from vdc_runtime.spec.errors import did_you_mean
-
     if group not in the_layout.order:
         known = ", ".join(the_layout.order)
         return [f"--group {group}: no such group{did_you_mean(group, the_layout.order)}"
@@ -158,11 +158,12 @@ def part(dc: DataCenter, group: str, the_layout: Layout | None = None) -> DataCe
     found = the_layout or layout(dc)
     if group not in found.order:
         raise KeyError(group)
+    nodes, netns = set(found.nodes[group]), set(found.netns[group])
     networks = set(found.networks[group])
     return dc.model_copy(
         update={
-            "nodes": [n for n in dc.nodes if _group(n.group) == group],
-            "netns": [ns for ns in dc.netns if _group(ns.group) == group],
+            "nodes": [n for n in dc.nodes if n.name in nodes],
+            "netns": [ns for ns in dc.netns if ns.name in netns],
             "networks": [n for n in dc.networks if n.name in networks],
         }
     )
@@ -174,6 +175,7 @@ __all__ = [
     "VXLAN_PORT",
     "Layout",
     "Stretch",
+    "group_of",
     "group_order",
     "layout",
     "part",

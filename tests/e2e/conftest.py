@@ -100,6 +100,21 @@ CHART = ROOT / "deploy" / "helm" / "vdc"
 OPERATOR_NAMESPACE = "vdc-system"
 
 
+def operator_cluster() -> Kube:
+    """For the benchmarks: the cluster up, the images built and imported, the CRD and the
+    operator's chart installed (`helm uninstall vdc` takes the operator away again)."""
+    from tests.e2e.cluster import images
+
+    layout = cluster.up()
+    for archive in images.build_images().values():
+        cluster.import_image(layout, archive)
+    kube = Kube(layout)
+    kube.run("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kube.helm("upgrade", "--install", "vdc", str(CHART), "--namespace", OPERATOR_NAMESPACE,
+              "--create-namespace", "--wait", "--timeout", "5m")  # fmt: skip
+    return kube
+
+
 @pytest.fixture(scope="package")
 def crd(kube: Kube) -> Kube:
     """The CRD alone: what the API server refuses without the operator's webhook."""

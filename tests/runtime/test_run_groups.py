@@ -87,6 +87,39 @@ def _bridge_json(host: HostNetns, name: str) -> dict:
     return json.loads(host.sh(["ip", "-j", "address", "show", "dev", name]))[0]
 
 
+def _group_run(host: HostNetns, spec: Path, work: Path, group: str, peer: str) -> VdcRun:
+    """`vdc run --group` on one emulated host, its files under `work`, tunnelling to the
+    other host (rack-a's peer is rack-b and the other way round)."""
+    work.mkdir()
+    address = UNDERLAY["b" if peer == "rack-b" else "a"]
+    return VdcRun(host, [spec], work / "run", "--group", group, "--peer", f"{peer}={address}")
+
+
+def _start_both(
+    hosts: tuple[HostNetns, HostNetns], spec: Path, tmp_path: Path, timeout: float = 60
+) -> list[VdcRun]:
+    """rack-a on the first host and rack-b on the second, both started and ready."""
+    a, b = hosts
+    runs = [
+        _group_run(a, spec, tmp_path / "a", "rack-a", "rack-b").start(),
+        _group_run(b, spec, tmp_path / "b", "rack-b", "rack-a").start(),
+    ]
+    try:
+        for run in runs:
+            run.wait_ready(timeout)
+    except BaseException:
+        _stop(runs)
+        raise
+    return runs
+
+
+def _stop(runs: list[VdcRun]) -> list[int]:
+    for run in runs:
+        if run.proc and run.proc.poll() is None:
+            run.signal(signal.SIGTERM)
+    return [run.wait(60) for run in runs]
+
+
 def test_two_groups_on_two_hosts_share_their_networks(
     hosts: tuple[HostNetns, HostNetns], tmp_path: Path
 ) -> None:
@@ -94,16 +127,8 @@ def test_two_groups_on_two_hosts_share_their_networks(
     p = "g" + uuid.uuid4().hex[:5]
     spec = write(tmp_path / "dc.yml", SPEC.format(p=p))
     before = (snapshot(a), snapshot(b))
-    run_a = VdcRun(a, [spec], tmp_path / "a" / "run", "--group", "rack-a",
-                   "--peer", f"rack-b={UNDERLAY['b']}")  # fmt: skip
-    run_b = VdcRun(b, [spec], tmp_path / "b" / "run", "--group", "rack-b",
-                   "--peer", f"rack-a={UNDERLAY['a']}")  # fmt: skip
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    runs = [run_a.start(), run_b.start()]
+    runs = run_a, run_b = _start_both(hosts, spec, tmp_path)
     try:
-        for run in runs:
-            run.wait_ready()
         # Each host built its own part: its namespace, the bridges its members use.
         assert set(sh(["ip", "netns", "list"]).split()) >= {f"{p}ra", f"{p}rb"}
         assert f"{p}local:" not in a.sh(["ip", "-o", "link"])
@@ -134,10 +159,7 @@ def test_two_groups_on_two_hosts_share_their_networks(
         assert not [i for i in _bridge_json(b, f"{p}ext")["addr_info"] if i["family"] == "inet"]
         sh(["ping", "-c", "1", "-W", "3", "10.5.0.1"], ns=f"{p}rb")
     finally:
-        for run in runs:
-            if run.proc and run.proc.poll() is None:
-                run.signal(signal.SIGTERM)
-        codes = [run.wait(60) for run in runs]
+        codes = _stop(runs)
     assert codes == [0, 0], run_a.output + run_b.output
     assert_no_leftovers(before[0], a)
     assert_no_leftovers(before[1], b)
@@ -194,13 +216,6 @@ bmc: {{address: 10.73.16.12}}
 """
 
 
-def _stop(runs: list[VdcRun]) -> list[int]:
-    for run in runs:
-        if run.proc and run.proc.poll() is None:
-            run.signal(signal.SIGTERM)
-    return [run.wait(60) for run in runs]
-
-
 @pytest.mark.slow
 def test_a_machine_of_one_group_is_served_and_driven_from_the_other(
     hosts: tuple[HostNetns, HostNetns], tmp_path: Path, guest: GuestPaths
@@ -216,16 +231,8 @@ def test_a_machine_of_one_group_is_served_and_driven_from_the_other(
     node = node_yaml(f"{p}w", guest, cmdline="vdc.dhcp=1").rstrip("\n")
     spec = write(tmp_path / "dc.yml", MACHINES.format(p=p, node=node))
     before = (snapshot(a), snapshot(b))
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    run_a = VdcRun(a, [spec], tmp_path / "a" / "run", "--group", "rack-a",
-                   "--peer", f"rack-b={UNDERLAY['b']}")  # fmt: skip
-    run_b = VdcRun(b, [spec], tmp_path / "b" / "run", "--group", "rack-b",
-                   "--peer", f"rack-a={UNDERLAY['a']}")  # fmt: skip
-    runs = [run_a.start(), run_b.start()]
+    runs = run_a, run_b = _start_both(hosts, spec, tmp_path, timeout=120)
     try:
-        for run in runs:
-            run.wait_ready(120)
         log = console(run_b, f"{p}w")
         log.wait_for("VDC-GUEST-DHCP eth0 10.73.0.1")
         ipmi = ["ipmitool", "-I", "lanplus", "-H", "10.73.16.12", "-U", "admin",
@@ -253,16 +260,8 @@ def test_a_group_that_comes_back_at_a_new_address_is_followed(
     p = "p" + uuid.uuid4().hex[:5]
     spec = write(tmp_path / "dc.yml", SPEC.format(p=p))
     before = (snapshot(a), snapshot(b))
-    for side in ("a", "b", "b2"):
-        (tmp_path / side).mkdir()
-    run_a = VdcRun(a, [spec], tmp_path / "a" / "run", "--group", "rack-a",
-                   "--peer", f"rack-b={UNDERLAY['b']}")  # fmt: skip
-    run_b = VdcRun(b, [spec], tmp_path / "b" / "run", "--group", "rack-b",
-                   "--peer", f"rack-a={UNDERLAY['a']}")  # fmt: skip
-    runs = [run_a.start(), run_b.start()]
+    runs = [run_a, run_b] = _start_both(hosts, spec, tmp_path)
     try:
-        for run in runs:
-            run.wait_ready()
         sh(["ping", "-c", "1", "-W", "3", "10.0.0.2"], ns=f"{p}ra")
         tunnel = tunnel_name(f"{p}core")
         assert UNDERLAY["b"] in a.sh(["bridge", "fdb", "show", "dev", tunnel])
@@ -273,8 +272,7 @@ def test_a_group_that_comes_back_at_a_new_address_is_followed(
         link_b = next(line.split(": ")[1].split("@")[0] for line in links if "ulb" in line)
         b.sh(["ip", "address", "flush", "dev", link_b])
         b.sh(["ip", "address", "add", "10.231.0.3/24", "dev", link_b])
-        run_b = VdcRun(b, [spec], tmp_path / "b2" / "run", "--group", "rack-b",
-                       "--peer", f"rack-a={UNDERLAY['a']}")  # fmt: skip
+        run_b = _group_run(b, spec, tmp_path / "b2", "rack-b", "rack-a")
         runs[1] = run_b.start()
         run_b.wait_ready()
 
@@ -363,17 +361,8 @@ def test_bgp_routers_of_two_groups_peer_across_the_tunnel(
                                             peer_asn=65001))  # fmt: skip
     spec = write(tmp_path / "dc.yml", BGP.format(p=p, dir=tmp_path))
     before = (snapshot(a), snapshot(b))
-    for side in ("a", "b"):
-        (tmp_path / side).mkdir()
-    runs = [
-        VdcRun(a, [spec], tmp_path / "a" / "run", "--group", "rack-a",
-               "--peer", f"rack-b={UNDERLAY['b']}").start(),
-        VdcRun(b, [spec], tmp_path / "b" / "run", "--group", "rack-b",
-               "--peer", f"rack-a={UNDERLAY['a']}").start(),
-    ]  # fmt: skip
+    runs = _start_both(hosts, spec, tmp_path)
     try:
-        for run in runs:
-            run.wait_ready()
         # rack-a's router learns rack-b's LAN over eBGP, its session across the tunnel.
         deadline = time.monotonic() + 30
         routes = ""

@@ -141,15 +141,6 @@ def _entries(ipr: Any, index: int) -> list[tuple[str, str]]:
     return found
 
 
-def flood_list(name: str) -> set[str]:
-    """The peers a VXLAN port floods to."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        index = ipr.link_lookup(ifname=name)[0]
-        return {dst for mac, dst in _entries(ipr, index) if mac == ZERO_MAC}
-
-
 def set_peers(tunnel: TunnelPlan, peers: tuple[str, ...]) -> None:
     """Make the port flood to exactly `peers`, as when a peer comes back at a new address.
 
@@ -181,7 +172,6 @@ __all__ = [
     "TunnelError",
     "Underlay",
     "create",
-    "flood_list",
     "plan_group",
     "set_peers",
     "underlay",
