@@ -5,12 +5,14 @@
 
 Runs against the e2e cluster of tests/e2e/cluster (brought up, the images built and
 imported, the operator installed with its Helm chart). The two-group VDC is the one of
-tests/e2e/test_groups.py: the boot server and worker-1 in rack-a, worker-2 in rack-b, which
-PXE-boots from rack-a's boot server across the tunnel. Each run, alternating the sides:
-from just before `kubectl apply` until `kubectl wait --for=condition=Ready` returns, then
-the deletion's time. Median of `--repeat`; the ratio is two groups / one pod. The cluster
-has one node, so both groups' pods run on it: this measures what splitting costs (a second
-agent, tunnels, the status merge), not what spreading over nodes gains.
+tests/e2e/test_groups.py: the boot server, worker-1 and a BIRD router in rack-a on the
+first node; worker-2 and the other router in rack-b on the second node (`cluster.py
+add-node`, started for the run and removed after), worker-2 PXE-booting from rack-a's boot
+server across the tunnel. The one-pod side is that VDC without its groups. Each run,
+alternating the sides: from just before `kubectl apply` until `kubectl wait
+--for=condition=Ready` returns, then the deletion's time. Median of `--repeat`; the ratio
+is two groups / one pod. Both nodes share this machine's CPUs: this measures what
+splitting costs (a second agent, tunnels, the status merge), not what more CPUs gain.
 """
 
 from __future__ import annotations
@@ -23,14 +25,13 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.e2e.cluster import cluster, config, images  # noqa: E402
 from tests.e2e.conftest import OPERATOR_NAMESPACE, Kube, operator_cluster  # noqa: E402
+from tests.e2e.test_groups import RUNTIME_IMAGE  # noqa: E402
 from tests.e2e.test_groups import manifests as two_groups  # noqa: E402
-from tests.e2e.test_operator import EXAMPLE  # noqa: E402
 
 NS = "default"
 NAME = "grouped"
@@ -38,10 +39,14 @@ TIMEOUT = 900
 
 
 def one_pod() -> str:
-    docs = list(yaml.safe_load_all(EXAMPLE.read_text()))
+    """The same data center with its groups taken away: one pod on the first node."""
+    docs = [json.loads(d) for d in two_groups().split("\n---\n")]
     for doc in docs:
         if doc["kind"] == "VirtualDataCenter":
-            doc["metadata"]["name"] = NAME
+            spec = doc["spec"]
+            spec.pop("groups")
+            for member in [*spec["nodes"], *spec["networkNamespaces"]]:
+                member.pop("group", None)
     return "\n---\n".join(json.dumps(d) for d in docs)
 
 
@@ -67,6 +72,8 @@ def main() -> int:
     if os.geteuid() != 0:
         raise SystemExit("bench/groups.py: run as root (it runs the e2e cluster)")
     kube = operator_cluster()
+    cluster.add_node(kube.layout)
+    cluster.import_image(kube.layout, images.archive_path(RUNTIME_IMAGE), config.SECOND)
     sides = {"one pod": one_pod(), "two groups": two_groups()}
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
     try:
@@ -80,6 +87,7 @@ def main() -> int:
     finally:
         kube.call("delete", "vdc", NAME, "-n", NS, "--wait=true", "--timeout=300s")
         kube.helm("uninstall", "vdc", "--namespace", OPERATOR_NAMESPACE, "--wait")
+        cluster.remove_node(kube.layout)
     base = statistics.median(r for r, _ in samples["one pod"])
     print(f"\nkubectl apply -> Ready, the quick start (median of {args.repeat})")
     print("| | apply -> Ready | ratio | delete |")

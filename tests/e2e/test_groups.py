@@ -1,28 +1,76 @@
-"""A VirtualDataCenter of two groups on the real cluster: a pod per group, the quick
-start's network stretched between them, a group's pod lost and brought back.
+"""A VirtualDataCenter of two groups on a real cluster of two nodes: a pod per group, each
+on its own node, the quick start's network stretched between them, BGP across the
+tunnel, a group's pod lost and brought back.
 
 The quick start split in two: the boot server and worker-1 in rack-a, worker-2 in rack-b.
 worker-2 can only boot over the network through rack-a's boot server, so its reaching
-Ready is the proof that the stretched network carries DHCP, TFTP-less iPXE and HTTP.
-(The e2e cluster has one node, so both pods land on it; the tunnels still run between
-the two pods' addresses, as between nodes.)
+Ready is the proof that the stretched network carries DHCP, TFTP-less iPXE and HTTP. A
+BIRD router in each group peers with the other over a stretched core network and learns
+the LAN behind it. The second node (tests/e2e/cluster: `add-node`) is tainted; rack-b's
+pod tolerates the taint and asks for that node, so the groups really are on two nodes.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.e2e.cluster import cluster, config
 from tests.e2e.conftest import Kube
 from tests.e2e.test_operator import EXAMPLE, NS, READY_TIMEOUT, plugin, pods_of, vdc, wait_ready
+from tests.prereqs import require
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 NAME = "grouped"
+TOLERATE_SECOND = {"key": config.SECOND_TAINT, "operator": "Exists", "effect": "NoSchedule"}
+RUNTIME_IMAGE = "vdc.local/vdc-runtime:dev"
+
+BIRD = """\
+router id {local};
+protocol device {{ scan time 1; }}
+protocol direct {{ ipv4; interface "eth*"; }}
+protocol kernel {{ ipv4 {{ export all; }}; }}
+protocol bgp peer {{
+  local {local} as {asn};
+  neighbor {peer} as {peer_asn};
+  connect delay time 1; connect retry time 1; hold time 6;
+  ipv4 {{ import all; export all; }};
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def two_nodes(operator: Kube) -> Iterator[Kube]:
+    """The cluster with its second node, which holds the runtime image only."""
+    layout = operator.layout
+    try:
+        cluster.add_node(layout)
+        cluster.import_image(layout, require.image_archives()[RUNTIME_IMAGE], config.SECOND)
+    except cluster.ClusterError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield operator
+    finally:
+        if not os.environ.get("VDC_E2E_KEEP"):
+            cluster.remove_node(layout)
+
+
+def router(name: str, group: str, core: str, lan: str | None = None) -> dict[str, Any]:
+    interfaces = [{"network": "core", "addresses": [f"{core}/24"]}]
+    if lan:
+        interfaces.append({"network": "lan-b", "addresses": [f"{lan}/24"]})
+    return {"name": name, "group": group, "interfaces": interfaces,
+            "apps": [{"name": "bird", "command": ["bird", "-f", "-c", f"{name}.conf",
+                                                  "-s", f"/tmp/{name}.ctl"]}]}  # fmt: skip
 
 
 def manifests() -> str:
@@ -32,10 +80,27 @@ def manifests() -> str:
             continue
         doc["metadata"]["name"] = NAME
         spec = doc["spec"]
-        spec["groups"] = [{"name": "rack-a"}, {"name": "rack-b"}]
+        spec["groups"] = [
+            {"name": "rack-a"},
+            {"name": "rack-b", "pod": {
+                "nodeSelector": {"kubernetes.io/hostname": config.SECOND.name},
+                "tolerations": [TOLERATE_SECOND]}},
+        ]  # fmt: skip
         spec["networkNamespaces"][0]["group"] = "rack-a"
         spec["nodes"][0]["group"] = "rack-a"
         spec["nodes"][1]["group"] = "rack-b"
+        spec["networks"] += [{"name": "core", "type": "internal"},
+                             {"name": "lan-b", "type": "internal"}]  # fmt: skip
+        spec["networkNamespaces"] += [
+            router("router-a", "rack-a", "10.99.0.1"),
+            router("router-b", "rack-b", "10.99.0.2", "10.98.0.1"),
+        ]
+        spec["files"] += [
+            {"path": "router-a.conf", "inline": BIRD.format(
+                local="10.99.0.1", asn=65001, peer="10.99.0.2", peer_asn=65002)},
+            {"path": "router-b.conf", "inline": BIRD.format(
+                local="10.99.0.2", asn=65002, peer="10.99.0.1", peer_asn=65001)},
+        ]  # fmt: skip
     return "\n---\n".join(json.dumps(d) for d in docs)
 
 
@@ -45,8 +110,30 @@ def boots(kube: Kube, node: str) -> int:
     return log.stdout.count("VDC-GUEST-READY")
 
 
-@pytest.mark.timeout(1500)  # two PXE boots under TCG, then one again after the pod's loss
-def test_a_vdc_of_two_groups(operator: Kube) -> None:
+def routes(kube: Kube, group: str, netns: str) -> str:
+    return kube.run("exec", "-n", NS, f"vdc-{NAME}-{group}", "-c", "agent", "--",
+                    "ip", "-n", netns, "route")  # fmt: skip
+
+
+def leftovers() -> list[str]:
+    """What a deleted VDC of this test could have left on either node: QEMUs of its
+    machines, VXLAN links in any namespace of this machine."""
+    found = []
+    qemus = subprocess.run(["pgrep", "-af", "qemu-system.*guest=worker-"], capture_output=True,
+                           text=True).stdout.strip()  # fmt: skip
+    if qemus:
+        found.append(f"QEMU: {qemus}")
+    for netns in Path("/run/netns").iterdir():
+        links = subprocess.run(["ip", "-n", netns.name, "-o", "link", "show", "type", "vxlan"],
+                               capture_output=True, text=True).stdout.strip()  # fmt: skip
+        if links:
+            found.append(f"VXLAN in {netns.name}: {links}")
+    return found
+
+
+@pytest.mark.timeout(1800)  # three PXE boots under TCG, then one again after the pod's loss
+def test_a_vdc_of_two_groups_on_two_nodes(two_nodes: Kube) -> None:
+    operator = two_nodes
     started = time.monotonic()
     operator.apply(manifests())
     try:
@@ -62,25 +149,38 @@ def test_a_vdc_of_two_groups(operator: Kube) -> None:
             "worker-1": "rack-a", "worker-2": "rack-b"}  # fmt: skip
         pods = {p["metadata"]["labels"]["vdc.dev/group"]: p for p in pods_of(operator, NAME)}
         assert set(pods) == {"rack-a", "rack-b"}
+        assert {g: pods[g]["spec"]["nodeName"] for g in pods} == {
+            "rack-a": config.FIRST.name, "rack-b": config.SECOND.name}  # fmt: skip
         assert status["groups"]["rack-b"]["podIP"] == pods["rack-b"]["status"]["podIP"]
         table = operator.run("get", "vdc", NAME, "-n", NS)
         assert table.splitlines()[1].split()[1:5] == ["Running", "2/2", "TCG", "2/2"] or (
             table.splitlines()[1].split()[1:5] == ["Running", "2/2", "KVM", "2/2"]
         ), table
 
-        # From rack-a's pod, worker-2's BMC answers across the stretched bmc network.
+        # BGP across the tunnel: rack-a's router learns the LAN behind rack-b's.
+        operator.wait_for(lambda: "10.98.0.0/24 via 10.99.0.2" in routes(operator, "rack-a",
+                                                                         "router-a"),
+                          "router-a's BGP route to rack-b's LAN", 60)  # fmt: skip
+        assert "proto bird" in routes(operator, "rack-a", "router-a")
+
+        # From rack-a's pod, on the first node, worker-2's BMC on the second answers across
+        # the stretched bmc network, and power-cycles it: worker-2 boots again.
         def bmc_addresses() -> dict[str, Any]:
             return {n["name"]: n.get("bmcAddress") for n in vdc(operator, NAME)["status"]["nodes"]}
 
         operator.wait_for(lambda: bmc_addresses().get("worker-2") == "10.72.16.12",
                           "worker-2's BMC address", 60)  # fmt: skip
         ipmi = ["ipmitool", "-I", "lanplus", "-H", "10.72.16.12", "-U", "admin",
-                "-P", "change-me", "-C", "17", "-N", "3", "-R", "3", "power", "status"]  # fmt: skip
-        out = operator.run("exec", "-n", NS, f"vdc-{NAME}-rack-a", "-c", "agent", "--", *ipmi)
-        assert "Chassis Power is on" in out
+                "-P", "change-me", "-C", "17", "-N", "3", "-R", "3", "power"]  # fmt: skip
+        in_a = ("exec", "-n", NS, f"vdc-{NAME}-rack-a", "-c", "agent", "--")
+        assert "Chassis Power is on" in operator.run(*in_a, *ipmi, "status")
         nodes = plugin(operator, "nodes", NAME, "-n", NS)
         assert nodes.returncode == 0 and "worker-2" in nodes.stdout, nodes.stderr
         assert boots(operator, "worker-1") == 1 and boots(operator, "worker-2") == 1
+        assert "Cycle" in operator.run(*in_a, *ipmi, "cycle")
+        operator.wait_for(lambda: boots(operator, "worker-2") == 2,
+                          "worker-2 booting again", READY_TIMEOUT)  # fmt: skip
+        wait_ready(operator, NAME)
 
         # rack-b's pod is lost: the VDC is Degraded until the operator's new pod runs; the
         # tunnels follow its new address; rack-a's machine is not touched.
@@ -93,9 +193,44 @@ def test_a_vdc_of_two_groups(operator: Kube) -> None:
         assert vdc(operator, NAME)["status"]["phase"] == "Running"
         assert boots(operator, "worker-1") == 1  # one boot: rack-a's QEMU never stopped
         assert boots(operator, "worker-2") == 1  # a new pod: its machine booted once more
+        new_b = next(p for p in pods_of(operator, NAME)
+                     if p["metadata"]["labels"]["vdc.dev/group"] == "rack-b")  # fmt: skip
+        assert new_b["spec"]["nodeName"] == config.SECOND.name
+        operator.wait_for(lambda: "10.98.0.0/24 via 10.99.0.2" in routes(operator, "rack-a",
+                                                                         "router-a"),
+                          "BGP back to the new rack-b pod", 60)  # fmt: skip
         described = operator.run("describe", "vdc", NAME, "-n", NS)
         assert "PodRecreated" in described
     finally:
         operator.call("delete", "vdc", NAME, "-n", NS, "--wait=true",
                       f"--timeout={READY_TIMEOUT}s")  # fmt: skip
     assert pods_of(operator, NAME) == []
+    operator.wait_for(lambda: not leftovers(), "nothing left on either node", 60)
+
+
+def test_groups_spread_over_nodes_by_default(two_nodes: Kube) -> None:
+    """Two groups that may run on either node go to different ones: the soft spread."""
+    name = "spread"
+    ns_of = {"name": "n", "interfaces": [{"network": "lan", "addresses": ["10.97.0.{}/24"]}]}
+    namespaces = []
+    for i, group in enumerate(("one", "two"), start=1):
+        member = json.loads(json.dumps(ns_of).replace("{}", str(i)))
+        namespaces.append({**member, "name": f"ns-{group}", "group": group})
+    manifest = {"apiVersion": "vdc.dev/v1alpha1", "kind": "VirtualDataCenter",
+                "metadata": {"name": name, "namespace": NS},
+                "spec": {"networks": [{"name": "lan", "type": "internal"}],
+                         "networkNamespaces": namespaces,
+                         "groups": [{"name": "one"}, {"name": "two"}],
+                         "pod": {"tolerations": [TOLERATE_SECOND],
+                                 "resources": {"cpu": "50m", "memory": "128Mi"}}}}  # fmt: skip
+    two_nodes.apply(json.dumps(manifest))
+    try:
+        wait_ready(two_nodes, name)
+        placed = {p["metadata"]["labels"]["vdc.dev/group"]: p["spec"]["nodeName"]
+                  for p in pods_of(two_nodes, name)}  # fmt: skip
+        assert sorted(placed.values()) == [config.FIRST.name, config.SECOND.name], placed
+        in_one = ("exec", "-n", NS, f"vdc-{name}-one", "-c", "agent", "--")
+        two_nodes.run(*in_one, "ip", "netns", "exec", "ns-one", "ping", "-c", "1", "-W", "5",
+                      "10.97.0.2")  # fmt: skip
+    finally:
+        two_nodes.call("delete", "vdc", name, "-n", NS, "--wait=true", "--timeout=120s")

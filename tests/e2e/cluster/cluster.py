@@ -1,7 +1,9 @@
-"""A real single-node Kubernetes for the e2e tests, inside a network namespace of its own.
+"""A real Kubernetes for the e2e tests, inside a network namespace of its own.
 
     $PY tests/e2e/cluster/cluster.py up       # builds what is missing; prints KUBECONFIG
     $PY tests/e2e/cluster/cluster.py status   # each component, the node; exit 0 when healthy
+    $PY tests/e2e/cluster/cluster.py add-node     # a second node, for the groups' tests
+    $PY tests/e2e/cluster/cluster.py remove-node
     $PY tests/e2e/cluster/cluster.py down [--purge]
 
 with PY the Python of the venv `make deps` makes (/var/cache/vdc/venv/bin/python).
@@ -12,6 +14,12 @@ traffic never leaves the machine. A veth pair joins it to the host: the apiserve
 https://10.201.0.2:6443 from both sides. `up` on a healthy cluster only prints its
 KUBECONFIG. State that makes the next `up` fast (binaries, PKI, etcd, imported images)
 lives under `$VDC_CACHE_DIR/k8s`; `down --purge` removes the cluster's part of it.
+
+The cluster has one node; `add-node` starts a second one (containerd, a kubelet and
+kube-proxy in the namespace `vdc-e2e-2`, a veth pair away from the first, each node
+routing the other's pod CIDR), tainted so that only pods tolerating it land there. The
+tests that need it start it and remove it again: the other suites keep one node, whose
+containerd alone holds every image.
 """
 
 from __future__ import annotations
@@ -59,9 +67,11 @@ def layout() -> config.Layout:
     return config.Layout(bin=build.bin_dir(), state=root / "cluster", run=Path("/run/vdc-e2e"))
 
 
-def sh(*argv: str, netns: bool = False, check: bool = True) -> str:
+def sh(*argv: str, netns: bool | str = False, check: bool = True) -> str:
+    """`netns`: True for the first node's namespace, or a namespace's name."""
     if netns:
-        argv = ("nsenter", f"--net=/run/netns/{config.NETNS}", "--", *argv)
+        name = config.NETNS if netns is True else netns
+        argv = ("nsenter", f"--net=/run/netns/{name}", "--", *argv)
     done = subprocess.run(argv, capture_output=True, text=True)
     if check and done.returncode != 0:
         raise ClusterError(f"{' '.join(argv)}: {done.stderr.strip() or done.stdout.strip()}")
@@ -86,10 +96,10 @@ def pid_of(lay: config.Layout, name: str) -> int | None:
     return pid
 
 
-def start(lay: config.Layout, name: str, argv: list[str]) -> None:
+def start(lay: config.Layout, name: str, argv: list[str], netns: str = config.NETNS) -> None:
     log = open(lay.run / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
     proc = subprocess.Popen(
-        ["nsenter", f"--net=/run/netns/{config.NETNS}", "--", *argv],
+        ["nsenter", f"--net=/run/netns/{netns}", "--", *argv],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -150,8 +160,8 @@ def kubectl(lay: config.Layout, *args: str) -> str:
     return sh(str(lay.bin / "kubectl"), "--kubeconfig", str(lay.kubeconfig), *args)
 
 
-def node_ready(lay: config.Layout) -> bool:
-    status, body = api_get(lay, f"/api/v1/nodes/{config.NODE}")
+def node_ready(lay: config.Layout, node: str = config.NODE) -> bool:
+    status, body = api_get(lay, f"/api/v1/nodes/{node}")
     if status != 200:
         return False
     conditions = json.loads(body)["status"].get("conditions", [])
@@ -211,6 +221,16 @@ def ensure_netns() -> None:
     sh("ip", "-n", config.NETNS, "route", "replace", config.SERVICE_CIDR, "dev", "lo",
        "src", config.NODE_IP)  # fmt: skip
     sh("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=True)
+    masquerade(config.FIRST)
+
+
+def masquerade(node: config.Node) -> None:
+    """Pods reach the host (the runner tests' GitHub stand-in) from the node's address;
+    between pods, on either node, addresses stay as they are."""
+    rule = ("POSTROUTING", "-s", node.pod_cidr, "!", "-d", config.CLUSTER_CIDR, "-j", "MASQUERADE")
+    if subprocess.run(["nsenter", f"--net=/run/netns/{node.netns}", "--", "iptables", "-t",
+                       "nat", "-C", *rule], capture_output=True).returncode != 0:  # fmt: skip
+        sh("iptables", "-t", "nat", "-A", *rule, netns=node.netns)
 
 
 def write_configs(lay: config.Layout) -> None:
@@ -218,19 +238,34 @@ def write_configs(lay: config.Layout) -> None:
         directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(lay.pki)
     pki.ensure(config.NODE, config.NODE_IP, config.SERVICE_IP)
-    for client in (*CLIENTS, kubelet_client(config.NODE)):
+    for client in CLIENTS:
         name = "admin" if client.file == "admin" else client.file
         path = lay.kubeconfig if name == "admin" else lay.kubeconfig_of(name)
         path.write_text(pki.kubeconfig(client, lay.apiserver_url))
         path.chmod(0o600)
+    (lay.run / "scheduler.yaml").write_text(config.scheduler_config(lay))
+    (lay.run / "audit-policy.yaml").write_text(config.audit_policy())
+    write_node_configs(lay, config.FIRST)
+
+
+def write_node_configs(lay: config.Layout, node: config.Node) -> None:
+    own = lay.of(node)
+    for directory in (own.run, own.state / "containerd" / "cni"):
+        directory.mkdir(parents=True, exist_ok=True)
+    pki = Pki(lay.pki)
+    pki.ensure_node(node.name, node.ip, node.kubelet_identity)
+    kubeconfig = lay.kubeconfig_of(node.kubelet_identity)
+    kubeconfig.write_text(
+        pki.kubeconfig(kubelet_client(node.name, node.kubelet_identity), lay.apiserver_url)
+    )
+    kubeconfig.chmod(0o600)
     resolv = lay.state / "resolv.conf"
     resolv.write_text("nameserver 127.0.0.1\n")  # nothing answers: lookups fail fast, locally
     files = {
-        lay.run / "containerd.toml": config.containerd_config(lay),
-        lay.state / "containerd" / "cni" / "10-vdc-e2e.conflist": config.cni_conflist(),
-        lay.run / "kubelet.yaml": config.kubelet_config(lay, resolv),
-        lay.run / "kube-proxy.yaml": config.kube_proxy_config(lay),
-        lay.run / "scheduler.yaml": config.scheduler_config(lay),
+        own.run / "containerd.toml": config.containerd_config(own),
+        own.state / "containerd" / "cni" / "10-vdc-e2e.conflist": config.cni_conflist(node),
+        own.run / "kubelet.yaml": config.kubelet_config(own, resolv, node),
+        own.run / "kube-proxy.yaml": config.kube_proxy_config(own, node),
     }
     for path, text in files.items():
         path.write_text(text)
@@ -274,9 +309,9 @@ def build_pause(lay: config.Layout) -> Path:
     return out
 
 
-def import_image(lay: config.Layout, archive: Path) -> None:
-    sh("ctr", "--address", str(lay.containerd_socket), "-n", "k8s.io", "images", "import",
-       str(archive), netns=True)  # fmt: skip
+def import_image(lay: config.Layout, archive: Path, node: config.Node = config.FIRST) -> None:
+    sh("ctr", "--address", str(lay.of(node).containerd_socket), "-n", "k8s.io", "images",
+       "import", str(archive), netns=node.netns)  # fmt: skip
 
 
 def up(*, build_missing: bool = True) -> config.Layout:
@@ -327,11 +362,99 @@ def up(*, build_missing: bool = True) -> config.Layout:
     return lay
 
 
+# -- a second node ---------------------------------------------------------------------------
+
+NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy")
+
+
+def ensure_second_netns(node: config.Node = config.SECOND) -> None:
+    """The second node's namespace, a veth pair away from the first's; each routes the
+    other's pod CIDR through it, and the host reaches it through the first node."""
+    if not Path(f"/run/netns/{node.netns}").exists():
+        sh("ip", "netns", "add", node.netns)
+    first = ("ip", "-n", config.NETNS)
+    second = ("ip", "-n", node.netns)
+    if config.PEER_LINK not in sh(*first, "-o", "link", "show"):
+        sh(*first, "link", "add", config.PEER_LINK, "type", "veth", "peer", "name",
+           config.SECOND_LINK, "netns", node.netns)  # fmt: skip
+        sh(*first, "addr", "add", f"{config.PEER_IP}/24", "dev", config.PEER_LINK)
+        sh(*first, "link", "set", config.PEER_LINK, "up")
+        sh(*second, "addr", "add", f"{node.ip}/24", "dev", config.SECOND_LINK)
+        sh(*second, "link", "set", config.SECOND_LINK, "up")
+        sh(*second, "link", "set", "lo", "up")
+    sh(*first, "route", "replace", node.pod_cidr, "via", node.ip)
+    sh(*second, "route", "replace", config.POD_CIDR, "via", config.PEER_IP)
+    sh(*second, "route", "replace", f"{config.NODE_IP}/32", "via", config.PEER_IP)
+    sh(*second, "route", "replace", f"{config.HOST_IP}/32", "via", config.PEER_IP)
+    sh("ip", "route", "replace", config.SECOND_SUBNET, "via", config.NODE_IP)
+    sh(*second, "route", "replace", config.SERVICE_CIDR, "dev", "lo", "src", node.ip)
+    sh("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=node.netns)
+    masquerade(node)
+
+
+def _cgroup_roots(node: config.Node) -> list[Path]:
+    return [h / node.cgroup_root.strip("/") for h in Path("/sys/fs/cgroup").iterdir()
+            if h.is_dir() and node.cgroup_root]  # fmt: skip
+
+
+def add_node(lay: config.Layout, node: config.Node = config.SECOND) -> config.Layout:
+    """Start `node` (containerd, kubelet, kube-proxy) beside a running cluster, or find
+    it running; returns its layout. Its containerd has only the pause image: import what
+    its pods run (`import_image(..., node)`)."""
+    own = lay.of(node)
+    if all(pid_of(own, n) is not None for n in NODE_COMPONENTS) and node_ready(lay, node.name):
+        return own
+    remove_node(lay, node)
+    ensure_second_netns(node)
+    write_node_configs(lay, node)
+    for root in _cgroup_roots(node):
+        # The kubelet refuses a cgroupRoot that is missing in any hierarchy.
+        root.mkdir(exist_ok=True)
+    argv = config.node_commands(own, node)
+    started = time.monotonic()
+    start(own, "containerd", argv["containerd"], node.netns)
+    wait(own, "containerd", own.containerd_socket.exists, "its socket")
+    import_image(lay, pause_archive(lay), node)
+    start(own, "kubelet", argv["kubelet"], node.netns)
+    wait(own, "kubelet", lambda: node_ready(lay, node.name), "node Ready")
+    start(own, "kube-proxy", argv["kube-proxy"], node.netns)
+    wait(own, "kube-proxy", lambda: True, "running")
+    print(f"cluster.py: node {node.name} up in {time.monotonic() - started:.1f} s",
+          file=sys.stderr)  # fmt: skip
+    return own
+
+
+def remove_node(lay: config.Layout, node: config.Node = config.SECOND) -> None:
+    """Stop `node`'s components, remove its pods' containers, namespace and cgroups, and
+    its Node object (so nothing waits for a node that is gone)."""
+    own = lay.of(node)
+    if own.run.exists():
+        for name in ("kube-proxy", "kubelet"):
+            stop(own, name)
+        if pid_of(own, "containerd") is not None:
+            _remove_pods(own, node)
+        stop(own, "containerd")
+        _kill_shims()
+    _unmount(own)
+    if Path(f"/run/netns/{node.netns}").exists():
+        sh("ip", "netns", "delete", node.netns)
+    if Path(f"/run/netns/{config.NETNS}").exists():
+        sh("ip", "-n", config.NETNS, "link", "delete", config.PEER_LINK, check=False)
+    sh("ip", "route", "delete", config.SECOND_SUBNET, check=False)
+    for root in _cgroup_roots(node):
+        _remove_cgroup_tree(root)
+    shutil.rmtree(own.run, ignore_errors=True)
+    with contextlib.suppress(OSError, urllib.error.URLError, ClusterError):
+        if api_get(lay, "/readyz")[0] == 200:
+            kubectl(lay, "delete", "node", node.name, "--ignore-not-found", "--wait=false")
+
+
 # -- teardown --------------------------------------------------------------------------------
 
 
 def down(lay: config.Layout, purge: bool = False) -> None:
     """Stop everything `up` started, by pid, and remove what it left in the kernel."""
+    remove_node(lay)
     if lay.run.exists():
         for name in ("kube-proxy", "kubelet", "kube-scheduler", "kube-controller-manager"):
             stop(lay, name)
@@ -356,15 +479,17 @@ def down(lay: config.Layout, purge: bool = False) -> None:
         shutil.rmtree(lay.state, ignore_errors=True)
 
 
-def _remove_pods(lay: config.Layout) -> None:
+def _remove_pods(lay: config.Layout, node: config.Node = config.FIRST) -> None:
+    """`lay` is the node's."""
     ctr = ("ctr", "--address", str(lay.containerd_socket), "-n", "k8s.io")
-    for task in sh(*ctr, "tasks", "ls", "-q", netns=True, check=False).split():
-        sh(*ctr, "tasks", "kill", "-s", "SIGKILL", task, netns=True, check=False)
+    ns = node.netns
+    for task in sh(*ctr, "tasks", "ls", "-q", netns=ns, check=False).split():
+        sh(*ctr, "tasks", "kill", "-s", "SIGKILL", task, netns=ns, check=False)
     time.sleep(0.5)
-    for task in sh(*ctr, "tasks", "ls", "-q", netns=True, check=False).split():
-        sh(*ctr, "tasks", "delete", "-f", task, netns=True, check=False)
-    for container in sh(*ctr, "containers", "ls", "-q", netns=True, check=False).split():
-        sh(*ctr, "containers", "delete", container, netns=True, check=False)
+    for task in sh(*ctr, "tasks", "ls", "-q", netns=ns, check=False).split():
+        sh(*ctr, "tasks", "delete", "-f", task, netns=ns, check=False)
+    for container in sh(*ctr, "containers", "ls", "-q", netns=ns, check=False).split():
+        sh(*ctr, "containers", "delete", container, netns=ns, check=False)
 
 
 def _kill_shims() -> None:
@@ -387,14 +512,17 @@ def _unmount(lay: config.Layout) -> None:
 
 def _remove_pod_cgroups() -> None:
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        kubepods = hierarchy / "kubepods"
-        if kubepods.is_dir():
-            for directory in sorted(kubepods.rglob("*"), key=lambda p: -len(p.parts)):
-                if directory.is_dir():
-                    with contextlib.suppress(OSError):
-                        directory.rmdir()
-            with contextlib.suppress(OSError):
-                kubepods.rmdir()
+        _remove_cgroup_tree(hierarchy / "kubepods")
+
+
+def _remove_cgroup_tree(top: Path) -> None:
+    if top.is_dir():
+        for directory in sorted(top.rglob("*"), key=lambda p: -len(p.parts)):
+            if directory.is_dir():
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()
 
 
 # -- status ----------------------------------------------------------------------------------
@@ -413,6 +541,15 @@ def status(lay: config.Layout) -> bool:
         ready = node = False
     print(f"{'apiserver /readyz':<24} {'ok' if ready else 'not ready'}")
     print(f"{'node ' + config.NODE:<24} {'Ready' if node else 'not Ready'}")
+    second = lay.of(config.SECOND)
+    if second.run.exists():
+        for name in NODE_COMPONENTS:
+            pid = pid_of(second, name)
+            print(f"{config.SECOND.name + ' ' + name:<24} "
+                  f"{'running, pid ' + str(pid) if pid else 'not running'}")  # fmt: skip
+        with contextlib.suppress(OSError, urllib.error.URLError):
+            ready2 = node_ready(lay, config.SECOND.name)
+            print(f"{'node ' + config.SECOND.name:<24} {'Ready' if ready2 else 'not Ready'}")
     print(f"KUBECONFIG={lay.kubeconfig}")
     return ok and ready and node
 
@@ -422,6 +559,9 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start the cluster (or reuse a healthy one)")
     sub.add_parser("status", help="show each component; exit 0 when healthy")
+    sub.add_parser("add-node", help=f"start a second node, {config.SECOND.name} (tainted "
+                   f"{config.SECOND_TAINT}), beside the running cluster")  # fmt: skip
+    sub.add_parser("remove-node", help="stop the second node and forget it")
     purge = sub.add_parser("down", help="stop everything and clean the kernel up")
     purge.add_argument("--purge", action="store_true", help="also forget PKI, etcd, images")
     args = parser.parse_args()
@@ -430,6 +570,10 @@ def main() -> None:
     try:
         if args.command == "up":
             print(f"KUBECONFIG={up().kubeconfig}")
+        elif args.command == "add-node":
+            add_node(up())
+        elif args.command == "remove-node":
+            remove_node(layout())
         elif args.command == "down":
             down(layout(), purge=args.purge)
         else:

@@ -47,8 +47,8 @@ CLIENTS = (
 )
 
 
-def kubelet_client(node: str) -> Client:
-    return Client("kubelet", f"system:node:{node}", ("system:nodes",))
+def kubelet_client(node: str, file: str = "kubelet") -> Client:
+    return Client(file, f"system:node:{node}", ("system:nodes",))
 
 
 def _name(common: str, groups: tuple[str, ...] = ()) -> x509.Name:
@@ -100,13 +100,9 @@ class Pki:
             ca_key, ca, "apiserver", _name("kube-apiserver"), server=True,
             dns=serving_names, ips=[node_ip, service_ip, "127.0.0.1"],
         )  # fmt: skip
-        for client in (*CLIENTS, kubelet_client(node)):
+        for client in CLIENTS:
             self._leaf(ca_key, ca, client.file, _name(client.user, client.groups), server=False)
-        # The kubelet's own HTTPS (logs, exec), checked by the apiserver against this CA.
-        self._leaf(
-            ca_key, ca, "kubelet-serving", _name(f"system:node:{node}", ("system:nodes",)),
-            server=True, dns=[node], ips=[node_ip],
-        )  # fmt: skip
+        self.ensure_node(node, node_ip)
         if not self.path("sa.key").exists():
             # Service-account tokens are RS256 by default: an RSA key both signs and verifies.
             sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -115,6 +111,18 @@ class Pki:
             )
             _write(self.path("sa.pub"), public, 0o644)
             _write(self.path("sa.key"), _pem(sa))
+
+    def ensure_node(self, node: str, node_ip: str, prefix: str = "kubelet") -> None:
+        """A kubelet's client certificate (`PREFIX.crt`) and its serving one
+        (`PREFIX-serving.crt`); the CA must exist (`ensure` makes it)."""
+        ca_key, ca = self._ca()
+        client = kubelet_client(node, prefix)
+        self._leaf(ca_key, ca, client.file, _name(client.user, client.groups), server=False)
+        # The kubelet's own HTTPS (logs, exec), checked by the apiserver against this CA.
+        self._leaf(
+            ca_key, ca, f"{prefix}-serving", _name(f"system:node:{node}", ("system:nodes",)),
+            server=True, dns=[node], ips=[node_ip],
+        )  # fmt: skip
 
     def _ca(self) -> tuple[Key, x509.Certificate]:
         key_path, cert_path = self.path("ca.key"), self.ca_cert
