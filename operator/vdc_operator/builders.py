@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from vdc_runtime import packing
 from vdc_runtime.groups import group_of, group_order
 from vdc_runtime.nodes.layout import memory_bytes
 from vdc_runtime.resource import spec as cr
@@ -29,12 +30,17 @@ from vdc_runtime.resource.status import (
     condition,
     conditions_update,
 )
+from vdc_runtime.spec import strings
+from vdc_runtime.spec.errors import SpecError, SpecErrors
 
 Manifest = dict[str, Any]
 
 LABEL_NAME = "vdc.dev/name"
 LABEL_GROUP = "vdc.dev/group"
 ANNOTATION_HASH = "vdc.dev/pod-hash"
+ENV_ASSIGNMENT = "VDC_GROUP_ASSIGNMENT"
+"""In each pod of a VDC with automatic groups: every member's group, as the operator packed
+them (`packing.Assignment.to_json`); the agent applies it to the spec."""
 AGENT_CONTAINER = "agent"
 SOURCES_DIR = "/etc/vdc/sources"
 RUN_DIR, DATA_DIR, CACHE_DIR = "/run/vdc", "/var/lib/vdc", "/var/cache/vdc"
@@ -64,6 +70,20 @@ class Settings:
     termination_grace_seconds: int = 60
     runner_image: str = "vdc.local/vdc-runner:dev"
     """The runner containers' image when a VDC names none (it must have `vdc`)."""
+    pod_limit_cpu: str = ""
+    pod_limit_memory: str = ""
+    """The most one pod of a VDC with `placement.groups: auto` may request (Helm value
+    runtime.podLimit), as quantities; a VDC's placement.podLimit replaces either. Empty:
+    no default."""
+
+    def __post_init__(self) -> None:
+        for name in ("pod_limit_cpu", "pod_limit_memory"):
+            value = getattr(self, name)
+            # Refused at start-up, not at the first auto VDC: the chart's value is wrong.
+            if value and not strings.QUANTITY.accepts(value):
+                raise ValueError(
+                    f"VDC_{name.upper()}={value!r} is not a resource quantity (e.g. 8, 32Gi)"
+                )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -86,9 +106,102 @@ def pod_name(vdc_name: str, group: str | None = None) -> str:
     return f"vdc-{vdc_name}" if group is None else f"vdc-{vdc_name}-{group}"
 
 
+def overheads(settings: Settings) -> packing.Overheads:
+    return packing.Overheads(
+        pod_memory=settings.memory_overhead_mib * MIB,
+        pod_milli=settings.cpu_overhead_milli,
+        node_memory=settings.node_memory_overhead_mib * MIB,
+        cpu_allocation_ratio=settings.cpu_allocation_ratio,
+    )
+
+
+def pod_limit(spec: VirtualDataCenterSpec, settings: Settings) -> packing.Limit | None:
+    """The per-pod limit of automatic groups: each key of the spec's over the operator's;
+    None when neither gives one."""
+    own = spec.placement.pod_limit
+    cpu = (own.cpu if own else None) or settings.pod_limit_cpu
+    memory = (own.memory if own else None) or settings.pod_limit_memory
+    if not cpu and not memory:
+        return None
+    return packing.Limit(
+        memory=math.ceil(cr.quantity(memory)) if memory else None,
+        milli=math.ceil(cr.quantity(cpu) * 1000) if cpu else None,
+    )
+
+
+def _machine(node: cr.CRNode) -> packing.Machine:
+    networks = tuple(i.network for i in node.interfaces)
+    return packing.Machine(node.name, memory_bytes(node.memory), node.cpus, networks)
+
+
+def assignment(spec: VirtualDataCenterSpec, settings: Settings) -> packing.Assignment:
+    """The automatic groups of a VDC with `placement.groups: auto`; SpecErrors (at the
+    fields to change) when there is no limit or a machine can never fit under it."""
+    limit = pod_limit(spec, settings)
+    if limit is None:
+        raise SpecErrors([_spec_error(
+            "spec.placement.podLimit",
+            "groups: auto needs a per-pod limit: give it here, or the operator a default"
+            " (Helm value runtime.podLimit)",
+        )])  # fmt: skip
+    try:
+        return packing.pack(
+            [_machine(n) for n in spec.nodes],
+            [packing.Namespace(ns.name, tuple(i.network for i in ns.interfaces))
+             for ns in spec.network_namespaces],
+            limit,
+            overheads(settings),
+            [n.name for n in spec.networks],
+        )  # fmt: skip
+    except packing.TooBig as exc:
+        index = {n.name: i for i, n in enumerate(spec.nodes)}
+        raise SpecErrors([
+            _spec_error(f"spec.nodes[{index[name]}]", exc.message(name))
+            for name, _ in exc.machines
+        ]) from None  # fmt: skip
+
+
+def _spec_error(path: str, message: str) -> SpecError:
+    return SpecError(path, None, None, None, "", message)
+
+
+def placed(spec: VirtualDataCenterSpec, settings: Settings) -> VirtualDataCenterSpec:
+    """The spec as the operator builds it: with `placement.groups: auto`, each node and
+    namespace in its automatic group and the groups declared (unchanged when everything
+    fits one pod, which keeps the pod of a VDC without groups). Every builder below takes
+    the spec this returns; SpecErrors as `assignment`."""
+    if spec.placement.groups != "auto" or spec.groups:
+        return spec  # manual, or placed already (a user's auto spec declares no groups)
+    found = assignment(spec, settings)
+    if len(found.groups) < 2:
+        return spec
+    return spec.model_copy(
+        update={
+            "nodes": [n.model_copy(update={"group": found.nodes[n.name]}) for n in spec.nodes],
+            "network_namespaces": [
+                ns.model_copy(update={"group": found.netns[ns.name]})
+                for ns in spec.network_namespaces
+            ],
+            "groups": [cr.CRGroup(name=g) for g in found.groups],
+        }
+    )
+
+
+def placed_assignment(spec: VirtualDataCenterSpec) -> packing.Assignment | None:
+    """The automatic groups of a spec `placed` made, None for any other."""
+    if spec.placement.groups != "auto" or not spec.groups:
+        return None
+    return packing.Assignment(
+        groups=tuple(g.name for g in spec.groups),
+        nodes={n.name: group_of(n.group) for n in spec.nodes},
+        netns={ns.name: group_of(ns.group) for ns in spec.network_namespaces},
+    )
+
+
 def pod_groups(spec: VirtualDataCenterSpec) -> tuple[str | None, ...]:
     """The groups that get a pod each, or (None,) for a VDC in one pod: a VDC whose members
-    are all in one group needs no tunnels, and keeps the pod name it always had."""
+    are all in one group needs no tunnels, and keeps the pod name it always had. (For
+    automatic groups, of the spec `placed` returns.)"""
     order = group_order(
         [m.group for m in [*spec.nodes, *spec.network_namespaces]], [g.name for g in spec.groups]
     )
@@ -239,22 +352,16 @@ def _cache_volume(pod: PodSettings) -> dict[str, Any]:
     }
 
 
-def _quantity_mib(n_bytes: int) -> str:
-    return f"{math.ceil(n_bytes / MIB)}Mi"
-
-
 def requests(
     spec: VirtualDataCenterSpec, settings: Settings, group: str | None = None
 ) -> dict[str, str]:
     """CPU and memory for the pod: its nodes' vCPUs (over the allocation ratio) and RAM,
-    plus QEMU's and the agent's own; the spec (or the group) may override either."""
+    plus QEMU's and the agent's own (as automatic groups count them: `packing.cost`); the
+    spec (or the group) may override either."""
     nodes = [n for n in spec.nodes if group is None or group_of(n.group) == group]
-    vcpus = sum(node.cpus for node in nodes)
-    milli = settings.cpu_overhead_milli + math.ceil(vcpus * 1000 / settings.cpu_allocation_ratio)
-    memory = settings.memory_overhead_mib * MIB + sum(
-        memory_bytes(node.memory) + settings.node_memory_overhead_mib * MIB for node in nodes
-    )
-    out = {"cpu": f"{milli}m", "memory": _quantity_mib(memory)}
+    load = sum((_machine(n).load for n in nodes), packing.Load())
+    found = packing.cost(load, overheads(settings))
+    out = {"cpu": f"{found.milli}m", "memory": f"{found.memory // MIB}Mi"}
     overrides = group_pod_settings(spec, group).resources
     if overrides is not None:
         if overrides.cpu:
@@ -264,9 +371,14 @@ def requests(
     return out
 
 
-def pod_hash(vdc: Mapping[str, Any], settings: Settings) -> str:
-    """What the pod is made from: a change of it means the pod must be replaced."""
-    basis = {"spec": vdc.get("spec") or {}, "image": settings.runtime_image}
+def pod_hash(
+    vdc: Mapping[str, Any], settings: Settings, groups: packing.Assignment | None = None
+) -> str:
+    """What the pod is made from: a change of it means the pod must be replaced. Automatic
+    groups count too: the operator's limit may move a machine to another pod."""
+    basis: dict[str, Any] = {"spec": vdc.get("spec") or {}, "image": settings.runtime_image}
+    if groups is not None:
+        basis["groups"] = groups.to_json()
     text = json.dumps(basis, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -274,7 +386,7 @@ def pod_hash(vdc: Mapping[str, Any], settings: Settings) -> str:
 def build_pods(
     vdc: Mapping[str, Any], spec: VirtualDataCenterSpec, settings: Settings
 ) -> list[Manifest]:
-    """The VDC's pods: one, or one per group."""
+    """The VDC's pods: one, or one per group (`spec` as `placed` returns it)."""
     return [build_pod(vdc, spec, settings, group) for group in pod_groups(spec)]
 
 
@@ -285,8 +397,9 @@ def build_pod(
     group: str | None = None,
 ) -> Manifest:
     """The VDC's pod (or its `group`'s): the agent, privileged (it makes bridges,
-    namespaces and QEMUs)."""
+    namespaces and QEMUs). `spec` as `placed` returns it."""
     meta = vdc["metadata"]
+    auto = placed_assignment(spec)
     pod = group_pod_settings(spec, group)
     first = pod_groups(spec)[0]
     image = pod.image or settings.runtime_image
@@ -333,6 +446,9 @@ def build_pod(
             field_env("POD_IP", "status.podIP"),
             {"name": "VDC_SOURCES_DIR", "value": SOURCES_DIR},
             {"name": "VDC_METRICS_PORT", "value": str(METRICS_PORT)},
+            # The whole assignment, not the pod's part: the agent derives the stretched
+            # networks and its peers from every group's members.
+            *([{"name": ENV_ASSIGNMENT, "value": auto.to_json()}] if auto else []),
         ],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "resources": resources,
@@ -383,7 +499,7 @@ def build_pod(
             "labelSelector": {"matchLabels": {LABEL_NAME: meta["name"]}},
         }]  # fmt: skip
     metadata["annotations"] = {
-        ANNOTATION_HASH: pod_hash(vdc, settings),
+        ANNOTATION_HASH: pod_hash(vdc, settings, auto),
         "kubectl.kubernetes.io/default-container": AGENT_CONTAINER,
     }
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
@@ -617,9 +733,11 @@ def merged_status(
 
 __all__ = [
     "ANNOTATION_HASH",
+    "ENV_ASSIGNMENT",
     "LABEL_NAME",
     "Settings",
     "agent_name",
+    "assignment",
     "build_pod",
     "build_pods",
     "build_role",
@@ -629,9 +747,13 @@ __all__ = [
     "group_pod_status",
     "labels",
     "merged_status",
+    "overheads",
     "owner_reference",
+    "placed",
+    "placed_assignment",
     "pod_groups",
     "pod_hash",
+    "pod_limit",
     "pod_name",
     "pod_status",
     "pod_verdict",

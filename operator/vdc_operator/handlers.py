@@ -75,15 +75,16 @@ def configure(
 
 
 @kopf.on.validate(*RESOURCE, id="vdc-spec", operations=["CREATE", "UPDATE"])
-def validate(spec: Any, old: Any, new: Any, **_: Any) -> None:
-    """Refuse what `vdc validate` would refuse, with the same messages and CR paths.
+def validate(spec: Any, old: Any, new: Any, memo: kopf.Memo, **_: Any) -> None:
+    """Refuse what `vdc validate` would refuse, with the same messages and CR paths, and
+    automatic groups this operator cannot place (no per-pod limit, a machine over it).
 
     An update that leaves the spec as it was (finalizers, annotations, labels) always
     passes: an object admitted before a stricter check must still be deletable."""
     if old is not None and new is not None and old.get("spec") == new.get("spec"):
         return
     try:
-        cr.validate(dict(spec) if spec is not None else {})
+        builders.placed(cr.validate(dict(spec) if spec is not None else {}), memo.settings)
     except SpecErrors as exc:
         raise kopf.AdmissionError(str(exc), code=422) from None
 
@@ -106,9 +107,10 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
     meta = body["metadata"]
     namespace = meta["namespace"]
     try:
-        spec = cr.validate(dict(body.get("spec") or {}))
+        spec = builders.placed(cr.validate(dict(body.get("spec") or {})), memo.settings)
     except SpecErrors as exc:
-        # Only without the admission webhook (or for an object older than it).
+        # Only without the admission webhook (or for an object older than it, or than the
+        # operator's per-pod limit of automatic groups).
         message = f"invalid spec: {exc}"
         await _write_status(
             api, body, lambda vdc: builders.status_patch(vdc, Phase.FAILED, "InvalidSpec", message)
@@ -436,7 +438,7 @@ async def pod_changed(
         pod = None if event["type"] == "DELETED" else dict(body)
         if pod is None:
             try:
-                spec = cr.validate(vdc.get("spec") or {})
+                spec = builders.placed(cr.validate(vdc.get("spec") or {}), memo.settings)
             except SpecErrors:
                 return
             if group not in builders.pod_groups(spec):
@@ -473,7 +475,7 @@ async def groups_changed(body: Any, memo: kopf.Memo, **_: Any) -> None:
     if body["metadata"].get("deletionTimestamp"):
         return
     try:
-        spec = cr.parse(dict(body.get("spec") or {}))
+        spec = builders.placed(cr.parse(dict(body.get("spec") or {})), memo.settings)
     except SpecErrors:
         return
     if len(builders.pod_groups(spec)) < 2:

@@ -13,7 +13,8 @@ agent's REST API on the pod's loopback; a console is `kubectl exec -it`.
     kubectl vdc exec VDC [--group G] -- CMD...  # a command in the pod (ipmitool, curl, ...)
 
 A VDC of several groups has a pod per group: commands about a node go to its group's pod,
-`nodes` asks every pod, and `exec` goes to the first group's (or --group's).
+`nodes` asks every pod, and `exec` goes to the first group's (or --group's). With automatic
+groups (`placement.groups: auto`), each node's group is the one its status reports.
 """
 
 from __future__ import annotations
@@ -45,18 +46,40 @@ def _kubectl(args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def layout(args: argparse.Namespace) -> tuple[dict[str | None, str], dict[str, str]]:
-    """The VDC's pods by group, the first group's first ({None: pod} for a VDC in one pod),
-    and each node's group; read from its spec, as the operator names the pods."""
-    from vdc_operator.builders import pod_groups, pod_name
-    from vdc_runtime.groups import group_of
-    from vdc_runtime.resource import spec as cr
+Layout = tuple[dict[str | None, str], dict[str, str]]
 
+
+def layout(args: argparse.Namespace) -> Layout:
+    """The VDC's pods by group, the first group's first ({None: pod} for a VDC in one pod),
+    and each node's group."""
     vdc = json.loads(_run([*_kubectl(args), "get", "virtualdatacenters.vdc.dev", args.vdc,
                            "-o", "json"]))  # fmt: skip
+    return vdc_layout(args.vdc, vdc)
+
+
+def vdc_layout(name: str, vdc: dict[str, Any]) -> Layout:
+    """`layout` of a VDC as the API server returns it: read from its spec, as the operator
+    names the pods; with automatic groups, from its status (the operator's per-pod limit
+    is not in the spec, so the plugin cannot repeat the packing): each node's `group` in
+    status.nodes, which the operator merges from what each group's agent reports."""
+    from vdc_operator.builders import pod_groups, pod_name
+    from vdc_runtime.groups import group_of
+    from vdc_runtime.packing import auto_number
+    from vdc_runtime.resource import spec as cr
+
     spec = cr.parse(vdc.get("spec") or {})
-    pods = {group: pod_name(args.vdc, group) for group in pod_groups(spec)}
-    return pods, {n.name: group_of(n.group) for n in spec.nodes}
+    if spec.placement.groups != "auto":
+        pods = {group: pod_name(name, group) for group in pod_groups(spec)}
+        return pods, {n.name: group_of(n.group) for n in spec.nodes}
+    status = vdc.get("status") or {}
+    nodes = {n["name"]: n["group"] for n in status.get("nodes") or [] if n.get("group")}
+    if not nodes:
+        if status.get("groups"):  # several pods, whose agents have not reported yet
+            raise PluginError(f"{name}'s automatic groups are not known yet (no node is"
+                              " reported in its status); try again once they boot")  # fmt: skip
+        return {None: pod_name(name)}, {}
+    order = sorted(set(nodes.values()), key=lambda g: (auto_number(g) or 0, g))
+    return {group: pod_name(name, group) for group in order}, nodes
 
 
 def pod_for(args: argparse.Namespace, node: str | None = None) -> str:

@@ -248,6 +248,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         pod=args.pod or None,
         pod_ip=args.pod_ip or None,
         group=args.group or None,
+        group_assignment=args.group_assignment or None,
         run_dir=args.run_dir.absolute(),
         data_dir=args.data_dir.absolute(),
         cache_dir=args.cache_dir.absolute(),
@@ -523,6 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--pod-ip", default=env.get("POD_IP"),
                        help="this pod's address, for published BMCs (env POD_IP)")  # fmt: skip
     agent.add_argument("--group", help="build this group of a VDC of several (its pod's)")
+    agent.add_argument("--group-assignment", default=env.get("VDC_GROUP_ASSIGNMENT"),
+                       help="every member's automatic group, as the operator packed them"
+                            " (env VDC_GROUP_ASSIGNMENT)")  # fmt: skip
     agent.add_argument("--run-dir", type=Path, default=Path("/run/vdc"))
     agent.add_argument("--data-dir", type=Path, default=Path("/var/lib/vdc"))
     agent.add_argument("--cache-dir", type=Path, default=Path("/var/cache/vdc"))

@@ -193,6 +193,8 @@ def test_deployment() -> None:
         "VDC_MEMORY_OVERHEAD_MIB": "192",
         "VDC_NODE_MEMORY_OVERHEAD_MIB": "64",
         "VDC_TERMINATION_GRACE_SECONDS": "60",
+        "VDC_POD_LIMIT_CPU": "",
+        "VDC_POD_LIMIT_MEMORY": "",
         "VDC_METRICS_PORT": "8080",
         "VDC_WEBHOOK_CERT": "/etc/vdc/webhook/tls.crt",
         "VDC_WEBHOOK_KEY": "/etc/vdc/webhook/tls.key",
@@ -216,6 +218,11 @@ def test_settings_read_the_rendered_env() -> None:
     assert rendered.cpu_allocation_ratio == 2.5
     assert rendered.kvm_resource == "a.b/kvm"
     assert Settings.from_env(env(template())) == Settings()
+    # A per-pod limit for automatic groups; `--set` reads 16 as a number.
+    limited = Settings.from_env(
+        env(template("runtime.podLimit.cpu=16", "runtime.podLimit.memory=60Gi"))
+    )
+    assert (limited.pod_limit_cpu, limited.pod_limit_memory) == ("16", "60Gi")
 
 
 def test_cluster_role_is_exactly_the_operators_rights() -> None:
@@ -409,6 +416,8 @@ def test_scheduling_values() -> None:
         "runtime.memoryOverheadMiB=-1",
         "watch.namespaces={Not_A_Namespace}",
         "resources.limit.memory=1Gi",
+        "runtime.podLimit.memory=60GB",
+        "runtime.podLimit.disk=1Ti",
     ],
 )
 def test_schema_refuses(bad: str) -> None:

@@ -60,6 +60,15 @@ def _net(i: int, **changes: Any) -> Callable[[dict[str, Any]], Any]:
     return lambda s: s["networks"][i].update(changes)
 
 
+def _auto(change: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
+    """With automatic groups, and `change`."""
+    return lambda s: [s.update(placement={"groups": "auto"}), change(s)]
+
+
+def _placement(**placement: Any) -> Callable[[dict[str, Any]], Any]:
+    return lambda s: s.update(placement=placement)
+
+
 def _drop(i: int, key: str) -> Callable[[dict[str, Any]], Any]:
     return lambda s: s["nodes"][i].pop(key)
 
@@ -112,6 +121,14 @@ CASES = [
     Case("bad-toleration", lambda s: s.update(pod={"tolerations": [{"effect": "Sometimes"}]}),
          "spec.pod.tolerations[0].effect", "Sometimes", True),
     Case("bad-accel", lambda s: s.update(accel="fast"), "spec.accel", "fast", True),
+    Case("bad-placement", _placement(groups="automatic"), "spec.placement.groups", "automatic",
+         True),
+    Case("pod-limit-without-auto", _placement(podLimit={"memory": "32Gi"}),
+         "spec.placement.podLimit", "only used with groups: auto", True),
+    Case("empty-pod-limit", _placement(groups="auto", podLimit={}), "spec.placement.podLimit",
+         "give cpu, memory or both", True),
+    Case("bad-pod-limit", _placement(groups="auto", podLimit={"memory": "32GB"}),
+         "spec.placement.podLimit.memory", "", True),
     Case("long-name", lambda s: None, "metadata.name", "at most 52 characters", True,
          name="x" * 53),
     # Only the whole spec tells these: the webhook runs `vdc validate`'s checks.
@@ -139,4 +156,11 @@ CASES = [
          "spec.nodes[1].smbios.serial", "already used", False),
     Case("bad-regex", _node(0, readiness={"console": "(login"}), "spec.nodes[0].readiness.console",
          "not a regular expression", False),
+    Case("auto-and-a-node-group", _auto(_node(1, group="rack-b")), "spec.nodes[1].group",
+         "the operator chooses the groups", False),
+    Case("auto-and-a-namespace-group",
+         _auto(lambda s: s["networkNamespaces"][0].update(group="rack-a")),
+         "spec.networkNamespaces[0].group", "the operator chooses the groups", False),
+    Case("auto-and-declared-groups", _auto(lambda s: s.update(groups=[{"name": "rack-a"}])),
+         "spec.groups", "must be empty", False),
 ]  # fmt: skip

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vdc_runtime import groups, packing
 from vdc_runtime.agent import files
 from vdc_runtime.agent.kube import Gone, Kube, KubeError
 from vdc_runtime.phases import RunPhase
-from vdc_runtime.spec import SpecErrors
+from vdc_runtime.spec import DataCenter, SpecErrors
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -45,6 +46,10 @@ class AgentOptions:
     group: str | None = None
     """The group this pod builds, in a VDC of several; its peers are the other groups' pods
     (their addresses in the VDC's status, which the operator keeps)."""
+    group_assignment: str | None = None
+    """With automatic groups, every member's group as the operator packed them (JSON,
+    `packing.Assignment`): the operator's limit is not in the spec, so the agent applies
+    the operator's answer rather than computing its own."""
     run_dir: Path = Path("/run/vdc")
     data_dir: Path = Path("/var/lib/vdc")
     cache_dir: Path = Path("/var/cache/vdc")
@@ -228,6 +233,12 @@ class Agent:
             self.failure = ("InvalidSpec", f"invalid spec: {exc}")
             log.error("%s", self.failure[1])
             return
+        try:
+            dc = with_groups(dc, opts.group_assignment, opts.group)
+        except ValueError as exc:
+            self.failure = ("StartupFailed", str(exc))
+            log.error("%s", self.failure[1])
+            return
         from vdc_runtime.datacenter import DataCenterRun, RunOptions, StartupError
         from vdc_runtime.options import GroupOptions
 
@@ -267,6 +278,23 @@ class Agent:
         except (StartupError, OSError, RuntimeError) as exc:
             self.failure = ("StartupFailed", f"start-up failed: {exc}")
             log.error("%s", self.failure[1])
+
+
+def with_groups(dc: DataCenter, assignment: str | None, group: str | None) -> DataCenter:
+    """The data center with the automatic groups the operator wrote into the pod (without
+    them, as its spec says). ValueError, said for the status, when they do not fit it or
+    it has no group `group`: only a pod made for an earlier spec, which the operator is
+    replacing."""
+    if assignment is not None:
+        try:
+            dc = packing.apply(dc, packing.Assignment.from_json(assignment))
+        except ValueError as exc:
+            raise ValueError(f"the pod's group assignment does not fit the spec: {exc}") from None
+    if group is not None:
+        order = groups.layout(dc).order
+        if group not in order:
+            raise ValueError(f"the spec has no group {group} (its groups: {', '.join(order)})")
+    return dc
 
 
 def peer_addresses(vdc: dict[str, Any], group: str | None) -> dict[str, str]:

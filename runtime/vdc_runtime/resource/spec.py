@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -276,6 +277,24 @@ Quantity = ruled_str(
 )
 """A Kubernetes resource quantity (`500m`, `2Gi`)."""
 
+_QUANTITY_PARTS = re.compile(r"([0-9.]+)([a-zA-Z]*)")
+_QUANTITY_SUFFIXES: dict[str, Fraction] = {
+    "": Fraction(1),
+    "m": Fraction(1, 1000),
+    **{s: Fraction(1000**i) for i, s in enumerate("kMGTPE", 1)},
+    **{f"{s}i": Fraction(1024**i) for i, s in enumerate("KMGTPE", 1)},
+}
+
+
+def quantity(text: str) -> Fraction:
+    """The value of a Quantity, exactly (`1.5Gi` -> 1610612736, `500m` -> 1/2); ValueError
+    for anything else."""
+    match = _QUANTITY_PARTS.fullmatch(text) if strings.QUANTITY.accepts(text) else None
+    if match is None:
+        raise ValueError(f"{text!r} is not a resource quantity (e.g. 500m, 2, 1.5, 4Gi)")
+    number, suffix = match.groups()
+    return Fraction(number) * _QUANTITY_SUFFIXES[suffix]
+
 
 class EmptyDirCache(ApiSpecModel):
     size_limit: Quantity | None = None
@@ -315,6 +334,10 @@ class ImageCache(ApiSpecModel):
         return self
 
 
+_LIMIT_HELP = "give cpu, memory or both"
+_LIMIT_ONLY_AUTO = "podLimit is only used with groups: auto"
+
+
 class PodResources(ApiSpecModel):
     """Override the requests computed from the nodes (their vCPUs and memory plus overhead)."""
 
@@ -343,6 +366,53 @@ class CRGroup(ApiSpecModel):
     pod: PodSettings | None = Field(
         default=None,
         description="This group's pod: the keys given here replace those of spec.pod.",
+    )
+
+
+class PodLimit(ApiSpecModel):
+    """The most one pod may request: more than a cluster node can give, and the pod is
+    never scheduled."""
+
+    cel_rules: ClassVar = (cel.Rule("has(self.cpu) || has(self.memory)", _LIMIT_HELP),)
+
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> PodLimit:
+        if self.cpu is None and self.memory is None:
+            raise _error("pod_limit", _LIMIT_HELP)
+        return self
+
+
+class Placement(ApiSpecModel):
+    """How the nodes and network namespaces are split over pods.
+
+    `manual`: as their `group` keys and spec.groups say (one pod when they name none).
+    `auto`: the operator packs the machines into as few pods as fit under podLimit, the
+    groups `auto-1`, `auto-2`, ...; no node or namespace names a group then, and
+    spec.groups stays empty. Automatic groups are this field rather than `groups: auto` in
+    place of spec.groups' list because a CRD's structural schema gives each field one
+    type: spec.groups cannot be a list and also the string `auto`.
+    """
+
+    cel_rules: ClassVar = (
+        cel.Rule(
+            "!has(self.podLimit) || (has(self.groups) && self.groups == 'auto')",
+            _LIMIT_ONLY_AUTO,
+            ".podLimit",
+        ),
+    )
+
+    groups: Literal["manual", "auto"] = Field(
+        default="manual",
+        description="manual: the groups the nodes and namespaces name; auto: as few pods as"
+        " fit under podLimit.",
+    )
+    pod_limit: PodLimit | None = Field(
+        default=None,
+        description="With groups: auto, the most one pod may request; each key given here"
+        " replaces the operator's default (Helm value runtime.podLimit).",
     )
 
 
@@ -447,6 +517,7 @@ class VirtualDataCenterSpec(ApiSpecModel):
     )
     pod: PodSettings = PodSettings()
     groups: Annotated[list[CRGroup], Field(max_length=32)] = []
+    placement: Placement = Placement()
     runners: Runners | None = None
 
 
@@ -515,7 +586,7 @@ def load(
     `spec` is `raw` already parsed, if it is. Raises SpecErrors with `spec.<path>` locations.
     """
     spec = parse(raw) if spec is None else spec
-    errors = list(_references(spec))
+    errors = [*_references(spec), *_placement(spec)]
     if errors:
         raise SpecErrors(errors)
     raw = raw or {}
@@ -560,6 +631,22 @@ def _references(spec: VirtualDataCenterSpec) -> Iterator[SpecError]:
                 ["files", i, "path"], f"duplicate path '{extra.path}' (files[{seen[extra.path]}])"
             )
         seen.setdefault(extra.path, i)
+
+
+def _placement(spec: VirtualDataCenterSpec) -> Iterator[SpecError]:
+    """With automatic groups the operator chooses every group: none may be given."""
+    if spec.placement.groups != "auto":
+        if spec.placement.pod_limit is not None:
+            yield _at(["placement", "podLimit"], _LIMIT_ONLY_AUTO)
+        return
+    why = "placement.groups is auto: the operator chooses the groups"
+    if spec.groups:
+        yield _at(["groups"], f"must be empty, as {why}")
+    for field, members in (("networkNamespaces", spec.network_namespaces),
+                           ("nodes", spec.nodes)):  # fmt: skip
+        for i, member in enumerate(members):
+            if member.group is not None:
+                yield _at([field, i, "group"], f"'{member.group}' given, but {why}; remove it")
 
 
 def _sources(spec: VirtualDataCenterSpec) -> Iterator[tuple[list[str | int], FileSource]]:
@@ -662,6 +749,8 @@ __all__ = [
     "ExtraFile",
     "FileSource",
     "KeyRef",
+    "Placement",
+    "PodLimit",
     "PodSettings",
     "Resolve",
     "Runners",
@@ -672,6 +761,7 @@ __all__ = [
     "parse",
     "parse_duration",
     "placeholder",
+    "quantity",
     "sources",
     "validate",
 ]
