@@ -668,6 +668,26 @@ def group_pod_status(
     return {"groups": {group: entry}}
 
 
+def group_pod_and_merged_status(
+    vdc: Mapping[str, Any],
+    spec: VirtualDataCenterSpec,
+    group: str,
+    pod: Mapping[str, Any] | None,
+    now: float | None = None,
+) -> dict[str, Any] | None:
+    """A group's pod changed: its part (`group_pod_status`) and the whole status it makes
+    (`merged_status`) in one write, where two would each wake every watcher of the VDC;
+    None when the group's part is as it was (the whole then follows other writers)."""
+    own = group_pod_status(vdc, group, pod)
+    if own is None:
+        return None
+    status = dict(vdc.get("status") or {})
+    parts = dict(status.get("groups") or {})
+    parts[group] = {**(parts.get(group) or {}), **own["groups"][group]}
+    after = {**vdc, "status": {**status, "groups": parts}}
+    return {**(merged_status(after, spec, now) or {}), **own}
+
+
 def merged_status(
     vdc: Mapping[str, Any], spec: VirtualDataCenterSpec, now: float | None = None
 ) -> dict[str, Any] | None:
@@ -744,6 +764,7 @@ __all__ = [
     "build_role_binding",
     "build_runners_secret",
     "build_service_account",
+    "group_pod_and_merged_status",
     "group_pod_status",
     "labels",
     "merged_status",

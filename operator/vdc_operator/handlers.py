@@ -13,6 +13,7 @@ Run with `kopf run -m vdc_operator.handlers --all-namespaces` (the operator imag
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -51,6 +52,8 @@ def configure(
     )
     # Events are posted on purpose (below), not for every log line.
     settings.posting.level = logging.WARNING
+    # A line per admission request (three per VDC created) says nothing kopf's do not.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # One operator replica (the Deployment recreates it); names make duplicates impossible.
     settings.peering.standalone = True
     # The CRD comes with the chart, before the operator: no need to watch every CRD of
@@ -130,12 +133,12 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
         raise kopf.TemporaryError(message, delay=10)
     if spec.runners is not None:
         await _register_runners(api, body, spec.runners, patch, logger)
-    for manifest in (
-        builders.build_service_account(body),
-        builders.build_role(body),
-        builders.build_role_binding(body),
-    ):
-        await api.ensure(manifest)
+    # The account and the role at once; the binding after the role, which the API server
+    # reads to check that the operator may grant what it grants (404 without it).
+    await asyncio.gather(
+        api.ensure(builders.build_service_account(body)), api.ensure(builders.build_role(body))
+    )
+    await api.ensure(builders.build_role_binding(body))
     desired = {p["metadata"]["name"]: p for p in builders.build_pods(body, spec, memo.settings)}
     labelled = await _labelled_pods(api, body)
     # (A pod still stopping may be an earlier VDC's of the same name.)
@@ -164,8 +167,9 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
         await _deregister_runners(api, body, spec.runners, logger, memo)
         await api.delete("Secret", namespace, builders.runners_secret_name(meta["name"]))
         raise kopf.TemporaryError("waiting for the previous pods to stop", delay=2)
-    for name, manifest in desired.items():
-        if await api.ensure(manifest):
+    created = await asyncio.gather(*(api.ensure(manifest) for manifest in desired.values()))
+    for name, made in zip(desired, created, strict=True):
+        if made:
             kopf.event(body, type="Normal", reason="PodCreated", message=f"created pod {name}")
             logger.info("created pod %s", name)
     if len(desired) > 1:
@@ -411,15 +415,33 @@ async def delete(body: Any, logger: logging.Logger, memo: kopf.Memo, **_: Any) -
             await api.delete(kind, namespace, agent)
         await api.delete("Secret", namespace, builders.runners_secret_name(name))
         metrics.PHASES_SEEN.seen.pop((namespace, name), None)
+        api.forget(namespace, name)
         logger.info("removed the pods and the agent's access")
 
 
 # -- following the pod -------------------------------------------------------------------------
 
 
+@kopf.index(*RESOURCE)
+def vdcs(namespace: str, name: str, body: Any, **_: Any) -> dict[tuple[str, str], Any]:
+    """Every VDC as its watch last showed it: a pod's event computes the VDC's status from
+    this rather than reading the VDC first (a read per pod event was a third of the
+    operator's requests); a write from an outdated copy meets a conflict and reads then."""
+    return {(namespace, name): dict(body)}
+
+
+def _indexed(index: kopf.Index[tuple[str, str], Any], namespace: str, name: str) -> Any:
+    return next(iter(index.get((namespace, name), ())), None)
+
+
 @kopf.on.event("v1", "pods", labels={builders.LABEL_NAME: kopf.PRESENT})
 async def pod_changed(
-    event: Any, body: Any, logger: logging.Logger, memo: kopf.Memo, **_: Any
+    event: Any,
+    body: Any,
+    logger: logging.Logger,
+    memo: kopf.Memo,
+    vdcs: kopf.Index[tuple[str, str], Any],
+    **_: Any,
 ) -> None:
     """Say in the VDC what its pod shows while the agent cannot (scheduling, image pulls,
     crash loops), and bring a deleted pod back; for a group's pod, also its address, which
@@ -432,15 +454,16 @@ async def pod_changed(
         return
     with metrics.reconcile("pod"):
         api: Api = memo.api
-        vdc = await api.get_vdc(namespace, name)
+        pod = None if event["type"] == "DELETED" else dict(body)
+        # A pod gone is read against the VDC as it is now: it may be brought back.
+        vdc = await api.get_vdc(namespace, name) if pod is None else _indexed(vdcs, namespace, name)
         if vdc is None or vdc["metadata"].get("deletionTimestamp"):
             return
-        pod = None if event["type"] == "DELETED" else dict(body)
+        try:
+            spec = builders.placed(cr.parse(dict(vdc.get("spec") or {})), memo.settings)
+        except SpecErrors:
+            return
         if pod is None:
-            try:
-                spec = builders.placed(cr.validate(vdc.get("spec") or {}), memo.settings)
-            except SpecErrors:
-                return
             if group not in builders.pod_groups(spec):
                 return  # a pod of a layout the spec no longer has: converge replaces it
             await _recreate(api, vdc, spec, group, memo, logger)
@@ -450,7 +473,10 @@ async def pod_changed(
             )
         else:
             await api.update_vdc_status(
-                namespace, name, lambda now: builders.group_pod_status(now, group, pod), vdc
+                namespace,
+                name,
+                lambda now: builders.group_pod_and_merged_status(now, spec, group, pod),
+                vdc,
             )
 
 

@@ -196,6 +196,7 @@ def test_deployment() -> None:
         "VDC_POD_LIMIT_CPU": "",
         "VDC_POD_LIMIT_MEMORY": "",
         "VDC_METRICS_PORT": "8080",
+        "MALLOC_ARENA_MAX": "2",
         "VDC_WEBHOOK_CERT": "/etc/vdc/webhook/tls.crt",
         "VDC_WEBHOOK_KEY": "/etc/vdc/webhook/tls.key",
         "VDC_WEBHOOK_PORT": "9443",
@@ -322,6 +323,9 @@ def test_webhook_configuration() -> None:
             "scope": "Namespaced",
         }
     ]
+    # The operator's own updates (finalizer, annotations) leave the spec alone: not asked.
+    spec_changed = "request.operation == 'CREATE' || object.spec != oldObject.spec"
+    assert hook["matchConditions"] == [{"name": "spec-changed", "expression": spec_changed}]
     assert hook["admissionReviewVersions"] == ["v1"]
     assert hook["sideEffects"] == "None"
     assert hook["matchPolicy"] == "Equivalent"

@@ -148,3 +148,23 @@ def test_an_agent_of_a_group_writes_its_own_key_and_finds_its_peers() -> None:
     vdc_ = {"status": {"groups": {"rack-a": {"podIP": "10.244.0.5"},
                                   "rack-b": {"podIP": "10.244.0.9"}, "rack-c": {}}}}  # fmt: skip
     assert peer_addresses(vdc_, "rack-a") == {"rack-b": "10.244.0.9"}
+
+
+def test_a_groups_pod_event_writes_its_part_and_the_whole_at_once() -> None:
+    body = grouped()
+    body["status"] = {"phase": "Running",
+                      "groups": {"rack-a": _reported("Running", 1, 1, "worker-1"),
+                                 "rack-b": _reported("Running", 1, 1, "worker-2")}}  # fmt: skip
+    spec = cr.parse(body["spec"])
+    lost = builders.group_pod_and_merged_status(body, spec, "rack-b", None, NOW)
+    assert lost is not None
+    assert lost["groups"] == builders.group_pod_status(body, "rack-b", None)["groups"]  # type: ignore[index]
+    # The whole as merged_status makes it once the group's part is written: Degraded.
+    after = copy.deepcopy(body)
+    after["status"]["groups"]["rack-b"].update(lost["groups"]["rack-b"])
+    whole = builders.merged_status(after, spec, NOW)
+    assert whole is not None and whole["phase"] == "Degraded"
+    assert {k: v for k, v in lost.items() if k != "groups"} == whole
+    # Nothing of the group changed: nothing to write, whatever the whole shows.
+    after["status"].update(whole)
+    assert builders.group_pod_and_merged_status(after, spec, "rack-b", None, NOW) is None
