@@ -1,8 +1,10 @@
 """Benchmark (not a test): `kubectl apply` of VirtualDataCenters until every QEMU runs in
-their pods, beside bare pods of the same image on the same cluster.
+their pods, beside bare pods of the same image on the same cluster; and the operator at
+scale (bench/operator_scale.py says what that part measures).
 
     sudo PYTHONPATH=. /var/cache/vdc/venv/bin/python bench/operator.py \\
-        [--counts 1,10] [--repeat 3]
+        [--mode start|scale|all] [--counts 1,10] [--repeat 3] \\
+        [--scale 100,500] [--running 20] [--idle 30] [--rates 0,20]
 
 Runs against the e2e cluster of tests/e2e/cluster (brought up, the images built and
 imported, the operator installed with its Helm chart). For each count N, alternating the
@@ -39,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.e2e.conftest import OPERATOR_NAMESPACE, Kube, operator_cluster  # noqa: E402
+
+import operator_scale  # noqa: E402
 
 NS = "vdc-bench"
 IMAGE = "vdc.local/vdc-runtime:dev"
@@ -170,14 +174,32 @@ def run_bare(kube: Kube, count: int) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--counts", default="1,10")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--mode", choices=("start", "scale", "all"), default="all")
+    parser.add_argument("--counts", default="1,10", help="start: VDCs per apply")
+    parser.add_argument("--repeat", type=int, default=3, help="start: runs per count")
+    parser.add_argument("--scale", default="100,500", help="scale: parked VDCs per run")
+    parser.add_argument("--running", type=int, default=20, help="scale: VDCs that run")
+    parser.add_argument("--idle", type=float, default=30, help="scale: seconds idle")
+    parser.add_argument("--rates", default="0,20",
+                        help="scale: VDCs created per second (0: at full speed)")  # fmt: skip
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/operator.py: run as root (it runs the e2e cluster)")
-    counts = [int(c) for c in args.counts.split(",")]
-
     kube = operator_cluster()
+    try:
+        if args.mode in ("start", "all"):
+            start(kube, [int(c) for c in args.counts.split(",")], args.repeat)
+        if args.mode in ("scale", "all"):
+            scales = [int(c) for c in args.scale.split(",")]
+            rates = [float(r) for r in args.rates.split(",")]
+            operator_scale.run(kube, scales, args.running, args.idle, rates)
+    finally:
+        kube.helm("uninstall", "vdc", "--namespace", OPERATOR_NAMESPACE, "--wait")
+    return 0
+
+
+def start(kube: Kube, counts: list[int], repeat: int) -> None:
+    """kubectl apply -> every QEMU running, beside bare pods."""
     kube.call("create", "namespace", NS)
     # Warm-up: the first pod of an image on a node pays for unpacking its layers.
     run_bare(kube, 1)
@@ -188,7 +210,7 @@ def main() -> int:
         for count in counts:
             vdc: list[dict[str, float]] = []
             bare: list[dict[str, float]] = []
-            for rep in range(args.repeat):
+            for rep in range(repeat):
                 sides = [("vdc", vdc, run_vdc), ("bare", bare, run_bare)]
                 for name, samples, fn in sides if rep % 2 == 0 else sides[::-1]:
                     sample = fn(kube, count)
@@ -206,10 +228,9 @@ def main() -> int:
     finally:
         kube.call("delete", "vdc", "-n", NS, "--all", "--wait=true", "--timeout=300s")
         kube.call("delete", "namespace", NS, "--wait=true", "--timeout=300s")
-        kube.helm("uninstall", "vdc", "--namespace", OPERATOR_NAMESPACE, "--wait")
 
     print()
-    print(f"kubectl apply -> every QEMU running (median of {args.repeat}; target: within"
+    print(f"kubectl apply -> every QEMU running (median of {repeat}; target: within"
           f" {TARGET:.0f} s of bare pods)")  # fmt: skip
     print("| N | bare pods | vdc | vdc - bare | ratio | apply -> agent | agent -> QEMU |"
           " CPU per agent | delete |")  # fmt: skip
@@ -220,7 +241,6 @@ def main() -> int:
               f" {cpu:.2f} s | {delete:.1f} s |")  # fmt: skip
     print("(apply -> agent: to the first agent's start; CPU per agent: user + system time"
           " of each agent when the last QEMU started)")  # fmt: skip
-    return 0
 
 
 if __name__ == "__main__":

@@ -110,6 +110,9 @@ def operator_cluster() -> Kube:
         cluster.import_image(layout, archive)
     kube = Kube(layout)
     kube.run("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    # An upgrade with unchanged values keeps the running operator, of the image as it was.
+    if "vdc" in kube.helm("list", "--namespace", OPERATOR_NAMESPACE, "--short").split():
+        kube.helm("uninstall", "vdc", "--namespace", OPERATOR_NAMESPACE, "--wait")
     kube.helm("upgrade", "--install", "vdc", str(CHART), "--namespace", OPERATOR_NAMESPACE,
               "--create-namespace", "--wait", "--timeout", "5m")  # fmt: skip
     return kube

@@ -234,3 +234,39 @@ def test_groups_spread_over_nodes_by_default(two_nodes: Kube) -> None:
                       "10.97.0.2")  # fmt: skip
     finally:
         two_nodes.call("delete", "vdc", name, "-n", NS, "--wait=true", "--timeout=120s")
+
+
+def test_automatic_groups_pack_the_machines_under_the_pod_limit(operator: Kube) -> None:
+    """Two machines that fit no pod together under the VDC's limit: two pods, each
+    machine in one, the network stretched between them; kubectl vdc finds each one's pod."""
+    name = "packed"
+    machine = {"smp": {"cpus": 1}, "memory": "128M", "kernel": {"image": "k"},
+               "initrd": {"image": "i"}, "cmdline": "console=ttyS0 quiet",
+               "interfaces": [{"network": "lan"}],
+               "readiness": {"console": "VDC-GUEST-READY"}}  # fmt: skip
+    manifest = {"apiVersion": "vdc.dev/v1alpha1", "kind": "VirtualDataCenter",
+                "metadata": {"name": name, "namespace": NS},
+                "spec": {"networks": [{"name": "lan", "type": "internal"}],
+                         "images": [{"name": "k", "file": "/usr/share/vdc/demo/vmlinuz"},
+                                    {"name": "i", "file": "/usr/share/vdc/demo/initrd.gz"}],
+                         "nodes": [{"name": "m1", **machine}, {"name": "m2", **machine}],
+                         # One machine's pod asks for 384Mi (the agent's 192Mi, the guest's
+                         # 128M, QEMU's 64Mi), two machines' for 576Mi.
+                         "placement": {"groups": "auto",
+                                       "podLimit": {"memory": "400Mi"}}}}  # fmt: skip
+    operator.apply(json.dumps(manifest))
+    try:
+        wait_ready(operator, name)
+        pods = {p["metadata"]["name"]: p for p in pods_of(operator, name)}
+        assert sorted(pods) == [f"vdc-{name}-auto-1", f"vdc-{name}-auto-2"]
+        for pod in pods.values():
+            requests = pod["spec"]["containers"][0]["resources"]["requests"]
+            assert requests["memory"] == "384Mi", requests
+        status = vdc(operator, name)["status"]
+        assert {n["name"]: n["group"] for n in status["nodes"]} == {"m1": "auto-1", "m2": "auto-2"}
+        assert status["readyGroups"] == "2/2"
+        log = plugin(operator, "console-log", name, "m2", "-n", NS)
+        assert log.returncode == 0 and "VDC-GUEST-READY" in log.stdout, log.stderr
+    finally:
+        operator.call("delete", "vdc", name, "-n", NS, "--wait=true", "--timeout=300s")
+    assert pods_of(operator, name) == []
