@@ -13,10 +13,11 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any
 
 from vdc_runtime.fabric.netns import netns_path
 from vdc_runtime.ledger import Ledger
@@ -26,6 +27,7 @@ log = logging.getLogger("vdc.procs")
 INIT_SCRIPT_TIMEOUT = 300.0
 STOP_GRACE = 5.0
 RESTART_BACKOFF_MAX = 30.0
+FOLLOW_INTERVAL = 0.25
 
 
 class InitScriptError(RuntimeError):
@@ -47,37 +49,104 @@ def _in_netns(netns: str, argv: Sequence[str]) -> list[str]:
 
 
 async def _spawn(
-    netns: str, argv: Sequence[str], ledger: Ledger, label: str, cwd: Path | None = None
+    netns: str,
+    argv: Sequence[str],
+    ledger: Ledger,
+    label: str,
+    cwd: Path | None = None,
+    output: Path | None = None,
 ) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        *_in_netns(netns, argv),
-        cwd=cwd,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        # Its own process group, so stopping it also stops whatever it started.
-        start_new_session=True,
-    )
+    """Start `argv` in `netns`, its output into the file `output` (`open_output`), or
+    into a pipe to this process when None (init-scripts, which it waits for)."""
+    fd = open_output(output) if output is not None else None
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *_in_netns(netns, argv),
+            cwd=cwd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=fd if fd is not None else asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            # Its own process group, so stopping it also stops whatever it started.
+            start_new_session=True,
+        )
+    finally:
+        if fd is not None:
+            os.close(fd)
     ledger.record("process", pid=proc.pid, start=process_start_time(proc.pid), label=label)
     return proc
 
 
-async def _pump(
-    stream: asyncio.StreamReader,
-    prefix: str,
-    tail: list[str] | None = None,
-    sink: TextIO | None = None,
-    level: int = logging.INFO,
-) -> None:
+def open_output(path: Path) -> int:
+    """A long-lived child's stdout and stderr: a file it appends to itself. Through a pipe,
+    the child would die of SIGPIPE at its next line once this process is gone (killed, or
+    restarted), and what it printed meanwhile would be lost; a file keeps both."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+
+class OutputFollower:
+    """What a child appends to its output file (`open_output`), read back every
+    FOLLOW_INTERVAL: each new line to the log under the child's prefix, the last ones kept
+    for error messages. Starts at the file's end: earlier runs' lines are not this one's."""
+
+    def __init__(
+        self, path: Path, prefix: str, logger: str, level: int = logging.INFO, keep: int = 50
+    ) -> None:
+        self.path, self.prefix, self.level = path, prefix, level
+        self.logger = logging.getLogger(logger)
+        self.tail: deque[str] = deque(maxlen=keep)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        self._file: IO[bytes] | None = path.open("rb")
+        self._file.seek(0, os.SEEK_END)
+        self._partial = b""
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._follow(), name=f"output of {self.prefix}")
+
+    async def _follow(self) -> None:
+        while True:
+            self.read()
+            await asyncio.sleep(FOLLOW_INTERVAL)
+
+    def read(self) -> None:
+        """Take in what was appended since the last read."""
+        if self._file is None:
+            return
+        data = self._file.read()
+        if not data:
+            return
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for raw in lines:
+            text = raw.decode(errors="replace").rstrip()
+            self.tail.append(text)
+            self.logger.log(self.level, "%s", text, extra={"prefix": self.prefix})
+
+    def last(self, lines: int) -> list[str]:
+        self.read()
+        return list(self.tail)[-lines:]
+
+    async def close(self) -> None:
+        """Read what the child printed last, then stop following."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self.read()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+async def _pump(stream: asyncio.StreamReader, prefix: str, tail: list[str]) -> None:
+    """An init-script's output, to the log and a tail for its error message."""
     logger = logging.getLogger(f"vdc.app.{prefix}")
     while line := await stream.readline():
         text = line.decode(errors="replace").rstrip()
-        logger.log(level, "%s", text, extra={"prefix": prefix})
-        if sink is not None:
-            sink.write(text + "\n")
-        if tail is not None:
-            tail.append(text)
-            del tail[:-20]
+        logger.info("%s", text, extra={"prefix": prefix})
+        tail.append(text)
+        del tail[:-20]
 
 
 async def stop_process_group(pid: int, start: int | None, grace: float = STOP_GRACE) -> bool:
@@ -139,8 +208,8 @@ class AppState:
     name: str
     command: list[str]
     restart: str
-    log_path: Path | None = None
-    """Where its output goes, line by line (kept after the run, like console logs)."""
+    log_path: Path
+    """Where it writes its output itself (kept after the run, like console logs)."""
     pid: int | None = None
     state: str = "starting"  # running / exited / failed / restarting / stopped
     restarts: int = 0
@@ -168,9 +237,9 @@ class AppState:
 class AppSupervisor:
     """Starts apps, keeps their output, applies their restart policy.
 
-    An app's output goes to its log file and to the log at debug level (`vdc run -v`): a
-    boot server's dnsmasq would otherwise bury what a person follows in the terminal. When
-    an app fails, its last lines come with the error.
+    An app writes its output to its log file itself (so it outlives this process), read
+    back to the log at debug level (`vdc run -v`). When an app fails, its last lines come
+    with the error.
 
     `on_fatal` is called when an app exits in a way its policy does not absorb: with
     restart "no", any non-zero exit (as Placemat: the whole run stops). An exit with 0 under
@@ -197,7 +266,10 @@ class AppSupervisor:
 
     async def _launch(self, app: AppState) -> asyncio.subprocess.Process:
         try:
-            proc = await _spawn(app.netns, app.command, self.ledger, label=app.label, cwd=self.cwd)
+            proc = await _spawn(
+                app.netns, app.command, self.ledger, label=app.label, cwd=self.cwd,
+                output=app.log_path,
+            )  # fmt: skip
         except OSError as exc:
             app.state = "failed"
             raise RuntimeError(f"app {app.label}: cannot start {app.command[0]}: {exc}") from exc
@@ -207,21 +279,20 @@ class AppSupervisor:
         return proc
 
     async def _watch(self, app: AppState, proc: asyncio.subprocess.Process) -> None:
-        if app.log_path is None:
-            await self._supervise(app, proc, None)
-            return
-        app.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with app.log_path.open("a", buffering=1, errors="replace") as sink:
-            await self._supervise(app, proc, sink)
+        # Its output to the log at debug level (`vdc run -v`): a boot server's dnsmasq
+        # would otherwise bury what a person follows in the terminal.
+        output = OutputFollower(app.log_path, app.label, f"vdc.app.{app.label}", logging.DEBUG)
+        output.start()
+        try:
+            await self._supervise(app, proc, output)
+        finally:
+            await output.close()
 
     async def _supervise(
-        self, app: AppState, proc: asyncio.subprocess.Process, sink: TextIO | None
+        self, app: AppState, proc: asyncio.subprocess.Process, output: OutputFollower
     ) -> None:
         backoff = 1.0
-        tail: list[str] = []
         while True:
-            assert proc.stdout is not None
-            await _pump(proc.stdout, app.label, tail, sink, logging.DEBUG)
             code = await proc.wait()
             self._procs.pop(proc.pid, None)
             app.exit_code = code
@@ -234,8 +305,9 @@ class AppSupervisor:
                 if code == 0:
                     log.warning("app %s exited with 0; the run goes on without it", app.label)
                 else:
-                    last = ("; last output: " + " | ".join(tail[-5:])) if tail else ""
-                    where = f" (all of it in {app.log_path})" if app.log_path else ""
+                    tail = output.last(5)
+                    last = ("; last output: " + " | ".join(tail)) if tail else ""
+                    where = f" (all of it in {app.log_path})"
                     log.error("app %s exited with %d%s%s", app.label, code, last, where)
                     result = self.on_fatal(f"app {app.label} exited with {code}{last}")
                     if result is not None:

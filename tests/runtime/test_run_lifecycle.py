@@ -142,6 +142,43 @@ def test_sigkill_then_force_removes_leftovers(host: HostNetns, tmp_path: Path) -
     assert_no_leftovers(before, host, markers=(marker,))
 
 
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie waits for its reaper only
+
+
+def test_apps_outlive_a_killed_run_and_keep_writing_their_logs(
+    host: HostNetns, tmp_path: Path
+) -> None:
+    """An app writes its output to its log file itself: through a pipe to `vdc run`, the
+    first line after a SIGKILL of the run would kill it with SIGPIPE, and an adopting run
+    would find nothing to adopt. `--force` still stops it."""
+    before = snapshot(host)
+    marker = SLEEPER.format(n=5)
+    ticker = f"[sh, -c, 'while :; do echo tick {marker}; sleep 0.1; done']"
+    files = [small_dc(tmp_path, "ak", app_argv=ticker)]
+    first = VdcRun(host, files, tmp_path / "run").start()
+    first.wait_ready()
+    app = first.api("/netns/akb")[1]["apps"][0]
+    log, pid = Path(app["log"]), app["pid"]
+    first.signal(signal.SIGKILL)
+    first.wait()
+    time.sleep(0.5)
+    size = log.stat().st_size
+    time.sleep(1)
+    assert _running(pid), "the app died with its run"
+    assert log.stat().st_size > size, "the app stopped writing once its run was gone"
+
+    forced = VdcRun(host, files, tmp_path / "run", "--force").start()
+    forced.wait_ready()
+    assert not _running(pid)
+    assert forced.stop() == 0, forced.output
+    assert_no_leftovers(before, host, markers=(marker,))
+
+
 def test_force_removes_same_named_objects_without_a_ledger(host: HostNetns, tmp_path: Path) -> None:
     before = snapshot(host)
     host.sh(["ip", "link", "add", "fnnet", "type", "bridge"])

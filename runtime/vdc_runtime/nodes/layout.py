@@ -89,6 +89,8 @@ class NodeLayout:
     serial_socket: Path
     """QEMU's own serial chardev, which takes one client: the runtime's console hub."""
     console_log: Path
+    output_log: Path
+    """What QEMU and swtpm print: a file they write themselves, which outlives the run."""
     qmp_socket: Path
     guest_socket: Path
     tpm_dir: Path | None
@@ -212,6 +214,7 @@ def plan_node(
         console_socket=run_dir / f"{name}.socket",
         serial_socket=run_dir / f"{name}.serial",
         console_log=log_dir / f"{name}.console.log",
+        output_log=log_dir / f"{name}.qemu.log",
         qmp_socket=run_dir / f"{name}.qmp",
         guest_socket=run_dir / f"{name}.guest",
         tpm_dir=tpm_dir,

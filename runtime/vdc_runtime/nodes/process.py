@@ -13,9 +13,7 @@ import logging
 import os
 import shutil
 import time
-from collections import deque
 from pathlib import Path
-from typing import Any
 
 from qemu.qmp import QMPClient
 from qemu.qmp.error import QMPError
@@ -25,7 +23,12 @@ from vdc_runtime.nodes.errors import NodeError
 from vdc_runtime.nodes.layout import NodeLayout
 from vdc_runtime.nodes.power import QMP_TIMEOUT
 from vdc_runtime.nodes.qemu_args import qemu_argv
-from vdc_runtime.procs import process_start_time, stop_process_group
+from vdc_runtime.procs import (
+    OutputFollower,
+    open_output,
+    process_start_time,
+    stop_process_group,
+)
 from vdc_runtime.spec import Node
 
 log = logging.getLogger("vdc.nodes")
@@ -35,13 +38,13 @@ QUIT_GRACE = 5.0
 
 
 async def _wait_for_socket(
-    path: Path, proc: asyncio.subprocess.Process, what: str, tail: deque[str]
+    path: Path, proc: asyncio.subprocess.Process, what: str, output: OutputFollower
 ) -> None:
     """Wait until `path` exists, or fail at once when the process that makes it dies."""
     deadline = time.monotonic() + SOCKET_TIMEOUT
     while not path.exists():  # noqa: ASYNC240 - a stat every 20 ms
         if proc.returncode is not None:
-            detail = " | ".join(list(tail)[-5:]) or "no output"
+            detail = " | ".join(output.last(5)) or "no output"
             raise NodeError(
                 f"{what} exited with {proc.returncode} before creating {path}: {detail}"
             )
@@ -50,14 +53,20 @@ async def _wait_for_socket(
         await asyncio.sleep(0.02)
 
 
-async def _pump(stream: asyncio.StreamReader | None, prefix: str, tail: deque[str]) -> None:
-    if stream is None:
-        return
-    logger = logging.getLogger(f"vdc.qemu.{prefix}")
-    while line := await stream.readline():
-        text = line.decode(errors="replace").rstrip()
-        tail.append(text)
-        logger.info("%s", text, extra={"prefix": prefix})
+async def _spawn(argv: list[str], output: Path) -> asyncio.subprocess.Process:
+    """QEMU or swtpm, writing its output to a file itself (`procs.open_output`: so it
+    outlives this process), in a session of its own."""
+    fd = await asyncio.to_thread(open_output, output)
+    try:
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=fd,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        os.close(fd)
 
 
 class QemuProcess:
@@ -69,8 +78,9 @@ class QemuProcess:
         self.ledger = ledger
         self._qemu: asyncio.subprocess.Process | None = None
         self._swtpm: asyncio.subprocess.Process | None = None
-        self._pumps: list[asyncio.Task[Any]] = []
-        self._output: deque[str] = deque(maxlen=50)
+        self._outputs: list[OutputFollower] = []
+        self._output: OutputFollower | None = None
+        """QEMU's, for error messages."""
 
     @property
     def name(self) -> str:
@@ -86,7 +96,17 @@ class QemuProcess:
 
     def last_output(self, lines: int = 3) -> str:
         """QEMU's latest lines of output, joined, for error messages."""
-        return " | ".join(list(self._output)[-lines:])
+        return " | ".join(self._output.last(lines)) if self._output is not None else ""
+
+    async def _follow(self, path: Path, prefix: str) -> OutputFollower:
+        output = await asyncio.to_thread(OutputFollower, path, prefix, f"vdc.qemu.{prefix}")
+        output.start()
+        self._outputs.append(output)
+        return output
+
+    async def _close_outputs(self) -> None:
+        await asyncio.gather(*(output.close() for output in self._outputs))
+        self._outputs.clear()
 
     def clear_stale_files(self) -> None:
         # The run dir is locked by this run, so sockets here are a dead run's leftovers.
@@ -98,6 +118,7 @@ class QemuProcess:
     async def start(self) -> QMPClient:
         """Start swtpm (if any) and QEMU; return a QMP connection to the new QEMU."""
         layout = self.layout
+        await self._close_outputs()  # an earlier start's, whose lines were read
         layout.run_dir.mkdir(parents=True, exist_ok=True)
         layout.console_log.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.clear_stale_files)
@@ -107,17 +128,10 @@ class QemuProcess:
             await self._start_swtpm(layout.tpm_dir, layout.tpm_socket)
         argv = qemu_argv(layout, self.node)
         log.debug("node %s: %s", self.name, " ".join(argv))
-        self._output.clear()
-        self._qemu = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
         label = f"qemu/{self.name}"
+        self._output = await self._follow(layout.output_log, label)
+        self._qemu = await _spawn(argv, layout.output_log)
         self._record(self._qemu, label)
-        self._pumps.append(asyncio.create_task(_pump(self._qemu.stdout, label, self._output)))
         what = f"QEMU of node {self.name}"
         await _wait_for_socket(layout.qmp_socket, self._qemu, what, self._output)
         try:
@@ -163,23 +177,17 @@ class QemuProcess:
 
     async def _start_swtpm(self, tpm_dir: Path, tpm_socket: Path) -> None:
         await asyncio.to_thread(tpm_dir.mkdir, parents=True, exist_ok=True)
-        tail: deque[str] = deque(maxlen=20)
+        label = f"swtpm/{self.name}"
+        path = self.layout.output_log.with_name(f"{self.name}.swtpm.log")
+        output = await self._follow(path, label)
+        argv = ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={tpm_dir}",
+                "--ctrl", f"type=unixio,path={tpm_socket}"]  # fmt: skip
         try:
-            self._swtpm = await asyncio.create_subprocess_exec(
-                "swtpm", "socket", "--tpm2",
-                "--tpmstate", f"dir={tpm_dir}",
-                "--ctrl", f"type=unixio,path={tpm_socket}",
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
+            self._swtpm = await _spawn(argv, path)
         except FileNotFoundError:
             raise NodeError(f"node {self.name} wants a TPM but swtpm is not installed") from None
-        label = f"swtpm/{self.name}"
         self._record(self._swtpm, label)
-        self._pumps.append(asyncio.create_task(_pump(self._swtpm.stdout, label, tail)))
-        await _wait_for_socket(tpm_socket, self._swtpm, f"swtpm of node {self.name}", tail)
+        await _wait_for_socket(tpm_socket, self._swtpm, f"swtpm of node {self.name}", output)
 
     async def wait_exit(self) -> tuple[str, int | None]:
         """Wait until QEMU or swtpm exits; say which, with QEMU's exit code if it was QEMU."""
@@ -217,10 +225,7 @@ class QemuProcess:
     async def close(self) -> None:
         """Kill, then stop reading their output."""
         await self.kill()
-        for task in self._pumps:
-            task.cancel()
-        await asyncio.gather(*self._pumps, return_exceptions=True)
-        self._pumps.clear()
+        await self._close_outputs()
 
 
 __all__ = ["QemuProcess"]
