@@ -166,6 +166,29 @@ async def stop_process_group(pid: int, start: int | None, grace: float = STOP_GR
     return True
 
 
+async def wait_gone(pid: int, start: int | None) -> None:
+    """Return when the process exits, whoever's child it is: one an earlier run started,
+    which this run adopts, cannot be awaited as a child; its pidfd becomes readable when
+    it ends. (Its exit code goes to its reaper, not to us.) At once when it is gone
+    already, or the pid now names another process (`start` differs)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if not _alive(pid, start):
+            return
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, lambda: ended.done() or ended.set_result(None))
+        try:
+            await ended
+        finally:
+            loop.remove_reader(fd)
+    finally:
+        os.close(fd)
+
+
 def _alive(pid: int, start: int | None) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

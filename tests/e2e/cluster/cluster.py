@@ -310,8 +310,18 @@ def build_pause(lay: config.Layout) -> Path:
 
 
 def import_image(lay: config.Layout, archive: Path, node: config.Node = config.FIRST) -> None:
-    sh("ctr", "--address", str(lay.of(node).containerd_socket), "-n", "k8s.io", "images",
-       "import", str(archive), netns=node.netns)  # fmt: skip
+    argv = ("ctr", "--address", str(lay.of(node).containerd_socket), "-n", "k8s.io", "images",
+            "import", str(archive))  # fmt: skip
+    for attempt in range(3):
+        try:
+            sh(*argv, netns=node.netns)
+            return
+        except ClusterError as exc:
+            # containerd 1.6 may collect the snapshots of the image a new import replaces
+            # while it unpacks the new one on top of them ("parent snapshot ... does not
+            # exist"): the next attempt finds them gone and unpacks afresh.
+            if "does not exist" not in str(exc) or attempt == 2:
+                raise
 
 
 def up(*, build_missing: bool = True) -> config.Layout:
