@@ -115,6 +115,7 @@ async def _run(dc: DataCenter, args: argparse.Namespace, group: GroupOptions | N
             data_dir=args.data_dir.absolute(),
             cache_dir=args.cache_dir.absolute(),
             force=args.force,
+            adopt=args.adopt,
             accel=args.accel,
             workdir=args.files[0].absolute().parent,
             recreate_volumes=args.recreate_volumes,
@@ -455,8 +456,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1:10808",
         help="REST API address (default 127.0.0.1:10808)",
     )
-    run.add_argument(
+    after_kill = run.add_mutually_exclusive_group()
+    after_kill.add_argument(
         "--force", action="store_true", help="first remove what a killed earlier run left behind"
+    )
+    after_kill.add_argument(
+        "--adopt",
+        action="store_true",
+        help="take over the data center a killed earlier run with this run dir left running"
+        " (same spec): its machines and apps keep running",
     )
     run.add_argument(
         "--accel",

@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from vdc_runtime import fabric, groups, procs
+from vdc_runtime import fabric, groups, procs, runstate
 from vdc_runtime.fabric import leftovers, tunnels
 from vdc_runtime.forward import Forwards
 from vdc_runtime.ledger import Ledger, RunLock
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vdc.datacenter")
 T = TypeVar("T")
+STATE_INTERVAL = 1.0
 
 
 async def _finish(awaitable: Awaitable[T]) -> T:
@@ -63,6 +64,10 @@ class DataCenterRun:
         self.timings: dict[str, float] = {}
         self.fleet: Fleet | None = None  # exists once planned, when the spec has nodes
         self.forwards = Forwards({ns.name for ns in dc.netns})
+        self._saved_state: runstate.RunState | None = None
+        self._state_keeper: asyncio.Task[None] | None = None
+        self._adopting = False
+        """A failed adoption leaves what it found: it was not this run's to remove."""
 
     @property
     def machines(self) -> dict[str, Machine]:
@@ -95,21 +100,105 @@ class DataCenterRun:
         self.options.run_dir.mkdir(parents=True, exist_ok=True)
         self.lock.acquire()
         try:
-            await self._clear_leftovers()
-            self.ledger = Ledger(self.options.run_dir)
-            self.apps = procs.AppSupervisor(
-                self.ledger, on_fatal=self._fatal, cwd=self.options.workdir
-            )
-            await self._build()
+            if self.options.adopt:
+                await self._adopt()
+            else:
+                await self._clear_leftovers()
+                self.ledger = Ledger(self.options.run_dir)
+                self.apps = procs.AppSupervisor(
+                    self.ledger, on_fatal=self._fatal, cwd=self.options.workdir
+                )
+                await self._build()
         except BaseException:
             self.phase = RunPhase.FAILED
             await self.teardown()
             raise
         self.phase = RunPhase.RUNNING
         self.started_at = time.time()
+        self.save_state()
+        self._state_keeper = asyncio.create_task(self._keep_state(), name="run state")
 
-    async def _build(self) -> None:
-        assert self.ledger is not None and self.apps is not None
+    # -- what a later run adopts ---------------------------------------------------------
+
+    def state(self) -> runstate.RunState:
+        apps = self.apps.records() if self.apps is not None else {}
+        return runstate.RunState(
+            spec=runstate.canonical(self.dc),
+            group=self.options.group.name if self.options.group is not None else None,
+            nodes={name: m.record() for name, m in self.machines.items()},
+            apps={
+                label: runstate.AppRecord(runstate.ProcessRef(pid, start), restarts)
+                for label, (pid, start, restarts) in apps.items()
+            },
+        )
+
+    def save_state(self) -> None:
+        self._saved_state = self.state()
+        runstate.save(self.options.run_dir, self._saved_state)
+
+    async def _keep_state(self) -> None:
+        """The state on disk follows the run (a QEMU or an app started again, a BMC
+        address announced, a guest ready): a later run adopts what runs when this one is
+        killed."""
+        while True:
+            await asyncio.sleep(STATE_INTERVAL)
+            if self.phase == RunPhase.RUNNING and self.state() != self._saved_state:
+                await asyncio.to_thread(self.save_state)
+
+    async def _adopt(self) -> None:
+        """Take over the data center a killed run with this run dir left running, built
+        from this same spec: its fabric as it is, its apps and machines where they run
+        (those that ended meanwhile as their restart policy says), its BMCs and the API
+        served again. StartupError, touching nothing, when there is nothing to adopt or
+        the spec changed."""
+        run_dir = self.options.run_dir
+        try:
+            state = runstate.load(run_dir)
+        except ValueError as exc:
+            raise StartupError(f"cannot adopt: {exc}") from None
+        entries = Ledger.load(run_dir)
+        if state is None or not entries:
+            raise StartupError(
+                f"nothing to adopt in {run_dir}: no earlier run left a data center running"
+                " there (run without --adopt; --force clears what a run left)"
+            )
+        found = runstate.differences(state.spec, runstate.canonical(self.dc))
+        if found:
+            raise StartupError(
+                f"cannot adopt the data center running from {run_dir}: it was built from"
+                f" another spec ({runstate.describe(found)}); run with --force to build this"
+                " one instead"
+            )
+        group = self.options.group.name if self.options.group is not None else None
+        if state.group != group:
+            raise StartupError(
+                f"cannot adopt: the data center running from {run_dir} is group"
+                f" {state.group or '(all)'}, not {group or '(all)'}"
+            )
+        self._adopting = True
+        self.ledger = Ledger(run_dir, entries)
+        self.apps = procs.AppSupervisor(self.ledger, on_fatal=self._fatal, cwd=self.options.workdir)
+        await self._prepare()
+        for ns in self.dc.netns:
+            for app in ns.apps:
+                label = f"{ns.name}/{app.name}"
+                record = state.apps.get(label)
+                app_state = self._app_state(ns.name, app)
+                if record is not None and record.process is not None:
+                    ref = record.process
+                    await self.apps.adopt(app_state, ref.pid, ref.start, record.restarts)
+                else:
+                    await self.apps.start(app_state)
+        if self.fleet is not None:
+            await self.fleet.adopt(self.ledger, state.nodes)
+        log.info(
+            "adopted the data center running from %s: %d machines, %d apps",
+            run_dir, len(self.machines), len(self.apps.apps),
+        )  # fmt: skip
+
+    async def _prepare(self) -> None:
+        """Everything up to the fabric's plan: the machines' files and volumes, the MTU,
+        the tunnels (what building makes, and what adopting takes over)."""
         t0 = time.perf_counter()
         if self.dc.nodes:
             # Only a spec with machines loads their machinery.
@@ -137,6 +226,21 @@ class DataCenterRun:
         self.plan = fabric.plan_fabric(
             self.dc, mtu=mtu, group=self.group, table=self.table, taps=taps, tunnels=self.tunnels
         )
+
+    def _app_state(self, netns: str, app: Any) -> procs.AppState:
+        return procs.AppState(
+            netns=netns,
+            name=app.name,
+            command=list(app.command),
+            restart=app.restart,
+            log_path=self.options.log_dir / "apps" / f"{netns}.{app.name}.log",
+        )
+
+    async def _build(self) -> None:
+        assert self.ledger is not None and self.apps is not None
+        t0 = time.perf_counter()
+        await self._prepare()
+        assert self.plan is not None
         try:
             await _finish(fabric.build(self.plan, self.ledger))
         except (fabric.FabricError, OSError) as exc:
@@ -148,7 +252,7 @@ class DataCenterRun:
             len(self.plan.bridges),
             len(self.plan.namespaces),
             sum(len(ns.veths) for ns in self.plan.namespaces),
-            mtu or "kernel default",
+            self.plan.mtu or "kernel default",
         )
         t1 = time.perf_counter()
         # Namespaces are independent: their scripts run concurrently, each one's in order.
@@ -169,15 +273,8 @@ class DataCenterRun:
         self.timings["init-scripts"] = time.perf_counter() - t1
         for ns in self.dc.netns:
             for app in ns.apps:
-                state = procs.AppState(
-                    netns=ns.name,
-                    name=app.name,
-                    command=list(app.command),
-                    restart=app.restart,
-                    log_path=self.options.log_dir / "apps" / f"{ns.name}.{app.name}.log",
-                )
                 try:
-                    await self.apps.start(state)
+                    await self.apps.start(self._app_state(ns.name, app))
                 except RuntimeError as exc:
                     raise StartupError(str(exc)) from exc
         if self.fleet is not None:
@@ -226,6 +323,23 @@ class DataCenterRun:
         log.info("group %s: peers now %s", name,
                  ", ".join(f"{g}={a}" for g, a in sorted(merged.items())))  # fmt: skip
 
+    async def _let_go(self) -> list[str]:
+        """An adoption that failed halfway: this run's connections and servers close,
+        what the earlier run left keeps running and stays in its ledger, for another
+        adoption or for --force."""
+        await self.forwards.close()
+        if self.fleet is not None:
+            await self.fleet.bmc.close()
+            for machine in self.fleet.machines.values():
+                await machine.release()
+        if self.apps is not None:
+            await self.apps.release()
+        if self.ledger is not None:
+            self.ledger.close(remove=False)
+            self.ledger = None
+        self.lock.release()
+        return []
+
     # -- leftovers -------------------------------------------------------------------------
 
     async def _clear_leftovers(self) -> None:
@@ -260,6 +374,12 @@ class DataCenterRun:
 
     async def teardown(self) -> list[str]:
         """Remove everything this run created. Safe to call more than once."""
+        if self._state_keeper is not None:
+            self._state_keeper.cancel()
+            await asyncio.gather(self._state_keeper, return_exceptions=True)
+            self._state_keeper = None
+        if self.phase == RunPhase.FAILED and self._adopting:
+            return await self._let_go()
         if self.phase != RunPhase.FAILED:
             self.phase = RunPhase.STOPPING
         await self.forwards.close()
@@ -272,6 +392,7 @@ class DataCenterRun:
             problems = await self._undo(self.ledger.entries)
             self.ledger.close(remove=not problems)
             self.ledger = None
+            runstate.remove(self.options.run_dir)
         self.lock.release()
         for problem in problems:
             log.warning("teardown: %s", problem)

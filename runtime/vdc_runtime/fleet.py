@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 from vdc_runtime.bmc.service import BmcError, BmcManager
@@ -19,6 +19,8 @@ from vdc_runtime.nodes.host import find_ovmf, probe_accel, vhost_available
 from vdc_runtime.nodes.layout import DriveLayout, HostFacts, NodeLayout, plan_node
 from vdc_runtime.nodes.machine import Machine, NodeError
 from vdc_runtime.options import RunOptions, StartupError
+from vdc_runtime.procs import running
+from vdc_runtime.runstate import NodeRecord
 from vdc_runtime.spec import DataCenter, Node
 
 if TYPE_CHECKING:
@@ -154,8 +156,7 @@ class Fleet:
 
     # -- running -------------------------------------------------------------------------
 
-    async def start(self, ledger: Ledger) -> None:
-        """Start every machine at once, then the BMCs with static addresses."""
+    def _make_machines(self, ledger: Ledger) -> None:
         for node in self.dc.nodes:
             self.machines[node.name] = Machine(
                 node,
@@ -164,17 +165,49 @@ class Fleet:
                 on_fatal=self.on_fatal,
                 on_bmc_address=self._bmc_announced,
             )
-        results = await asyncio.gather(
-            *(m.start() for m in self.machines.values()), return_exceptions=True
-        )
+
+    async def start(self, ledger: Ledger) -> None:
+        """Start every machine at once, then the BMCs with static addresses."""
+        self._make_machines(ledger)
+        await self._started(m.start() for m in self.machines.values())
+        await self._start_static_bmcs()
+
+    async def adopt(self, ledger: Ledger, records: dict[str, NodeRecord]) -> None:
+        """Take over the machines a killed run left running, then serve their BMCs again
+        (static and announced addresses alike). A machine whose QEMU ended while no run
+        watched is handled as its restart policy handles any end: started again
+        (on-failure, counted in its restarts), else the run fails naming it."""
+        self._make_machines(ledger)
+
+        async def one(machine: Machine) -> None:
+            record = records.get(machine.name)
+            qemu = record.qemu if record is not None else None
+            if qemu is not None and running(qemu.pid, qemu.start):
+                assert record is not None
+                await machine.adopt(record)
+                return
+            gone = f"node {machine.name}: its QEMU ended while no run watched it"
+            if machine.node.restart != "on-failure":
+                raise NodeError(f"{gone} (restart: {machine.node.restart}); run with --force")
+            log.warning("%s; starting it again (restart: on-failure)", gone)
+            await machine.start()
+            machine.restarts = (record.restarts if record is not None else 0) + 1
+
+        await self._started(one(m) for m in self.machines.values())
+        await self._start_static_bmcs()
+        for machine in self.machines.values():
+            if machine.bmc_address is not None:
+                await self._bmc_announced(machine, machine.bmc_address)
+
+    async def _started(self, starts: Iterable[Awaitable[None]]) -> None:
+        results = await asyncio.gather(*starts, return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         for error in errors:
             if not isinstance(error, NodeError | OSError):
                 raise error
         if errors:
             raise StartupError("; ".join(str(e) for e in errors))
-        log.info("%d machines started", len(self.machines))
-        await self._start_static_bmcs()
+        log.info("%d machines running", len(self.machines))
 
     async def stop(self) -> None:
         """The BMCs, then every machine; safe to call more than once."""

@@ -23,9 +23,11 @@ class RunDirBusy(RuntimeError):
 
 
 class Ledger:
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, entries: list[dict[str, Any]] | None = None) -> None:
+        """`entries`: an earlier run's (`load`), when this run adopts what it made; the
+        file goes on from them."""
         self.path = run_dir / LEDGER_NAME
-        self.entries: list[dict[str, Any]] = []
+        self.entries: list[dict[str, Any]] = list(entries or [])
         self._lock = threading.Lock()  # fabric steps record from worker threads
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the run
 

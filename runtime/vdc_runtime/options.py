@@ -33,6 +33,8 @@ class RunOptions:
     data_dir: Path = Path("/var/lib/vdc")
     cache_dir: Path = Path("/var/cache/vdc")
     force: bool = False
+    adopt: bool = False
+    """Take over what a killed earlier run with this run dir left running (`runstate`)."""
     accel: str = "auto"  # auto / kvm / tcg
     # Where apps and init-scripts run, so relative paths in their commands work as in
     # Placemat, which ran everything from the first YAML file's folder.

@@ -44,6 +44,16 @@ def process_start_time(pid: int) -> int | None:
     return int(stat[stat.rindex(")") + 2 :].split()[19])
 
 
+def process_started_at(start: int | None) -> float | None:
+    """Wall-clock time of a start time in clock ticks since boot (`process_start_time`)."""
+    if start is None:
+        return None
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return int(line.split()[1]) + start / os.sysconf("SC_CLK_TCK")
+    return None
+
+
 def _in_netns(netns: str, argv: Sequence[str]) -> list[str]:
     return ["nsenter", f"--net={netns_path(netns)}", "--", *argv]
 
@@ -189,6 +199,11 @@ async def wait_gone(pid: int, start: int | None) -> None:
         os.close(fd)
 
 
+def running(pid: int, start: int | None) -> bool:
+    """The process runs (not a zombie) and is the one started at `start`."""
+    return _alive(pid, start)
+
+
 def _alive(pid: int, start: int | None) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -280,7 +295,29 @@ class AppSupervisor:
         self.on_fatal = on_fatal
         self.apps: list[AppState] = []
         self._procs: dict[int, tuple[asyncio.subprocess.Process, int | None]] = {}
+        self._adopted: dict[int, int | None] = {}
+        """Start times of the apps a killed run started, by pid (not our children)."""
         self._stopping = False
+
+    def records(self) -> dict[str, tuple[int, int | None, int]]:
+        """Each running app's pid, start time and restarts, by label (`runstate`)."""
+        starts = {pid: start for pid, (_, start) in self._procs.items()} | self._adopted
+        return {
+            app.label: (app.pid, starts[app.pid], app.restarts)
+            for app in self.apps
+            if app.pid is not None and app.pid in starts
+        }
+
+    async def adopt(self, app: AppState, pid: int, start: int | None, restarts: int) -> None:
+        """Take over an app that a killed run started: followed until it ends, then its
+        restart policy applies as to any other exit (one that ended while no run watched
+        is found at once). Its exit code went to another parent: it counts as a failure."""
+        self.apps.append(app)
+        app.pid, app.state, app.restarts = pid, "running", restarts
+        app.started_at = process_started_at(start)
+        self._adopted[pid] = start
+        watch = self._watch_adopted(app, pid, start)
+        app._task = asyncio.create_task(watch, name=f"app {app.label}")
 
     async def start(self, app: AppState) -> None:
         self.apps.append(app)
@@ -311,6 +348,43 @@ class AppSupervisor:
         finally:
             await output.close()
 
+    async def _watch_adopted(self, app: AppState, pid: int, start: int | None) -> None:
+        output = OutputFollower(app.log_path, app.label, f"vdc.app.{app.label}", logging.DEBUG)
+        output.start()
+        try:
+            await wait_gone(pid, start)
+            self._adopted.pop(pid, None)
+            app.exit_code = None
+            if self._stopping:
+                app.state = "stopped"
+                return
+            if app.restart == "no":
+                app.state = "failed"
+                message = f"app {app.label} (pid {pid}, adopted) exited{_last(output)}"
+                log.error("%s", message)
+                await self._fail(message)
+                return
+            log.warning("app %s (pid %d, adopted) exited; restarting it", app.label, pid)
+            proc = await self._relaunch(app)
+            if proc is not None:
+                await self._supervise(app, proc, output)
+        finally:
+            await output.close()
+
+    async def _fail(self, message: str) -> None:
+        result = self.on_fatal(message)
+        if result is not None:
+            await result
+
+    async def _relaunch(self, app: AppState) -> asyncio.subprocess.Process | None:
+        """The app started again, or None (the run failed, saying why)."""
+        app.restarts += 1
+        try:
+            return await self._launch(app)
+        except RuntimeError as exc:
+            await self._fail(str(exc))
+            return None
+
     async def _supervise(
         self, app: AppState, proc: asyncio.subprocess.Process, output: OutputFollower
     ) -> None:
@@ -328,13 +402,10 @@ class AppSupervisor:
                 if code == 0:
                     log.warning("app %s exited with 0; the run goes on without it", app.label)
                 else:
-                    tail = output.last(5)
-                    last = ("; last output: " + " | ".join(tail)) if tail else ""
+                    last = _last(output)
                     where = f" (all of it in {app.log_path})"
                     log.error("app %s exited with %d%s%s", app.label, code, last, where)
-                    result = self.on_fatal(f"app {app.label} exited with {code}{last}")
-                    if result is not None:
-                        await result
+                    await self._fail(f"app {app.label} exited with {code}{last}")
                 return
             app.state = "restarting"
             uptime = time.time() - (app.started_at or time.time())
@@ -344,20 +415,24 @@ class AppSupervisor:
             if self._stopping:
                 app.state = "stopped"
                 return
-            app.restarts += 1
-            try:
-                proc = await self._launch(app)
-            except RuntimeError as exc:
-                result = self.on_fatal(str(exc))
-                if result is not None:
-                    await result
+            relaunched = await self._relaunch(app)
+            if relaunched is None:
                 return
+            proc = relaunched
+
+    async def release(self) -> None:
+        """Stop watching the apps, and leave them running (an adoption that failed)."""
+        self._stopping = True
+        tasks = [app._task for app in self.apps if app._task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def stop(self) -> None:
         self._stopping = True
-        await asyncio.gather(
-            *(stop_process_group(pid, start) for pid, (_, start) in list(self._procs.items()))
-        )
+        running = [(pid, start) for pid, (_, start) in self._procs.items()]
+        running += list(self._adopted.items())
+        await asyncio.gather(*(stop_process_group(pid, start) for pid, start in running))
         tasks = [app._task for app in self.apps if app._task is not None]
         current = asyncio.current_task()
         tasks = [t for t in tasks if t is not current]
@@ -368,6 +443,11 @@ class AppSupervisor:
         for app in self.apps:
             if app.state in ("running", "restarting", "starting"):
                 app.state = "stopped"
+
+
+def _last(output: OutputFollower) -> str:
+    tail = output.last(5)
+    return ("; last output: " + " | ".join(tail)) if tail else ""
 
 
 async def reap_recorded(entries: list[dict[str, Any]]) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ class NodeRecord:
     qemu: ProcessRef | None = None
     swtpm: ProcessRef | None = None
     restarts: int = 0
-    ready: bool = False
+    boots: int = 0
+    ready_at: float | None = None
     bmc_address: str | None = None
     """The address the guest announced for its BMC (a static one is in the spec)."""
 
@@ -83,7 +85,8 @@ def _node(data: dict[str, Any]) -> NodeRecord:
         qemu=_process(data.get("qemu")),
         swtpm=_process(data.get("swtpm")),
         restarts=int(data.get("restarts", 0)),
-        ready=bool(data.get("ready", False)),
+        boots=int(data.get("boots", 0)),
+        ready_at=data.get("ready_at"),
         bmc_address=data.get("bmc_address"),
     )
 
@@ -128,28 +131,10 @@ def differences(old: Any, new: Any, path: str = "") -> list[str]:
     items are matched by name, so one node added reads as that, not as every later one
     changed."""
     if isinstance(old, dict) and isinstance(new, dict):
-        found = []
-        for key in [*old, *(k for k in new if k not in old)]:
-            where = f"{path}.{key}" if path else key
-            if key not in new:
-                found.append(f"{where}: removed")
-            elif key not in old:
-                found.append(f"{where}: added")
-            else:
-                found += differences(old[key], new[key], where)
-        return found
+        return _keyed(old, new, lambda key: f"{path}.{key}" if path else str(key))
     if isinstance(old, list) and isinstance(new, list) and _named(old) and _named(new):
-        before = {item["name"]: item for item in old}
-        after = {item["name"]: item for item in new}
-        found = []
-        for name in [*before, *(n for n in after if n not in before)]:
-            where = f"{path}[{name}]"
-            if name not in after:
-                found.append(f"{where}: removed")
-            elif name not in before:
-                found.append(f"{where}: added")
-            else:
-                found += differences(before[name], after[name], where)
+        found = _keyed({i["name"]: i for i in old}, {i["name"]: i for i in new},
+                       lambda name: f"{path}[{name}]")  # fmt: skip
         if not found and [i["name"] for i in old] != [i["name"] for i in new]:
             found.append(f"{path}: reordered")
         return found
@@ -159,6 +144,18 @@ def differences(old: Any, new: Any, path: str = "") -> list[str]:
     if old != new:
         return [f"{path}: {_short(old)} -> {_short(new)}"]
     return []
+
+
+def _keyed(old: dict[Any, Any], new: dict[Any, Any], where: Callable[[Any], str]) -> list[str]:
+    found = []
+    for key in [*old, *(k for k in new if k not in old)]:
+        if key not in new:
+            found.append(f"{where(key)}: removed")
+        elif key not in old:
+            found.append(f"{where(key)}: added")
+        else:
+            found += differences(old[key], new[key], where(key))
+    return found
 
 
 def _named(items: list[Any]) -> bool:

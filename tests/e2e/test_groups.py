@@ -27,25 +27,13 @@ from tests.e2e.cluster import cluster, config
 from tests.e2e.conftest import Kube
 from tests.e2e.test_operator import EXAMPLE, NS, READY_TIMEOUT, plugin, pods_of, vdc, wait_ready
 from tests.prereqs import require
+from tests.runtime.test_run_groups import BIRD
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 NAME = "grouped"
 TOLERATE_SECOND = {"key": config.SECOND_TAINT, "operator": "Exists", "effect": "NoSchedule"}
 RUNTIME_IMAGE = "vdc.local/vdc-runtime:dev"
-
-BIRD = """\
-router id {local};
-protocol device {{ scan time 1; }}
-protocol direct {{ ipv4; interface "eth*"; }}
-protocol kernel {{ ipv4 {{ export all; }}; }}
-protocol bgp peer {{
-  local {local} as {asn};
-  neighbor {peer} as {peer_asn};
-  connect delay time 1; connect retry time 1; hold time 6;
-  ipv4 {{ import all; export all; }};
-}}
-"""
 
 
 @pytest.fixture(scope="module")

@@ -166,14 +166,16 @@ def test_apps_outlive_a_killed_run_and_keep_writing_their_logs(
     log, pid = Path(app["log"]), app["pid"]
     first.signal(signal.SIGKILL)
     first.wait()
-    time.sleep(0.5)
-    size = log.stat().st_size
-    time.sleep(1)
-    assert _running(pid), "the app died with its run"
-    assert log.stat().st_size > size, "the app stopped writing once its run was gone"
-
-    forced = VdcRun(host, files, tmp_path / "run", "--force").start()
-    forced.wait_ready()
+    forced = VdcRun(host, files, tmp_path / "run", "--force")
+    try:
+        time.sleep(0.5)
+        size = log.stat().st_size
+        time.sleep(1)
+        assert _running(pid), "the app died with its run"
+        assert log.stat().st_size > size, "the app stopped writing once its run was gone"
+    finally:
+        # Also when an assertion failed: what the killed run left must go.
+        forced.start().wait_ready()
     assert not _running(pid)
     assert forced.stop() == 0, forced.output
     assert_no_leftovers(before, host, markers=(marker,))

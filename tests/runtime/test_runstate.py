@@ -49,7 +49,8 @@ def test_the_state_reads_back_as_written(tmp_path: Path) -> None:
                 qemu=ProcessRef(41, 9000),
                 swtpm=None,
                 restarts=1,
-                ready=True,
+                boots=2,
+                ready_at=12.5,
                 bmc_address="10.72.16.11",
             )
         },

@@ -24,6 +24,8 @@ from vdc_runtime.nodes.layout import NodeLayout
 from vdc_runtime.nodes.power import PowerControl
 from vdc_runtime.nodes.process import QemuProcess
 from vdc_runtime.nodes.states import MachineState, Power
+from vdc_runtime.procs import process_started_at
+from vdc_runtime.runstate import NodeRecord
 from vdc_runtime.spec import Node
 
 log = logging.getLogger("vdc.nodes")
@@ -143,6 +145,43 @@ class Machine:
         self.state = MachineState.RUNNING
         self._tasks.append(asyncio.create_task(self._watch(), name=f"watch {self.name}"))
 
+    async def adopt(self, record: NodeRecord) -> None:
+        """Take over the node's QEMU that a killed run started (`record`, from its run
+        state), where start() would start one: its QMP and console again, its counts as
+        that run left them. NodeError when it cannot be reached."""
+        assert record.qemu is not None
+        self.state = MachineState.STARTING
+        try:
+            await self.console.serve()
+            self.control.adopted()
+            qmp = await self.process.adopt(record.qemu, record.swtpm)
+            self.control.attach(qmp)
+            await self.console.attach()
+        except BaseException:
+            await self.control.detach()
+            await self.console.close()
+            raise
+        self.restarts, self.boots, self.ready_at = record.restarts, record.boots, record.ready_at
+        self.bmc_address = record.bmc_address
+        self.started_at = process_started_at(record.qemu.start)
+        self.power_changed(await self.control.query_power(), "adopted", always=True)
+        self.state = MachineState.RUNNING
+        self._tasks.append(
+            asyncio.create_task(self._guest_port(), name=f"guest port qemu/{self.name}")
+        )
+        self._tasks.append(asyncio.create_task(self._watch(), name=f"watch {self.name}"))
+
+    def record(self) -> NodeRecord:
+        """What a later run needs to adopt this machine (`runstate`)."""
+        return NodeRecord(
+            qemu=self.process.qemu_ref if self.pid is not None else None,
+            swtpm=self.process.swtpm_ref if self.pid is not None else None,
+            restarts=self.restarts,
+            boots=self.boots,
+            ready_at=self.ready_at,
+            bmc_address=self.bmc_address,
+        )
+
     async def _launch(self) -> None:
         self.control.expect_boot()
         qmp = await self.process.start()
@@ -236,6 +275,18 @@ class Machine:
             self.state = MachineState.STOPPED
         await self.console.close()
         await asyncio.to_thread(self.process.clear_stale_files)
+
+    async def release(self) -> None:
+        """Let go of the machine without stopping it (an adoption that failed): its QEMU
+        runs on for the next run to adopt."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.console.close()
+        await self.control.detach()
+        await self.process.release()
 
     async def _kill_processes(self) -> None:
         await self.console.detach()

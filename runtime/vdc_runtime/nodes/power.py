@@ -83,6 +83,12 @@ class PowerControl:
         self._post_done.clear()
         self._watch_firmware_from_now()
 
+    def adopted(self) -> None:
+        """A QEMU a killed run started is taken over: its firmware is long past its first
+        POST and its boot order was read."""
+        self._post_done.set()
+        self._boot_selected.set()
+
     def attach(self, qmp: QMPClient) -> None:
         """Talk to a newly started QEMU through `qmp`."""
         self._qmp = qmp

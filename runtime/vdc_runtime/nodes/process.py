@@ -27,8 +27,11 @@ from vdc_runtime.procs import (
     OutputFollower,
     open_output,
     process_start_time,
+    running,
     stop_process_group,
+    wait_gone,
 )
+from vdc_runtime.runstate import ProcessRef
 from vdc_runtime.spec import Node
 
 log = logging.getLogger("vdc.nodes")
@@ -78,6 +81,10 @@ class QemuProcess:
         self.ledger = ledger
         self._qemu: asyncio.subprocess.Process | None = None
         self._swtpm: asyncio.subprocess.Process | None = None
+        self.qemu_ref: ProcessRef | None = None
+        self.swtpm_ref: ProcessRef | None = None
+        """Both, whether this run started them or adopted them from a killed one (then
+        `_qemu` and `_swtpm` are None: they are not this process's children)."""
         self._outputs: list[OutputFollower] = []
         self._output: OutputFollower | None = None
         """QEMU's, for error messages."""
@@ -88,7 +95,10 @@ class QemuProcess:
 
     @property
     def pid(self) -> int | None:
-        return self._qemu.pid if self._qemu and self._qemu.returncode is None else None
+        if self._qemu is not None:
+            return self._qemu.pid if self._qemu.returncode is None else None
+        ref = self.qemu_ref
+        return ref.pid if ref is not None and running(ref.pid, ref.start) else None
 
     @property
     def alive(self) -> bool:
@@ -131,7 +141,7 @@ class QemuProcess:
         label = f"qemu/{self.name}"
         self._output = await self._follow(layout.output_log, label)
         self._qemu = await _spawn(argv, layout.output_log)
-        self._record(self._qemu, label)
+        self.qemu_ref = self._record(self._qemu, label)
         what = f"QEMU of node {self.name}"
         await _wait_for_socket(layout.qmp_socket, self._qemu, what, self._output)
         try:
@@ -146,10 +156,26 @@ class QemuProcess:
                 raise NodeError(f"{what} exited with {self._qemu.returncode}: {detail}") from exc
             raise NodeError(f"{what}: cannot connect to QMP at {layout.qmp_socket}: {exc}") from exc
 
+    async def adopt(self, qemu: ProcessRef, swtpm: ProcessRef | None) -> QMPClient:
+        """Take over a QEMU (and swtpm) that a killed run started and that still runs: a new
+        QMP connection to it (QEMU's QMP server takes one client at a time, the dead run's
+        is gone), its output followed from now on."""
+        self.qemu_ref, self.swtpm_ref = qemu, swtpm
+        self._output = await self._follow(self.layout.output_log, f"qemu/{self.name}")
+        if swtpm is not None:
+            await self._follow(self.layout.output_log.with_name(f"{self.name}.swtpm.log"),
+                               f"swtpm/{self.name}")  # fmt: skip
+        try:
+            return await self._connect_qmp()
+        except (TimeoutError, OSError, QMPError) as exc:
+            raise NodeError(
+                f"QEMU of node {self.name} (pid {qemu.pid}): cannot connect to QMP at"
+                f" {self.layout.qmp_socket}: {exc}"
+            ) from exc
+
     async def _connect_qmp(self) -> QMPClient:
         # QEMU creates the socket file just before it listens on it: a refusal in that
         # window is retried while QEMU lives.
-        assert self._qemu is not None
         deadline = time.monotonic() + QMP_TIMEOUT
         while True:
             client = QMPClient(self.name)
@@ -157,12 +183,14 @@ class QemuProcess:
                 await asyncio.wait_for(client.connect(str(self.layout.qmp_socket)), QMP_TIMEOUT)
                 return client
             except (OSError, QMPError):
-                if self._qemu.returncode is not None or time.monotonic() > deadline:
+                if self.pid is None or time.monotonic() > deadline:
                     raise
             await asyncio.sleep(0.05)
 
-    def _record(self, proc: asyncio.subprocess.Process, label: str) -> None:
-        self.ledger.record("process", pid=proc.pid, start=process_start_time(proc.pid), label=label)
+    def _record(self, proc: asyncio.subprocess.Process, label: str) -> ProcessRef:
+        ref = ProcessRef(proc.pid, process_start_time(proc.pid))
+        self.ledger.record("process", pid=ref.pid, start=ref.start, label=label)
+        return ref
 
     def _create_nvram(self) -> None:
         template = self.layout.host.ovmf_vars_template
@@ -186,13 +214,15 @@ class QemuProcess:
             self._swtpm = await _spawn(argv, path)
         except FileNotFoundError:
             raise NodeError(f"node {self.name} wants a TPM but swtpm is not installed") from None
-        self._record(self._swtpm, label)
+        self.swtpm_ref = self._record(self._swtpm, label)
         await _wait_for_socket(tpm_socket, self._swtpm, f"swtpm of node {self.name}", output)
 
     async def wait_exit(self) -> tuple[str, int | None]:
-        """Wait until QEMU or swtpm exits; say which, with QEMU's exit code if it was QEMU."""
+        """Wait until QEMU or swtpm exits; say which, with QEMU's exit code if it was QEMU
+        (and this run's child: an adopted one's code went to its reaper)."""
         qemu, swtpm = self._qemu, self._swtpm
-        assert qemu is not None
+        if qemu is None:
+            return await self._wait_adopted()
         waits = [asyncio.ensure_future(qemu.wait())]
         if swtpm is not None:
             waits.append(asyncio.ensure_future(swtpm.wait()))
@@ -205,15 +235,29 @@ class QemuProcess:
             return f"QEMU exited with {qemu.returncode}", qemu.returncode
         return f"swtpm exited with {swtpm.returncode if swtpm else '?'}", None
 
+    async def _wait_adopted(self) -> tuple[str, int | None]:
+        assert self.qemu_ref is not None
+        waits = {asyncio.ensure_future(wait_gone(self.qemu_ref.pid, self.qemu_ref.start)): "QEMU"}
+        if self.swtpm_ref is not None:
+            swtpm = wait_gone(self.swtpm_ref.pid, self.swtpm_ref.start)
+            waits[asyncio.ensure_future(swtpm)] = "swtpm"
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        return f"{waits[next(iter(done))]} exited", None
+
     async def quit(self, qmp: QMPClient | None) -> None:
         """Ask QEMU to quit and give it a moment (its disks are flushed on the way out)."""
-        if self._qemu is None or self._qemu.returncode is not None:
+        if self.pid is None:
             return
         if qmp is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(qmp.execute("quit"), 2)
+        exited = self._qemu.wait() if self._qemu is not None else self._wait_adopted()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._qemu.wait(), QUIT_GRACE)
+            await asyncio.wait_for(exited, QUIT_GRACE)
 
     async def kill(self) -> None:
         """End whatever still runs: TERM, then KILL after a grace period."""
@@ -221,6 +265,14 @@ class QemuProcess:
             if proc is not None and proc.returncode is None:
                 await stop_process_group(proc.pid, None, grace=QUIT_GRACE)
                 await proc.wait()
+        if self._qemu is None:  # adopted: not ours to await, ended by pid and start time
+            for ref in (self.qemu_ref, self.swtpm_ref):
+                if ref is not None:
+                    await stop_process_group(ref.pid, ref.start, grace=QUIT_GRACE)
+
+    async def release(self) -> None:
+        """Stop following them, and leave them running."""
+        await self._close_outputs()
 
     async def close(self) -> None:
         """Kill, then stop reading their output."""

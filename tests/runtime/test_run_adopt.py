@@ -1,0 +1,173 @@
+"""`vdc run --adopt`: after a SIGKILL of `vdc run`, the next run with the same run dir and
+spec takes over the machines and apps that kept running instead of booting them again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.guest.build import GuestPaths
+from tests.runtime.conftest import write
+from tests.runtime.guests import console, node_yaml, wait_power
+from tests.runtime.harness import HostNetns, Snapshot, VdcRun, assert_no_leftovers, snapshot
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+def lab(tmp_path: Path, guest: GuestPaths, marker: str, restart: str = "no") -> Path:
+    text = f"""\
+kind: Network
+name: adnet
+type: internal
+---
+kind: NetworkNamespace
+name: adns
+interfaces:
+- network: adnet
+  addresses: [10.6.0.1/24]
+apps:
+- name: ticker
+  command: [sh, -c, 'while :; do echo tick {marker}; sleep 0.2; done']
+---
+""" + node_yaml("ad1", guest, extra=f"interfaces: [adnet]\nrestart: {restart}\n")
+    return write(tmp_path / "lab.yml", text)
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@dataclass
+class Lab:
+    host: HostNetns
+    spec: Path
+    run_dir: Path
+    running: list[VdcRun]
+    before: Snapshot
+
+
+MakeLab = Callable[[str, str], Lab]
+
+
+@pytest.fixture
+def make_lab(
+    host: HostNetns, tmp_path: Path, guest: GuestPaths, running: list[VdcRun]
+) -> Iterator[MakeLab]:
+    """A lab's spec (its app's marker, its node's restart policy) in a fresh run dir;
+    whatever a failed test left running of it is removed by a --force run afterwards, so
+    no QEMU outlives the test."""
+    made: list[Lab] = []
+
+    def make(marker: str, restart: str = "no") -> Lab:
+        lab_ = Lab(host, lab(tmp_path, guest, marker, restart), tmp_path / "run", running,
+                   snapshot(host))  # fmt: skip
+        made.append(lab_)
+        return lab_
+
+    yield make
+    for lab_ in made:
+        if (lab_.run_dir / "vdc-ledger.jsonl").exists():
+            forced = VdcRun(host, [lab_.spec], lab_.run_dir, "--force").start()
+            forced.wait_ready(120)
+            forced.stop()
+
+
+def _killed_run(lab_: Lab) -> tuple[int, int]:
+    """A run whose guest booted, then SIGKILLed: its QEMU's and its app's pids."""
+    running = lab_.running
+    first = VdcRun(lab_.host, [lab_.spec], lab_.run_dir).start()
+    running.append(first)
+    first.wait_ready(120)
+    console(first, "ad1").wait_for("VDC-GUEST-READY")
+    qemu = first.api("/nodes/ad1")[1]["pid"]
+    app = first.api("/netns/adns")[1]["apps"][0]["pid"]
+    time.sleep(1.5)  # the run state follows the guest's readiness within a second
+    first.signal(signal.SIGKILL)
+    first.wait()
+    running.remove(first)
+    assert _running(qemu) and _running(app)
+    return qemu, app
+
+
+def test_a_killed_run_is_adopted_and_its_machines_keep_running(
+    make_lab: MakeLab, tmp_path: Path
+) -> None:
+    marker = "31817"
+    lab_ = make_lab(marker, "no")
+    host, spec, running = lab_.host, lab_.spec, lab_.running
+    qemu, app = _killed_run(lab_)
+
+    adopting = VdcRun(host, [spec], tmp_path / "run", "--adopt").start()
+    running.append(adopting)
+    adopting.wait_ready(60)
+    node = adopting.api("/nodes/ad1")[1]
+    assert (node["pid"], node["power_status"], node["restarts"]) == (qemu, "On", 0), node
+    assert adopting.api("/netns/adns")[1]["apps"][0]["pid"] == app
+    con = console(adopting, "ad1")
+    assert con.count("VDC-GUEST-READY") == 1  # one boot: the guest was never restarted
+    # Power actions reach the adopted QEMU.
+    assert adopting.api("/nodes/ad1/restart", "POST")[0] == 200
+    con.wait_for("VDC-GUEST-READY", count=2)
+    assert adopting.api("/nodes/ad1")[1]["pid"] == qemu
+
+    assert adopting.stop() == 0, adopting.output
+    running.remove(adopting)
+    assert not _running(qemu) and not _running(app)
+    assert_no_leftovers(lab_.before, host, markers=(marker,))
+
+
+def test_a_machine_that_ended_in_the_gap_follows_its_restart_policy(
+    make_lab: MakeLab, tmp_path: Path
+) -> None:
+    marker = "31827"
+    lab_ = make_lab(marker, "on-failure")
+    host, spec, running = lab_.host, lab_.spec, lab_.running
+    qemu, _ = _killed_run(lab_)
+    os.kill(qemu, signal.SIGKILL)  # while no run watches
+
+    adopting = VdcRun(host, [spec], tmp_path / "run", "--adopt").start()
+    running.append(adopting)
+    adopting.wait_ready(120)
+    node = wait_power(adopting, "ad1", "On")
+    assert node["pid"] != qemu and node["restarts"] == 1, node
+    assert "its QEMU ended while no run watched it" in adopting.output
+    assert adopting.stop() == 0, adopting.output
+    running.remove(adopting)
+    assert_no_leftovers(lab_.before, host, markers=(marker,))
+
+
+def test_adopting_another_spec_is_refused_and_touches_nothing(
+    make_lab: MakeLab, tmp_path: Path
+) -> None:
+    marker = "31837"
+    lab_ = make_lab(marker, "no")
+    host, spec, running = lab_.host, lab_.spec, lab_.running
+    qemu, app = _killed_run(lab_)
+    changed = write(tmp_path / "changed.yml", spec.read_text().replace("256M", "384M"))
+
+    refused = VdcRun(host, [changed], tmp_path / "run", "--adopt")
+    assert refused.run_to_exit() == 1
+    assert 'nodes[ad1].memory: "256M" -> "384M"' in refused.output, refused.output
+    assert _running(qemu) and _running(app)  # refusing touched nothing
+
+    nothing = VdcRun(host, [spec], tmp_path / "elsewhere", "--adopt")
+    assert nothing.run_to_exit() == 1
+    assert "nothing to adopt" in nothing.output
+
+    forced = VdcRun(host, [spec], tmp_path / "run", "--force").start()
+    running.append(forced)
+    forced.wait_ready(120)
+    assert not _running(qemu) and not _running(app)
+    assert forced.stop() == 0, forced.output
+    running.remove(forced)
+    assert_no_leftovers(lab_.before, host, markers=(marker,))
