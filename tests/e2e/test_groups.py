@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from tests.e2e.cluster import cluster, config
-from tests.e2e.conftest import Kube
+from tests.e2e.conftest import OPERATOR_NAMESPACE, Kube
 from tests.e2e.test_operator import EXAMPLE, NS, READY_TIMEOUT, plugin, pods_of, vdc, wait_ready
 from tests.prereqs import require
 from tests.runtime.test_run_groups import BIRD
@@ -258,3 +258,23 @@ def test_automatic_groups_pack_the_machines_under_the_pod_limit(operator: Kube) 
     finally:
         operator.call("delete", "vdc", name, "-n", NS, "--wait=true", "--timeout=300s")
     assert pods_of(operator, name) == []
+
+
+def test_removing_the_second_node_leaves_the_first_nodes_pods_alone(two_nodes: Kube) -> None:
+    """Stopping a node kills the container shims of its own containerd only: those of the
+    first node's pods (the operator's among them) run on."""
+
+    def operator_container() -> tuple[str, int]:
+        pod = two_nodes.get("pods", "-n", OPERATOR_NAMESPACE)["items"][0]
+        status = pod["status"]["containerStatuses"][0]
+        return status["containerID"], status["restartCount"]
+
+    before = operator_container()
+    layout = two_nodes.layout
+    cluster.remove_node(layout)
+    try:
+        time.sleep(3)  # a killed shim's container is seen dead by the kubelet within this
+        assert operator_container() == before
+    finally:
+        cluster.add_node(layout)
+        cluster.import_image(layout, require.image_archives()[RUNTIME_IMAGE], config.SECOND)

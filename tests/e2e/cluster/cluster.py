@@ -36,6 +36,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from itertools import pairwise
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `tests.e2e.cluster` importable
@@ -444,7 +445,7 @@ def remove_node(lay: config.Layout, node: config.Node = config.SECOND) -> None:
         if pid_of(own, "containerd") is not None:
             _remove_pods(own, node)
         stop(own, "containerd")
-        _kill_shims()
+        _kill_shims(own)
     _unmount(own)
     if Path(f"/run/netns/{node.netns}").exists():
         sh("ip", "netns", "delete", node.netns)
@@ -472,7 +473,7 @@ def down(lay: config.Layout, purge: bool = False) -> None:
             _remove_pods(lay)
         for name in ("kube-apiserver", "etcd", "containerd"):
             stop(lay, name)
-        _kill_shims()
+        _kill_shims(lay)
     _unmount(lay)
     for netns in Path("/run/netns").glob("cni-*"):
         with contextlib.suppress(subprocess.CalledProcessError):
@@ -502,13 +503,16 @@ def _remove_pods(lay: config.Layout, node: config.Node = config.FIRST) -> None:
         sh(*ctr, "containers", "delete", container, netns=ns, check=False)
 
 
-def _kill_shims() -> None:
-    # A shim whose containerd is gone still holds its container: stop the ones of ours.
-    out = subprocess.run(["pgrep", "-f", "containerd-shim-runc-v2 .*-address /run/vdc-e2e/"],
-                         capture_output=True, text=True).stdout  # fmt: skip
-    for pid in out.split():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(pid), signal.SIGKILL)
+def _kill_shims(lay: config.Layout) -> None:
+    """A shim whose containerd is gone still holds its container: stop those of the node
+    whose layout `lay` is, and no other node's (its pods run on)."""
+    # containerd starts each shim with `-address <its socket>` among the arguments.
+    wanted = (b"-address", str(lay.containerd_socket).encode())
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            argv = cmdline.read_bytes().split(b"\0")
+            if argv[0].endswith(b"containerd-shim-runc-v2") and wanted in pairwise(argv):
+                os.kill(int(cmdline.parent.name), signal.SIGKILL)
 
 
 def _unmount(lay: config.Layout) -> None:
