@@ -30,6 +30,9 @@ echo "test-cold: $(git -C "$dir/checkout/vdc" log -1 --format='%h %s' | cut -c1-
 echo "test-cold: in $dir/checkout/vdc, VDC_CACHE_DIR=$dir/cache"
 started=$(date +%s)
 status=0
+# A new machine's shell points Python at nothing: a PYTHONPATH of the caller's (a
+# developer's checkout) would make the clone's tests import the caller's code instead.
+unset PYTHONPATH PYTHONHOME VIRTUAL_ENV
 # The mount namespace only hides /var/cache/vdc; network namespaces, processes and the
 # rest of the file system are the machine's, as for any run.
 VDC_CACHE_DIR=$dir/cache PIP_CACHE_DIR=$dir/pip-cache \
