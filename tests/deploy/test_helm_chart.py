@@ -437,3 +437,14 @@ def test_chart_crd_is_current() -> None:
     )
     # Helm installs crds/ as is: no templating there.
     assert [p.name for p in (CHART / "crds").iterdir()] == ["virtualdatacenters.vdc.dev.yaml"]
+
+
+def test_an_all_digit_image_tag_is_a_tag() -> None:
+    """skaffold tags images with the commit's short hash and passes it with --set, which
+    reads 4944851 as a number: the chart takes it as the tag it is."""
+    docs = template("image.tag=4944851", "runtime.image.tag=4944851")
+    deployment = find(docs, "Deployment", "vdc")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "vdc.local/vdc-operator:4944851"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["VDC_RUNTIME_IMAGE"] == "vdc.local/vdc-runtime:4944851"

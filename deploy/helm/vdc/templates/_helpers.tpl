@@ -43,11 +43,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{- define "vdc.image" -}}
-{{- printf "%s:%s" .Values.image.repository .Values.image.tag }}
+{{- printf "%s:%s" .Values.image.repository (toString .Values.image.tag) }}
 {{- end }}
 
 {{- define "vdc.runtimeImage" -}}
-{{- printf "%s:%s" .Values.runtime.image.repository .Values.runtime.image.tag }}
+{{- printf "%s:%s" .Values.runtime.image.repository (toString .Values.runtime.image.tag) }}
 {{- end }}
 
 {{- define "vdc.webhookServiceName" -}}
