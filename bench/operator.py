@@ -28,6 +28,7 @@ the end; the cluster itself is left as `cluster.py up` leaves it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -43,31 +44,16 @@ sys.path.insert(0, str(ROOT))
 from tests.e2e.conftest import OPERATOR_NAMESPACE, Kube, operator_cluster  # noqa: E402
 
 import operator_scale  # noqa: E402
+from vdc_runtime.procs import process_start_time, process_started_at  # noqa: E402
 
 NS = "vdc-bench"
 IMAGE = "vdc.local/vdc-runtime:dev"
 TARGET = 3.0
-HZ = os.sysconf("SC_CLK_TCK")
-
-
-def boot_time() -> float:
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("btime "):
-            return float(line.split()[1])
-    raise RuntimeError("no btime in /proc/stat")
-
-
-BOOT = boot_time()
 
 
 def process_start(pid: int) -> float | None:
     """Wall-clock start of a process, from /proc (10 ms resolution)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return BOOT + int(fields[19]) / HZ
+    return process_started_at(process_start_time(pid))
 
 
 def pids(pattern: str) -> list[int]:
@@ -120,14 +106,6 @@ def pod_manifests(tag: str, count: int) -> str:
     return "\n---\n".join(json.dumps(d) for d in docs)
 
 
-def cpu_seconds(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / HZ
-
-
 def agents(tag: str) -> list[tuple[float, float]]:
     """(start time, CPU seconds so far) of the agents of this run's VDCs (told apart by
     their VDC_NAME)."""
@@ -138,9 +116,10 @@ def agents(tag: str) -> list[tuple[float, float]]:
         except OSError:
             continue
         if any(e.startswith(f"VDC_NAME=bench-{tag}-".encode()) for e in environ):
-            start, cpu = process_start(pid), cpu_seconds(pid)
-            if start is not None and cpu is not None:
-                found.append((start, cpu))
+            start = process_start(pid)
+            with contextlib.suppress(OSError):
+                if start is not None:
+                    found.append((start, operator_scale.cpu_seconds(pid)))
     return found
 
 

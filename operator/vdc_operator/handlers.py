@@ -44,6 +44,7 @@ def configure(
     # of this one): made at start-up, from the environment of that moment, not at import.
     memo.api = Api()
     memo.settings = builders.Settings.from_env()
+    memo.specs = PlacedSpecs(memo.settings)
     # kopf's bookkeeping stays out of the status users read (and the agent writes).
     settings.persistence.finalizer = f"{cr.GROUP}/cleanup"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=cr.GROUP)
@@ -422,6 +423,31 @@ async def delete(body: Any, logger: logging.Logger, memo: kopf.Memo, **_: Any) -
 # -- following the pod -------------------------------------------------------------------------
 
 
+class PlacedSpecs:
+    """Each VDC's spec as `builders.placed` makes it, once per generation (which changes
+    with the spec, never with the status): a pod's every event and every status write of
+    an agent (a VDC event) need it, and would each parse the whole spec again."""
+
+    KEPT = 4096
+
+    def __init__(self, settings: builders.Settings) -> None:
+        self.settings = settings
+        self._specs: dict[tuple[str, int], cr.VirtualDataCenterSpec] = {}
+
+    def of(self, vdc: Any) -> cr.VirtualDataCenterSpec:
+        """SpecErrors as `cr.parse` and `builders.placed`."""
+        meta = vdc["metadata"]
+        key = (meta.get("uid"), meta.get("generation"))
+        spec = self._specs.get(key) if None not in key else None  # type: ignore[arg-type]
+        if spec is None:
+            spec = builders.placed(cr.parse(dict(vdc.get("spec") or {})), self.settings)
+            if None not in key:
+                if len(self._specs) >= self.KEPT:
+                    del self._specs[next(iter(self._specs))]  # the oldest
+                self._specs[key] = spec  # type: ignore[index]
+        return spec
+
+
 @kopf.index(*RESOURCE)
 def vdcs(namespace: str, name: str, body: Any, **_: Any) -> dict[tuple[str, str], Any]:
     """Every VDC as its watch last showed it: a pod's event computes the VDC's status from
@@ -460,7 +486,7 @@ async def pod_changed(
         if vdc is None or vdc["metadata"].get("deletionTimestamp"):
             return
         try:
-            spec = builders.placed(cr.parse(dict(vdc.get("spec") or {})), memo.settings)
+            spec = memo.specs.of(vdc)
         except SpecErrors:
             return
         if pod is None:
@@ -501,7 +527,7 @@ async def groups_changed(body: Any, memo: kopf.Memo, **_: Any) -> None:
     if body["metadata"].get("deletionTimestamp"):
         return
     try:
-        spec = builders.placed(cr.parse(dict(body.get("spec") or {})), memo.settings)
+        spec = memo.specs.of(body)
     except SpecErrors:
         return
     if len(builders.pod_groups(spec)) < 2:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -120,10 +121,15 @@ class DataCenterRun:
 
     # -- what a later run adopts ---------------------------------------------------------
 
+    @functools.cached_property
+    def _canonical_spec(self) -> dict[str, Any]:
+        """Dumped once: the state is compared every STATE_INTERVAL, the spec never changes."""
+        return runstate.canonical(self.dc)
+
     def state(self) -> runstate.RunState:
         apps = self.apps.records() if self.apps is not None else {}
         return runstate.RunState(
-            spec=runstate.canonical(self.dc),
+            spec=self._canonical_spec,
             group=self.options.group.name if self.options.group is not None else None,
             nodes={name: m.record() for name, m in self.machines.items()},
             apps={
@@ -162,7 +168,7 @@ class DataCenterRun:
                 f"nothing to adopt in {run_dir}: no earlier run left a data center running"
                 " there (run without --adopt; --force clears what a run left)"
             )
-        found = runstate.differences(state.spec, runstate.canonical(self.dc))
+        found = runstate.differences(state.spec, self._canonical_spec)
         if found:
             raise StartupError(
                 f"cannot adopt the data center running from {run_dir}: it was built from"
@@ -181,9 +187,8 @@ class DataCenterRun:
         await self._prepare()
         for ns in self.dc.netns:
             for app in ns.apps:
-                label = f"{ns.name}/{app.name}"
-                record = state.apps.get(label)
                 app_state = self._app_state(ns.name, app)
+                record = state.apps.get(app_state.label)
                 if record is not None and record.process is not None:
                     ref = record.process
                     await self.apps.adopt(app_state, ref.pid, ref.start, record.restarts)

@@ -169,7 +169,7 @@ async def stop_process_group(pid: int, start: int | None, grace: float = STOP_GR
         return False
     deadline = time.monotonic() + grace
     # Polling /proc: after a killed run the process is not our child, so nothing to await.
-    while time.monotonic() < deadline and _alive(pid, start):  # noqa: ASYNC110
+    while time.monotonic() < deadline and running(pid, start):  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
@@ -186,7 +186,7 @@ async def wait_gone(pid: int, start: int | None) -> None:
     except ProcessLookupError:
         return
     try:
-        if not _alive(pid, start):
+        if not running(pid, start):
             return
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[None] = loop.create_future()
@@ -201,10 +201,6 @@ async def wait_gone(pid: int, start: int | None) -> None:
 
 def running(pid: int, start: int | None) -> bool:
     """The process runs (not a zombie) and is the one started at `start`."""
-    return _alive(pid, start)
-
-
-def _alive(pid: int, start: int | None) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
@@ -294,18 +290,17 @@ class AppSupervisor:
         self.cwd = cwd
         self.on_fatal = on_fatal
         self.apps: list[AppState] = []
-        self._procs: dict[int, tuple[asyncio.subprocess.Process, int | None]] = {}
-        self._adopted: dict[int, int | None] = {}
-        """Start times of the apps a killed run started, by pid (not our children)."""
+        self._running: dict[int, int | None] = {}
+        """Start times of the apps' processes that run, by pid: this run's children and
+        those it adopted from a killed run alike."""
         self._stopping = False
 
     def records(self) -> dict[str, tuple[int, int | None, int]]:
         """Each running app's pid, start time and restarts, by label (`runstate`)."""
-        starts = {pid: start for pid, (_, start) in self._procs.items()} | self._adopted
         return {
-            app.label: (app.pid, starts[app.pid], app.restarts)
+            app.label: (app.pid, self._running[app.pid], app.restarts)
             for app in self.apps
-            if app.pid is not None and app.pid in starts
+            if app.pid is not None and app.pid in self._running
         }
 
     async def adopt(self, app: AppState, pid: int, start: int | None, restarts: int) -> None:
@@ -315,7 +310,7 @@ class AppSupervisor:
         self.apps.append(app)
         app.pid, app.state, app.restarts = pid, "running", restarts
         app.started_at = process_started_at(start)
-        self._adopted[pid] = start
+        self._running[pid] = start
         watch = self._watch_adopted(app, pid, start)
         app._task = asyncio.create_task(watch, name=f"app {app.label}")
 
@@ -334,26 +329,30 @@ class AppSupervisor:
             app.state = "failed"
             raise RuntimeError(f"app {app.label}: cannot start {app.command[0]}: {exc}") from exc
         app.pid, app.state, app.started_at = proc.pid, "running", time.time()
-        self._procs[proc.pid] = (proc, process_start_time(proc.pid))
+        self._running[proc.pid] = process_start_time(proc.pid)
         log.info("app %s started (pid %d)", app.label, proc.pid)
         return proc
 
-    async def _watch(self, app: AppState, proc: asyncio.subprocess.Process) -> None:
+    @staticmethod
+    def _follow(app: AppState) -> OutputFollower:
         # Its output to the log at debug level (`vdc run -v`): a boot server's dnsmasq
         # would otherwise bury what a person follows in the terminal.
         output = OutputFollower(app.log_path, app.label, f"vdc.app.{app.label}", logging.DEBUG)
         output.start()
+        return output
+
+    async def _watch(self, app: AppState, proc: asyncio.subprocess.Process) -> None:
+        output = self._follow(app)
         try:
             await self._supervise(app, proc, output)
         finally:
             await output.close()
 
     async def _watch_adopted(self, app: AppState, pid: int, start: int | None) -> None:
-        output = OutputFollower(app.log_path, app.label, f"vdc.app.{app.label}", logging.DEBUG)
-        output.start()
+        output = self._follow(app)
         try:
             await wait_gone(pid, start)
-            self._adopted.pop(pid, None)
+            self._running.pop(pid, None)
             app.exit_code = None
             if self._stopping:
                 app.state = "stopped"
@@ -391,7 +390,7 @@ class AppSupervisor:
         backoff = 1.0
         while True:
             code = await proc.wait()
-            self._procs.pop(proc.pid, None)
+            self._running.pop(proc.pid, None)
             app.exit_code = code
             if self._stopping:
                 app.state = "stopped"
@@ -430,9 +429,9 @@ class AppSupervisor:
 
     async def stop(self) -> None:
         self._stopping = True
-        running = [(pid, start) for pid, (_, start) in self._procs.items()]
-        running += list(self._adopted.items())
-        await asyncio.gather(*(stop_process_group(pid, start) for pid, start in running))
+        await asyncio.gather(
+            *(stop_process_group(pid, start) for pid, start in list(self._running.items()))
+        )
         tasks = [app._task for app in self.apps if app._task is not None]
         current = asyncio.current_task()
         tasks = [t for t in tasks if t is not current]

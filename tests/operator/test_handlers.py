@@ -51,3 +51,17 @@ def test_handlers_take_the_api_and_settings_from_kopfs_memo(
     assert memo.api == "the API client"
     assert memo.settings.runtime_image == "registry.example/vdc-runtime:test"
     assert not hasattr(handlers, "SETTINGS")  # nothing read from the environment at import
+
+
+def test_a_vdcs_spec_is_parsed_once_per_generation() -> None:
+    from tests.operator.test_builders import vdc
+
+    specs = handlers.PlacedSpecs(handlers.builders.Settings())
+    body = vdc()
+    body["metadata"].update(uid="u-1", generation=1)
+    first = specs.of(body)
+    assert specs.of(body) is first  # a status write's event: the same spec
+    body["metadata"]["generation"] = 2
+    body["spec"]["nodes"][0]["memory"] = "512M"
+    second = specs.of(body)
+    assert second is not first and second.nodes[0].memory == "512M"

@@ -113,6 +113,10 @@ class NodeLayout:
     host: HostFacts
 
     @property
+    def swtpm_log(self) -> Path:
+        return self.output_log.with_name(f"{self.name}.swtpm.log")
+
+    @property
     def sockets(self) -> tuple[Path, ...]:
         """Every unix socket of the node (the runtime's, QEMU's and swtpm's)."""
         found = (

@@ -173,9 +173,10 @@ class Machine:
 
     def record(self) -> NodeRecord:
         """What a later run needs to adopt this machine (`runstate`)."""
+        alive = self.pid is not None
         return NodeRecord(
-            qemu=self.process.qemu_ref if self.pid is not None else None,
-            swtpm=self.process.swtpm_ref if self.pid is not None else None,
+            qemu=self.process.qemu_ref if alive else None,
+            swtpm=self.process.swtpm_ref if alive else None,
             restarts=self.restarts,
             boots=self.boots,
             ready_at=self.ready_at,

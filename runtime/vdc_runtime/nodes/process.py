@@ -163,8 +163,7 @@ class QemuProcess:
         self.qemu_ref, self.swtpm_ref = qemu, swtpm
         self._output = await self._follow(self.layout.output_log, f"qemu/{self.name}")
         if swtpm is not None:
-            await self._follow(self.layout.output_log.with_name(f"{self.name}.swtpm.log"),
-                               f"swtpm/{self.name}")  # fmt: skip
+            await self._follow(self.layout.swtpm_log, f"swtpm/{self.name}")
         try:
             return await self._connect_qmp()
         except (TimeoutError, OSError, QMPError) as exc:
@@ -206,7 +205,7 @@ class QemuProcess:
     async def _start_swtpm(self, tpm_dir: Path, tpm_socket: Path) -> None:
         await asyncio.to_thread(tpm_dir.mkdir, parents=True, exist_ok=True)
         label = f"swtpm/{self.name}"
-        path = self.layout.output_log.with_name(f"{self.name}.swtpm.log")
+        path = self.layout.swtpm_log
         output = await self._follow(path, label)
         argv = ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={tpm_dir}",
                 "--ctrl", f"type=unixio,path={tpm_socket}"]  # fmt: skip

@@ -543,11 +543,15 @@ def _remove_cgroup_tree(top: Path) -> None:
 
 
 def status(lay: config.Layout) -> bool:
-    ok = True
-    for name in START_ORDER:
-        pid = pid_of(lay, name)
-        print(f"{name:<24} {'running, pid ' + str(pid) if pid else 'not running'}")
-        ok &= pid is not None
+    """Print each component and node; True when the cluster (its first node) is healthy."""
+
+    def components(own: config.Layout, names: tuple[str, ...], prefix: str = "") -> bool:
+        pids = {name: pid_of(own, name) for name in names}
+        for name, pid in pids.items():
+            print(f"{prefix + name:<24} {'running, pid ' + str(pid) if pid else 'not running'}")
+        return all(pids.values())
+
+    ok = components(lay, START_ORDER)
     try:
         ready = api_get(lay, "/readyz")[0] == 200
         node = node_ready(lay)
@@ -557,10 +561,7 @@ def status(lay: config.Layout) -> bool:
     print(f"{'node ' + config.NODE:<24} {'Ready' if node else 'not Ready'}")
     second = lay.of(config.SECOND)
     if second.run.exists():
-        for name in NODE_COMPONENTS:
-            pid = pid_of(second, name)
-            print(f"{config.SECOND.name + ' ' + name:<24} "
-                  f"{'running, pid ' + str(pid) if pid else 'not running'}")  # fmt: skip
+        components(second, NODE_COMPONENTS, f"{config.SECOND.name} ")
         with contextlib.suppress(OSError, urllib.error.URLError):
             ready2 = node_ready(lay, config.SECOND.name)
             print(f"{'node ' + config.SECOND.name:<24} {'Ready' if ready2 else 'not Ready'}")
