@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from tests.e2e.conftest import OPERATOR_NAMESPACE, Kube, operator_cluster  # noqa: E402
 
 import operator_scale  # noqa: E402
-from vdc_runtime.procs import process_start_time, process_started_at  # noqa: E402
+from vdc_runtime.launch import process_start_time, process_started_at  # noqa: E402
 
 NS = "vdc-bench"
 IMAGE = "vdc.local/vdc-runtime:dev"

@@ -42,6 +42,10 @@ ENV_ASSIGNMENT = "VDC_GROUP_ASSIGNMENT"
 """In each pod of a VDC with automatic groups: every member's group, as the operator packed
 them (`packing.Assignment.to_json`); the agent applies it to the spec."""
 AGENT_CONTAINER = "agent"
+HOLDER_CONTAINER = "holder"
+"""Runs the machines and apps for the agent, so that they outlive its container
+(`vdc_runtime.holder`)."""
+HOLDER_SOCKET = "/run/vdc/holder.sock"
 SOURCES_DIR = "/etc/vdc/sources"
 RUN_DIR, DATA_DIR, CACHE_DIR = "/run/vdc", "/var/lib/vdc", "/var/cache/vdc"
 RUNNER_STATE_DIR = "/run/vdc-runners"
@@ -371,6 +375,31 @@ def requests(
     return out
 
 
+def split_requests(
+    total: Mapping[str, str], settings: Settings
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The pod's requests (`requests`) between its agent and its holder: the agent its own
+    overhead, the holder the rest, its QEMUs' (the kernel charges a process's CPU and
+    memory to the container it runs in, and weighs CPU between containers by request)."""
+    milli = math.ceil(cr.quantity(total["cpu"]) * 1000)
+    memory = math.ceil(cr.quantity(total["memory"]))
+    agent_milli = min(settings.cpu_overhead_milli, milli)
+    agent_memory = min(settings.memory_overhead_mib * MIB, memory)
+    agent = {"cpu": f"{agent_milli}m", "memory": f"{agent_memory // MIB}Mi"}
+    holder = {"cpu": f"{milli - agent_milli}m", "memory": f"{(memory - agent_memory) // MIB}Mi"}
+    return agent, holder
+
+
+def pod_requests(pod: Mapping[str, Any]) -> dict[str, str]:
+    """What a pod requests in all (as the scheduler sums it), in millicores and MiB."""
+    milli = memory = 0
+    for container in pod["spec"]["containers"]:
+        wanted = (container.get("resources") or {}).get("requests") or {}
+        milli += math.ceil(cr.quantity(wanted.get("cpu", "0")) * 1000)
+        memory += math.ceil(cr.quantity(wanted.get("memory", "0")))
+    return {"cpu": f"{milli}m", "memory": f"{memory // MIB}Mi"}
+
+
 def pod_hash(
     vdc: Mapping[str, Any], settings: Settings, groups: packing.Assignment | None = None
 ) -> str:
@@ -407,10 +436,12 @@ def build_pod(
     for resource in (settings.kvm_resource, settings.tun_resource):
         if resource:
             limits[resource] = "1"
-    resources: dict[str, Any] = {"requests": requests(spec, settings, group)}
+    agent_requests, holder_requests = split_requests(requests(spec, settings, group), settings)
+    # QEMU opens /dev/kvm and the taps' /dev/net/tun: the devices are the holder's.
+    holder_resources: dict[str, Any] = {"requests": holder_requests}
     if limits:
-        resources["limits"] = limits
-        resources["requests"].update(limits)
+        holder_resources["limits"] = limits
+        holder_resources["requests"].update(limits)
     volumes: list[dict[str, Any]] = [
         {"name": "run", "emptyDir": {"medium": "Memory"}},
         {"name": "data", "emptyDir": {}},
@@ -445,13 +476,14 @@ def build_pod(
             field_env("POD_NAME", "metadata.name"),
             field_env("POD_IP", "status.podIP"),
             {"name": "VDC_SOURCES_DIR", "value": SOURCES_DIR},
+            {"name": "VDC_HOLDER_SOCKET", "value": HOLDER_SOCKET},
             {"name": "VDC_METRICS_PORT", "value": str(METRICS_PORT)},
             # The whole assignment, not the pod's part: the agent derives the stretched
             # networks and its peers from every group's members.
             *([{"name": ENV_ASSIGNMENT, "value": auto.to_json()}] if auto else []),
         ],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
-        "resources": resources,
+        "resources": {"requests": agent_requests},
         "securityContext": {"privileged": True},
         "volumeMounts": mounts,
         # The agent serves /healthz once its machines start, which may follow long image
@@ -468,12 +500,25 @@ def build_pod(
             "failureThreshold": 3,
         },
     }
+    # No probe: a holder restarted kills what it holds; it has nothing to fix that way.
+    holder = {
+        "name": HOLDER_CONTAINER,
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": ["holder", "--socket", HOLDER_SOCKET],
+        "resources": holder_resources,
+        "securityContext": {"privileged": True},
+        # The paths QEMU's arguments and the apps' commands name, as the agent sees them.
+        "volumeMounts": [dict(m) for m in mounts if m["name"] != "runner-state"],
+    }
     pod_spec: dict[str, Any] = {
         "serviceAccountName": agent_name(meta["name"]),
         "restartPolicy": "Always",
         "enableServiceLinks": False,
+        # The agent watches, stops and adopts the holder's processes by pid.
+        "shareProcessNamespace": True,
         "terminationGracePeriodSeconds": settings.termination_grace_seconds,
-        "containers": [agent, *runner_containers],
+        "containers": [agent, holder, *runner_containers],
         "volumes": volumes,
     }
     if pod.node_selector:

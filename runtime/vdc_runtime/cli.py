@@ -256,8 +256,15 @@ def cmd_agent(args: argparse.Namespace) -> int:
         sources_dir=args.sources_dir,
         listen_addr=args.listen_addr,
         metrics_port=args.metrics_port,
+        holder=args.holder,
     )
     return asyncio.run(run_agent(options))
+
+
+def cmd_holder(args: argparse.Namespace) -> int:
+    from vdc_runtime.holder.server import run_holder
+
+    return run_holder(args.socket.absolute())
 
 
 def _add_strict(parser: argparse.ArgumentParser) -> None:
@@ -545,7 +552,20 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--metrics-port", type=int,
                        default=int(env.get("VDC_METRICS_PORT", "9090")),
                        help="Prometheus metrics and /healthz (all addresses)")  # fmt: skip
+    agent.add_argument("--holder", type=Path,
+                       default=Path(env["VDC_HOLDER_SOCKET"]) if env.get("VDC_HOLDER_SOCKET")
+                       else None,
+                       help="the holder's socket (env VDC_HOLDER_SOCKET): machines and apps"
+                            " are started there, and survive a restart of the agent")  # fmt: skip
     agent.set_defaults(func=cmd_agent)
+
+    holder = sub.add_parser(
+        "holder",
+        help="start the agent's machines and apps and keep them, and its network namespaces,"
+        " while the agent's container restarts (a container of its pod)",
+    )
+    holder.add_argument("--socket", type=Path, default=Path("/run/vdc/holder.sock"))
+    holder.set_defaults(func=cmd_holder)
 
     runner = sub.add_parser(
         "runner", help="run a GitHub Actions runner and record its state for the agent"

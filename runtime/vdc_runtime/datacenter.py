@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from vdc_runtime import fabric, groups, procs, runstate
 from vdc_runtime.fabric import leftovers, tunnels
-from vdc_runtime.forward import Forwards
+from vdc_runtime.fabric import netns as nsutil
+from vdc_runtime.forward import ForwardError, Forwards
+from vdc_runtime.holder.client import HolderClient, HolderError, close_quietly
+from vdc_runtime.launch import HolderLauncher, Launcher, LocalLauncher
 from vdc_runtime.ledger import Ledger, RunLock
 from vdc_runtime.options import GroupOptions, RunOptions, StartupError
 from vdc_runtime.phases import RunPhase
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
     from vdc_runtime.nodes.machine import Machine
 
 log = logging.getLogger("vdc.datacenter")
+_NO_NODE = runstate.NodeRecord()
+_NO_APP = runstate.AppRecord()
 T = TypeVar("T")
 STATE_INTERVAL = 1.0
 
@@ -69,6 +74,15 @@ class DataCenterRun:
         self._state_keeper: asyncio.Task[None] | None = None
         self._adopting = False
         """A failed adoption leaves what it found: it was not this run's to remove."""
+        self.holder = HolderClient(options.holder) if options.holder is not None else None
+        self.launcher: Launcher = (
+            HolderLauncher(self.holder) if self.holder is not None else LocalLauncher()
+        )
+        self._holder_id: str | None = None
+        """The holder that holds this run's namespaces (a restarted one holds none)."""
+        self.adopted: dict[str, int] | None = None
+        """After an adoption: how many machines and apps ran on, and how many had ended
+        and were started again."""
 
     @property
     def machines(self) -> dict[str, Machine]:
@@ -101,14 +115,17 @@ class DataCenterRun:
         self.options.run_dir.mkdir(parents=True, exist_ok=True)
         self.lock.acquire()
         try:
+            if self.holder is not None:
+                try:
+                    await self.holder.wait_ready()
+                except HolderError as exc:
+                    raise StartupError(f"the holder does not answer: {exc}") from None
             if self.options.adopt:
                 await self._adopt()
             else:
                 await self._clear_leftovers()
                 self.ledger = Ledger(self.options.run_dir)
-                self.apps = procs.AppSupervisor(
-                    self.ledger, on_fatal=self._fatal, cwd=self.options.workdir
-                )
+                self.apps = self._app_supervisor()
                 await self._build()
         except BaseException:
             self.phase = RunPhase.FAILED
@@ -126,6 +143,12 @@ class DataCenterRun:
         """Dumped once: the state is compared every STATE_INTERVAL, the spec never changes."""
         return runstate.canonical(self.dc)
 
+    def _app_supervisor(self) -> procs.AppSupervisor:
+        assert self.ledger is not None
+        return procs.AppSupervisor(
+            self.ledger, on_fatal=self._fatal, cwd=self.options.workdir, launcher=self.launcher
+        )
+
     def state(self) -> runstate.RunState:
         apps = self.apps.records() if self.apps is not None else {}
         return runstate.RunState(
@@ -136,6 +159,10 @@ class DataCenterRun:
                 label: runstate.AppRecord(runstate.ProcessRef(pid, start), restarts)
                 for label, (pid, start, restarts) in apps.items()
             },
+            forwards=tuple(
+                runstate.ForwardRecord(f.local_port, f.netns, f.remote_host, f.remote_port, f.bind)
+                for f in self.forwards.items.values()
+            ),
         )
 
     def save_state(self) -> None:
@@ -148,8 +175,56 @@ class DataCenterRun:
         killed."""
         while True:
             await asyncio.sleep(STATE_INTERVAL)
-            if self.phase == RunPhase.RUNNING and self.state() != self._saved_state:
+            if self.phase != RunPhase.RUNNING:
+                continue
+            if self.state() != self._saved_state:
                 await asyncio.to_thread(self.save_state)
+            if self.holder is not None:
+                await self._check_holder()
+
+    # -- the holder ----------------------------------------------------------------------
+
+    async def _hold_namespaces(self) -> None:
+        """Have the holder keep every namespace open: with the agent's container, its
+        mounts of them go, and a namespace without a process would go with them."""
+        assert self.holder is not None and self.plan is not None
+        for ns in self.plan.namespaces:
+            fd = await asyncio.to_thread(nsutil.open_fd, ns.name)
+            try:
+                await self.holder.hold(ns.name, fd)
+            finally:
+                os.close(fd)
+        self._holder_id = self.holder.holder_id
+
+    async def _restore_namespaces(self) -> list[str]:
+        """Mount again the namespaces the holder kept (a new agent container has none of
+        its predecessor's mounts); their names."""
+        assert self.holder is not None
+        held = await self.holder.held()
+        try:
+            for name, fd in held.items():
+                await asyncio.to_thread(nsutil.attach, name, fd)
+        finally:
+            close_quietly(held)
+        self._holder_id = self.holder.holder_id
+        return sorted(held)
+
+    async def _check_holder(self) -> None:
+        """A holder restarted (its container died) holds nothing, and its children, the
+        machines and apps, died with it: they restart by their policies through the new
+        holder; the namespaces, still mounted here, are handed to it again."""
+        assert self.holder is not None
+        try:
+            await self.holder.state()
+        except HolderError as exc:
+            log.warning("%s", exc)
+            return
+        if self.holder.holder_id != self._holder_id and self.plan is not None:
+            log.warning("the holder was restarted: handing it the namespaces again")
+            try:
+                await self._hold_namespaces()
+            except (HolderError, OSError) as exc:
+                log.warning("cannot hand the namespaces to the holder: %s", exc)
 
     async def _adopt(self) -> None:
         """Take over the data center a killed run with this run dir left running, built
@@ -183,7 +258,12 @@ class DataCenterRun:
             )
         self._adopting = True
         self.ledger = Ledger(run_dir, entries)
-        self.apps = procs.AppSupervisor(self.ledger, on_fatal=self._fatal, cwd=self.options.workdir)
+        self.apps = self._app_supervisor()
+        if self.holder is not None:
+            try:
+                await self._restore_namespaces()
+            except (HolderError, OSError) as exc:
+                raise StartupError(f"cannot adopt: the holder's namespaces: {exc}") from None
         await self._prepare()
         for ns in self.dc.netns:
             for app in ns.apps:
@@ -196,9 +276,33 @@ class DataCenterRun:
                     await self.apps.start(app_state)
         if self.fleet is not None:
             await self.fleet.adopt(self.ledger, state.nodes)
+        for fwd in state.forwards:
+            try:
+                await self.forwards.add(
+                    fwd.local_port, fwd.netns, fwd.remote_host, fwd.remote_port, fwd.bind
+                )
+            except ForwardError as exc:
+                log.warning("forward %d not served again: %s", fwd.local_port, exc)
+        restarted_nodes = sum(
+            1
+            for m in self.machines.values()
+            if m.restarts > state.nodes.get(m.name, _NO_NODE).restarts
+        )
+        restarted_apps = sum(
+            1 for a in self.apps.apps if a.restarts > state.apps.get(a.label, _NO_APP).restarts
+        )
+        self.adopted = {
+            "machines": len(self.machines) - restarted_nodes,
+            "machines_restarted": restarted_nodes,
+            "apps": len(self.apps.apps) - restarted_apps,
+            "apps_restarted": restarted_apps,
+            "forwards": len(self.forwards.items),
+        }
         log.info(
-            "adopted the data center running from %s: %d machines, %d apps",
-            run_dir, len(self.machines), len(self.apps.apps),
+            "adopted the data center running from %s: %d machines (%d started again),"
+            " %d apps (%d started again), %d forwards",
+            run_dir, len(self.machines), restarted_nodes, len(self.apps.apps), restarted_apps,
+            len(self.forwards.items),
         )  # fmt: skip
 
     async def _prepare(self) -> None:
@@ -213,6 +317,7 @@ class DataCenterRun:
             self.fleet = Fleet(
                 self.dc,
                 self.options,
+                launcher=self.launcher,
                 publish_order=[node.name for node in self.spec.nodes],
                 nft_table=self.table,
                 on_fatal=self._fatal,
@@ -250,6 +355,11 @@ class DataCenterRun:
             await _finish(fabric.build(self.plan, self.ledger))
         except (fabric.FabricError, OSError) as exc:
             raise StartupError(str(exc)) from exc
+        if self.holder is not None:
+            try:
+                await self._hold_namespaces()
+            except (HolderError, OSError) as exc:
+                raise StartupError(f"cannot hand the namespaces to the holder: {exc}") from exc
         self.timings["fabric"] = time.perf_counter() - t0
         log.info(
             "fabric ready in %.2f s: %d bridges, %d namespaces, %d veths (mtu %s)",
@@ -349,6 +459,10 @@ class DataCenterRun:
 
     async def _clear_leftovers(self) -> None:
         entries = Ledger.load(self.options.run_dir)
+        if self.holder is not None and entries and self.options.force:
+            # Mounted again so that they are removed as any other leftover.
+            with contextlib.suppress(HolderError, OSError):
+                await self._restore_namespaces()
         conflicts = await leftovers.find(self.dc, self.group, self.table)
         if not entries and not conflicts:
             return
@@ -365,9 +479,19 @@ class DataCenterRun:
         log.warning("--force: removing what an earlier run left behind")
         problems = await self._undo(entries)
         problems += await leftovers.remove(self.dc, self.group, self.table)
+        problems += await self._release_namespaces()
         for problem in problems:
             log.warning("--force: %s", problem)
         (self.options.run_dir / "vdc-ledger.jsonl").unlink(missing_ok=True)
+
+    async def _release_namespaces(self) -> list[str]:
+        if self.holder is None:
+            return []
+        try:
+            await self.holder.release()
+        except HolderError as exc:
+            return [str(exc)]
+        return []
 
     @staticmethod
     async def _undo(entries: list[dict[str, Any]]) -> list[str]:
@@ -395,6 +519,7 @@ class DataCenterRun:
         problems: list[str] = []
         if self.ledger is not None:
             problems = await self._undo(self.ledger.entries)
+            problems += await self._release_namespaces()
             self.ledger.close(remove=not problems)
             self.ledger = None
             runstate.remove(self.options.run_dir)

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 
 from vdc_runtime.bmc.service import BmcError, BmcManager
 from vdc_runtime.fabric.plan import TapPlan
+from vdc_runtime.launch import Launcher, running
 from vdc_runtime.ledger import Ledger
 from vdc_runtime.nodes.host import find_ovmf, probe_accel, vhost_available
 from vdc_runtime.nodes.layout import DriveLayout, HostFacts, NodeLayout, plan_node
 from vdc_runtime.nodes.machine import Machine, NodeError
 from vdc_runtime.options import RunOptions, StartupError
-from vdc_runtime.procs import running
 from vdc_runtime.runstate import NodeRecord
 from vdc_runtime.spec import DataCenter, Node
 
@@ -39,9 +39,11 @@ class Fleet:
         on_fatal: Callable[[str], object],
         accepting_bmcs: Callable[[], bool],
         publish_order: list[str] | None = None,
+        launcher: Launcher | None = None,
     ) -> None:
         """Reads the BMC password files: a bad one fails here, before anything exists."""
         self.dc = dc
+        self.launcher = launcher
         self.options = options
         self.on_fatal = on_fatal
         self.accepting_bmcs = accepting_bmcs
@@ -164,6 +166,7 @@ class Fleet:
                 ledger,
                 on_fatal=self.on_fatal,
                 on_bmc_address=self._bmc_announced,
+                launcher=self.launcher,
             )
 
     async def start(self, ledger: Ledger) -> None:

@@ -41,6 +41,9 @@ class RunOptions:
     workdir: Path | None = None
     recreate_volumes: bool = False
     group: GroupOptions | None = None
+    holder: Path | None = None
+    """The holder's socket (`vdc_runtime.holder`): it starts the machines and apps, and
+    holds the namespaces, so that they outlive this process (an agent in a pod)."""
 
     @property
     def log_dir(self) -> Path:

@@ -1,17 +1,15 @@
 """Programs run inside network namespaces: init-scripts once, apps for the whole run.
 
 They share the host's filesystem and mount namespace; only the network stack is the
-namespace's. `nsenter --net` is used rather than `ip netns exec`, whose private mount
-namespace hides the cgroup mounts some daemons need.
+namespace's. Init-scripts are this process's children, which it waits for; apps are
+started by a `launch.Launcher` (in a pod, the holder's, so they outlive the agent).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,13 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from vdc_runtime.fabric.netns import netns_path
+from vdc_runtime.launch import (
+    STOP_GRACE,
+    Launched,
+    Launcher,
+    LocalLauncher,
+    in_netns,
+    process_start_time,
+    process_started_at,
+    stop_process_group,
+)
 from vdc_runtime.ledger import Ledger
 
 log = logging.getLogger("vdc.procs")
 
 INIT_SCRIPT_TIMEOUT = 300.0
-STOP_GRACE = 5.0
 RESTART_BACKOFF_MAX = 30.0
 FOLLOW_INTERVAL = 0.25
 
@@ -34,64 +40,22 @@ class InitScriptError(RuntimeError):
     pass
 
 
-def process_start_time(pid: int) -> int | None:
-    """Start time in clock ticks since boot: with the pid, it names one process for good."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name may contain spaces and parentheses; fields follow the last ')'.
-    return int(stat[stat.rindex(")") + 2 :].split()[19])
-
-
-def process_started_at(start: int | None) -> float | None:
-    """Wall-clock time of a start time in clock ticks since boot (`process_start_time`)."""
-    if start is None:
-        return None
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("btime "):
-            return int(line.split()[1]) + start / os.sysconf("SC_CLK_TCK")
-    return None
-
-
-def _in_netns(netns: str, argv: Sequence[str]) -> list[str]:
-    return ["nsenter", f"--net={netns_path(netns)}", "--", *argv]
-
-
-async def _spawn(
-    netns: str,
-    argv: Sequence[str],
-    ledger: Ledger,
-    label: str,
-    cwd: Path | None = None,
-    output: Path | None = None,
+async def _spawn_piped(
+    netns: str, argv: Sequence[str], ledger: Ledger, label: str, cwd: Path | None = None
 ) -> asyncio.subprocess.Process:
-    """Start `argv` in `netns`, its output into the file `output` (`open_output`), or
-    into a pipe to this process when None (init-scripts, which it waits for)."""
-    fd = open_output(output) if output is not None else None
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *_in_netns(netns, argv),
-            cwd=cwd,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=fd if fd is not None else asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            # Its own process group, so stopping it also stops whatever it started.
-            start_new_session=True,
-        )
-    finally:
-        if fd is not None:
-            os.close(fd)
+    """Start `argv` in `netns`, its output into a pipe to this process (init-scripts,
+    which it waits for)."""
+    proc = await asyncio.create_subprocess_exec(
+        *in_netns(netns, argv),
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        # Its own process group, so stopping it also stops whatever it started.
+        start_new_session=True,
+    )
     ledger.record("process", pid=proc.pid, start=process_start_time(proc.pid), label=label)
     return proc
-
-
-def open_output(path: Path) -> int:
-    """A long-lived child's stdout and stderr: a file it appends to itself. Through a pipe,
-    the child would die of SIGPIPE at its next line once this process is gone (killed, or
-    restarted), and what it printed meanwhile would be lost; a file keeps both."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
 
 class OutputFollower:
@@ -159,65 +123,13 @@ async def _pump(stream: asyncio.StreamReader, prefix: str, tail: list[str]) -> N
         del tail[:-20]
 
 
-async def stop_process_group(pid: int, start: int | None, grace: float = STOP_GRACE) -> bool:
-    """SIGTERM the group, SIGKILL it after `grace`; False if that process was already gone."""
-    if start is not None and process_start_time(pid) != start:
-        return False  # exited, and the pid may belong to someone else now
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + grace
-    # Polling /proc: after a killed run the process is not our child, so nothing to await.
-    while time.monotonic() < deadline and running(pid, start):  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    return True
-
-
-async def wait_gone(pid: int, start: int | None) -> None:
-    """Return when the process exits, whoever's child it is: one an earlier run started,
-    which this run adopts, cannot be awaited as a child; its pidfd becomes readable when
-    it ends. (Its exit code goes to its reaper, not to us.) At once when it is gone
-    already, or the pid now names another process (`start` differs)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        if not running(pid, start):
-            return
-        loop = asyncio.get_running_loop()
-        ended: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(fd, lambda: ended.done() or ended.set_result(None))
-        try:
-            await ended
-        finally:
-            loop.remove_reader(fd)
-    finally:
-        os.close(fd)
-
-
-def running(pid: int, start: int | None) -> bool:
-    """The process runs (not a zombie) and is the one started at `start`."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":
-        return False
-    return start is None or int(fields[19]) == start
-
-
 async def run_init_scripts(
     netns: str, scripts: Sequence[Path], ledger: Ledger, cwd: Path | None = None
 ) -> None:
     """Run a namespace's init-scripts in order; the first failure aborts with its output."""
     for script in scripts:
         prefix = f"{netns}/{script.name}"
-        proc = await _spawn(netns, [str(script)], ledger, label=prefix, cwd=cwd)
+        proc = await _spawn_piped(netns, [str(script)], ledger, label=prefix, cwd=cwd)
         tail: list[str] = []
         assert proc.stdout is not None
         try:
@@ -277,7 +189,8 @@ class AppSupervisor:
 
     `on_fatal` is called when an app exits in a way its policy does not absorb: with
     restart "no", any non-zero exit (as Placemat: the whole run stops). An exit with 0 under
-    "no" is reported and the run goes on, also as Placemat.
+    "no" is reported and the run goes on, also as Placemat. An app whose exit status nobody
+    can know (adopted from a killed `vdc run`: it went to init) counts as failed.
     """
 
     def __init__(
@@ -285,88 +198,62 @@ class AppSupervisor:
         ledger: Ledger,
         on_fatal: Callable[[str], Awaitable[None] | None],
         cwd: Path | None = None,
+        launcher: Launcher | None = None,
     ) -> None:
         self.ledger = ledger
         self.cwd = cwd
         self.on_fatal = on_fatal
+        self.launcher: Launcher = launcher if launcher is not None else LocalLauncher()
         self.apps: list[AppState] = []
-        self._running: dict[int, int | None] = {}
-        """Start times of the apps' processes that run, by pid: this run's children and
-        those it adopted from a killed run alike."""
+        self._running: dict[int, Launched] = {}
+        """The apps' processes that run, by pid: started by this run, or adopted."""
         self._stopping = False
 
     def records(self) -> dict[str, tuple[int, int | None, int]]:
         """Each running app's pid, start time and restarts, by label (`runstate`)."""
         return {
-            app.label: (app.pid, self._running[app.pid], app.restarts)
+            app.label: (app.pid, self._running[app.pid].start, app.restarts)
             for app in self.apps
             if app.pid is not None and app.pid in self._running
         }
 
     async def adopt(self, app: AppState, pid: int, start: int | None, restarts: int) -> None:
-        """Take over an app that a killed run started: followed until it ends, then its
-        restart policy applies as to any other exit (one that ended while no run watched
-        is found at once). Its exit code went to another parent: it counts as a failure."""
+        """Take over an app that a killed run (or agent) started: followed until it ends,
+        then its restart policy applies as to any other exit (one that ended while no run
+        watched is found at once)."""
         self.apps.append(app)
+        proc = self.launcher.adopt(pid, start)
         app.pid, app.state, app.restarts = pid, "running", restarts
         app.started_at = process_started_at(start)
-        self._running[pid] = start
-        watch = self._watch_adopted(app, pid, start)
-        app._task = asyncio.create_task(watch, name=f"app {app.label}")
+        self._running[pid] = proc
+        app._task = asyncio.create_task(self._watch(app, proc), name=f"app {app.label}")
 
     async def start(self, app: AppState) -> None:
         self.apps.append(app)
         proc = await self._launch(app)
         app._task = asyncio.create_task(self._watch(app, proc), name=f"app {app.label}")
 
-    async def _launch(self, app: AppState) -> asyncio.subprocess.Process:
+    async def _launch(self, app: AppState) -> Launched:
         try:
-            proc = await _spawn(
-                app.netns, app.command, self.ledger, label=app.label, cwd=self.cwd,
-                output=app.log_path,
-            )  # fmt: skip
+            proc = await self.launcher.spawn(
+                app.command, app.log_path, label=app.label, netns=app.netns, cwd=self.cwd
+            )
         except OSError as exc:
             app.state = "failed"
             raise RuntimeError(f"app {app.label}: cannot start {app.command[0]}: {exc}") from exc
+        self.ledger.record("process", pid=proc.pid, start=proc.start, label=app.label)
         app.pid, app.state, app.started_at = proc.pid, "running", time.time()
-        self._running[proc.pid] = process_start_time(proc.pid)
+        self._running[proc.pid] = proc
         log.info("app %s started (pid %d)", app.label, proc.pid)
         return proc
 
-    @staticmethod
-    def _follow(app: AppState) -> OutputFollower:
+    async def _watch(self, app: AppState, proc: Launched) -> None:
         # Its output to the log at debug level (`vdc run -v`): a boot server's dnsmasq
         # would otherwise bury what a person follows in the terminal.
         output = OutputFollower(app.log_path, app.label, f"vdc.app.{app.label}", logging.DEBUG)
         output.start()
-        return output
-
-    async def _watch(self, app: AppState, proc: asyncio.subprocess.Process) -> None:
-        output = self._follow(app)
         try:
             await self._supervise(app, proc, output)
-        finally:
-            await output.close()
-
-    async def _watch_adopted(self, app: AppState, pid: int, start: int | None) -> None:
-        output = self._follow(app)
-        try:
-            await wait_gone(pid, start)
-            self._running.pop(pid, None)
-            app.exit_code = None
-            if self._stopping:
-                app.state = "stopped"
-                return
-            if app.restart == "no":
-                app.state = "failed"
-                message = f"app {app.label} (pid {pid}, adopted) exited{_last(output)}"
-                log.error("%s", message)
-                await self._fail(message)
-                return
-            log.warning("app %s (pid %d, adopted) exited; restarting it", app.label, pid)
-            proc = await self._relaunch(app)
-            if proc is not None:
-                await self._supervise(app, proc, output)
         finally:
             await output.close()
 
@@ -375,7 +262,7 @@ class AppSupervisor:
         if result is not None:
             await result
 
-    async def _relaunch(self, app: AppState) -> asyncio.subprocess.Process | None:
+    async def _relaunch(self, app: AppState) -> Launched | None:
         """The app started again, or None (the run failed, saying why)."""
         app.restarts += 1
         try:
@@ -384,9 +271,7 @@ class AppSupervisor:
             await self._fail(str(exc))
             return None
 
-    async def _supervise(
-        self, app: AppState, proc: asyncio.subprocess.Process, output: OutputFollower
-    ) -> None:
+    async def _supervise(self, app: AppState, proc: Launched, output: OutputFollower) -> None:
         backoff = 1.0
         while True:
             code = await proc.wait()
@@ -395,6 +280,7 @@ class AppSupervisor:
             if self._stopping:
                 app.state = "stopped"
                 return
+            how = f"exited with {code}" if code is not None else "exited (status unknown)"
             restart = app.restart == "always" or (app.restart == "on-failure" and code != 0)
             if not restart:
                 app.state = "exited" if code == 0 else "failed"
@@ -403,13 +289,13 @@ class AppSupervisor:
                 else:
                     last = _last(output)
                     where = f" (all of it in {app.log_path})"
-                    log.error("app %s exited with %d%s%s", app.label, code, last, where)
-                    await self._fail(f"app {app.label} exited with {code}{last}")
+                    log.error("app %s %s%s%s", app.label, how, last, where)
+                    await self._fail(f"app {app.label} {how}{last}")
                 return
             app.state = "restarting"
             uptime = time.time() - (app.started_at or time.time())
             backoff = 1.0 if uptime > RESTART_BACKOFF_MAX else min(backoff * 2, RESTART_BACKOFF_MAX)
-            log.warning("app %s exited with %d; restarting in %.0f s", app.label, code, backoff)
+            log.warning("app %s %s; restarting in %.0f s", app.label, how, backoff)
             await asyncio.sleep(backoff)
             if self._stopping:
                 app.state = "stopped"
@@ -422,6 +308,8 @@ class AppSupervisor:
     async def release(self) -> None:
         """Stop watching the apps, and leave them running (an adoption that failed)."""
         self._stopping = True
+        for proc in self._running.values():
+            proc.close()
         tasks = [app._task for app in self.apps if app._task is not None]
         for task in tasks:
             task.cancel()
@@ -430,7 +318,7 @@ class AppSupervisor:
     async def stop(self) -> None:
         self._stopping = True
         await asyncio.gather(
-            *(stop_process_group(pid, start) for pid, start in list(self._running.items()))
+            *(stop_process_group(pid, proc.start) for pid, proc in list(self._running.items()))
         )
         tasks = [app._task for app in self.apps if app._task is not None]
         current = asyncio.current_task()

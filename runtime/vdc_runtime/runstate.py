@@ -48,6 +48,17 @@ class AppRecord:
 
 
 @dataclass(frozen=True)
+class ForwardRecord:
+    """A TCP forward added through the API (`vdc forward add`): served again on adoption."""
+
+    local_port: int
+    netns: str
+    remote_host: str
+    remote_port: int
+    bind: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
 class RunState:
     spec: dict[str, Any]
     """The data center as built (`canonical`)."""
@@ -55,6 +66,7 @@ class RunState:
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
     apps: dict[str, AppRecord] = field(default_factory=dict)
     """By `netns/app`."""
+    forwards: tuple[ForwardRecord, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps({"version": VERSION, **asdict(self)}, sort_keys=True, indent=1)
@@ -71,6 +83,7 @@ class RunState:
                 group=data.get("group"),
                 nodes={name: _node(n) for name, n in data.get("nodes", {}).items()},
                 apps={name: _app(a) for name, a in data.get("apps", {}).items()},
+                forwards=tuple(ForwardRecord(**f) for f in data.get("forwards", [])),
             )
         except (AttributeError, KeyError, TypeError, json.JSONDecodeError) as exc:
             raise ValueError(f"not a run state: {exc}") from None
@@ -178,6 +191,7 @@ def describe(found: list[str]) -> str:
 __all__ = [
     "STATE_NAME",
     "AppRecord",
+    "ForwardRecord",
     "NodeRecord",
     "ProcessRef",
     "RunState",

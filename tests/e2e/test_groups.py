@@ -28,6 +28,7 @@ from tests.e2e.conftest import OPERATOR_NAMESPACE, Kube
 from tests.e2e.test_operator import EXAMPLE, NS, READY_TIMEOUT, plugin, pods_of, vdc, wait_ready
 from tests.prereqs import require
 from tests.runtime.test_run_groups import BIRD
+from vdc_operator import builders
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -248,7 +249,7 @@ def test_automatic_groups_pack_the_machines_under_the_pod_limit(operator: Kube) 
         pods = {p["metadata"]["name"]: p for p in pods_of(operator, name)}
         assert sorted(pods) == [f"vdc-{name}-auto-1", f"vdc-{name}-auto-2"]
         for pod in pods.values():
-            requests = pod["spec"]["containers"][0]["resources"]["requests"]
+            requests = builders.pod_requests(pod)
             assert requests["memory"] == "384Mi", requests
         status = vdc(operator, name)["status"]
         assert {n["name"]: n["group"] for n in status["nodes"]} == {"m1": "auto-1", "m2": "auto-2"}

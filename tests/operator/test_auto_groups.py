@@ -79,12 +79,12 @@ def test_an_auto_vdc_gets_as_few_pods_as_fit_its_limit() -> None:
         agent = pod["spec"]["containers"][0]
         assert agent["args"] == ["agent", "--group", f"auto-{i}"]
         assert pod["metadata"]["labels"]["vdc.dev/group"] == f"auto-{i}"
-        requested = agent["resources"]["requests"]
+        requested = builders.pod_requests(pod)
         assert cr.quantity(requested["memory"]) <= 32 << 30, requested
         # Every pod has the whole assignment: its agent derives its peers from it.
         assert env(pod)[builders.ENV_ASSIGNMENT] == env(built[0])[builders.ENV_ASSIGNMENT]
     # The pod of rack b: 8 + 8 + 14 GiB, 3 x 64 MiB of QEMU, 192 MiB of agent.
-    assert built[1]["spec"]["containers"][0]["resources"]["requests"] == {
+    assert builders.pod_requests(built[1]) == {
         "cpu": "700m", "memory": f"{30 * 1024 + 3 * 64 + 192}Mi"}  # fmt: skip
     assert_golden("auto-pod-auto-2", built[1])
 

@@ -74,6 +74,39 @@ def test_requests_follow_the_nodes() -> None:
     assert builders.requests(spec, ratio_one)["cpu"] == "2100m"
 
 
+def test_the_holder_runs_the_machines_and_the_agent_only_itself() -> None:
+    settings = builders.Settings(kvm_resource="devices.kubevirt.io/kvm")
+    pod = pod_of(vdc(), settings)
+    agent, holder = pod["spec"]["containers"]
+    assert holder["name"] == builders.HOLDER_CONTAINER
+    assert holder["args"] == ["holder", "--socket", builders.HOLDER_SOCKET]
+    assert {"name": "VDC_HOLDER_SOCKET", "value": builders.HOLDER_SOCKET} in agent["env"]
+    # The agent stops and adopts the holder's processes by pid.
+    assert pod["spec"]["shareProcessNamespace"] is True
+    # QEMU's paths are the same in both, and so is the socket's directory.
+    assert holder["volumeMounts"] == agent["volumeMounts"]
+    assert builders.HOLDER_SOCKET.startswith(builders.RUN_DIR + "/")
+    # The agent requests its own overhead, the holder its QEMUs' and their devices.
+    assert agent["resources"] == {"requests": {"cpu": "100m", "memory": "192Mi"}}
+    assert holder["resources"] == {
+        "requests": {"cpu": "200m", "memory": "640Mi", "devices.kubevirt.io/kvm": "1"},
+        "limits": {"devices.kubevirt.io/kvm": "1"},
+    }
+    assert builders.pod_requests(pod) == builders.requests(cr.parse(vdc()["spec"]), settings)
+    # A restart of the holder would kill the machines: nothing may restart it on a whim.
+    assert not {"livenessProbe", "startupProbe", "readinessProbe"} & holder.keys()
+
+
+def test_requests_split_even_when_the_spec_asks_for_less_than_the_agent_needs() -> None:
+    settings = builders.Settings()
+    agent, holder = builders.split_requests({"cpu": "50m", "memory": "100Mi"}, settings)
+    assert agent == {"cpu": "50m", "memory": "100Mi"}
+    assert holder == {"cpu": "0m", "memory": "0Mi"}
+    agent, holder = builders.split_requests({"cpu": "4", "memory": "8Gi"}, settings)
+    assert agent == {"cpu": "100m", "memory": "192Mi"}
+    assert holder == {"cpu": "3900m", "memory": f"{8 * 1024 - 192}Mi"}
+
+
 def test_cache_volume_kinds() -> None:
     host = pod_of(vdc(pod={"imageCache": {"hostPath": {"path": "/var/lib/vdc-images"}}}))
     cache = next(v for v in host["spec"]["volumes"] if v["name"] == "image-cache")

@@ -40,7 +40,7 @@ def test_one_pod_per_group() -> None:
     ]
     # Each pod asks for its own machines; rack-b's settings replace the VDC's.
     one = builders.requests(cr.parse(grouped()["spec"]), builders.Settings(), "rack-b")
-    assert agent["resources"]["requests"] == one
+    assert builders.pod_requests(b) == one
     assert b["spec"]["nodeSelector"] == {"rack": "b"} and "nodeSelector" not in a["spec"]
     assert b["spec"]["topologySpreadConstraints"][0]["whenUnsatisfiable"] == "ScheduleAnyway"
     assert_golden("groups-pod-rack-b", b)

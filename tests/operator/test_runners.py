@@ -44,14 +44,14 @@ def test_pod_has_a_runner_container_each() -> None:
     pod = pod_of(body)
     assert_golden("runners-pod", pod)
     names = [c["name"] for c in pod["spec"]["containers"]]
-    assert names == ["agent", "runner-0", "runner-1"]
-    runner = pod["spec"]["containers"][1]
+    assert names == ["agent", "holder", "runner-0", "runner-1"]
+    runner = pod["spec"]["containers"][2]
     assert runner["command"][:6] == ["vdc", "runner", "--name", "runner-0", "--state-dir",
                                      builders.RUNNER_STATE_DIR]  # fmt: skip
     assert runner["command"][-2:] == ["--jitconfig", "$(ACTIONS_RUNNER_INPUT_JITCONFIG)"]
     ref = runner["env"][0]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": "vdc-quickstart-runners", "key": "runner-0"}
-    assert "securityContext" not in runner  # only the agent is privileged
+    assert "securityContext" not in runner  # only the agent and the holder are privileged
 
 
 def test_deletion_time() -> None:

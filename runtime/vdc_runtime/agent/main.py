@@ -16,13 +16,14 @@ import asyncio
 import contextlib
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vdc_runtime import groups, packing
 from vdc_runtime.agent import files
 from vdc_runtime.agent.kube import Gone, Kube, KubeError
+from vdc_runtime.agent.status import Event
 from vdc_runtime.phases import RunPhase
 from vdc_runtime.spec import DataCenter, SpecErrors
 
@@ -59,6 +60,9 @@ class AgentOptions:
     metrics_port: int = 9090
     report_every: float = 1.0
     runner_state_dir: Path = Path("/run/vdc-runners")
+    holder: Path | None = None
+    """The holder's socket: the machines and apps run there, and a restarted agent adopts
+    them instead of building the data center again."""
 
 
 class Agent:
@@ -71,6 +75,8 @@ class Agent:
         self.generation = 0
         self.keep_until: float | None = None
         """Asked by a job (`vdc keep`): the operator must not delete the VDC before."""
+        self.notices: list[Event] = []
+        """Events of the start-up, posted once the status reporter runs."""
 
     def observation(self) -> Any:
         from vdc_runtime.agent.report import observe, read_runners
@@ -133,9 +139,14 @@ class Agent:
         await web.TCPSite(runner, self.options.metrics_addr, self.options.metrics_port).start()
         return runner
 
-    async def _report_failure(self) -> None:
-        from vdc_runtime.agent.status import Event
+    async def _post_notices(self) -> None:
+        assert self.reporter is not None
+        for event in self.notices:
+            with contextlib.suppress(KubeError):
+                await self.reporter.kube.post_event(self.reporter.vdc, event)
+        self.notices.clear()
 
+    async def _report_failure(self) -> None:
         assert self.reporter is not None and self.failure is not None
         reason, message = self.failure
         await self.reporter.report(self.observation())
@@ -170,6 +181,7 @@ class Agent:
         )
         api_runner = None
         try:
+            await self._post_notices()
             if self.failure is not None:
                 await self._report_failure()
             elif self.run is not None:
@@ -239,7 +251,7 @@ class Agent:
             self.failure = ("StartupFailed", str(exc))
             log.error("%s", self.failure[1])
             return
-        from vdc_runtime.datacenter import DataCenterRun, RunOptions, StartupError
+        from vdc_runtime.datacenter import DataCenterRun, RunOptions
         from vdc_runtime.options import GroupOptions
 
         group = None
@@ -250,21 +262,62 @@ class Agent:
                 return
             group = GroupOptions(opts.group, peer_addresses(vdc, opts.group), opts.pod_ip)
         accel = (vdc.get("spec") or {}).get("accel", "auto")
-        self.run = DataCenterRun(
-            dc,
-            RunOptions(
-                run_dir=opts.run_dir,
-                data_dir=opts.data_dir,
-                cache_dir=opts.cache_dir,
-                # The pod's own namespace: whatever is there was left by this pod's agent
-                # before a restart of its container.
-                force=True,
-                accel=accel,
-                workdir=workdir,
-                group=group,
-            ),
+        options = RunOptions(
+            run_dir=opts.run_dir,
+            data_dir=opts.data_dir,
+            cache_dir=opts.cache_dir,
+            # The pod's own namespace: whatever is there was left by this pod's agent
+            # before a restart of its container.
+            force=True,
+            accel=accel,
+            workdir=workdir,
+            group=group,
+            holder=opts.holder,
         )
-        start = asyncio.create_task(self.run.start())
+        if opts.holder is not None and await asyncio.to_thread(self._left_running):
+            failure = await self._run(DataCenterRun(dc, replace(options, adopt=True)), stop)
+            if stop.is_set():
+                return
+            if failure is None:
+                self.notices.append(Event("Adopted", self._adopted_message(), "Normal"))
+                return
+            # What it found stays in the ledger, for the build's --force to remove.
+            message = f"could not adopt the running data center, building it again: {failure}"
+            log.warning("%s", message)
+            self.notices.append(Event("AdoptionFailed", message[:1024], "Warning"))
+        failure = await self._run(DataCenterRun(dc, options), stop)
+        if failure is not None:
+            self.failure = ("StartupFailed", f"start-up failed: {failure}")
+            log.error("%s", self.failure[1])
+
+    def _left_running(self) -> bool:
+        """An earlier agent of this pod left a data center running (its container was
+        restarted): adopted rather than built again."""
+        from vdc_runtime import runstate
+
+        try:
+            return runstate.load(self.options.run_dir) is not None
+        except ValueError as exc:
+            log.warning("%s: building the data center again", exc)
+            return False
+
+    def _adopted_message(self) -> str:
+        assert self.run is not None and self.run.adopted is not None
+        a = self.run.adopted
+        again = ""
+        if a["machines_restarted"] or a["apps_restarted"]:
+            again = (f"; started again, having ended meanwhile: {a['machines_restarted']}"
+                     f" machines, {a['apps_restarted']} apps")  # fmt: skip
+        return (f"the agent adopted the running data center: {a['machines']} machines,"
+                f" {a['apps']} apps, {a['forwards']} forwards{again}")  # fmt: skip
+
+    async def _run(self, run: DataCenterRun, stop: asyncio.Event) -> BaseException | None:
+        """Start `run` (self.run) unless stopped first; the start-up's error, if any (None
+        also when stopped)."""
+        from vdc_runtime.datacenter import StartupError
+
+        self.run = run
+        start = asyncio.create_task(run.start())
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({start, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
@@ -274,10 +327,10 @@ class Agent:
         try:
             await start
         except asyncio.CancelledError:
-            return
+            return None
         except (StartupError, OSError, RuntimeError) as exc:
-            self.failure = ("StartupFailed", f"start-up failed: {exc}")
-            log.error("%s", self.failure[1])
+            return exc
+        return None
 
 
 def with_groups(dc: DataCenter, assignment: str | None, group: str | None) -> DataCenter:

@@ -122,6 +122,23 @@ def create(
         os.close(home)
 
 
+def attach(name: str, fd: int) -> bool:
+    """Mount the namespace open as `fd` under `name` (one a holder kept open while its
+    mount went with another container's mount namespace); False if one is mounted there."""
+    _ensure_shared_dir()
+    path = netns_path(name)
+    if path.exists() and os.path.ismount(path):
+        return False
+    path.touch(mode=0)
+    source = f"/proc/self/fd/{fd}".encode()
+    try:
+        _check(_libc.mount(source, str(path).encode(), b"none", MS_BIND, None), f"mount {path}")
+    except OSError:
+        path.unlink(missing_ok=True)
+        raise
+    return True
+
+
 def remove(name: str) -> bool:
     """Unmount and delete a named namespace; False if it did not exist."""
     path = netns_path(name)

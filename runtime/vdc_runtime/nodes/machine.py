@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from vdc_runtime.launch import Launcher, process_started_at
 from vdc_runtime.ledger import Ledger
 from vdc_runtime.nodes.console import ConsoleHub
 from vdc_runtime.nodes.errors import NodeError, PowerError
@@ -24,7 +25,6 @@ from vdc_runtime.nodes.layout import NodeLayout
 from vdc_runtime.nodes.power import PowerControl
 from vdc_runtime.nodes.process import QemuProcess
 from vdc_runtime.nodes.states import MachineState, Power
-from vdc_runtime.procs import process_started_at
 from vdc_runtime.runstate import NodeRecord
 from vdc_runtime.spec import Node
 
@@ -49,6 +49,7 @@ class Machine:
         ledger: Ledger,
         on_fatal: Callable[[str], object],
         on_bmc_address: Callable[[Machine, str], Awaitable[None] | None] | None = None,
+        launcher: Launcher | None = None,
     ) -> None:
         self.node = node
         self.layout = layout
@@ -62,7 +63,7 @@ class Machine:
         self.exit_code: int | None = None
         self.started_at: float | None = None
         self.failure: str | None = None
-        self.process = QemuProcess(node, layout, ledger)
+        self.process = QemuProcess(node, layout, ledger, launcher)
         self.control = PowerControl(
             node.name, layout, uefi=node.uefi, listener=self, unavailable=self._unavailable
         )

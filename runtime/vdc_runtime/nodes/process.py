@@ -18,19 +18,13 @@ from pathlib import Path
 from qemu.qmp import QMPClient
 from qemu.qmp.error import QMPError
 
+from vdc_runtime.launch import Launched, Launcher, LocalLauncher, stop_process_group
 from vdc_runtime.ledger import Ledger
 from vdc_runtime.nodes.errors import NodeError
 from vdc_runtime.nodes.layout import NodeLayout
 from vdc_runtime.nodes.power import QMP_TIMEOUT
 from vdc_runtime.nodes.qemu_args import qemu_argv
-from vdc_runtime.procs import (
-    OutputFollower,
-    open_output,
-    process_start_time,
-    running,
-    stop_process_group,
-    wait_gone,
-)
+from vdc_runtime.procs import OutputFollower
 from vdc_runtime.runstate import ProcessRef
 from vdc_runtime.spec import Node
 
@@ -40,51 +34,35 @@ SOCKET_TIMEOUT = 30.0  # QEMU under TCG on a loaded 2-core host can take a while
 QUIT_GRACE = 5.0
 
 
-async def _wait_for_socket(
-    path: Path, proc: asyncio.subprocess.Process, what: str, output: OutputFollower
-) -> None:
+def _exited(proc: Launched) -> str:
+    return "exited" if proc.returncode is None else f"exited with {proc.returncode}"
+
+
+async def _wait_for_socket(path: Path, proc: Launched, what: str, output: OutputFollower) -> None:
     """Wait until `path` exists, or fail at once when the process that makes it dies."""
     deadline = time.monotonic() + SOCKET_TIMEOUT
     while not path.exists():  # noqa: ASYNC240 - a stat every 20 ms
-        if proc.returncode is not None:
+        if proc.exited:
             detail = " | ".join(output.last(5)) or "no output"
-            raise NodeError(
-                f"{what} exited with {proc.returncode} before creating {path}: {detail}"
-            )
+            raise NodeError(f"{what} {_exited(proc)} before creating {path}: {detail}")
         if time.monotonic() > deadline:
             raise NodeError(f"{what} did not create {path} within {SOCKET_TIMEOUT:.0f} s")
         await asyncio.sleep(0.02)
 
 
-async def _spawn(argv: list[str], output: Path) -> asyncio.subprocess.Process:
-    """QEMU or swtpm, writing its output to a file itself (`procs.open_output`: so it
-    outlives this process), in a session of its own."""
-    fd = await asyncio.to_thread(open_output, output)
-    try:
-        return await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=fd,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
-    finally:
-        os.close(fd)
-
-
 class QemuProcess:
     """One node's QEMU (and swtpm), started again by each `start` after the last died."""
 
-    def __init__(self, node: Node, layout: NodeLayout, ledger: Ledger) -> None:
+    def __init__(
+        self, node: Node, layout: NodeLayout, ledger: Ledger, launcher: Launcher | None = None
+    ) -> None:
         self.node = node
         self.layout = layout
         self.ledger = ledger
-        self._qemu: asyncio.subprocess.Process | None = None
-        self._swtpm: asyncio.subprocess.Process | None = None
-        self.qemu_ref: ProcessRef | None = None
-        self.swtpm_ref: ProcessRef | None = None
-        """Both, whether this run started them or adopted them from a killed one (then
-        `_qemu` and `_swtpm` are None: they are not this process's children)."""
+        self.launcher: Launcher = launcher if launcher is not None else LocalLauncher()
+        self._qemu: Launched | None = None
+        self._swtpm: Launched | None = None
+        """Both, whether this run started them or adopted them from a killed one."""
         self._outputs: list[OutputFollower] = []
         self._output: OutputFollower | None = None
         """QEMU's, for error messages."""
@@ -95,10 +73,15 @@ class QemuProcess:
 
     @property
     def pid(self) -> int | None:
-        if self._qemu is not None:
-            return self._qemu.pid if self._qemu.returncode is None else None
-        ref = self.qemu_ref
-        return ref.pid if ref is not None and running(ref.pid, ref.start) else None
+        return self._qemu.pid if self._qemu is not None and not self._qemu.exited else None
+
+    @property
+    def qemu_ref(self) -> ProcessRef | None:
+        return ProcessRef(self._qemu.pid, self._qemu.start) if self._qemu is not None else None
+
+    @property
+    def swtpm_ref(self) -> ProcessRef | None:
+        return ProcessRef(self._swtpm.pid, self._swtpm.start) if self._swtpm else None
 
     @property
     def alive(self) -> bool:
@@ -140,8 +123,8 @@ class QemuProcess:
         log.debug("node %s: %s", self.name, " ".join(argv))
         label = f"qemu/{self.name}"
         self._output = await self._follow(layout.output_log, label)
-        self._qemu = await _spawn(argv, layout.output_log)
-        self.qemu_ref = self._record(self._qemu, label)
+        self._qemu = await self.launcher.spawn(argv, layout.output_log, label=label)
+        self._record(self._qemu, label)
         what = f"QEMU of node {self.name}"
         await _wait_for_socket(layout.qmp_socket, self._qemu, what, self._output)
         try:
@@ -151,16 +134,17 @@ class QemuProcess:
             # message says more than the failed handshake.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._qemu.wait(), 1)
-            if self._qemu.returncode is not None:
+            if self._qemu.exited:
                 detail = self.last_output() or "no output"
-                raise NodeError(f"{what} exited with {self._qemu.returncode}: {detail}") from exc
+                raise NodeError(f"{what} {_exited(self._qemu)}: {detail}") from exc
             raise NodeError(f"{what}: cannot connect to QMP at {layout.qmp_socket}: {exc}") from exc
 
     async def adopt(self, qemu: ProcessRef, swtpm: ProcessRef | None) -> QMPClient:
         """Take over a QEMU (and swtpm) that a killed run started and that still runs: a new
         QMP connection to it (QEMU's QMP server takes one client at a time, the dead run's
         is gone), its output followed from now on."""
-        self.qemu_ref, self.swtpm_ref = qemu, swtpm
+        self._qemu = self.launcher.adopt(qemu.pid, qemu.start)
+        self._swtpm = self.launcher.adopt(swtpm.pid, swtpm.start) if swtpm is not None else None
         self._output = await self._follow(self.layout.output_log, f"qemu/{self.name}")
         if swtpm is not None:
             await self._follow(self.layout.swtpm_log, f"swtpm/{self.name}")
@@ -186,10 +170,8 @@ class QemuProcess:
                     raise
             await asyncio.sleep(0.05)
 
-    def _record(self, proc: asyncio.subprocess.Process, label: str) -> ProcessRef:
-        ref = ProcessRef(proc.pid, process_start_time(proc.pid))
-        self.ledger.record("process", pid=ref.pid, start=ref.start, label=label)
-        return ref
+    def _record(self, proc: Launched, label: str) -> None:
+        self.ledger.record("process", pid=proc.pid, start=proc.start, label=label)
 
     def _create_nvram(self) -> None:
         template = self.layout.host.ovmf_vars_template
@@ -210,18 +192,17 @@ class QemuProcess:
         argv = ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={tpm_dir}",
                 "--ctrl", f"type=unixio,path={tpm_socket}"]  # fmt: skip
         try:
-            self._swtpm = await _spawn(argv, path)
+            self._swtpm = await self.launcher.spawn(argv, path, label=label)
         except FileNotFoundError:
             raise NodeError(f"node {self.name} wants a TPM but swtpm is not installed") from None
-        self.swtpm_ref = self._record(self._swtpm, label)
+        self._record(self._swtpm, label)
         await _wait_for_socket(tpm_socket, self._swtpm, f"swtpm of node {self.name}", output)
 
     async def wait_exit(self) -> tuple[str, int | None]:
-        """Wait until QEMU or swtpm exits; say which, with QEMU's exit code if it was QEMU
-        (and this run's child: an adopted one's code went to its reaper)."""
+        """Wait until QEMU or swtpm exits; say which, with QEMU's exit status if it was
+        QEMU and anyone knows it (not when adopted from a killed `vdc run`)."""
         qemu, swtpm = self._qemu, self._swtpm
-        if qemu is None:
-            return await self._wait_adopted()
+        assert qemu is not None
         waits = [asyncio.ensure_future(qemu.wait())]
         if swtpm is not None:
             waits.append(asyncio.ensure_future(swtpm.wait()))
@@ -230,47 +211,32 @@ class QemuProcess:
         finally:
             for w in waits:
                 w.cancel()
-        if qemu.returncode is not None:
-            return f"QEMU exited with {qemu.returncode}", qemu.returncode
-        return f"swtpm exited with {swtpm.returncode if swtpm else '?'}", None
-
-    async def _wait_adopted(self) -> tuple[str, int | None]:
-        assert self.qemu_ref is not None
-        waits = {asyncio.ensure_future(wait_gone(self.qemu_ref.pid, self.qemu_ref.start)): "QEMU"}
-        if self.swtpm_ref is not None:
-            swtpm = wait_gone(self.swtpm_ref.pid, self.swtpm_ref.start)
-            waits[asyncio.ensure_future(swtpm)] = "swtpm"
-        try:
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-        return f"{waits[next(iter(done))]} exited", None
+        if qemu.exited:
+            return f"QEMU {_exited(qemu)}", qemu.returncode
+        return f"swtpm {_exited(swtpm)}" if swtpm is not None else "swtpm exited", None
 
     async def quit(self, qmp: QMPClient | None) -> None:
         """Ask QEMU to quit and give it a moment (its disks are flushed on the way out)."""
-        if self.pid is None:
+        if self.pid is None or self._qemu is None:
             return
         if qmp is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(qmp.execute("quit"), 2)
-        exited = self._qemu.wait() if self._qemu is not None else self._wait_adopted()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(exited, QUIT_GRACE)
+            await asyncio.wait_for(self._qemu.wait(), QUIT_GRACE)
 
     async def kill(self) -> None:
         """End whatever still runs: TERM, then KILL after a grace period."""
         for proc in (self._qemu, self._swtpm):
-            if proc is not None and proc.returncode is None:
-                await stop_process_group(proc.pid, None, grace=QUIT_GRACE)
+            if proc is not None and not proc.exited:
+                await stop_process_group(proc.pid, proc.start, grace=QUIT_GRACE)
                 await proc.wait()
-        if self._qemu is None:  # adopted: not ours to await, ended by pid and start time
-            for ref in (self.qemu_ref, self.swtpm_ref):
-                if ref is not None:
-                    await stop_process_group(ref.pid, ref.start, grace=QUIT_GRACE)
 
     async def release(self) -> None:
         """Stop following them, and leave them running."""
+        for proc in (self._qemu, self._swtpm):
+            if proc is not None:
+                proc.close()
         await self._close_outputs()
 
     async def close(self) -> None:

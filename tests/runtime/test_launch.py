@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 
-from vdc_runtime.procs import process_start_time, wait_gone
+from vdc_runtime.launch import process_start_time, wait_gone
 
 
 def _grandchild(seconds: float) -> int:
