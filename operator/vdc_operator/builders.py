@@ -597,12 +597,42 @@ PodVerdict = tuple[Phase, str, str]
 """(phase, reason, message) that a pod alone tells."""
 
 
+def _agent_container(pod: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The agent container's entry of the pod's containerStatuses (None before the kubelet
+    has made one)."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return next((c for c in statuses if c.get("name") == AGENT_CONTAINER), None)
+
+
+def _exit(terminated: Mapping[str, Any]) -> str:
+    """A container's exit as people read it: `OOMKilled, exit code 137, signal 9`."""
+    parts = [terminated["reason"]] if terminated.get("reason") else []
+    parts.append(f"exit code {terminated.get('exitCode', '?')}")
+    if terminated.get("signal"):
+        parts.append(f"signal {terminated['signal']}")
+    return ", ".join(parts)
+
+
+def _agent_gone(agent: Mapping[str, Any]) -> str:
+    state = agent.get("state") or {}
+    # The exit that stopped it: the current state until the kubelet starts it again, then
+    # the last one.
+    ended = state.get("terminated") or (agent.get("lastState") or {}).get("terminated")
+    detail = [f"last exit: {_exit(ended)}"] if ended else []
+    waiting = state.get("waiting") or {}
+    if waiting.get("reason") in _WAITING_FAILURES:
+        message = waiting.get("message")
+        detail.append(f"{waiting['reason']}: {message}" if message else waiting["reason"])
+    return "the agent is restarting" + (f" ({'; '.join(detail)})" if detail else "")
+
+
 def pod_verdict(pod: Mapping[str, Any] | None, reported_phase: str | None) -> PodVerdict | None:
     """What the pod shows, or None while its agent reports (`reported_phase` is what the
     status says now).
 
     The agent owns the status once its container runs; before that (scheduling, image
-    pulls) and when it cannot run (crash loop, pod failed), only the pod can say why.
+    pulls), when it cannot run (crash loop, pod failed) and while it restarts after it
+    reported a running data center, only the pod can say why.
     """
     if pod is None:
         return Phase.PENDING, "PodCreating", "creating the pod"
@@ -613,10 +643,7 @@ def pod_verdict(pod: Mapping[str, Any] | None, reported_phase: str | None) -> Po
     if phase in ("Failed", "Succeeded"):
         why = pod_status_.get("message") or pod_status_.get("reason") or f"the pod {phase.lower()}"
         return Phase.FAILED, "PodFailed", why
-    agent = next(
-        (c for c in pod_status_.get("containerStatuses", []) if c.get("name") == AGENT_CONTAINER),
-        None,
-    )
+    agent = _agent_container(pod)
     if phase == "Pending" or agent is None:
         for cond in pod_status_.get("conditions", []):
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
@@ -626,12 +653,22 @@ def pod_verdict(pod: Mapping[str, Any] | None, reported_phase: str | None) -> Po
             return Phase.PENDING, waiting["reason"], waiting.get("message", "")
         if reported_phase in (None, Phase.PENDING):
             return Phase.PENDING, "PodStarting", "the pod is starting"
-        return None
-    waiting = agent.get("state", {}).get("waiting") or {}
+        if agent is None:
+            return None
+    state = agent.get("state") or {}
+    waiting = state.get("waiting") or {}
     if waiting.get("reason") == "CrashLoopBackOff":
         last = agent.get("lastState", {}).get("terminated") or {}
         detail = last.get("message") or f"exit code {last.get('exitCode', '?')}"
         return Phase.FAILED, "CrashLoopBackOff", f"the agent keeps exiting: {detail}"
+    # Its container's state, not its readiness: a new agent runs (and may have reported
+    # Running already) before its probes pass, and a late event of that pod must not undo
+    # its report. Only a data center that ran is degraded: one still being built is
+    # Provisioning either way, and its new agent says so.
+    if reported_phase in (Phase.RUNNING, Phase.DEGRADED) and (
+        "waiting" in state or "terminated" in state
+    ):
+        return Phase.DEGRADED, "AgentRestarting", _agent_gone(agent)
     return None
 
 

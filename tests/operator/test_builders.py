@@ -154,7 +154,8 @@ def test_pod_status(the_pod: dict[str, Any] | None, phase: str, reason: str) -> 
 def test_running_agent_owns_the_status() -> None:
     running = pod("Running", containerStatuses=[agent({"running": {}})])
     assert builders.pod_status(vdc(), running) is None
-    # Once the agent has reported, a pending pod (a restart) is not the operator's to tell.
+    # Once the agent has reported, a pod that says nothing of its agent yet is not the
+    # operator's to tell (its agent restarting is: see below).
     body = vdc()
     body["status"] = {"phase": "Running"}
     assert builders.pod_status(body, pod("Pending")) is None
@@ -168,3 +169,52 @@ def test_deleted_vdc_is_terminating_and_transition_time_is_kept() -> None:
     status = builders.pod_status(body, None, now=NOW)
     assert status is not None and status["phase"] == "Terminating"
     assert status["conditions"][0]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+
+
+# -- the agent's restarts ------------------------------------------------------------------------
+
+OOM = {"terminated": {"reason": "OOMKilled", "exitCode": 137,
+                      "finishedAt": "2026-09-21T14:10:00Z"}}  # fmt: skip
+
+
+def restarted(state: dict[str, Any], count: int = 1, **more: Any) -> dict[str, Any]:
+    """The pod as the kubelet shows it after its agent container restarted."""
+    return pod("Running", containerStatuses=[agent(state, restartCount=count, **more)])
+
+
+@pytest.mark.parametrize(
+    ("the_pod", "message"),
+    [
+        (restarted({"waiting": {"reason": "ContainerCreating"}}, lastState=OOM),
+         "the agent is restarting (last exit: OOMKilled, exit code 137)"),
+        # Killed and not started again yet: its current state says how it ended.
+        (restarted({"terminated": {"reason": "Error", "exitCode": 137, "signal": 9}}, 0),
+         "the agent is restarting (last exit: Error, exit code 137, signal 9)"),
+        (restarted({"waiting": {"reason": "CreateContainerError", "message": "no space"}},
+                   lastState=OOM),
+         "the agent is restarting (last exit: OOMKilled, exit code 137; CreateContainerError:"
+         " no space)"),
+        (restarted({"waiting": {"reason": "PodInitializing"}}),
+         "the agent is restarting"),
+    ],
+)  # fmt: skip
+def test_a_running_vdc_is_degraded_while_its_agent_restarts(
+    the_pod: dict[str, Any], message: str
+) -> None:
+    for reported in ("Running", "Degraded"):
+        assert builders.pod_verdict(the_pod, reported) == ("Degraded", "AgentRestarting", message)
+
+
+def test_only_the_agent_reports_once_its_container_runs() -> None:
+    # Running again but not ready yet (its probes): the new agent's report stands, even
+    # when this event comes after it.
+    back = restarted({"running": {}}, lastState=OOM, ready=False)
+    assert builders.pod_verdict(back, "Running") is None
+    assert builders.pod_verdict(back, "Degraded") is None
+    # Still building: Provisioning says it, and the new agent will.
+    gone = restarted({"waiting": {"reason": "ContainerCreating"}}, lastState=OOM)
+    assert builders.pod_verdict(gone, "Provisioning") is None
+    # A crash loop stays a failure, whatever ran before.
+    looping = restarted({"waiting": {"reason": "CrashLoopBackOff"}}, 5, lastState=OOM)
+    assert builders.pod_verdict(looping, "Running") == (
+        "Failed", "CrashLoopBackOff", "the agent keeps exiting: exit code 137")  # fmt: skip

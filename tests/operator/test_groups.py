@@ -168,3 +168,38 @@ def test_a_groups_pod_event_writes_its_part_and_the_whole_at_once() -> None:
     # Nothing of the group changed: nothing to write, whatever the whole shows.
     after["status"].update(whole)
     assert builders.group_pod_and_merged_status(after, spec, "rack-b", None, NOW) is None
+
+
+def test_a_groups_agent_restart_degrades_the_vdc() -> None:
+    body = grouped()
+    body["status"] = {"phase": "Running",
+                      "groups": {"rack-a": _reported("Running", 1, 1, "worker-1"),
+                                 "rack-b": {**_reported("Running", 1, 1, "worker-2"),
+                                            "pod": "vdc-quickstart-rack-b",
+                                            "podIP": "10.244.0.9"}}}  # fmt: skip
+    spec = cr.parse(body["spec"])
+    the_pod = _pod("vdc-quickstart-rack-b", "10.244.0.9")
+    the_pod["status"]["containerStatuses"] = [{
+        "name": "agent", "state": {"waiting": {"reason": "ContainerCreating"}},
+        "restartCount": 1,
+        "lastState": {"terminated": {"reason": "Error", "exitCode": 137, "signal": 9}},
+    }]  # fmt: skip
+    status = builders.group_pod_and_merged_status(body, spec, "rack-b", the_pod, NOW)
+    assert status is not None
+    message = "the agent is restarting (last exit: Error, exit code 137, signal 9)"
+    assert status["groups"] == {"rack-b": {
+        "pod": "vdc-quickstart-rack-b", "podIP": "10.244.0.9", "phase": "Degraded",
+        "message": message}}  # fmt: skip
+    # The whole is Degraded through the group's part.
+    assert status["phase"] == "Degraded"
+    assert status["message"] == f"group rack-b: {message}"
+    assert status["readyGroups"] == "1/2"
+
+    # Written: the same pod's next event changes nothing.
+    after = copy.deepcopy(body)
+    after["status"].update({k: v for k, v in status.items() if k != "groups"})
+    after["status"]["groups"]["rack-b"].update(status["groups"]["rack-b"])
+    assert builders.group_pod_and_merged_status(after, spec, "rack-b", the_pod, NOW) is None
+    # Its container runs again: the group's agent reports, not the operator.
+    the_pod["status"]["containerStatuses"][0]["state"] = {"running": {}}
+    assert builders.group_pod_and_merged_status(after, spec, "rack-b", the_pod, NOW) is None
