@@ -15,7 +15,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 from vdc_runtime import packing
 from vdc_runtime.groups import group_of, group_order
@@ -642,12 +642,44 @@ PodVerdict = tuple[Phase, str, str]
 """(phase, reason, message) that a pod alone tells."""
 
 
+def _agent_container(pod: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The agent container's entry of the pod's containerStatuses (None before the kubelet
+    has made one)."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return next((c for c in statuses if c.get("name") == AGENT_CONTAINER), None)
+
+
+def _exit(terminated: Mapping[str, Any], at: bool = False) -> str:
+    """A container's exit as people read it: `OOMKilled, exit code 137, signal 9`."""
+    parts = [terminated["reason"]] if terminated.get("reason") else []
+    parts.append(f"exit code {terminated.get('exitCode', '?')}")
+    if terminated.get("signal"):
+        parts.append(f"signal {terminated['signal']}")
+    if at and terminated.get("finishedAt"):
+        parts.append(f"at {terminated['finishedAt']}")
+    return ", ".join(parts)
+
+
+def _agent_gone(agent: Mapping[str, Any]) -> str:
+    state = agent.get("state") or {}
+    # The exit that stopped it: the current state until the kubelet starts it again, then
+    # the last one.
+    ended = state.get("terminated") or (agent.get("lastState") or {}).get("terminated")
+    detail = [f"last exit: {_exit(ended)}"] if ended else []
+    waiting = state.get("waiting") or {}
+    if waiting.get("reason") in _WAITING_FAILURES:
+        message = waiting.get("message")
+        detail.append(f"{waiting['reason']}: {message}" if message else waiting["reason"])
+    return "the agent is restarting" + (f" ({'; '.join(detail)})" if detail else "")
+
+
 def pod_verdict(pod: Mapping[str, Any] | None, reported_phase: str | None) -> PodVerdict | None:
     """What the pod shows, or None while its agent reports (`reported_phase` is what the
     status says now).
 
     The agent owns the status once its container runs; before that (scheduling, image
-    pulls) and when it cannot run (crash loop, pod failed), only the pod can say why.
+    pulls), when it cannot run (crash loop, pod failed) and while it restarts after it
+    reported a running data center, only the pod can say why.
     """
     if pod is None:
         return Phase.PENDING, "PodCreating", "creating the pod"
@@ -658,10 +690,7 @@ def pod_verdict(pod: Mapping[str, Any] | None, reported_phase: str | None) -> Po
     if phase in ("Failed", "Succeeded"):
         why = pod_status_.get("message") or pod_status_.get("reason") or f"the pod {phase.lower()}"
         return Phase.FAILED, "PodFailed", why
-    agent = next(
-        (c for c in pod_status_.get("containerStatuses", []) if c.get("name") == AGENT_CONTAINER),
-        None,
-    )
+    agent = _agent_container(pod)
     if phase == "Pending" or agent is None:
         for cond in pod_status_.get("conditions", []):
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
@@ -671,13 +700,70 @@ def pod_verdict(pod: Mapping[str, Any] | None, reported_phase: str | None) -> Po
             return Phase.PENDING, waiting["reason"], waiting.get("message", "")
         if reported_phase in (None, Phase.PENDING):
             return Phase.PENDING, "PodStarting", "the pod is starting"
-        return None
-    waiting = agent.get("state", {}).get("waiting") or {}
+        if agent is None:
+            return None
+    state = agent.get("state") or {}
+    waiting = state.get("waiting") or {}
     if waiting.get("reason") == "CrashLoopBackOff":
         last = agent.get("lastState", {}).get("terminated") or {}
         detail = last.get("message") or f"exit code {last.get('exitCode', '?')}"
         return Phase.FAILED, "CrashLoopBackOff", f"the agent keeps exiting: {detail}"
+    # Its container's state, not its readiness: a new agent runs (and may have reported
+    # Running already) before its probes pass, and a late event of that pod must not undo
+    # its report. Only a data center that ran is degraded: one still being built is
+    # Provisioning either way, and its new agent says so.
+    if reported_phase in (Phase.RUNNING, Phase.DEGRADED) and (
+        "waiting" in state or "terminated" in state
+    ):
+        return Phase.DEGRADED, "AgentRestarting", _agent_gone(agent)
     return None
+
+
+@dataclass(frozen=True)
+class VdcEvent:
+    """An event the operator posts on the VDC."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PodChange:
+    """What a pod's event makes the operator do: write `status` (None: nothing to write),
+    then post `events`, which that write records (so a retried or repeated event, or an
+    operator restart, finds them recorded and posts nothing)."""
+
+    status: dict[str, Any] | None
+    events: tuple[VdcEvent, ...] = ()
+
+
+def agent_restarts(
+    pod: Mapping[str, Any] | None, announced: int | None
+) -> tuple[int | None, tuple[VdcEvent, ...]]:
+    """The agent container's restart count to record in the status, where `announced` is
+    the one recorded now, and an AgentRestarted event when it grew.
+
+    The count belongs to one pod, and a replacement has the same name (names follow from
+    the VDC's), so the name cannot tell them apart; rather than keep the pod's uid too, the
+    count is cleared when the pod is seen going, and a count lower than the recorded one is
+    a new pod whose predecessor's end the operator did not see (it was down): the new
+    pod's count is recorded as it is, announcing nothing. So is the first count seen (a
+    VDC from before the count was recorded): its restarts are not news.
+    """
+    if pod is None or pod["metadata"].get("deletionTimestamp"):
+        return None, ()
+    agent = _agent_container(pod)
+    if agent is None:
+        return announced, ()
+    count = int(agent.get("restartCount") or 0)
+    if announced is None or count <= announced:
+        return count, ()
+    message = f"agent of pod {pod['metadata']['name']} restarted (restart {count})"
+    last = (agent.get("lastState") or {}).get("terminated")
+    if last:
+        message += f"; it had exited: {_exit(last, at=True)}"
+    return count, (VdcEvent("Warning", "AgentRestarted", message),)
 
 
 def pod_status(
@@ -690,6 +776,19 @@ def pod_status(
         return status_patch(vdc, Phase.TERMINATING, "Deleting", "removing the pod", now)
     verdict = pod_verdict(pod, status.get("phase"))
     return None if verdict is None else status_patch(vdc, *verdict, now)
+
+
+def pod_change(
+    vdc: Mapping[str, Any], pod: Mapping[str, Any] | None, now: float | None = None
+) -> PodChange:
+    """An event of the VDC's one pod: `pod_status`, and the agent's restarts recorded in
+    the same write as their event."""
+    status = pod_status(vdc, pod, now) or {}
+    announced = (vdc.get("status") or {}).get("agentRestarts")
+    count, events = agent_restarts(pod, announced)
+    if count != announced:
+        status["agentRestarts"] = count  # None clears it (a merge patch)
+    return PodChange(status or None, events)
 
 
 def group_pod_status(
@@ -705,6 +804,9 @@ def group_pod_status(
     }
     if pod is not None and pod["metadata"].get("deletionTimestamp"):
         entry["podIP"] = None  # going: its address is no peer's any more
+    count, _ = agent_restarts(pod, current.get("agentRestarts"))
+    if count != current.get("agentRestarts"):
+        entry["agentRestarts"] = count
     verdict = pod_verdict(pod, current.get("phase"))
     if verdict is not None:
         entry["phase"], _, entry["message"] = verdict
@@ -731,6 +833,20 @@ def group_pod_and_merged_status(
     parts[group] = {**(parts.get(group) or {}), **own["groups"][group]}
     after = {**vdc, "status": {**status, "groups": parts}}
     return {**(merged_status(after, spec, now) or {}), **own}
+
+
+def group_pod_change(
+    vdc: Mapping[str, Any],
+    spec: VirtualDataCenterSpec,
+    group: str,
+    pod: Mapping[str, Any] | None,
+    now: float | None = None,
+) -> PodChange:
+    """An event of a group's pod: `group_pod_and_merged_status`, whose part of the group
+    records the agent's restarts (`agent_restarts`), and their event."""
+    current = ((vdc.get("status") or {}).get("groups") or {}).get(group) or {}
+    _, events = agent_restarts(pod, current.get("agentRestarts"))
+    return PodChange(group_pod_and_merged_status(vdc, spec, group, pod, now), events)
 
 
 def merged_status(
@@ -800,8 +916,11 @@ __all__ = [
     "ANNOTATION_HASH",
     "ENV_ASSIGNMENT",
     "LABEL_NAME",
+    "PodChange",
     "Settings",
+    "VdcEvent",
     "agent_name",
+    "agent_restarts",
     "assignment",
     "build_pod",
     "build_pods",
@@ -810,6 +929,7 @@ __all__ = [
     "build_runners_secret",
     "build_service_account",
     "group_pod_and_merged_status",
+    "group_pod_change",
     "group_pod_status",
     "labels",
     "merged_status",
@@ -817,6 +937,7 @@ __all__ = [
     "owner_reference",
     "placed",
     "placed_assignment",
+    "pod_change",
     "pod_groups",
     "pod_hash",
     "pod_limit",

@@ -470,8 +470,9 @@ async def pod_changed(
     **_: Any,
 ) -> None:
     """Say in the VDC what its pod shows while the agent cannot (scheduling, image pulls,
-    crash loops), and bring a deleted pod back; for a group's pod, also its address, which
-    the other groups' agents tunnel to."""
+    crash loops, the agent restarting) and announce each restart of the agent, and bring a
+    deleted pod back; for a group's pod, also its address, which the other groups' agents
+    tunnel to."""
     labels = body["metadata"].get("labels") or {}
     namespace, name = body["metadata"]["namespace"], labels[builders.LABEL_NAME]
     group = labels.get(builders.LABEL_GROUP)
@@ -494,16 +495,29 @@ async def pod_changed(
                 return  # a pod of a layout the spec no longer has: converge replaces it
             await _recreate(api, vdc, spec, group, memo, logger)
         if group is None:
-            await api.update_vdc_status(
-                namespace, name, lambda now: builders.pod_status(now, pod), vdc
-            )
+            await _write_pod_change(api, vdc, lambda now: builders.pod_change(now, pod))
         else:
-            await api.update_vdc_status(
-                namespace,
-                name,
-                lambda now: builders.group_pod_and_merged_status(now, spec, group, pod),
-                vdc,
+            await _write_pod_change(
+                api, vdc, lambda now: builders.group_pod_change(now, spec, group, pod)
             )
+
+
+async def _write_pod_change(
+    api: Api, vdc: Any, change: Callable[[Any], builders.PodChange]
+) -> None:
+    """Write the status a pod's event makes, then post the events of the change that was
+    written: a conflict computes it again from the newer VDC, which may have recorded them
+    already (an earlier event of the same restart)."""
+    made: list[builders.PodChange] = []
+
+    def compute(now: Any) -> dict[str, Any] | None:
+        made.append(change(now))
+        return made[-1].status
+
+    meta = vdc["metadata"]
+    if await api.update_vdc_status(meta["namespace"], meta["name"], compute, vdc):
+        for event in made[-1].events:
+            kopf.event(vdc, type=event.type, reason=event.reason, message=event.message[:1024])
 
 
 async def _recreate(

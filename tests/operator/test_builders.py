@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import yaml
 from tests.spec.test_cr import quickstart
 from vdc_operator import builders
 from vdc_runtime.resource import spec as cr
+from vdc_runtime.resource.status import VirtualDataCenterStatus
 
 GOLDEN = Path(__file__).parent / "golden"
 NOW = 1_790_000_000.0
@@ -187,7 +190,8 @@ def test_pod_status(the_pod: dict[str, Any] | None, phase: str, reason: str) -> 
 def test_running_agent_owns_the_status() -> None:
     running = pod("Running", containerStatuses=[agent({"running": {}})])
     assert builders.pod_status(vdc(), running) is None
-    # Once the agent has reported, a pending pod (a restart) is not the operator's to tell.
+    # Once the agent has reported, a pod that says nothing of its agent yet is not the
+    # operator's to tell (its agent restarting is: see below).
     body = vdc()
     body["status"] = {"phase": "Running"}
     assert builders.pod_status(body, pod("Pending")) is None
@@ -201,3 +205,107 @@ def test_deleted_vdc_is_terminating_and_transition_time_is_kept() -> None:
     status = builders.pod_status(body, None, now=NOW)
     assert status is not None and status["phase"] == "Terminating"
     assert status["conditions"][0]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+
+
+# -- the agent's restarts ------------------------------------------------------------------------
+
+OOM = {"terminated": {"reason": "OOMKilled", "exitCode": 137,
+                      "finishedAt": "2026-09-21T14:10:00Z"}}  # fmt: skip
+
+
+def restarted(state: dict[str, Any], count: int = 1, **more: Any) -> dict[str, Any]:
+    """The pod as the kubelet shows it after its agent container restarted."""
+    return pod("Running", containerStatuses=[agent(state, restartCount=count, **more)])
+
+
+def running_vdc(**status: Any) -> dict[str, Any]:
+    body = vdc()
+    body["status"] = {"phase": "Running", "pod": "vdc-quickstart", **status}
+    return body
+
+
+@pytest.mark.parametrize(
+    ("the_pod", "message"),
+    [
+        (restarted({"waiting": {"reason": "ContainerCreating"}}, lastState=OOM),
+         "the agent is restarting (last exit: OOMKilled, exit code 137)"),
+        # Killed and not started again yet: its current state says how it ended.
+        (restarted({"terminated": {"reason": "Error", "exitCode": 137, "signal": 9}}, 0),
+         "the agent is restarting (last exit: Error, exit code 137, signal 9)"),
+        (restarted({"waiting": {"reason": "CreateContainerError", "message": "no space"}},
+                   lastState=OOM),
+         "the agent is restarting (last exit: OOMKilled, exit code 137; CreateContainerError:"
+         " no space)"),
+        (restarted({"waiting": {"reason": "PodInitializing"}}),
+         "the agent is restarting"),
+    ],
+)  # fmt: skip
+def test_a_running_vdc_is_degraded_while_its_agent_restarts(
+    the_pod: dict[str, Any], message: str
+) -> None:
+    for reported in ("Running", "Degraded"):
+        assert builders.pod_verdict(the_pod, reported) == ("Degraded", "AgentRestarting", message)
+
+
+def test_the_agent_restarting_status_and_event() -> None:
+    body = running_vdc(agentRestarts=1)
+    the_pod = restarted({"waiting": {"reason": "ContainerCreating"}}, 2, lastState=OOM)
+    change = builders.pod_change(body, the_pod, now=NOW)
+    # As JSON: what the API server gets (the phase is an enum).
+    assert_golden("agent-restarting-change", json.loads(json.dumps(dataclasses.asdict(change))))
+    # What the operator writes is what the CRD's schema keeps (it prunes unknown keys).
+    assert change.status is not None
+    typed = VirtualDataCenterStatus.model_validate(change.status)
+    assert typed.model_dump(exclude_unset=True) == change.status
+
+
+def test_only_the_agent_reports_once_its_container_runs() -> None:
+    # Running again but not ready yet (its probes): the new agent's report stands, even
+    # when this event comes after it.
+    back = restarted({"running": {}}, lastState=OOM, ready=False)
+    assert builders.pod_verdict(back, "Running") is None
+    assert builders.pod_verdict(back, "Degraded") is None
+    # Still building: Provisioning says it, and the new agent will.
+    gone = restarted({"waiting": {"reason": "ContainerCreating"}}, lastState=OOM)
+    assert builders.pod_verdict(gone, "Provisioning") is None
+    # A crash loop stays a failure, whatever ran before.
+    looping = restarted({"waiting": {"reason": "CrashLoopBackOff"}}, 5, lastState=OOM)
+    assert builders.pod_verdict(looping, "Running") == (
+        "Failed", "CrashLoopBackOff", "the agent keeps exiting: exit code 137")  # fmt: skip
+
+
+def test_each_restart_of_the_agent_is_announced_once() -> None:
+    body = running_vdc()
+    first = restarted({"running": {}}, 0)
+    # The first count seen is recorded, announcing nothing.
+    assert builders.pod_change(body, first) == builders.PodChange({"agentRestarts": 0})
+    body["status"]["agentRestarts"] = 0
+    assert builders.pod_change(body, first) == builders.PodChange(None)
+
+    again = restarted({"running": {}}, 2, lastState=OOM)
+    change = builders.pod_change(body, again)
+    assert change.status == {"agentRestarts": 2}
+    assert change.events == (builders.VdcEvent(
+        "Warning", "AgentRestarted", "agent of pod vdc-quickstart restarted (restart 2); it had"
+        " exited: OOMKilled, exit code 137, at 2026-09-21T14:10:00Z"),)  # fmt: skip
+    # Written with its count: the same pod's next event (or after an operator restart)
+    # announces nothing more.
+    body["status"]["agentRestarts"] = 2
+    assert builders.pod_change(body, again) == builders.PodChange(None)
+
+
+def test_the_restart_count_follows_the_pod() -> None:
+    body = running_vdc(agentRestarts=3)
+    # The pod goes: its count with it.
+    going = restarted({"running": {}}, 3)
+    going["metadata"]["deletionTimestamp"] = "2026-09-21T14:00:00Z"
+    change = builders.pod_change(body, going, now=NOW)
+    assert change.status is not None and change.status["agentRestarts"] is None
+    assert change.status["phase"] == "Pending" and not change.events
+    gone = builders.pod_change(body, None, now=NOW)
+    assert gone.status is not None and gone.status["agentRestarts"] is None
+    # A new pod the operator did not see replace the old one starts from 0 again.
+    new = builders.pod_change(body, restarted({"running": {}}, 0))
+    assert new == builders.PodChange({"agentRestarts": 0})
+    # A pod without its container's status yet keeps the count.
+    assert builders.pod_change(body, pod("Running")) == builders.PodChange(None)

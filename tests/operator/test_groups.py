@@ -79,17 +79,19 @@ def test_a_groups_pod_and_address_go_under_its_own_key() -> None:
         "message": "the pod is starting"}}}  # fmt: skip
     body["status"] = {"groups": {"rack-b": {"pod": "vdc-quickstart-rack-b", "phase": "Running"}}}
     running = builders.group_pod_status(body, "rack-b", _pod("vdc-quickstart-rack-b", "10.244.0.9"))
-    assert running == {"groups": {"rack-b": {"pod": "vdc-quickstart-rack-b",
-                                             "podIP": "10.244.0.9"}}}  # fmt: skip
+    # (With the first restart count of its agent seen: see test_builders.)
+    assert running == {"groups": {"rack-b": {
+        "pod": "vdc-quickstart-rack-b", "podIP": "10.244.0.9", "agentRestarts": 0}}}  # fmt: skip
     # What the operator writes is what the CRD's schema keeps (it prunes unknown keys).
     typed = VirtualDataCenterStatus.model_validate(running)
     assert typed.model_dump(exclude_unset=True) == running
-    body["status"]["groups"]["rack-b"]["podIP"] = "10.244.0.9"
+    body["status"]["groups"]["rack-b"].update(podIP="10.244.0.9", agentRestarts=0)
     assert builders.group_pod_status(body, "rack-b", _pod("vdc-quickstart-rack-b",
                                                           "10.244.0.9")) is None  # fmt: skip
     gone = builders.group_pod_status(body, "rack-b", None)
-    assert gone == {"groups": {"rack-b": {"pod": None, "podIP": None, "phase": "Pending",
-                                          "message": "creating the pod"}}}  # fmt: skip
+    assert gone == {"groups": {"rack-b": {
+        "pod": None, "podIP": None, "agentRestarts": None, "phase": "Pending",
+        "message": "creating the pod"}}}  # fmt: skip
 
 
 def _reported(phase: str, ready: int, total: int, node: str) -> dict[str, Any]:
@@ -168,3 +170,49 @@ def test_a_groups_pod_event_writes_its_part_and_the_whole_at_once() -> None:
     # Nothing of the group changed: nothing to write, whatever the whole shows.
     after["status"].update(whole)
     assert builders.group_pod_and_merged_status(after, spec, "rack-b", None, NOW) is None
+
+
+def test_a_groups_agent_restart_degrades_the_vdc_and_is_announced_once() -> None:
+    body = grouped()
+    body["status"] = {"phase": "Running",
+                      "groups": {"rack-a": _reported("Running", 1, 1, "worker-1"),
+                                 "rack-b": {**_reported("Running", 1, 1, "worker-2"),
+                                            "pod": "vdc-quickstart-rack-b",
+                                            "podIP": "10.244.0.9",
+                                            "agentRestarts": 0}}}  # fmt: skip
+    spec = cr.parse(body["spec"])
+    the_pod = _pod("vdc-quickstart-rack-b", "10.244.0.9")
+    the_pod["status"]["containerStatuses"] = [{
+        "name": "agent", "state": {"waiting": {"reason": "ContainerCreating"}},
+        "restartCount": 1,
+        "lastState": {"terminated": {"reason": "Error", "exitCode": 137, "signal": 9}},
+    }]  # fmt: skip
+    change = builders.group_pod_change(body, spec, "rack-b", the_pod, NOW)
+    assert change.status is not None
+    message = "the agent is restarting (last exit: Error, exit code 137, signal 9)"
+    assert change.status["groups"] == {"rack-b": {
+        "pod": "vdc-quickstart-rack-b", "podIP": "10.244.0.9", "agentRestarts": 1,
+        "phase": "Degraded", "message": message}}  # fmt: skip
+    # The whole is Degraded through the group's part.
+    assert change.status["phase"] == "Degraded"
+    assert change.status["message"] == f"group rack-b: {message}"
+    assert change.status["readyGroups"] == "1/2"
+    assert change.events == (builders.VdcEvent(
+        "Warning", "AgentRestarted", "agent of pod vdc-quickstart-rack-b restarted (restart 1);"
+        " it had exited: Error, exit code 137, signal 9"),)  # fmt: skip
+    typed = VirtualDataCenterStatus.model_validate(change.status)
+    assert typed.model_dump(exclude_unset=True) == change.status
+
+    # Written: the same pod's next event changes nothing and announces nothing more.
+    after = copy.deepcopy(body)
+    after["status"].update({k: v for k, v in change.status.items() if k != "groups"})
+    after["status"]["groups"]["rack-b"].update(change.status["groups"]["rack-b"])
+    nothing = builders.PodChange(None)
+    assert builders.group_pod_change(after, spec, "rack-b", the_pod, NOW) == nothing
+    # Its container runs again: the group's agent reports, not the operator.
+    the_pod["status"]["containerStatuses"][0]["state"] = {"running": {}}
+    assert builders.group_pod_change(after, spec, "rack-b", the_pod, NOW) == nothing
+    # Its pod lost: the count goes with it.
+    lost = builders.group_pod_change(after, spec, "rack-b", None, NOW)
+    assert lost.status is not None and lost.status["groups"]["rack-b"]["agentRestarts"] is None
+    assert not lost.events

@@ -170,6 +170,7 @@ class Agent:
         from vdc_runtime.agent.report import Reporter
 
         self.reporter = Reporter(kube, vdc, opts.group)
+        await self.reporter.resync()  # from the status as it is now, not as before start-up
         metrics_runner = await self._serve_metrics()
         reporting = asyncio.create_task(
             self.reporter.loop(self.observation, opts.report_every), name="status reports"

@@ -126,13 +126,35 @@ class Reporter:
         """In a VDC of several groups, this agent's: it reports into its own key of
         `status.groups`, and the operator merges the groups into the rest."""
         self.generation: int = vdc["metadata"].get("generation", 0)
-        status = vdc.get("status") or {}
-        self.written: dict[str, Any] | None = (
-            status if group is None else (status.get("groups") or {}).get(group)
-        ) or None
+        self.written: dict[str, Any] | None = self._part(vdc)
         self.superseded = False
         self._refreshed = time.monotonic()
         self._failing = False
+
+    def _part(self, vdc: dict[str, Any]) -> dict[str, Any] | None:
+        """This agent's part of the VDC's status: the whole, or its group's."""
+        status = vdc.get("status") or {}
+        if self.group is not None:
+            status = (status.get("groups") or {}).get(self.group) or {}
+        return status or None
+
+    async def resync(self) -> None:
+        """Read the VDC again before the first report, and take its status as the last one
+        written: start-up (building, or adopting the machines after a restart) takes a
+        while, during which the operator may have written this agent's part (Degraded
+        while it restarted), and a report equal to the status read before start-up would
+        otherwise never be written over that."""
+        try:
+            await self._refresh()
+        except Gone as exc:
+            log.warning("%s; no more status reports", exc)
+            self.superseded = True
+            return
+        except KubeError as exc:
+            log.warning("cannot read the VDC again (reporting from the first read): %s", exc)
+            return
+        if not self.superseded:
+            self.written = self._part(self.vdc)
 
     @property
     def conditions(self) -> list[dict[str, Any]]:
@@ -175,6 +197,16 @@ class Reporter:
                 " this pod; no more status reports", generation, self.generation,
             )  # fmt: skip
             self.superseded = True
+            return
+        # Another writer changed this agent's phase since it last wrote (the operator's
+        # AgentRestarting, written after this agent read the VDC): what this agent would
+        # report is no longer what the status says, so its next report must be written
+        # even if it equals its last one. Not while the VDC is being deleted: the
+        # operator's Terminating holds until this agent says it too.
+        theirs = self._part(self.vdc)
+        deleting = self.vdc["metadata"].get("deletionTimestamp")
+        if not deleting and (theirs or {}).get("phase") != (self.written or {}).get("phase"):
+            self.written = theirs
 
     async def _write(self, status: dict[str, Any]) -> None:
         if self.group is not None:

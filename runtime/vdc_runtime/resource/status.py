@@ -110,15 +110,19 @@ class PublishedBMCs(ApiModel):
 
 
 class GroupStatus(ApiModel):
-    """One group of a VDC with several: its pod (written by the operator) and what the
-    group's agent reports (written by that agent alone: a merge patch of its own key of
-    `groups`, so agents never write over each other)."""
+    """One group of a VDC with several: its pod and its agent's restarts (written by the
+    operator) and what the group's agent reports (written by that agent alone: a merge
+    patch of its own key of `groups`, so agents never write over each other)."""
 
     pod: str | None = None
     pod_ip: str | None = Field(
         default=None,
         alias="podIP",  # as Kubernetes spells it in a pod's status
         description="Where the other groups tunnel to.",
+    )
+    agent_restarts: int | None = Field(
+        default=None,
+        description="Restarts of the group's agent container the operator has announced.",
     )
     phase: Phase | None = None
     message: str | None = None
@@ -144,6 +148,11 @@ class VirtualDataCenterStatus(ApiModel):
         default=None, description="How the machines run: KVM, or TCG (software emulation)."
     )
     pod: str | None = Field(default=None, description="The pod that runs the data center.")
+    agent_restarts: int | None = Field(
+        default=None,
+        description="Restarts of the pod's agent container the operator has announced"
+        " (an AgentRestarted event each).",
+    )
     bmc: PublishedBMCs | None = None
     runner_label: str | None = Field(
         default=None, description="The label only this VDC's runners have (runs-on)."
