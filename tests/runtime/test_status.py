@@ -93,6 +93,23 @@ def test_events_for_transitions() -> None:
     assert [e.reason for e in first] == ["NodeBooting", "NodeBooting", "Provisioning"]
 
 
+def test_a_node_started_again_between_two_reports_has_its_own_event() -> None:
+    # An adopting agent starts a machine whose QEMU ended while no agent watched: the
+    # status never shows it Restarting, only its restarts going up.
+    before = agent_status(run_obs(node("a"), node("b")))
+    same_phase = agent_status(run_obs(node("a"), node("b", restarts=1)))
+    events = transitions(before, same_phase)
+    assert [(e.reason, e.type, e.message) for e in events] == [
+        ("NodeRestarted", "Warning", "node b: started again (restart 1)")
+    ]
+    booting = agent_status(run_obs(node("a"), node("b", ready=False, restarts=1)))
+    (event, *_) = transitions(before, booting)
+    assert (event.reason, event.message) == (
+        "NodeBooting", "node b: booting (started again: restart 1)"
+    )  # fmt: skip
+    assert transitions(same_phase, same_phase) == []
+
+
 def test_status_of_500_nodes_stays_small() -> None:
     long_name = "rack{:02d}-" + "x" * 50 + "-{:04d}"
     nodes = [

@@ -286,10 +286,18 @@ def transitions(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> l
     old_nodes = {n["name"]: n for n in before.get("nodes", [])}
     for node in after.get("nodes", []):
         old = old_nodes.get(node["name"], {})
+        restarted = bool(old) and node.get("restarts", 0) > old.get("restarts", 0)
         if old.get("phase") == node["phase"] or node["phase"] not in _NODE_EVENTS:
+            if restarted:
+                # Started again between two reports (as an adopting agent does with a
+                # machine whose QEMU ended while no agent watched): never seen Restarting.
+                events.append(Event("NodeRestarted", f"node {node['name']}: started again"
+                                    f" (restart {node['restarts']})", "Warning"))  # fmt: skip
             continue
         reason, kind = _NODE_EVENTS[node["phase"]]
         detail = f" (restart {node['restarts']})" if node["phase"] == NodePhase.RESTARTING else ""
+        if restarted and node["phase"] != NodePhase.RESTARTING:
+            detail = f" (started again: restart {node['restarts']})"
         events.append(Event(reason, f"node {node['name']}: {node['phase'].lower()}{detail}", kind))
     old_runners = {r["name"]: r for r in before.get("runners", [])}
     for runner in after.get("runners", []):
