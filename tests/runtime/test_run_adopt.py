@@ -57,6 +57,7 @@ class Lab:
 
 
 MakeLab = Callable[[str, str], Lab]
+FORWARD_PORT = 18087
 
 
 @pytest.fixture
@@ -91,6 +92,9 @@ def _killed_run(lab_: Lab) -> tuple[int, int]:
     console(first, "ad1").wait_for("VDC-GUEST-READY")
     qemu = first.api("/nodes/ad1")[1]["pid"]
     app = first.api("/netns/adns")[1]["apps"][0]["pid"]
+    forward = {"local_port": FORWARD_PORT, "netns": "adns", "remote_host": "10.6.0.1",
+               "remote_port": 7}  # fmt: skip
+    assert first.api("/forwards", "POST", body=forward)[0] == 201
     time.sleep(1.5)  # the run state follows the guest's readiness within a second
     first.signal(signal.SIGKILL)
     first.wait()
@@ -113,6 +117,9 @@ def test_a_killed_run_is_adopted_and_its_machines_keep_running(
     node = adopting.api("/nodes/ad1")[1]
     assert (node["pid"], node["power_status"], node["restarts"]) == (qemu, "On", 0), node
     assert adopting.api("/netns/adns")[1]["apps"][0]["pid"] == app
+    # The forward added through the API is served again.
+    (fwd,) = adopting.api("/forwards")[1]
+    assert (fwd["local_port"], fwd["netns"], fwd["remote_port"]) == (FORWARD_PORT, "adns", 7)
     con = console(adopting, "ad1")
     assert con.count("VDC-GUEST-READY") == 1  # one boot: the guest was never restarted
     # Power actions reach the adopted QEMU.
