@@ -264,6 +264,14 @@ class DataCenterRun:
                 await self._restore_namespaces()
             except (HolderError, OSError) as exc:
                 raise StartupError(f"cannot adopt: the holder's namespaces: {exc}") from None
+        present = nsutil.list_netns()
+        missing = [ns.name for ns in self.dc.netns if ns.name not in present]
+        if missing:
+            # Gone with their holder, or removed by hand: what ran in them is gone too.
+            raise StartupError(
+                f"cannot adopt the data center running from {run_dir}: its network"
+                f" namespaces {', '.join(missing)} are gone (run with --force to build it again)"
+            )
         await self._prepare()
         for ns in self.dc.netns:
             for app in ns.apps:

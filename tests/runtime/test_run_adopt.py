@@ -16,6 +16,7 @@ from tests.guest.build import GuestPaths
 from tests.runtime.conftest import write
 from tests.runtime.guests import console, node_yaml, wait_power
 from tests.runtime.harness import HostNetns, Snapshot, VdcRun, assert_no_leftovers, snapshot
+from vdc_runtime.fabric import netns as nsutil
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -170,6 +171,14 @@ def test_adopting_another_spec_is_refused_and_touches_nothing(
     nothing = VdcRun(host, [spec], tmp_path / "elsewhere", "--adopt")
     assert nothing.run_to_exit() == 1
     assert "nothing to adopt" in nothing.output
+
+    # A namespace gone (its mount removed; the app inside keeps it alive, unreachable):
+    # what ran there cannot be adopted.
+    assert nsutil.remove("adns")
+    gone = VdcRun(host, [spec], tmp_path / "run", "--adopt")
+    assert gone.run_to_exit() == 1
+    assert "network namespaces adns are gone" in gone.output, gone.output
+    assert _running(qemu) and _running(app)
 
     forced = VdcRun(host, [spec], tmp_path / "run", "--force").start()
     running.append(forced)
