@@ -76,19 +76,41 @@ def events(kube: Kube, reason: str) -> list[dict[str, Any]]:
     return found  # type: ignore[no-any-return]
 
 
+def diagnostics(kube: Kube) -> str:
+    """The pod's containers' logs (the agent's previous one's too) and the VDC's events."""
+    parts = []
+    for args in (("-c", "agent", "--previous"), ("-c", "agent"), ("-c", "holder")):
+        done = kube.call("logs", "-n", NS, f"vdc-{NAME}", "--tail=60", *args)
+        parts.append(f"--- logs {' '.join(args)}\n{done.stdout}{done.stderr}")
+    done = kube.call("get", "events", "-n", NS, "--field-selector",
+                     f"involvedObject.name={NAME}", "-o", "wide")  # fmt: skip
+    parts.append(f"--- events\n{done.stdout}")
+    return "\n".join(parts)
+
+
 @pytest.fixture
 def adopttest(operator: Kube) -> Iterator[Kube]:
     operator.apply(example_copy(NAME, PREFIX))
     try:
         wait_ready(operator, NAME)
         yield operator
+    except BaseException:
+        print(diagnostics(operator))
+        raise
     finally:
         operator.call("delete", "vdc", NAME, "-n", NS, "--wait=true", "--timeout=180s")
 
 
 @pytest.mark.timeout(1800)  # two PXE boots under TCG, then two power cycles
 def test_a_killed_agent_is_restarted_and_adopts_the_running_machines(adopttest: Kube) -> None:
-    operator = adopttest
+    try:
+        killed_and_adopted(adopttest)
+    except BaseException:
+        print(diagnostics(adopttest))
+        raise
+
+
+def killed_and_adopted(operator: Kube) -> None:
     operator.wait_for(lambda: all(n.get("bmcAddress") for n in vdc(operator, NAME)["status"]
                                   ["nodes"]), "the BMC addresses", 60)  # fmt: skip
     (pod,) = pods_of(operator, NAME)
