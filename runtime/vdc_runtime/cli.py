@@ -18,6 +18,7 @@ from vdc_runtime import __version__, logs
 
 if TYPE_CHECKING:
     from vdc_runtime.options import GroupOptions
+    from vdc_runtime.snapshot.store import SnapshotStore
     from vdc_runtime.spec import DataCenter
 
 log = logging.getLogger("vdc")
@@ -431,6 +432,122 @@ def _add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
     p.set_defaults(func=cmd_forward_delete)
 
 
+def _snapshots(args: argparse.Namespace) -> SnapshotStore:
+    from vdc_runtime.snapshot.store import SnapshotStore
+
+    return SnapshotStore(args.data_dir.absolute() / "snapshots")
+
+
+def _human_size(size: int) -> str:
+    """As `ls -h` writes it: 1023B, 1.5K, 12M."""
+    value, power = float(size), 0
+    while value >= 1024 and power < 4:
+        value, power = value / 1024, power + 1
+    if power == 0:
+        return f"{size}B"
+    return f"{value:.{1 if value < 10 else 0}f}{'KMGT'[power - 1]}"
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def cmd_snapshot_list(args: argparse.Namespace) -> int:
+    import time
+
+    manifests = _snapshots(args).list()
+    if args.json:
+        print(json.dumps([{"name": m.name, "created_at": m.created_at, "group": m.group,
+                           "machines": sorted(m.machines), "size": m.size}
+                          for m in manifests]))  # fmt: skip
+        return EXIT_OK
+    rows = [("NAME", "CREATED", "MACHINES", "SIZE")]
+    rows += [
+        (m.name, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.created_at)),
+         str(len(m.machines)), _human_size(m.size))
+        for m in manifests
+    ]  # fmt: skip
+    print(_table(rows))
+    return EXIT_OK
+
+
+def cmd_snapshot_show(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    manifest = _snapshots(args).show(args.name)
+    print(json.dumps(dataclasses.asdict(manifest), indent=2 if args.pretty else None))
+    return EXIT_OK
+
+
+def cmd_snapshot_verify(args: argparse.Namespace) -> int:
+    problems = _snapshots(args).verify(args.name)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return EXIT_FAILED
+    print(f"snapshot {args.name}: every file as its manifest says")
+    return EXIT_OK
+
+
+def cmd_snapshot_delete(args: argparse.Namespace) -> int:
+    _snapshots(args).delete(args.name)
+    return EXIT_OK
+
+
+def cmd_snapshot_export(args: argparse.Namespace) -> int:
+    _snapshots(args).export(args.name, args.file)
+    return EXIT_OK
+
+
+def cmd_snapshot_import(args: argparse.Namespace) -> int:
+    manifest = _snapshots(args).import_(args.file, args.name)
+    print(manifest.name)
+    return EXIT_OK
+
+
+def _add_snapshot_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    # Commands that work on the files alone share --data-dir; one that needs the running
+    # data center (taking a snapshot) takes --endpoint instead, beside them.
+    data_dir = argparse.ArgumentParser(add_help=False)
+    data_dir.add_argument("--data-dir", type=Path, default=Path("/var/lib/vdc"),
+                          help="where snapshots are kept, in snapshots/ (default /var/lib/vdc,"
+                               " as vdc run's)")  # fmt: skip
+
+    snap = sub.add_parser("snapshot", help="snapshots of a whole data center, kept in the data dir")
+    ssub = snap.add_subparsers(dest="snapshot_command", required=True, metavar="COMMAND")
+    p = ssub.add_parser("list", parents=[data_dir], help="every snapshot, oldest first")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_snapshot_list)
+    p = ssub.add_parser("show", parents=[data_dir], help="a snapshot's manifest as JSON")
+    p.add_argument("name")
+    p.add_argument("--pretty", action="store_true")
+    p.set_defaults(func=cmd_snapshot_show)
+    p = ssub.add_parser(
+        "verify",
+        parents=[data_dir],
+        help="check every file's size and checksum against its manifest",
+    )
+    p.add_argument("name")
+    p.set_defaults(func=cmd_snapshot_verify)
+    p = ssub.add_parser("delete", parents=[data_dir])
+    p.add_argument("name")
+    p.set_defaults(func=cmd_snapshot_delete)
+    p = ssub.add_parser("export", parents=[data_dir],
+                        help="write a snapshot into one file (tar, zstd-compressed)")  # fmt: skip
+    p.add_argument("name")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=cmd_snapshot_export)
+    p = ssub.add_parser("import", parents=[data_dir],
+                        help="take in a file export wrote; prints the snapshot's name")  # fmt: skip
+    p.add_argument("file", type=Path)
+    p.add_argument("--name", help="keep it under this name instead of its own")
+    p.set_defaults(func=cmd_snapshot_import)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vdc", description="Virtual data centers for CI.")
     parser.add_argument("--version", action="version", version=f"vdc {__version__}")
@@ -586,6 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_strict(validate)
     validate.set_defaults(func=cmd_validate)
     _add_client_commands(sub)
+    _add_snapshot_commands(sub)
     return parser
 
 
@@ -598,6 +716,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except ClientError as exc:
         print(f"vdc: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (OSError, ValueError) as exc:
+        if args.command != "snapshot":
+            raise
+        # A snapshot missing, damaged or in the way: said in one line, as the client's errors.
+        print(f"vdc snapshot {args.snapshot_command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
 
