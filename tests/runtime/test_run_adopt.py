@@ -117,6 +117,7 @@ def test_a_killed_run_is_adopted_and_its_machines_keep_running(
     adopting.wait_ready(60)
     node = adopting.api("/nodes/ad1")[1]
     assert (node["pid"], node["power_status"], node["restarts"]) == (qemu, "On", 0), node
+    assert node["ready"] is True, node  # its power known as On, its readiness kept
     assert adopting.api("/netns/adns")[1]["apps"][0]["pid"] == app
     # The forward added through the API is served again.
     (fwd,) = adopting.api("/forwards")[1]

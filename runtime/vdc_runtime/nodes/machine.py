@@ -165,8 +165,9 @@ class Machine:
         self.restarts, self.boots, self.ready_at = record.restarts, record.boots, record.ready_at
         self.bmc_address = record.bmc_address
         self.started_at = process_started_at(record.qemu.start)
-        self.power_changed(await self.control.query_power(), "adopted", always=True)
+        # Running first: the power control answers nothing for a machine still starting.
         self.state = MachineState.RUNNING
+        self.power_changed(await self.control.query_power(), "adopted", always=True)
         self._tasks.append(
             asyncio.create_task(self._guest_port(), name=f"guest port qemu/{self.name}")
         )
