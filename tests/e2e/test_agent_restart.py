@@ -71,8 +71,11 @@ def ipmitool(host: str, port: int, *command: str) -> subprocess.CompletedProcess
 
 
 def events(kube: Kube, reason: str) -> list[dict[str, Any]]:
+    """This VDC's events of `reason` (not those of an earlier VDC of the same name: events
+    outlive their object for an hour)."""
+    uid = vdc(kube, NAME)["metadata"]["uid"]
     found = kube.get("events", "-n", NS, "--field-selector",
-                     f"reason={reason},involvedObject.name={NAME}")["items"]  # fmt: skip
+                     f"reason={reason},involvedObject.uid={uid}")["items"]  # fmt: skip
     return found  # type: ignore[no-any-return]
 
 
