@@ -206,6 +206,43 @@ async def group_peers(request: web.Request) -> web.Response:
     return web.json_response(views.group(run))
 
 
+def _snapshot_summary(manifest: Any) -> dict[str, Any]:
+    return {
+        "name": manifest.name,
+        "created_at": manifest.created_at,
+        "machines": sorted(manifest.machines),
+        "size": manifest.size,
+        "duration_s": manifest.duration_s,
+        "pause_skew_ms": manifest.pause_skew_ms,
+    }
+
+
+async def snapshots_list(request: web.Request) -> web.Response:
+    store = request.app[RUN_KEY].snapshots
+    manifests = await asyncio.to_thread(store.list)
+    return web.json_response([_snapshot_summary(m) for m in manifests])
+
+
+async def snapshots_save(request: web.Request) -> web.Response:
+    """Save the running data center: `{"name": NAME, "stop": false}`; 201 once complete."""
+    from vdc_runtime.capture import CaptureError
+
+    try:
+        body = await request.json()
+        name, stop = str(body["name"]), bool(body.get("stop", False))
+    except (ValueError, KeyError, TypeError) as exc:
+        return _error(400, f'expected {{"name": NAME, "stop": false}}: {exc}')
+    try:
+        manifest = await request.app[RUN_KEY].snapshot(name, stop=stop)
+    except FileExistsError as exc:
+        return _error(409, str(exc))
+    except ValueError as exc:
+        return _error(400, str(exc))
+    except (CaptureError, NodeError, OSError) as exc:
+        return _error(500, f"snapshot {name} not saved: {exc}")
+    return web.json_response(_snapshot_summary(manifest), status=201)
+
+
 def make_app(run: DataCenterRun) -> web.Application:
     app = web.Application()
     app[RUN_KEY] = run
@@ -222,6 +259,8 @@ def make_app(run: DataCenterRun) -> web.Application:
     app.router.add_get("/forwards", forwards_list)
     app.router.add_post("/forwards", forwards_add)
     app.router.add_delete("/forwards/{port}", forwards_delete)
+    app.router.add_get("/snapshots", snapshots_list)
+    app.router.add_post("/snapshots", snapshots_save)
     app.router.add_get("/group", group)
     app.router.add_put("/group/peers", group_peers)
     return app

@@ -121,8 +121,12 @@ async def _run(dc: DataCenter, args: argparse.Namespace, group: GroupOptions | N
             workdir=args.files[0].absolute().parent,
             recreate_volumes=args.recreate_volumes,
             group=group,
+            restore=args.restore,
         ),
     )
+    if args.restore is not None and args.adopt:
+        log.error("--restore and --adopt: a run either takes over machines or restores them")
+        return EXIT_USAGE
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -151,13 +155,17 @@ async def _run(dc: DataCenter, args: argparse.Namespace, group: GroupOptions | N
             args.listen_addr,
         )
         failed = asyncio.create_task(run.failed.wait())
-        await asyncio.wait({stop_wait, failed}, return_when=asyncio.FIRST_COMPLETED)
+        requested = asyncio.create_task(run.stop_requested.wait())
+        await asyncio.wait({stop_wait, failed, requested}, return_when=asyncio.FIRST_COMPLETED)
         if run.failed.is_set():
             log.error("stopping: %s", run.failure)
             exit_code = EXIT_FAILED
+        elif run.stop_requested.is_set():
+            log.info("stopping, as the snapshot asked")
         else:
             log.info("stopping")
         failed.cancel()
+        requested.cancel()
     except OSError as exc:
         log.error("%s", exc)
         exit_code = EXIT_FAILED
@@ -456,6 +464,14 @@ def _table(rows: list[tuple[str, ...]]) -> str:
     )
 
 
+def cmd_snapshot_save(args: argparse.Namespace) -> int:
+    saved = _client(args, "POST", "/snapshots", {"name": args.name, "stop": args.stop})
+    assert isinstance(saved, dict)
+    print(f"snapshot {saved['name']}: {len(saved['machines'])} machines,"
+          f" {saved['size'] / (1 << 20):.1f} MiB in {saved['duration_s']:.1f} s")  # fmt: skip
+    return EXIT_OK
+
+
 def cmd_snapshot_list(args: argparse.Namespace) -> int:
     import time
 
@@ -517,8 +533,22 @@ def _add_snapshot_commands(sub: argparse._SubParsersAction) -> None:  # type: ig
                           help="where snapshots are kept, in snapshots/ (default /var/lib/vdc,"
                                " as vdc run's)")  # fmt: skip
 
+    endpoint = argparse.ArgumentParser(add_help=False)
+    endpoint.add_argument("--endpoint", default="http://localhost:10808",
+                          help="vdc API (default http://localhost:10808)")  # fmt: skip
+
     snap = sub.add_parser("snapshot", help="snapshots of a whole data center, kept in the data dir")
     ssub = snap.add_subparsers(dest="snapshot_command", required=True, metavar="COMMAND")
+    p = ssub.add_parser(
+        "save",
+        parents=[endpoint],
+        help="save the running data center: every machine paused at once, its RAM, devices,"
+        " disks and UEFI variables saved, then resumed",
+    )
+    p.add_argument("name")
+    p.add_argument("--stop", action="store_true",
+                   help="leave the machines paused and end the run once saved")  # fmt: skip
+    p.set_defaults(func=cmd_snapshot_save)
     p = ssub.add_parser("list", parents=[data_dir], help="every snapshot, oldest first")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_snapshot_list)
@@ -589,6 +619,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="take over the data center a killed earlier run with this run dir left running"
         " (same spec): its machines and apps keep running",
+    )
+    run.add_argument(
+        "--restore",
+        metavar="SNAPSHOT",
+        help="start the machines from this snapshot (vdc snapshot save), where they were"
+        " paused, instead of booting them; the network, init-scripts and apps start afresh",
     )
     run.add_argument(
         "--accel",

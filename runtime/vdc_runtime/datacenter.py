@@ -21,12 +21,16 @@ from vdc_runtime.launch import HolderLauncher, Launcher, LocalLauncher
 from vdc_runtime.ledger import Ledger, RunLock
 from vdc_runtime.options import GroupOptions, RunOptions, StartupError
 from vdc_runtime.phases import RunPhase
+from vdc_runtime.snapshot.manifest import Manifest, layout_differences
+from vdc_runtime.snapshot.store import SnapshotStore
 from vdc_runtime.spec import DataCenter
 
 if TYPE_CHECKING:
     from vdc_runtime.bmc.service import BmcManager
     from vdc_runtime.fleet import Fleet
     from vdc_runtime.nodes.machine import Machine
+    from vdc_runtime.snapshot.manifest import Manifest
+    from vdc_runtime.snapshot.store import SnapshotStore
 
 log = logging.getLogger("vdc.datacenter")
 _NO_NODE = runstate.NodeRecord()
@@ -80,6 +84,9 @@ class DataCenterRun:
         )
         self._holder_id: str | None = None
         """The holder that holds this run's namespaces (a restarted one holds none)."""
+        self.stop_requested = asyncio.Event()
+        """Set when the run is to end by itself (a snapshot saved with --stop)."""
+        self._snapshotting = asyncio.Lock()
         self.adopted: dict[str, int] | None = None
         """After an adoption: how many machines and apps ran on, and how many had ended
         and were started again."""
@@ -402,8 +409,70 @@ class DataCenterRun:
                     raise StartupError(str(exc)) from exc
         if self.fleet is not None:
             t2 = time.perf_counter()
-            await self.fleet.start(self.ledger)
+            if self.options.restore is not None:
+                from vdc_runtime import capture
+                from vdc_runtime.nodes.errors import NodeError
+
+                store, manifest = await asyncio.to_thread(self._snapshot_to_restore)
+                try:
+                    await self.fleet.restore(self.ledger, store, manifest)
+                except (capture.CaptureError, NodeError, OSError) as exc:
+                    raise StartupError(f"restoring snapshot {manifest.name}: {exc}") from exc
+            else:
+                await self.fleet.start(self.ledger)
             self.timings["machines"] = time.perf_counter() - t2
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    # Imported where used: a run that takes no snapshot never loads them (zstandard, the
+    # machines' modules for a spec without machines).
+
+    @property
+    def snapshots(self) -> SnapshotStore:
+        from vdc_runtime.snapshot.store import SnapshotStore
+
+        return SnapshotStore(self.options.data_dir / "snapshots")
+
+    async def snapshot(self, name: str, stop: bool = False) -> Manifest:
+        """Save the running data center's machines as snapshot NAME (`capture.save`); with
+        `stop`, the machines stay paused and the run ends once it is saved."""
+        from vdc_runtime import capture
+
+        if self.phase != RunPhase.RUNNING:
+            raise capture.CaptureError(f"the data center is {self.phase}, not running")
+        if self._snapshotting.locked():
+            raise capture.CaptureError("a snapshot is being saved already")
+        async with self._snapshotting:
+            await asyncio.to_thread(self.snapshots.clean_partials)
+            manifest = await capture.save(
+                self.snapshots, name, self.machines, self._canonical_spec,
+                self.options.group.name if self.options.group is not None else None,
+                keep_paused=stop,
+            )  # fmt: skip
+        if stop:
+            self.stop_requested.set()
+        return manifest
+
+    def _snapshot_to_restore(self) -> tuple[SnapshotStore, Manifest]:
+        """The snapshot `--restore` names, checked whole and against this spec; StartupError
+        saying what is wrong (before any machine starts)."""
+
+        name = self.options.restore
+        assert name is not None
+        store = self.snapshots
+        try:
+            manifest = store.show(name)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"cannot restore snapshot {name}: {exc}") from None
+        problems = store.verify(name)
+        if problems:
+            raise StartupError(f"snapshot {name} is damaged: " + "; ".join(problems[:10]))
+        found = layout_differences(manifest, self.dc)
+        if found:
+            raise StartupError(
+                f"snapshot {name} does not fit this spec's machines: {runstate.describe(found)}"
+            )
+        return store, manifest
 
     def _plan_tunnels(
         self, options: GroupOptions, mtu: int | None

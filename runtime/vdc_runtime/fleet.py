@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
+from vdc_runtime import capture
 from vdc_runtime.bmc.service import BmcError, BmcManager
 from vdc_runtime.fabric.plan import TapPlan
 from vdc_runtime.launch import Launcher, running
@@ -21,6 +22,8 @@ from vdc_runtime.nodes.layout import DriveLayout, HostFacts, NodeLayout, plan_no
 from vdc_runtime.nodes.machine import Machine, NodeError
 from vdc_runtime.options import RunOptions, StartupError
 from vdc_runtime.runstate import NodeRecord
+from vdc_runtime.snapshot.manifest import Manifest
+from vdc_runtime.snapshot.store import SnapshotStore
 from vdc_runtime.spec import DataCenter, Node
 
 if TYPE_CHECKING:
@@ -174,6 +177,27 @@ class Fleet:
         self._make_machines(ledger)
         await self._started(m.start() for m in self.machines.values())
         await self._start_static_bmcs()
+
+    async def restore(self, ledger: Ledger, store: SnapshotStore, manifest: Manifest) -> None:
+        """Start every machine from the snapshot, where it was paused, then the BMCs (the
+        addresses the guests had announced included: they will not announce them again)."""
+        self._make_machines(ledger)
+
+        async def one(machine: Machine) -> None:
+            image = manifest.machines[machine.name]
+            await asyncio.to_thread(capture.put_back, store, manifest, image, machine.layout)
+            state = image.files["state"].path
+
+            async def feed(fd: int) -> None:
+                await asyncio.to_thread(capture.feed, store, manifest.name, state, fd)
+
+            await machine.restore(image, feed)
+
+        await self._started(one(m) for m in self.machines.values())
+        await self._start_static_bmcs()
+        for machine in self.machines.values():
+            if machine.bmc_address is not None:
+                await self._bmc_announced(machine, machine.bmc_address)
 
     async def adopt(self, ledger: Ledger, records: dict[str, NodeRecord]) -> None:
         """Take over the machines a killed run left running, then serve their BMCs again

@@ -41,6 +41,8 @@ class RunOptions:
     workdir: Path | None = None
     recreate_volumes: bool = False
     group: GroupOptions | None = None
+    restore: str | None = None
+    """Start the machines from this snapshot (in the data dir) instead of booting them."""
     holder: Path | None = None
     """The holder's socket (`vdc_runtime.holder`): it starts the machines and apps, and
     holds the namespaces, so that they outlive this process (an agent in a pod)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
 from collections import deque
@@ -19,6 +20,7 @@ from typing import Any
 
 from vdc_runtime.launch import Launcher, process_started_at
 from vdc_runtime.ledger import Ledger
+from vdc_runtime.nodes import migration
 from vdc_runtime.nodes.console import ConsoleHub
 from vdc_runtime.nodes.errors import NodeError, PowerError
 from vdc_runtime.nodes.layout import NodeLayout
@@ -26,6 +28,7 @@ from vdc_runtime.nodes.power import PowerControl
 from vdc_runtime.nodes.process import QemuProcess
 from vdc_runtime.nodes.states import MachineState, Power
 from vdc_runtime.runstate import NodeRecord
+from vdc_runtime.snapshot.manifest import MachineImage
 from vdc_runtime.spec import Node
 
 log = logging.getLogger("vdc.nodes")
@@ -168,6 +171,42 @@ class Machine:
         # Running first: the power control answers nothing for a machine still starting.
         self.state = MachineState.RUNNING
         self.power_changed(await self.control.query_power(), "adopted", always=True)
+        self._tasks.append(
+            asyncio.create_task(self._guest_port(), name=f"guest port qemu/{self.name}")
+        )
+        self._tasks.append(asyncio.create_task(self._watch(), name=f"watch {self.name}"))
+
+    async def restore(self, image: MachineImage, state: Callable[[int], Awaitable[None]]) -> None:
+        """Start the node's QEMU from a snapshot (its disks already put back): it waits
+        for its state, which `state(fd)` feeds into the pipe end `fd` it is given, then
+        runs on where it was paused (or stays paused, as it was)."""
+        self.state = MachineState.STARTING
+        try:
+            await self.console.serve()
+            self.control.adopted()  # its firmware is long past; no boot ahead
+            self.control.snapshot_pause()
+            qmp = await self.process.start(incoming=True)
+            self.control.attach(qmp)
+            await self.console.attach()
+            self.state = MachineState.RUNNING  # the power control talks to running ones only
+            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+            feeding = asyncio.ensure_future(state(write_fd))
+            try:
+                await migration.load_state(self.control, read_fd)
+            finally:
+                os.close(read_fd)
+                await feeding
+            await migration.resume(self.control, image.runstate)
+        except BaseException:
+            self.control.snapshot_done()
+            await self._kill_processes()
+            await self.console.close()
+            self.state = MachineState.FAILED
+            raise
+        self.restarts, self.boots, self.ready_at = image.restarts, image.boots, image.ready_at
+        self.bmc_address = image.bmc_address
+        self.started_at = time.time()
+        self.power_changed(await self.control.query_power(), "restored", always=True)
         self._tasks.append(
             asyncio.create_task(self._guest_port(), name=f"guest port qemu/{self.name}")
         )

@@ -74,6 +74,8 @@ class PowerControl:
         self._firmware_wakeup = asyncio.Event()
         self._firmware_offset = 0
         self._firmware_tail = b""
+        self._snapshotting = False
+        """A snapshot pauses the machine: that is no power change a BMC should report."""
 
     # -- the QEMU it talks to ------------------------------------------------------------
 
@@ -109,6 +111,13 @@ class PowerControl:
                 await asyncio.wait_for(self._qmp.disconnect(), 2)
             self._qmp = None
 
+    def snapshot_pause(self) -> None:
+        """The machine is about to be paused for a snapshot (or loaded from one)."""
+        self._snapshotting = True
+
+    def snapshot_done(self) -> None:
+        self._snapshotting = False
+
     @property
     def qmp(self) -> QMPClient | None:
         return self._qmp
@@ -126,9 +135,9 @@ class PowerControl:
                     reason = event.get("data", {}).get("reason", "")
                     cause = f"guest shut down ({reason})" if reason else "guest shut down"
                     self._changed(Power.OFF, cause)
-                elif name == "STOP":
+                elif name == "STOP" and not self._snapshotting:
                     self._changed(Power.OFF, "stopped")
-                elif name == "RESUME":
+                elif name == "RESUME" and not self._snapshotting:
                     self._changed(Power.ON, "resumed")
                 elif name == "RESET":
                     self._watch_firmware_from_now()

@@ -108,8 +108,9 @@ class QemuProcess:
         if self.layout.tpm_dir is not None:
             shutil.rmtree(self.layout.tpm_dir, ignore_errors=True)
 
-    async def start(self) -> QMPClient:
-        """Start swtpm (if any) and QEMU; return a QMP connection to the new QEMU."""
+    async def start(self, incoming: bool = False) -> QMPClient:
+        """Start swtpm (if any) and QEMU; return a QMP connection to the new QEMU (with
+        `incoming`, one that waits for its state: `nodes.migration.load_state`)."""
         layout = self.layout
         await self._close_outputs()  # an earlier start's, whose lines were read
         layout.run_dir.mkdir(parents=True, exist_ok=True)
@@ -120,6 +121,8 @@ class QemuProcess:
         if layout.tpm_socket is not None and layout.tpm_dir is not None:
             await self._start_swtpm(layout.tpm_dir, layout.tpm_socket)
         argv = qemu_argv(layout, self.node)
+        if incoming:
+            argv += ["-incoming", "defer"]
         log.debug("node %s: %s", self.name, " ".join(argv))
         label = f"qemu/{self.name}"
         self._output = await self._follow(layout.output_log, label)
