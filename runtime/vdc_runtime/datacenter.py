@@ -460,6 +460,8 @@ class DataCenterRun:
         name = self.options.restore
         assert name is not None
         store = self.snapshots
+        for left in store.clean_partials():
+            log.info("removed %s, left by a save that was killed", left)
         try:
             manifest = store.show(name)
         except (OSError, ValueError) as exc:

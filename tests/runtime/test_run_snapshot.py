@@ -3,8 +3,11 @@ then `vdc run --restore`, with a real guest whose RAM and disk hold tokens it wr
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -84,6 +87,56 @@ def test_a_saved_data_center_is_restored_where_it_was(
     assert (got[1], got[2]) == ("ram-41517", "disk-82635"), got[0]
     # The guest went on where it was paused: the same boot, its uptime running on.
     assert float(got[3]) >= saved_uptime
+    assert con.count("VDC-GUEST-READY") == 1
+    assert restored.stop() == 0, restored.output
+    running.remove(restored)
+
+
+def test_a_save_killed_halfway_leaves_no_partial_snapshot(
+    host: HostNetns, tmp_path: Path, guest: GuestPaths, running: list[VdcRun]
+) -> None:
+    spec = write(tmp_path / "lab.yml", lab(guest))
+    run = VdcRun(host, [spec], tmp_path / "run").start()
+    running.append(run)
+    run.wait_ready(120)
+    con = console(run, "sn1")
+    con.wait_for("VDC-GUEST-DONE")
+    time.sleep(1)
+    # A save without --stop: the machines run on at once.
+    status, body = run.api("/snapshots", "POST", body={"name": "one"})
+    assert status == 201, body
+    assert run.api("/nodes/sn1")[1]["power_status"] == "On"
+    mark = len(con.text)
+    type_line(run, "sn1", "echo STILL-$((40+2))-RUNNING")
+    answer(con, r"STILL-42-RUNNING", mark)
+    assert [s["name"] for s in run.api("/snapshots")[1]] == ["one"]
+
+    # The next save, killed with the run as soon as it has begun writing.
+    snapshots = tmp_path / "data" / "snapshots"
+
+    def save_two() -> None:
+        with contextlib.suppress(OSError):  # the run is killed under it
+            run.api("/snapshots", "POST", body={"name": "two"})
+
+    saving = threading.Thread(target=save_two, daemon=True)
+    saving.start()
+    deadline = time.monotonic() + 60
+    while not any(p.name.startswith(".two.") for p in snapshots.iterdir()):
+        assert time.monotonic() < deadline, "the second save never began"
+        time.sleep(0.005)
+    run.signal(signal.SIGKILL)
+    run.wait()
+    running.remove(run)
+    assert not (snapshots / "two").exists()
+
+    # The next run restores the last complete snapshot, and the killed save's files go.
+    restored = VdcRun(host, [spec], tmp_path / "run", "--force", "--restore", "one").start()
+    running.append(restored)
+    restored.wait_ready(120)
+    assert [p.name for p in snapshots.iterdir()] == ["one"], list(snapshots.iterdir())
+    mark = len(con.text)
+    type_line(restored, "sn1", "echo BACK-$((40+3))-AGAIN")
+    answer(con, r"BACK-43-AGAIN", mark)
     assert con.count("VDC-GUEST-READY") == 1
     assert restored.stop() == 0, restored.output
     running.remove(restored)
