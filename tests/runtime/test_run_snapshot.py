@@ -7,6 +7,7 @@ import contextlib
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from tests.guest.build import GuestPaths
 from tests.runtime.conftest import write
 from tests.runtime.guests import Console, console, node_yaml
-from tests.runtime.harness import HostNetns, VdcRun
+from tests.runtime.harness import HostNetns, VdcRun, sh
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -102,9 +103,11 @@ def test_a_save_killed_halfway_leaves_no_partial_snapshot(
     con = console(run, "sn1")
     con.wait_for("VDC-GUEST-DONE")
     time.sleep(1)
-    # A save without --stop: the machines run on at once.
-    status, body = run.api("/snapshots", "POST", body={"name": "one"})
-    assert status == 201, body
+    # A save without --stop, as users take it: the machines run on at once.
+    said = host.sh(
+        [sys.executable, "-m", "vdc_runtime.cli", "snapshot", "save", "one"], timeout=120
+    )
+    assert said.startswith("snapshot one: 1 machines,"), said
     assert run.api("/nodes/sn1")[1]["power_status"] == "On"
     mark = len(con.text)
     type_line(run, "sn1", "echo STILL-$((40+2))-RUNNING")
@@ -138,5 +141,78 @@ def test_a_save_killed_halfway_leaves_no_partial_snapshot(
     type_line(restored, "sn1", "echo BACK-$((40+3))-AGAIN")
     answer(con, r"BACK-43-AGAIN", mark)
     assert con.count("VDC-GUEST-READY") == 1
+    assert restored.stop() == 0, restored.output
+    running.remove(restored)
+
+
+def pxe_lab(tmp_path: Path, guest: GuestPaths) -> Path:
+    """A boot server (dnsmasq and HTTP in a namespace) and a machine that PXE-boots from it."""
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    for src, name in ((guest.vmlinuz, "vmlinuz"), (guest.initrd, "initrd.gz")):
+        (boot / name).symlink_to(src)
+    write(boot / "boot.ipxe",
+          "#!ipxe\nkernel http://10.73.48.1:8080/vmlinuz initrd=initrd.gz console=ttyS0 quiet"
+          " vdc.dhcp=1\ninitrd http://10.73.48.1:8080/initrd.gz\nboot\n")  # fmt: skip
+    write(tmp_path / "dnsmasq.conf",
+          "port=0\ninterface=eth0\nbind-interfaces\nleasefile-ro\npid-file=\nlog-dhcp\n"
+          "dhcp-range=10.73.48.100,10.73.48.200,255.255.255.0,1h\n"
+          "dhcp-match=set:ipxe,175\n"
+          "dhcp-boot=tag:ipxe,http://10.73.48.1:8080/boot.ipxe\n")  # fmt: skip
+    return write(
+        tmp_path / "pxe.yml",
+        """\
+kind: Network
+name: pxe-net
+type: internal
+---
+kind: NetworkNamespace
+name: boot-server
+interfaces:
+- network: pxe-net
+  addresses: [10.73.48.1/24]
+apps:
+- name: dnsmasq
+  command: [dnsmasq, --keep-in-foreground, --log-facility=-, --conf-file=dnsmasq.conf]
+- name: http
+  command: [python3, -m, http.server, "8080", --bind, 10.73.48.1, --directory, boot]
+---
+kind: Node
+name: px1
+smp: {cpus: 1}
+memory: 256M
+interfaces: [pxe-net]
+readiness: {console: VDC-GUEST-DONE}
+""",
+    )
+
+
+def test_a_restored_pxe_lab_does_not_boot_or_ask_dhcp_again(
+    host: HostNetns, tmp_path: Path, guest: GuestPaths, running: list[VdcRun]
+) -> None:
+    spec = pxe_lab(tmp_path, guest)
+    run = VdcRun(host, [spec], tmp_path / "run").start()
+    running.append(run)
+    run.wait_ready(120)
+    con = console(run, "px1")
+    con.wait_for("VDC-GUEST-DONE", timeout=180)
+    address = re.search(r"VDC-GUEST-DHCP eth0 ([0-9.]+)", con.text)
+    assert address, con.text[-2000:]
+    status, body = run.api("/snapshots", "POST", body={"name": "pxe", "stop": True})
+    assert status == 201, body
+    assert run.wait(120) == 0, run.output
+    running.remove(run)
+
+    dnsmasq_log = tmp_path / "data" / "logs" / "apps" / "boot-server.dnsmasq.log"
+    offers_before = dnsmasq_log.read_text().count("DHCPDISCOVER")
+    restored = VdcRun(host, [spec], tmp_path / "run", "--restore", "pxe").start()
+    running.append(restored)
+    restored.wait_ready(120)
+    assert restored.api("/nodes/px1")[1]["ready"] is True
+    # Its address still answers, through the new bridge, from the new boot server.
+    sh(["ip", "netns", "exec", "boot-server", "ping", "-c", "1", "-W", "5", address[1]])
+    time.sleep(3)
+    assert con.count("VDC-GUEST-READY") == 1 and con.count("VDC-GUEST-DHCP") == 1
+    assert dnsmasq_log.read_text().count("DHCPDISCOVER") == offers_before
     assert restored.stop() == 0, restored.output
     running.remove(restored)
