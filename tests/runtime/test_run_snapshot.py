@@ -76,6 +76,15 @@ def test_a_saved_data_center_is_restored_where_it_was(
     assert refused.run_to_exit(120) == 1
     assert 'nodes[sn1].memory: "256M" -> "384M"' in refused.output, refused.output
 
+    # Carried elsewhere as one file: exported, deleted here, imported back.
+    vdc = [sys.executable, "-m", "vdc_runtime.cli"]
+    data = ["--data-dir", str(tmp_path / "data")]
+    archive = tmp_path / "first.tar.zst"
+    host.sh([*vdc, "snapshot", "export", "first", str(archive), *data], timeout=120)
+    host.sh([*vdc, "snapshot", "delete", "first", *data])
+    assert "first" not in host.sh([*vdc, "snapshot", "list", *data])
+    host.sh([*vdc, "snapshot", "import", str(archive), *data], timeout=120)
+
     restored = VdcRun(host, [spec], tmp_path / "run", "--restore", "first").start()
     running.append(restored)
     restored.wait_ready(120)
