@@ -123,7 +123,7 @@ def test_a_job_runs_in_the_vdc_which_then_goes(
     # The GitHub credentials stay with the operator: the pod only has the JIT config.
     pod = operator.get("pod", "vdc-runjob", "-n", NS)
     assert "github-token" not in json.dumps(pod["spec"])
-    assert [c["name"] for c in pod["spec"]["containers"]] == ["agent", "runner-0"]
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["agent", "holder", "runner-0"]
 
     started = time.monotonic()
     job = gh.queue_job(["vdc-lab", label], name="reboot-test", steps=STEPS)
