@@ -22,13 +22,21 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from vdc_runtime import runstate
 from vdc_runtime.nodes import migration
 from vdc_runtime.nodes.errors import NodeError
 from vdc_runtime.nodes.layout import NodeLayout
 from vdc_runtime.nodes.machine import Machine
 from vdc_runtime.nodes.states import MachineState
-from vdc_runtime.snapshot.manifest import VERSION, FileEntry, MachineImage, Manifest
+from vdc_runtime.snapshot.manifest import (
+    VERSION,
+    FileEntry,
+    MachineImage,
+    Manifest,
+    layout_differences,
+)
 from vdc_runtime.snapshot.store import Partial, SnapshotStore
+from vdc_runtime.spec import DataCenter
 
 log = logging.getLogger("vdc.snapshot")
 CHUNK = 1 << 20
@@ -200,6 +208,27 @@ def put_back(
         os.replace(partial, target)
 
 
+def restorable(store: SnapshotStore, name: str, dc: DataCenter) -> Manifest:
+    """Snapshot NAME, checked whole and against the spec `dc` (the part a run builds);
+    CaptureError saying what is wrong, before any machine starts. What a save killed
+    halfway left is removed on the way."""
+    for left in store.clean_partials():
+        log.info("removed %s, left by a save that was killed", left)
+    try:
+        manifest = store.show(name)
+    except (OSError, ValueError) as exc:
+        raise CaptureError(f"cannot restore snapshot {name}: {exc}") from None
+    problems = store.verify(name)
+    if problems:
+        raise CaptureError(f"snapshot {name} is damaged: " + "; ".join(problems[:10]))
+    found = layout_differences(manifest, dc)
+    if found:
+        raise CaptureError(
+            f"snapshot {name} does not fit this spec's machines: {runstate.describe(found)}"
+        )
+    return manifest
+
+
 def feed(store: SnapshotStore, name: str, rel: str, fd: int) -> None:
     """A thread: a machine's saved state, decompressed, into the pipe its QEMU reads
     (`fd`, closed at the end: the end of the stream). A QEMU that stops reading (it died,
@@ -212,4 +241,4 @@ def feed(store: SnapshotStore, name: str, rel: str, fd: int) -> None:
             log.debug("snapshot %s: %s: QEMU stopped reading", name, rel)
 
 
-__all__ = ["CaptureError", "drive_files", "feed", "put_back", "refusals", "save"]
+__all__ = ["CaptureError", "drive_files", "feed", "put_back", "refusals", "restorable", "save"]

@@ -16,12 +16,13 @@ from vdc_runtime import fabric, groups, procs, runstate
 from vdc_runtime.fabric import leftovers, tunnels
 from vdc_runtime.fabric import netns as nsutil
 from vdc_runtime.forward import ForwardError, Forwards
-from vdc_runtime.holder.client import HolderClient, HolderError, close_quietly
+from vdc_runtime.holder.client import HolderClient, HolderError
+from vdc_runtime.holder.namespaces import HeldNamespaces
 from vdc_runtime.launch import HolderLauncher, Launcher, LocalLauncher
 from vdc_runtime.ledger import Ledger, RunLock
 from vdc_runtime.options import GroupOptions, RunOptions, StartupError
 from vdc_runtime.phases import RunPhase
-from vdc_runtime.snapshot.manifest import Manifest, layout_differences
+from vdc_runtime.snapshot.manifest import Manifest
 from vdc_runtime.snapshot.store import SnapshotStore
 from vdc_runtime.spec import DataCenter
 
@@ -82,8 +83,7 @@ class DataCenterRun:
         self.launcher: Launcher = (
             HolderLauncher(self.holder) if self.holder is not None else LocalLauncher()
         )
-        self._holder_id: str | None = None
-        """The holder that holds this run's namespaces (a restarted one holds none)."""
+        self.held = HeldNamespaces(self.holder) if self.holder is not None else None
         self.stop_requested = asyncio.Event()
         """Set when the run is to end by itself (a snapshot saved with --stop)."""
         self._snapshotting = asyncio.Lock()
@@ -186,52 +186,8 @@ class DataCenterRun:
                 continue
             if self.state() != self._saved_state:
                 await asyncio.to_thread(self.save_state)
-            if self.holder is not None:
-                await self._check_holder()
-
-    # -- the holder ----------------------------------------------------------------------
-
-    async def _hold_namespaces(self) -> None:
-        """Have the holder keep every namespace open: with the agent's container, its
-        mounts of them go, and a namespace without a process would go with them."""
-        assert self.holder is not None and self.plan is not None
-        for ns in self.plan.namespaces:
-            fd = await asyncio.to_thread(nsutil.open_fd, ns.name)
-            try:
-                await self.holder.hold(ns.name, fd)
-            finally:
-                os.close(fd)
-        self._holder_id = self.holder.holder_id
-
-    async def _restore_namespaces(self) -> list[str]:
-        """Mount again the namespaces the holder kept (a new agent container has none of
-        its predecessor's mounts); their names."""
-        assert self.holder is not None
-        held = await self.holder.held()
-        try:
-            for name, fd in held.items():
-                await asyncio.to_thread(nsutil.attach, name, fd)
-        finally:
-            close_quietly(held)
-        self._holder_id = self.holder.holder_id
-        return sorted(held)
-
-    async def _check_holder(self) -> None:
-        """A holder restarted (its container died) holds nothing, and its children, the
-        machines and apps, died with it: they restart by their policies through the new
-        holder; the namespaces, still mounted here, are handed to it again."""
-        assert self.holder is not None
-        try:
-            await self.holder.state()
-        except HolderError as exc:
-            log.warning("%s", exc)
-            return
-        if self.holder.holder_id != self._holder_id and self.plan is not None:
-            log.warning("the holder was restarted: handing it the namespaces again")
-            try:
-                await self._hold_namespaces()
-            except (HolderError, OSError) as exc:
-                log.warning("cannot hand the namespaces to the holder: %s", exc)
+            if self.held is not None and self.plan is not None:
+                await self.held.check(ns.name for ns in self.plan.namespaces)
 
     async def _adopt(self) -> None:
         """Take over the data center a killed run with this run dir left running, built
@@ -266,9 +222,9 @@ class DataCenterRun:
         self._adopting = True
         self.ledger = Ledger(run_dir, entries)
         self.apps = self._app_supervisor()
-        if self.holder is not None:
+        if self.held is not None:
             try:
-                await self._restore_namespaces()
+                await self.held.restore()
             except (HolderError, OSError) as exc:
                 raise StartupError(f"cannot adopt: the holder's namespaces: {exc}") from None
         present = nsutil.list_netns()
@@ -370,9 +326,9 @@ class DataCenterRun:
             await _finish(fabric.build(self.plan, self.ledger))
         except (fabric.FabricError, OSError) as exc:
             raise StartupError(str(exc)) from exc
-        if self.holder is not None:
+        if self.held is not None:
             try:
-                await self._hold_namespaces()
+                await self.held.hold(ns.name for ns in self.plan.namespaces)
             except (HolderError, OSError) as exc:
                 raise StartupError(f"cannot hand the namespaces to the holder: {exc}") from exc
         self.timings["fabric"] = time.perf_counter() - t0
@@ -410,17 +366,26 @@ class DataCenterRun:
         if self.fleet is not None:
             t2 = time.perf_counter()
             if self.options.restore is not None:
-                from vdc_runtime import capture
-                from vdc_runtime.nodes.errors import NodeError
-
-                store, manifest = await asyncio.to_thread(self._snapshot_to_restore)
-                try:
-                    await self.fleet.restore(self.ledger, store, manifest)
-                except (capture.CaptureError, NodeError, OSError) as exc:
-                    raise StartupError(f"restoring snapshot {manifest.name}: {exc}") from exc
+                await self._restore_machines(self.options.restore)
             else:
                 await self.fleet.start(self.ledger)
             self.timings["machines"] = time.perf_counter() - t2
+
+    async def _restore_machines(self, name: str) -> None:
+        """The machines from snapshot NAME, once it is found whole and fit for the spec."""
+        from vdc_runtime import capture
+        from vdc_runtime.nodes.errors import NodeError
+
+        assert self.fleet is not None and self.ledger is not None
+        store = self.snapshots
+        try:
+            manifest = await asyncio.to_thread(capture.restorable, store, name, self.dc)
+        except capture.CaptureError as exc:
+            raise StartupError(str(exc)) from None
+        try:
+            await self.fleet.restore(self.ledger, store, manifest)
+        except (capture.CaptureError, NodeError, OSError) as exc:
+            raise StartupError(f"restoring snapshot {name}: {exc}") from exc
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -452,29 +417,6 @@ class DataCenterRun:
         if stop:
             self.stop_requested.set()
         return manifest
-
-    def _snapshot_to_restore(self) -> tuple[SnapshotStore, Manifest]:
-        """The snapshot `--restore` names, checked whole and against this spec; StartupError
-        saying what is wrong (before any machine starts)."""
-
-        name = self.options.restore
-        assert name is not None
-        store = self.snapshots
-        for left in store.clean_partials():
-            log.info("removed %s, left by a save that was killed", left)
-        try:
-            manifest = store.show(name)
-        except (OSError, ValueError) as exc:
-            raise StartupError(f"cannot restore snapshot {name}: {exc}") from None
-        problems = store.verify(name)
-        if problems:
-            raise StartupError(f"snapshot {name} is damaged: " + "; ".join(problems[:10]))
-        found = layout_differences(manifest, self.dc)
-        if found:
-            raise StartupError(
-                f"snapshot {name} does not fit this spec's machines: {runstate.describe(found)}"
-            )
-        return store, manifest
 
     def _plan_tunnels(
         self, options: GroupOptions, mtu: int | None
@@ -538,10 +480,10 @@ class DataCenterRun:
 
     async def _clear_leftovers(self) -> None:
         entries = Ledger.load(self.options.run_dir)
-        if self.holder is not None and entries and self.options.force:
+        if self.held is not None and entries and self.options.force:
             # Mounted again so that they are removed as any other leftover.
             with contextlib.suppress(HolderError, OSError):
-                await self._restore_namespaces()
+                await self.held.restore()
         conflicts = await leftovers.find(self.dc, self.group, self.table)
         if not entries and not conflicts:
             return
@@ -564,13 +506,7 @@ class DataCenterRun:
         (self.options.run_dir / "vdc-ledger.jsonl").unlink(missing_ok=True)
 
     async def _release_namespaces(self) -> list[str]:
-        if self.holder is None:
-            return []
-        try:
-            await self.holder.release()
-        except HolderError as exc:
-            return [str(exc)]
-        return []
+        return await self.held.release() if self.held is not None else []
 
     @staticmethod
     async def _undo(entries: list[dict[str, Any]]) -> list[str]:

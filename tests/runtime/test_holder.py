@@ -17,7 +17,8 @@ import pytest
 
 from vdc_runtime.fabric import netns as nsutil
 from vdc_runtime.holder import protocol
-from vdc_runtime.holder.client import HolderClient, HolderError
+from vdc_runtime.holder.client import HolderClient, HolderError, close_quietly
+from vdc_runtime.holder.namespaces import HeldNamespaces
 from vdc_runtime.holder.server import child_argv
 from vdc_runtime.launch import HolderLauncher, running
 
@@ -188,5 +189,42 @@ async def test_a_held_namespace_outlives_its_mount_and_can_be_mounted_again(
     finally:
         if fd >= 0:
             os.close(fd)
+        with contextlib.suppress(OSError):
+            nsutil.remove(name)
+
+
+@pytest.mark.root
+async def test_a_restarted_holder_is_handed_the_namespaces_again(
+    holder_socket: tuple[Path, subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    path, first = holder_socket
+    name = f"vdc-rehold-{os.getpid()}"
+    fd, _ = await asyncio.to_thread(nsutil.create, name, lambda: None)
+    os.close(fd)
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        held = HeldNamespaces(HolderClient(path))
+        await held.client.wait_ready(within=20)
+        await held.hold([name])
+        await held.check([name])  # the same holder: nothing to do
+        first.kill()
+        first.wait()
+        second = subprocess.Popen(  # noqa: ASYNC220 - started once, not awaited
+            [sys.executable, "-m", "vdc_runtime.cli", "holder", "--socket", str(path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        await held.client.wait_ready(within=20)
+        assert await held.client.held() == {}
+        await held.check([name])
+        again = await held.client.held()
+        try:
+            assert list(again) == [name]
+        finally:
+            close_quietly(again)
+        assert await held.release() == []
+    finally:
+        if second is not None:
+            second.kill()
+            second.wait()
         with contextlib.suppress(OSError):
             nsutil.remove(name)
