@@ -107,8 +107,10 @@ async def save(
     spec: dict[str, Any],
     group: str | None,
     keep_paused: bool = False,
+    boot_overrides: Mapping[str, dict[str, str]] | None = None,
 ) -> Manifest:
-    """Snapshot NAME of `machines` (the data center built from `spec`, canonical)."""
+    """Snapshot NAME of `machines` (the data center built from `spec`, canonical), with
+    the boot overrides their BMCs hold, by machine."""
     problems = refusals(machines.values())
     if problems:
         raise CaptureError("cannot snapshot this data center: " + "; ".join(problems))
@@ -140,7 +142,7 @@ async def save(
                 runstate=before[m.name],
                 files=files,
                 power=str(m.power),
-                boot_override=None,
+                boot_override=(boot_overrides or {}).get(m.name),
                 bmc_address=m.bmc_address,
                 ready_at=m.ready_at,
                 boots=m.boots,

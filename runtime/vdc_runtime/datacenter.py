@@ -413,6 +413,7 @@ class DataCenterRun:
                 self.snapshots, name, self.machines, self._canonical_spec,
                 self.options.group.name if self.options.group is not None else None,
                 keep_paused=stop,
+                boot_overrides=self.fleet.boot_overrides() if self.fleet is not None else None,
             )  # fmt: skip
         if stop:
             self.stop_requested.set()

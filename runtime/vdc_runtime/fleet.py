@@ -8,12 +8,14 @@ namespaces alone starts without loading QEMU's, the BMCs' and the volumes' code.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 from vdc_runtime import capture
 from vdc_runtime.bmc.service import BmcError, BmcManager
+from vdc_runtime.bmc.target import BootOverride
 from vdc_runtime.fabric.plan import TapPlan
 from vdc_runtime.launch import Launcher, running
 from vdc_runtime.ledger import Ledger
@@ -198,6 +200,20 @@ class Fleet:
         for machine in self.machines.values():
             if machine.bmc_address is not None:
                 await self._bmc_announced(machine, machine.bmc_address)
+            # The BMC's, not QEMU's: the devices' boot order is not in the saved state.
+            override = manifest.machines[machine.name].boot_override
+            if override is not None:
+                await self.bmc.target(machine).set_boot_override(BootOverride(**override))
+
+    def boot_overrides(self) -> dict[str, dict[str, str]]:
+        """Each machine's boot override that its BMC holds for the next boots (a snapshot
+        keeps them: they are no part of the machine's own state)."""
+        found = {}
+        for machine in self.machines.values():
+            override = self.bmc.target(machine).boot_override()
+            if override.enabled != "disabled":
+                found[machine.name] = dataclasses.asdict(override)
+        return found
 
     async def adopt(self, ledger: Ledger, records: dict[str, NodeRecord]) -> None:
         """Take over the machines a killed run left running, then serve their BMCs again

@@ -18,6 +18,7 @@ from tests.guest.build import GuestPaths
 from tests.runtime.conftest import write
 from tests.runtime.guests import Console, console, node_yaml
 from tests.runtime.harness import HostNetns, VdcRun, sh
+from tests.runtime.test_run_bmc import ADMIN, ipmitool
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -223,5 +224,40 @@ def test_a_restored_pxe_lab_does_not_boot_or_ask_dhcp_again(
     time.sleep(3)
     assert con.count("VDC-GUEST-READY") == 1 and con.count("VDC-GUEST-DHCP") == 1
     assert dnsmasq_log.read_text().count("DHCPDISCOVER") == offers_before
+    assert restored.stop() == 0, restored.output
+    running.remove(restored)
+
+
+def test_a_boot_override_pending_in_a_bmc_is_kept(
+    host: HostNetns, tmp_path: Path, guest: GuestPaths, running: list[VdcRun]
+) -> None:
+    # Held by the BMC, not by the machine: QEMU's saved state does not have it.
+    text = f"""\
+kind: Network
+name: bmc
+type: bmc
+address: 10.74.16.1/24
+---
+kind: BMC
+users:
+- {{name: {ADMIN[0]}, password: {ADMIN[1]}}}
+---
+""" + node_yaml("bo1", guest, extra="bmc: {address: 10.74.16.21}\n")
+    spec = write(tmp_path / "bmc.yml", text)
+    run = VdcRun(host, [spec], tmp_path / "run").start()
+    running.append(run)
+    run.wait_ready(120)
+    console(run, "bo1").wait_for("VDC-GUEST-DONE")
+    ipmitool(host, "10.74.16.21", "chassis", "bootdev", "pxe", "options=persistent")
+    status, body = run.api("/snapshots", "POST", body={"name": "bmc", "stop": True})
+    assert status == 201, body
+    assert run.wait(120) == 0, run.output
+    running.remove(run)
+
+    restored = VdcRun(host, [spec], tmp_path / "run", "--restore", "bmc").start()
+    running.append(restored)
+    restored.wait_ready(120)
+    flags = ipmitool(host, "10.74.16.21", "chassis", "bootparam", "get", "5")
+    assert "Force PXE" in flags and "Options apply to all future boots" in flags, flags
     assert restored.stop() == 0, restored.output
     running.remove(restored)
