@@ -12,10 +12,8 @@ place only once its manifest is written.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import shutil
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -37,6 +35,7 @@ from vdc_runtime.snapshot.manifest import (
 )
 from vdc_runtime.snapshot.store import Partial, SnapshotStore
 from vdc_runtime.spec import DataCenter
+from vdc_runtime.storage.images import ImageError, copy_image
 
 log = logging.getLogger("vdc.snapshot")
 CHUNK = 1 << 20
@@ -120,13 +119,8 @@ async def save(
     try:
         version = ""
         if machines:
-            first = next(iter(machines.values()))
-            info = await first.control.execute("query-version")
-            version = (
-                str(info.get("qemu", {}).get("major", ""))
-                + "."
-                + ".".join(str(info.get("qemu", {}).get(k, "")) for k in ("minor", "micro"))
-            )
+            qemu = (await next(iter(machines.values())).control.execute("query-version"))["qemu"]
+            version = f"{qemu['major']}.{qemu['minor']}.{qemu['micro']}"
         paused_at: list[float] = []
 
         async def pause(machine: Machine) -> None:
@@ -186,11 +180,12 @@ async def _resume(machines: Mapping[str, Machine], before: Mapping[str, Any]) ->
     await asyncio.gather(*(one(m) for m in machines.values() if m.name in before))
 
 
-def put_back(
+async def put_back(
     store: SnapshotStore, manifest: Manifest, image: MachineImage, layout: NodeLayout
 ) -> None:
     """A restored machine's disks and UEFI variables, as saved, where its QEMU opens them
-    (each replaced at once: a failed restore never leaves half a disk)."""
+    (as the volumes' own copies are made: each replaced at once, sparse, reflinked where
+    the file system can)."""
     drives = drive_files(layout)
     for role, entry in image.files.items():
         if role.startswith("drive:"):
@@ -201,13 +196,10 @@ def put_back(
             target = layout.nvram
         else:
             continue
-        source = store.path(manifest.name, entry.path)
-        partial = target.with_name(f".{target.name}.restore")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
-        shutil.copyfile(source, partial)
-        os.replace(partial, target)
+        try:
+            await copy_image(store.path(manifest.name, entry.path), target)
+        except ImageError as exc:
+            raise CaptureError(f"node {image.name}: {exc}") from exc
 
 
 def restorable(store: SnapshotStore, name: str, dc: DataCenter) -> Manifest:

@@ -22,8 +22,6 @@ from vdc_runtime.launch import HolderLauncher, Launcher, LocalLauncher
 from vdc_runtime.ledger import Ledger, RunLock
 from vdc_runtime.options import GroupOptions, RunOptions, StartupError
 from vdc_runtime.phases import RunPhase
-from vdc_runtime.snapshot.manifest import Manifest
-from vdc_runtime.snapshot.store import SnapshotStore
 from vdc_runtime.spec import DataCenter
 
 if TYPE_CHECKING:
@@ -407,10 +405,11 @@ class DataCenterRun:
             raise capture.CaptureError(f"the data center is {self.phase}, not running")
         if self._snapshotting.locked():
             raise capture.CaptureError("a snapshot is being saved already")
+        store = self.snapshots
         async with self._snapshotting:
-            await asyncio.to_thread(self.snapshots.clean_partials)
+            await asyncio.to_thread(store.clean_partials)
             manifest = await capture.save(
-                self.snapshots, name, self.machines, self._canonical_spec,
+                store, name, self.machines, self._canonical_spec,
                 self.options.group.name if self.options.group is not None else None,
                 keep_paused=stop,
                 boot_overrides=self.fleet.boot_overrides() if self.fleet is not None else None,

@@ -13,7 +13,6 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
-from vdc_runtime import capture
 from vdc_runtime.bmc.service import BmcError, BmcManager
 from vdc_runtime.bmc.target import BootOverride
 from vdc_runtime.fabric.plan import TapPlan
@@ -24,11 +23,11 @@ from vdc_runtime.nodes.layout import DriveLayout, HostFacts, NodeLayout, plan_no
 from vdc_runtime.nodes.machine import Machine, NodeError
 from vdc_runtime.options import RunOptions, StartupError
 from vdc_runtime.runstate import NodeRecord
-from vdc_runtime.snapshot.manifest import Manifest
-from vdc_runtime.snapshot.store import SnapshotStore
 from vdc_runtime.spec import DataCenter, Node
 
 if TYPE_CHECKING:
+    from vdc_runtime.snapshot.manifest import Manifest
+    from vdc_runtime.snapshot.store import SnapshotStore
     from vdc_runtime.storage.images import ImageCache
 
 log = logging.getLogger("vdc.datacenter")
@@ -183,11 +182,14 @@ class Fleet:
     async def restore(self, ledger: Ledger, store: SnapshotStore, manifest: Manifest) -> None:
         """Start every machine from the snapshot, where it was paused, then the BMCs (the
         addresses the guests had announced included: they will not announce them again)."""
+        # Imported here: a run that restores nothing never loads the snapshots' code.
+        from vdc_runtime import capture
+
         self._make_machines(ledger)
 
         async def one(machine: Machine) -> None:
             image = manifest.machines[machine.name]
-            await asyncio.to_thread(capture.put_back, store, manifest, image, machine.layout)
+            await capture.put_back(store, manifest, image, machine.layout)
             state = image.files["state"].path
 
             async def feed(fd: int) -> None:
@@ -196,10 +198,8 @@ class Fleet:
             await machine.restore(image, feed)
 
         await self._started(one(m) for m in self.machines.values())
-        await self._start_static_bmcs()
+        await self._serve_bmcs()
         for machine in self.machines.values():
-            if machine.bmc_address is not None:
-                await self._bmc_announced(machine, machine.bmc_address)
             # The BMC's, not QEMU's: the devices' boot order is not in the saved state.
             override = manifest.machines[machine.name].boot_override
             if override is not None:
@@ -237,6 +237,11 @@ class Fleet:
             machine.restarts = (record.restarts if record is not None else 0) + 1
 
         await self._started(one(m) for m in self.machines.values())
+        await self._serve_bmcs()
+
+    async def _serve_bmcs(self) -> None:
+        """The BMCs of machines this run did not boot (adopted or restored): at static
+        addresses, and at those their guests announced before, which they will not again."""
         await self._start_static_bmcs()
         for machine in self.machines.values():
             if machine.bmc_address is not None:

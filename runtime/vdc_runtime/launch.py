@@ -19,45 +19,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from vdc_runtime.fabric.netns import netns_path
+from vdc_runtime.fabric import netns as nsutil
 from vdc_runtime.holder.client import HolderClient, HolderError
+from vdc_runtime.pids import process_start_time, process_started_at, running
 
 STOP_GRACE = 5.0
 
 
-# -- processes by pid --------------------------------------------------------------------------
-
-
-def process_start_time(pid: int) -> int | None:
-    """Start time in clock ticks since boot: with the pid, it names one process for good."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name may contain spaces and parentheses; fields follow the last ')'.
-    return int(stat[stat.rindex(")") + 2 :].split()[19])
-
-
-def process_started_at(start: int | None) -> float | None:
-    """Wall-clock time of a start time in clock ticks since boot (`process_start_time`)."""
-    if start is None:
-        return None
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("btime "):
-            return int(line.split()[1]) + start / os.sysconf("SC_CLK_TCK")
-    return None
-
-
-def running(pid: int, start: int | None) -> bool:
-    """The process runs (not a zombie) and is the one started at `start`."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":
-        return False
-    return start is None or int(fields[19]) == start
+# -- processes by pid (with `pids`) -------------------------------------------------------------
 
 
 async def wait_gone(pid: int, start: int | None) -> None:
@@ -210,7 +179,7 @@ class Launcher(Protocol):
 def in_netns(netns: str, argv: Sequence[str]) -> list[str]:
     # `nsenter --net` rather than `ip netns exec`, whose private mount namespace hides the
     # cgroup mounts some daemons need.
-    return ["nsenter", f"--net={netns_path(netns)}", "--", *argv]
+    return ["nsenter", f"--net={nsutil.netns_path(netns)}", "--", *argv]
 
 
 class LocalLauncher:
@@ -264,7 +233,7 @@ class HolderLauncher:
         ns = None
         try:
             if netns is not None:
-                ns = os.open(netns_path(netns), os.O_RDONLY | os.O_CLOEXEC)
+                ns = await asyncio.to_thread(nsutil.open_fd, netns)
             pid, start = await self.client.spawn(argv, fd, label=label, netns=ns, cwd=cwd)
         finally:
             os.close(fd)
@@ -276,11 +245,6 @@ class HolderLauncher:
         return WatchedProcess(pid, start, lambda: self.client.exit_status(pid))
 
 
-def launcher(holder: Path | None) -> Launcher:
-    """The launcher for a run: through the holder listening at `holder`, if any."""
-    return LocalLauncher() if holder is None else HolderLauncher(HolderClient(holder))
-
-
 __all__ = [
     "ChildProcess",
     "HolderLauncher",
@@ -289,7 +253,6 @@ __all__ = [
     "LocalLauncher",
     "WatchedProcess",
     "in_netns",
-    "launcher",
     "open_output",
     "process_start_time",
     "process_started_at",

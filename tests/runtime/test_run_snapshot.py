@@ -28,6 +28,23 @@ def lab(guest: GuestPaths, memory: str = "256M") -> str:
     return text.replace("memory: 256M", f"memory: {memory}")
 
 
+def booted(
+    host: HostNetns,
+    spec: Path,
+    run_dir: Path,
+    running: list[VdcRun],
+    node: str,
+    timeout: float = 90,
+) -> tuple[VdcRun, Console]:
+    """A run of `spec` whose guest `node` has booted, and that guest's console."""
+    run = VdcRun(host, [spec], run_dir).start()
+    running.append(run)
+    run.wait_ready(120)
+    con = console(run, node)
+    con.wait_for("VDC-GUEST-DONE", timeout=timeout)
+    return run, con
+
+
 def type_line(run: VdcRun, node: str, line: str) -> None:
     """Type a line into the guest's shell on its serial console."""
     path = run.api(f"/nodes/{node}")[1]["socket_path"]
@@ -52,11 +69,7 @@ def test_a_saved_data_center_is_restored_where_it_was(
     host: HostNetns, tmp_path: Path, guest: GuestPaths, running: list[VdcRun]
 ) -> None:
     spec = write(tmp_path / "lab.yml", lab(guest))
-    run = VdcRun(host, [spec], tmp_path / "run").start()
-    running.append(run)
-    run.wait_ready(120)
-    con = console(run, "sn1")
-    con.wait_for("VDC-GUEST-DONE")
+    run, con = booted(host, spec, tmp_path / "run", running, "sn1")
     time.sleep(1)
     # One token in RAM only (the initramfs), one on the disk.
     mark = len(con.text)
@@ -107,11 +120,7 @@ def test_a_save_killed_halfway_leaves_no_partial_snapshot(
     host: HostNetns, tmp_path: Path, guest: GuestPaths, running: list[VdcRun]
 ) -> None:
     spec = write(tmp_path / "lab.yml", lab(guest))
-    run = VdcRun(host, [spec], tmp_path / "run").start()
-    running.append(run)
-    run.wait_ready(120)
-    con = console(run, "sn1")
-    con.wait_for("VDC-GUEST-DONE")
+    run, con = booted(host, spec, tmp_path / "run", running, "sn1")
     time.sleep(1)
     # A save without --stop, as users take it: the machines run on at once.
     said = host.sh(
@@ -201,11 +210,7 @@ def test_a_restored_pxe_lab_does_not_boot_or_ask_dhcp_again(
     host: HostNetns, tmp_path: Path, guest: GuestPaths, running: list[VdcRun]
 ) -> None:
     spec = pxe_lab(tmp_path, guest)
-    run = VdcRun(host, [spec], tmp_path / "run").start()
-    running.append(run)
-    run.wait_ready(120)
-    con = console(run, "px1")
-    con.wait_for("VDC-GUEST-DONE", timeout=180)
+    run, con = booted(host, spec, tmp_path / "run", running, "px1", 180)
     address = re.search(r"VDC-GUEST-DHCP eth0 ([0-9.]+)", con.text)
     assert address, con.text[-2000:]
     status, body = run.api("/snapshots", "POST", body={"name": "pxe", "stop": True})
@@ -244,10 +249,7 @@ users:
 ---
 """ + node_yaml("bo1", guest, extra="bmc: {address: 10.74.16.21}\n")
     spec = write(tmp_path / "bmc.yml", text)
-    run = VdcRun(host, [spec], tmp_path / "run").start()
-    running.append(run)
-    run.wait_ready(120)
-    console(run, "bo1").wait_for("VDC-GUEST-DONE")
+    run, _ = booted(host, spec, tmp_path / "run", running, "bo1")
     ipmitool(host, "10.74.16.21", "chassis", "bootdev", "pxe", "options=persistent")
     status, body = run.api("/snapshots", "POST", body={"name": "bmc", "stop": True})
     assert status == 201, body

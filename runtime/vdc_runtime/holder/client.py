@@ -43,9 +43,11 @@ class HolderClient:
             sock.close()
         if "error" in reply:
             protocol.close_all(reply_fds)
-            error = HolderError(f"holder: {reply['error']}")
-            error.errno = reply.get("errno")  # type: ignore[attr-defined]
-            raise error
+            if reply.get("errno") is not None:
+                # The system's refusal (a program missing, not executable): an OSError, as
+                # a child started here would raise it.
+                raise OSError(reply["errno"], f"holder: {reply['error']}")
+            raise HolderError(f"holder: {reply['error']}")
         if "holder" in reply:
             self.holder_id = reply["holder"]
         return reply, reply_fds
@@ -86,13 +88,7 @@ class HolderClient:
             # The agent's, as its own children get: the holder's container has another.
             "env": dict(os.environ),
         }
-        try:
-            reply, _ = await self.call(message, fds)
-        except HolderError as exc:
-            code = getattr(exc, "errno", None)
-            if code is not None:
-                raise OSError(code, str(exc)) from None
-            raise
+        reply, _ = await self.call(message, fds)
         return int(reply["pid"]), reply.get("start")
 
     async def exit_status(self, pid: int, patience: float = 5.0) -> int | None:

@@ -1,9 +1,9 @@
 """`vdc holder`: starts processes for the agent and holds network namespaces open.
 
 Everything here must keep working while the agent is gone, so it is small, synchronous and
-imports nothing of the runtime but the wire format: a thread per connection (the agent makes
-a few, briefly), and one thread that reaps children and keeps their exit status until the
-agent (this one or the next) asks for it.
+imports nothing of the runtime but the wire format and `pids`: a thread per connection
+(the agent makes a few, briefly), and one thread that reaps children and keeps their exit
+status until the agent (this one or the next) asks for it.
 
 It does not stop anything itself. The agent stops the processes (they are in the pod's
 shared PID namespace) and releases the namespaces as it tears the data center down; the
@@ -28,6 +28,7 @@ from pathlib import Path
 
 from vdc_runtime.holder import protocol
 from vdc_runtime.holder.protocol import Message, ProtocolError
+from vdc_runtime.pids import process_start_time
 
 log = logging.getLogger("vdc.holder")
 
@@ -44,15 +45,6 @@ class Child:
     pid: int
     start: int | None
     label: str
-
-
-def start_time(pid: int) -> int | None:
-    """As `procs.process_start_time`, which this module must not import (see above)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return int(stat[stat.rindex(")") + 2 :].split()[19])
 
 
 def child_argv(argv: Sequence[str], netns: bool, cwd: str | None) -> list[str]:
@@ -133,7 +125,7 @@ class Holder:
                 )  # fmt: skip
             except OSError as exc:
                 return {"error": f"cannot start {argv[0]}: {exc}", "errno": exc.errno}
-            child = Child(pid, start_time(pid), label)
+            child = Child(pid, process_start_time(pid), label)
             self.children[pid] = child
             self.exits.pop(pid, None)  # an earlier process's, whose pid this one reuses
             self._lock.notify_all()
@@ -173,10 +165,10 @@ class Holder:
             fds = [os.dup(self.held[name]) for name in names]
         return {"names": names, "holder": self.id}, fds
 
-    def release(self, names: object) -> Message:
+    def release(self, names: Sequence[str] | None) -> Message:
+        """Close these namespaces' descriptors (all with None)."""
         with self._lock:
-            chosen = list(self.held) if names is None else [str(n) for n in names]  # type: ignore[attr-defined]
-            for name in chosen:
+            for name in list(self.held) if names is None else map(str, names):
                 fd = self.held.pop(name, None)
                 if fd is not None:
                     os.close(fd)

@@ -165,12 +165,19 @@ class Machine:
             await self.control.detach()
             await self.console.close()
             raise
-        self.restarts, self.boots, self.ready_at = record.restarts, record.boots, record.ready_at
-        self.bmc_address = record.bmc_address
-        self.started_at = process_started_at(record.qemu.start)
+        await self._carry_on(record, process_started_at(record.qemu.start), "adopted")
+
+    async def _carry_on(
+        self, counts: NodeRecord | MachineImage, started_at: float | None, cause: str
+    ) -> None:
+        """A QEMU this run did not boot (adopted, or restored), from now on as any other:
+        the counts it had, its power asked of it, its guest port read and its end watched."""
+        self.restarts, self.boots, self.ready_at = counts.restarts, counts.boots, counts.ready_at
+        self.bmc_address = counts.bmc_address
+        self.started_at = started_at
         # Running first: the power control answers nothing for a machine still starting.
         self.state = MachineState.RUNNING
-        self.power_changed(await self.control.query_power(), "adopted", always=True)
+        self.power_changed(await self.control.query_power(), cause, always=True)
         self._tasks.append(
             asyncio.create_task(self._guest_port(), name=f"guest port qemu/{self.name}")
         )
@@ -203,14 +210,7 @@ class Machine:
             await self.console.close()
             self.state = MachineState.FAILED
             raise
-        self.restarts, self.boots, self.ready_at = image.restarts, image.boots, image.ready_at
-        self.bmc_address = image.bmc_address
-        self.started_at = time.time()
-        self.power_changed(await self.control.query_power(), "restored", always=True)
-        self._tasks.append(
-            asyncio.create_task(self._guest_port(), name=f"guest port qemu/{self.name}")
-        )
-        self._tasks.append(asyncio.create_task(self._watch(), name=f"watch {self.name}"))
+        await self._carry_on(image, time.time(), "restored")
 
     def record(self) -> NodeRecord:
         """What a later run needs to adopt this machine (`runstate`)."""

@@ -33,6 +33,7 @@ from typing import IO, Any, BinaryIO
 
 import zstandard
 
+from vdc_runtime.pids import running
 from vdc_runtime.snapshot.manifest import (
     MANIFEST_NAME,
     FileEntry,
@@ -93,7 +94,7 @@ class SnapshotStore:
             match = _PARTIAL.fullmatch(entry.name)
             if match is None or entry.is_symlink() or not entry.is_dir():
                 continue
-            if _running(int(match["pid"])):
+            if running(int(match["pid"]), None):
                 continue
             shutil.rmtree(entry)
             removed.append(entry.name)
@@ -515,18 +516,6 @@ def _copy_sparse(source: IO[bytes], file: IO[bytes]) -> str:
                 file.write(block)
     file.truncate(size)
     return digest.hexdigest()
-
-
-def _running(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 def _fsync(path: Path) -> None:
