@@ -38,7 +38,7 @@ BASE_DEBS = [
     *("iproute2", "nftables", "bird2", "dnsmasq-base", "util-linux", "procps"),
     *("iputils-ping", "socat", "curl", "qemu-system-x86", "qemu-utils", "ovmf", "swtpm"),
     *("swtpm-tools", "ipxe-qemu", "seabios", "busybox-static", "cpio", "kmod", "mtools"),
-    *("dosfstools", "fdisk", "syslinux", "syslinux-common", "extlinux"),
+    *("dosfstools", "fdisk", "syslinux", "syslinux-common", "extlinux", "isolinux"),
     *("ipmitool", "freeipmi-tools", "jq", "iperf3"),
 ]
 # The e2e cluster (tests/e2e/cluster), its pause image (gcc) and the container images.

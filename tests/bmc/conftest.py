@@ -73,15 +73,16 @@ async def start_machine(
     disk: bool = False,
     smbios: str = "",
     memory: str = "256M",
+    kernel: bool = True,
 ) -> RunningMachine:
     """Start the test guest through `nodes.Machine`; `disk` adds a 1 MiB raw disk, so the
-    node has a device whose boot index a boot override can move."""
+    node has a device whose boot index a boot override can move. Without `kernel` the
+    node boots what its firmware finds (nothing, until a CD goes in)."""
+    direct = f"kernel: {guest.vmlinuz}\ninitrd: {guest.initrd}\ncmdline: console=ttyS0 quiet"
     spec = f"""
 kind: Node
 name: {name}
-kernel: {guest.vmlinuz}
-initrd: {guest.initrd}
-cmdline: console=ttyS0 quiet
+{direct if kernel else ""}
 smp:
   cpus: 1
 memory: {memory}
@@ -98,7 +99,13 @@ smbios:
         drives = (DriveLayout("d", "raw", image, "raw", "writeback", read_only=False),)
     host = HostFacts(accel="tcg", vhost=False, mtu=None, ovmf_code=None, ovmf_vars_template=None)
     layout = plan_node(
-        node, run_dir=run_dir, data_dir=tmp / "data", log_dir=tmp / "logs", drives=drives, host=host
+        node,
+        run_dir=run_dir,
+        data_dir=tmp / "data",
+        log_dir=tmp / "logs",
+        drives=drives,
+        host=host,
+        cache_dir=tmp / "cache",
     )
     machine = Machine(node, layout, Ledger(run_dir), on_fatal=lambda reason: None)
     await machine.start()

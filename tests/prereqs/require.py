@@ -26,6 +26,15 @@ def guest() -> guest_build.GuestPaths:
     return found
 
 
+def isolinux() -> None:
+    """What tests.guest.iso builds a bootable CD image with."""
+    from tests.guest import iso
+
+    for path in (iso.ISOLINUX, iso.LDLINUX):
+        if not path.exists():
+            pytest.fail(f"{path} is missing (Debian: isolinux, syslinux-common): {DEPS}")
+
+
 def helm() -> Path:
     if not build.cluster_built():
         pytest.fail(f"no complete build of helm and the cluster in {build.bin_dir()}: {DEPS_E2E}")

@@ -14,6 +14,7 @@ What goes wrong is a `MediaError` whose `kind` tells a front end which answer to
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import logging
@@ -46,6 +47,9 @@ READ_TIMEOUT = 60.0
 CHUNK = 1 << 20
 
 MediaErrorKind = Literal["unreachable", "denied", "missing", "bad-image", "in-use", "bad-url"]
+"""unreachable: no connection or a server error; denied: 401/403; missing: 404/410;
+bad-image: not an ISO 9660 image or too large; in-use: a medium is in (or on its way);
+bad-url: not an http(s) URL."""
 
 
 class MediaError(NodeError):
@@ -116,7 +120,10 @@ async def download(
     import aiohttp  # only a node given media by URL needs an HTTP client
 
     check_url(url)
-    auth = aiohttp.BasicAuth(user, password or "") if user is not None else None
+    headers = {}
+    if user is not None:
+        token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT
     )
@@ -126,7 +133,7 @@ async def download(
         # use their own.
         async with (
             aiohttp.ClientSession(timeout=timeout, trust_env=False) as session,
-            session.get(url, auth=auth, ssl=False) as response,
+            session.get(url, headers=headers, ssl=False) as response,
         ):
             if response.status in (401, 403):
                 raise MediaError("denied", f"{url}: the server answered {response.status}", url)
