@@ -74,10 +74,11 @@ async def start_machine(
     smbios: str = "",
     memory: str = "256M",
     kernel: bool = True,
+    drives: tuple[DriveLayout, ...] = (),
 ) -> RunningMachine:
     """Start the test guest through `nodes.Machine`; `disk` adds a 1 MiB raw disk, so the
-    node has a device whose boot index a boot override can move. Without `kernel` the
-    node boots what its firmware finds (nothing, until a CD goes in)."""
+    node has a device whose boot index a boot override can move; `drives` come after it.
+    Without `kernel` the node boots what its firmware finds on its drives."""
     direct = f"kernel: {guest.vmlinuz}\ninitrd: {guest.initrd}\ncmdline: console=ttyS0 quiet"
     spec = f"""
 kind: Node
@@ -92,11 +93,10 @@ smbios:
     node = load_text(spec).nodes[0]
     run_dir = tmp / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
-    drives: tuple[DriveLayout, ...] = ()
     if disk:
         image = tmp / "disk.img"
         image.write_bytes(b"\0" * (1 << 20))
-        drives = (DriveLayout("d", "raw", image, "raw", "writeback", read_only=False),)
+        drives = (DriveLayout("d", "raw", image, "raw", "writeback", read_only=False), *drives)
     host = HostFacts(accel="tcg", vhost=False, mtu=None, ovmf_code=None, ovmf_vars_template=None)
     layout = plan_node(
         node,

@@ -175,8 +175,11 @@ class PowerControl:
                 except FileNotFoundError:
                     continue
                 self._firmware_offset += len(chunk)
-                self._firmware_tail = (self._firmware_tail + chunk)[-64:]
-                if any(marker in self._firmware_tail for marker in BOOT_SELECTED_MARKERS):
+                # The whole chunk is searched: the boot loader may print more than the
+                # tail holds right after the marker, within one read.
+                window = self._firmware_tail + chunk
+                self._firmware_tail = window[-64:]
+                if any(marker in window for marker in BOOT_SELECTED_MARKERS):
                     self._firmware_wakeup.clear()
                     self._boot_selected.set()
                     self._post_done.set()
