@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -194,8 +195,11 @@ class CdDrive:
         self._busy = False
 
     def started(self) -> None:
-        """A new QEMU started from its command line: the spec's image (or none) is in."""
+        """A new QEMU started from its command line: the spec's image (or none) is in, and
+        what earlier QEMUs of the node were given is no longer read by anyone."""
         self.medium = self._initial
+        if self.layout.media_dir is not None:
+            shutil.rmtree(self.layout.media_dir, ignore_errors=True)
 
     async def insert(
         self, url: str, *, user: str | None = None, password: str | None = None
