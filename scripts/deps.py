@@ -39,6 +39,7 @@ BASE_DEBS = [
     *("iputils-ping", "socat", "curl", "qemu-system-x86", "qemu-utils", "ovmf", "swtpm"),
     *("swtpm-tools", "ipxe-qemu", "seabios", "busybox-static", "cpio", "kmod", "mtools"),
     *("dosfstools", "fdisk", "syslinux", "syslinux-common", "extlinux", "isolinux"),
+    "grub-efi-amd64-bin",  # with isolinux: the test guest's hybrid BIOS/UEFI ISO
     *("ipmitool", "freeipmi-tools", "jq", "iperf3"),
 ]
 # The e2e cluster (tests/e2e/cluster), its pause image (gcc) and the container images.

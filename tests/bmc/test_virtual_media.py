@@ -24,7 +24,7 @@ from aiohttp import web
 
 from tests.bmc.conftest import RunningMachine, start_machine
 from tests.guest.build import GuestPaths
-from tests.guest.iso import ISO_MARKER, build_iso
+from tests.guest.iso import build_iso, iso_boots
 from tests.prereqs import require
 from vdc_runtime.bmc.redfish import RedfishService
 from vdc_runtime.bmc.tls import CertificateAuthority, ssl_context
@@ -53,15 +53,31 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 120) 
         await asyncio.sleep(0.2)
 
 
+async def eventually_true(check: Callable[[], bool], within: float = 120) -> None:
+    async def checked() -> bool:
+        return check()
+
+    await eventually(checked, within)
+
+
 class Lab:
-    def __init__(self, node: RunningMachine, url: str, ca: Path, images: str) -> None:
+    def __init__(
+        self, node: RunningMachine, url: str, ca: Path, images: str, tls: tuple[Path, Path]
+    ) -> None:
         self.node = node
         self.url = url
         self.ca = ca
         self.images = images
+        self.tls = tls
 
     def count(self, text: str) -> int:
         return self.node.console.count(text)
+
+    def iso_boots(self) -> int:
+        return iso_boots(self.node.console)
+
+    async def wait_iso_boots(self, count: int) -> None:
+        await eventually_true(lambda: self.iso_boots() >= count)
 
     async def cd(self) -> dict[str, Any] | None:
         """What QEMU says is in the CD drive (None: empty)."""
@@ -78,7 +94,7 @@ class Lab:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def lab(guest: GuestPaths, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Lab]:
-    require.isolinux()
+    require.iso_tools()
     tmp = tmp_path_factory.mktemp("vmedia")
     # The guest's disk boots by itself; an overlay keeps the shared image untouched.
     overlay = tmp / "disk.qcow2"
@@ -106,7 +122,7 @@ async def lab(guest: GuestPaths, tmp_path_factory: pytest.TempPathFactory) -> As
     port = free_port()
     try:
         await service.add("127.0.0.1", node.target, port)
-        yield Lab(node, f"https://127.0.0.1:{port}", ca.cert_path, images_url)
+        yield Lab(node, f"https://127.0.0.1:{port}", ca.cert_path, images_url, (cert, key))
     finally:
         await service.close()
         await node.machine.stop()
@@ -119,13 +135,13 @@ def trusting_our_ca(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def connect(lab: Lab) -> tuple[Any, Any, Any]:
+def connect(lab: Lab, system_uri: str = SYSTEM) -> tuple[Any, Any, Any]:
     """As Ironic does: the system, then the CD among its virtual media (and the manager's)."""
     import sushy
 
     auth = sushy.auth.SessionOrBasicAuth(*ADMIN)
     client = sushy.Sushy(f"{lab.url}/redfish/v1", auth=auth, verify=str(lab.ca))
-    system = client.get_system(SYSTEM)
+    system = client.get_system(system_uri)
     (cd,) = [
         m for m in system.virtual_media.get_members() if sushy.VirtualMediaType.CD in m.media_types
     ]
@@ -141,7 +157,7 @@ async def test_ironic_virtual_media_boot(lab: Lab, trusting_our_ca: None) -> Non
 
     # The disk's boot first: the ISO is nowhere yet.
     await lab.node.wait_console(READY, 1)
-    assert lab.count(ISO_MARKER) == 0
+    assert lab.iso_boots() == 0
     auth, system, (cd, manager_cd) = await asyncio.to_thread(connect, lab)
     assert (cd.inserted, cd.image, cd.write_protected) == (False, None, True)
     assert cd.connected_via == ConnectedVia.NOT_CONNECTED
@@ -188,10 +204,8 @@ async def test_ironic_virtual_media_boot(lab: Lab, trusting_our_ca: None) -> Non
         enabled=sushy.BootSourceOverrideEnabled.ONCE,
     )
     await asyncio.to_thread(system.reset_system, sushy.ResetType.FORCE_RESTART)
-    await lab.node.wait_console(ISO_MARKER, 1)
-    await lab.node.wait_console(READY, 2)
-    console = lab.node.console
-    assert console.rindex(ISO_MARKER) < console.rindex(READY)  # the ISO's kernel came up
+    await lab.wait_iso_boots(1)
+    await lab.node.wait_console(READY, 2)  # the ISO's kernel came up
 
     async def consumed() -> bool:
         await asyncio.to_thread(system.refresh)
@@ -204,7 +218,7 @@ async def test_ironic_virtual_media_boot(lab: Lab, trusting_our_ca: None) -> Non
     # With the override consumed, a restart boots the disk again, the ISO still in.
     await asyncio.to_thread(system.reset_system, sushy.ResetType.FORCE_RESTART)
     await lab.node.wait_console(READY, 3)
-    assert lab.count(ISO_MARKER) == 1
+    assert lab.iso_boots() == 1
 
     # Continuous: every boot from the CD until the override is lifted.
     await asyncio.to_thread(
@@ -215,7 +229,7 @@ async def test_ironic_virtual_media_boot(lab: Lab, trusting_our_ca: None) -> Non
     for boot in (4, 5):
         await asyncio.to_thread(system.reset_system, sushy.ResetType.FORCE_RESTART)
         await lab.node.wait_console(READY, boot)
-        assert lab.count(ISO_MARKER) == boot - 2
+        assert lab.iso_boots() == boot - 2
 
     # Eject through the manager's view, as older Ironic (and iDRAC clients) do.
     await asyncio.to_thread(manager_cd.eject_media)
@@ -228,10 +242,51 @@ async def test_ironic_virtual_media_boot(lab: Lab, trusting_our_ca: None) -> Non
     # The CD override still stands, but the tray is empty: the firmware goes on to the disk.
     await asyncio.to_thread(system.reset_system, sushy.ResetType.FORCE_RESTART)
     await lab.node.wait_console(READY, 6)
-    assert lab.count(ISO_MARKER) == 3
+    assert lab.iso_boots() == 3
     await asyncio.to_thread(
         system.set_system_boot_options,
         sushy.BootSource.NONE,
         enabled=sushy.BootSourceOverrideEnabled.DISABLED,
     )
     await asyncio.to_thread(auth.close)
+
+
+async def test_uefi_node_boots_the_cd(
+    guest: GuestPaths, tmp_path: Path, lab: Lab, trusting_our_ca: None
+) -> None:
+    """The same drive under OVMF on q35 (AHCI): inserted into a running UEFI node, a
+    one-time CD boot starts the ISO's EFI loader."""
+    import sushy
+
+    node = await start_machine(guest, tmp_path, "uefi-node", kernel=False, uefi=True,
+                               memory="512M")  # fmt: skip
+    service = RedfishService(
+        Users((BmcUser(*ADMIN, "Administrator"),)),
+        ssl_for=lambda _: ssl_context(*lab.tls),
+    )
+    port = free_port()
+    try:
+        await service.add("127.0.0.1", node.target, port)
+        # Nothing to boot yet: OVMF tries the empty drive and goes on.
+        await node.wait_console("UEFI QEMU DVD-ROM")
+        uefi = Lab(node, f"https://127.0.0.1:{port}", lab.ca, lab.images, lab.tls)
+        auth, system, (cd, _) = await asyncio.to_thread(
+            connect, uefi, "/redfish/v1/Systems/uefi-node"
+        )
+        await asyncio.to_thread(cd.insert_media, f"{lab.images}/guest.iso")
+        await asyncio.to_thread(
+            system.set_system_boot_options,
+            sushy.BootSource.CD,
+            enabled=sushy.BootSourceOverrideEnabled.ONCE,
+        )
+        await asyncio.to_thread(system.reset_system, sushy.ResetType.FORCE_RESTART)
+        await eventually_true(lambda: iso_boots(node.console) == 1)
+        await node.wait_console(READY)
+        console = node.console
+        assert "Welcome to GRUB!" in console  # the EFI loader, not ISOLINUX
+        assert console.index("Welcome to GRUB!") < console.index(READY)
+        await asyncio.to_thread(cd.eject_media)
+        await asyncio.to_thread(auth.close)
+    finally:
+        await service.close()
+        await node.machine.stop()

@@ -26,13 +26,20 @@ def guest() -> guest_build.GuestPaths:
     return found
 
 
-def isolinux() -> None:
+def iso_tools() -> None:
     """What tests.guest.iso builds a bootable CD image with."""
     from tests.guest import iso
 
-    for path in (iso.ISOLINUX, iso.LDLINUX):
+    wanted = {
+        iso.ISOLINUX: "isolinux",
+        iso.LDLINUX: "syslinux-common",
+        iso.GRUB_EFI: "grub-efi-amd64-bin",
+    }
+    for path, package in wanted.items():
         if not path.exists():
-            pytest.fail(f"{path} is missing (Debian: isolinux, syslinux-common): {DEPS}")
+            pytest.fail(f"{path} is missing (Debian: {package}): {DEPS}")
+    if not shutil.which("mformat"):
+        pytest.fail(f"mformat is missing (Debian: mtools): {DEPS}")
 
 
 def helm() -> Path:
