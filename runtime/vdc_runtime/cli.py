@@ -266,6 +266,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
         listen_addr=args.listen_addr,
         metrics_port=args.metrics_port,
         holder=args.holder,
+        snapshots_dir=args.snapshots_dir,
+        snapshots_claim=args.snapshots_claim or None,
+        restore=args.restore or None,
+        restore_dir=args.restore_dir,
     )
     return asyncio.run(run_agent(options))
 
@@ -710,6 +714,30 @@ def build_parser() -> argparse.ArgumentParser:
                        else None,
                        help="the holder's socket (env VDC_HOLDER_SOCKET): machines and apps"
                             " are started there, and survive a restart of the agent")  # fmt: skip
+
+    def env_path(name: str) -> Path | None:
+        return Path(env[name]) if env.get(name) else None
+
+    agent.add_argument("--snapshots-dir", type=Path, default=env_path("VDC_SNAPSHOTS_DIR"),
+                       help="the namespace's snapshot claim, mounted (env VDC_SNAPSHOTS_DIR):"
+                            " VirtualDataCenterSnapshots of this VDC are saved there")  # fmt: skip
+    agent.add_argument(
+        "--snapshots-claim",
+        default=env.get("VDC_SNAPSHOTS_CLAIM", ""),
+        help="that claim's name (env VDC_SNAPSHOTS_CLAIM)",
+    )
+    agent.add_argument(
+        "--restore",
+        default=env.get("VDC_RESTORE", ""),
+        metavar="NAME",
+        help="start the machines from this snapshot (env VDC_RESTORE)",
+    )
+    agent.add_argument(
+        "--restore-dir",
+        type=Path,
+        default=env_path("VDC_RESTORE_DIR"),
+        help="where snapshot NAME is (env VDC_RESTORE_DIR)",
+    )
     agent.set_defaults(func=cmd_agent)
 
     holder = sub.add_parser(
