@@ -120,7 +120,9 @@ def test_restore_plan() -> None:
     failed["status"] |= {"phase": "Failed", "message": "disk full"}
     with pytest.raises(ops.Unusable, match="failed: disk full"):
         ops.restore_plan("s1", failed, ["all"])
-    with pytest.raises(ops.Unusable, match="holds the machines of pods all; this VDC has pods a, b"):
+    with pytest.raises(
+        ops.Unusable, match="holds the machines of pods all; this VDC has pods a, b"
+    ):
         ops.restore_plan("s1", ready_snapshot({"all": "x/all/u"}), ["a", "b"])
 
 
@@ -154,5 +156,6 @@ def test_pod_mounts_its_claim_and_the_snapshot_it_starts_from() -> None:
     assert env["VDC_RESTORE_DIR"] == f"{api.SNAPSHOTS_DIR}/quickstart/all"
     assert [v["name"] for v in same["spec"]["volumes"]].count("restore") == 0
     # Without claims, the pod is as before.
-    assert pods(vdc(), builders.Storage()) == [builders.build_pod(vdc(), cr.parse(vdc()["spec"]),
-                                                                  builders.Settings())]
+    assert pods(vdc(), builders.Storage()) == [
+        builders.build_pod(vdc(), cr.parse(vdc()["spec"]), builders.Settings())
+    ]
