@@ -69,7 +69,9 @@ class SnapshotTaker:
         self.vdc = vdc
         self.part = part
         self.claim = claim
-        self.saving: set[str] = set()
+        self.handled: set[str] = set()
+        """Snapshots this agent has saved its part of (or is saving): the watch still
+        brings the versions it wrote before, which must not look like work."""
 
     async def follow(self) -> None:
         """List, then watch, for as long as the agent runs."""
@@ -97,7 +99,7 @@ class SnapshotTaker:
 
     async def _consider(self, snapshot: dict[str, Any]) -> None:
         name = snapshot["metadata"]["name"]
-        if store_name(snapshot) in self.saving:
+        if store_name(snapshot) in self.handled:
             return
         if left_saving(snapshot, self.part):
             await self._report(snapshot, {
@@ -106,11 +108,8 @@ class SnapshotTaker:
             })  # fmt: skip
             return
         if wanted(snapshot, self.part, self.claim):
-            self.saving.add(store_name(snapshot))
-            try:
-                await self._save(snapshot)
-            finally:
-                self.saving.discard(store_name(snapshot))
+            self.handled.add(store_name(snapshot))
+            await self._save(snapshot)
         elif not (snapshot.get("status") or {}).get("claimName"):
             log.debug("snapshot %s: not admitted by the operator yet", name)
 
