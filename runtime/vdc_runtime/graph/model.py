@@ -170,18 +170,28 @@ def _strings(data: Any, key: str, where: str) -> tuple[str, ...]:
     return tuple(items)
 
 
+def _one_of(data: Any, key: str, where: str, choices: tuple[str, ...]) -> Any:
+    value = _get(data, key, where, str)
+    if value not in choices:
+        raise GraphError(f"{where}.{key}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _known(node_ids: set[str], node_id: str, where: str) -> str:
+    if node_id not in node_ids:
+        raise GraphError(f"{where}: no node {node_id!r}")
+    return node_id
+
+
 def from_json(data: Any) -> Graph:
     """The graph `to_json` wrote; GraphError names the first bad field."""
     nodes = []
     for i, n in enumerate(_get(data, "nodes", "graph", list)):
         where = f"graph.nodes[{i}]"
-        kind = _get(n, "kind", where, str)
-        if kind not in NODE_KINDS:
-            raise GraphError(f"{where}.kind: {kind!r} is not one of {', '.join(NODE_KINDS)}")
         nodes.append(
             Node(
                 _get(n, "id", where, str),
-                kind,
+                _one_of(n, "kind", where, NODE_KINDS),
                 _get(n, "name", where, str),
                 _strings(n, "lines", where),
                 _get(n, "group", where, (str, type(None))),
@@ -194,27 +204,21 @@ def from_json(data: Any) -> Graph:
     edges = []
     for i, e in enumerate(_get(data, "edges", "graph", list)):
         where = f"graph.edges[{i}]"
-        kind = _get(e, "kind", where, str)
-        if kind not in EDGE_KINDS:
-            raise GraphError(f"{where}.kind: {kind!r} is not one of {', '.join(EDGE_KINDS)}")
-        edge = Edge(
-            _get(e, "source", where, str),
-            _get(e, "target", where, str),
-            _get(e, "label", where, str),
-            kind,
-            _strings(e, "addresses", where),
+        edges.append(
+            Edge(
+                _known(ids, _get(e, "source", where, str), f"{where}.source"),
+                _known(ids, _get(e, "target", where, str), f"{where}.target"),
+                _get(e, "label", where, str),
+                _one_of(e, "kind", where, EDGE_KINDS),
+                _strings(e, "addresses", where),
+            )
         )
-        for end in ("source", "target"):
-            if getattr(edge, end) not in ids:
-                raise GraphError(f"{where}.{end}: no node {getattr(edge, end)!r}")
-        edges.append(edge)
     clusters = []
     for i, c in enumerate(_get(data, "clusters", "graph", list)):
         where = f"graph.clusters[{i}]"
         members = _strings(c, "members", where)
         for member in members:
-            if member not in ids:
-                raise GraphError(f"{where}.members: no node {member!r}")
+            _known(ids, member, f"{where}.members")
         clusters.append(Cluster(_get(c, "id", where, str), _get(c, "label", where, str), members))
     return Graph(_get(data, "title", "graph", str), tuple(nodes), tuple(edges), tuple(clusters))
 
