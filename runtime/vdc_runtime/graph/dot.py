@@ -58,9 +58,14 @@ def render(graph: Graph) -> str:
             out.append(node_line(graph.node(member), "    "))
         out.append("  }")
     for edge in graph.edges:
-        label = quote(" ".join([edge.label, *edge.addresses]))
-        style = ", style=dashed" if edge.kind == "bmc" else ""
-        out.append(f"  {ids[edge.source]} -- {ids[edge.target]} [label={label}{style}];")
+        # The interface alone on the line (its addresses are in its router's label, and
+        # long edge labels are what make graphviz's pictures of a large lab unreadable);
+        # the addresses again in the tooltip.
+        extra = f", tooltip={quote(' '.join(edge.addresses))}" if edge.addresses else ""
+        extra += ", style=dashed" if edge.kind == "bmc" else ""
+        out.append(
+            f"  {ids[edge.source]} -- {ids[edge.target]} [label={quote(edge.label)}{extra}];"
+        )
     out.append("}")
     return "\n".join(out) + "\n"
 
