@@ -21,6 +21,7 @@ groups (`placement.groups: auto`), each node's group is the one its status repor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -187,18 +188,28 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 def vdc_graph(name: str, vdc: dict[str, Any]) -> Graph:
     """The topology of a VDC as the API server returns it: drawn from its spec, as `vdc
-    graph` draws a spec file, its machines coloured by the phase its status reports."""
+    graph` draws a spec file, its machines coloured by the phase its status reports. With
+    automatic groups, each node's group is the one its status reports (as for `layout`)
+    and each namespace's follows by the packing's rule; until every node is reported, the
+    VDC is drawn without its groups."""
+    from vdc_runtime import packing
     from vdc_runtime.graph import topology
     from vdc_runtime.resource import spec as cr
     from vdc_runtime.spec import SpecErrors
 
+    raw = vdc.get("spec") or {}
     try:
-        dc = cr.load(vdc.get("spec") or {})
+        spec = cr.parse(raw)
+        dc = cr.load(raw, spec=spec)
     except SpecErrors as exc:
         raise PluginError(f"{name}'s spec cannot be drawn: {exc}") from None
     status = vdc.get("status") or {}
-    states = {n["name"]: str(n["phase"]).lower() for n in status.get("nodes") or []
-              if isinstance(n, dict) and n.get("name") and n.get("phase")}  # fmt: skip
+    nodes = [n for n in status.get("nodes") or [] if isinstance(n, dict) and n.get("name")]
+    if spec.placement.groups == "auto" and not spec.groups:
+        groups = {n["name"]: n["group"] for n in nodes if isinstance(n.get("group"), str)}
+        with contextlib.suppress(ValueError):  # not every node reported yet
+            dc = packing.apply(dc, packing.reported(dc, groups))
+    states = {n["name"]: str(n["phase"]).lower() for n in nodes if n.get("phase")}
     return topology.build(dc, title=name, states=states)
 
 

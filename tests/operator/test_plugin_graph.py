@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from vdc_operator import plugin
+from tests.operator.test_auto_groups import racks, reported
+from vdc_operator import builders, plugin
 from vdc_runtime.graph import model, render, topology
+from vdc_runtime.resource import spec as cr
 from vdc_runtime.spec import load_files
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -70,3 +72,20 @@ def test_a_vdc_whose_spec_is_wrong_is_refused_in_one_line(
     err = capsys.readouterr().err
     assert err.startswith("kubectl vdc: quickstart's spec cannot be drawn: spec.nodes[0]")
     assert "nowhere" in err
+
+
+def test_automatic_groups_are_drawn_where_the_status_reports_them() -> None:
+    body = racks(podLimit={"memory": "32Gi"})
+    body["status"] = reported(body)
+    graph = plugin.vdc_graph("quickstart", body)
+    # The operator's own packing: each rack's machines and its router in one pod.
+    spec = builders.placed(cr.validate(body["spec"]), builders.Settings())
+    members = {m.name: m.group for m in [*spec.nodes, *spec.network_namespaces]}
+    assert [c.label for c in graph.clusters] == [f"group auto-{i}" for i in (1, 2, 3, 4)]
+    for cluster in graph.clusters:
+        for member in cluster.members:
+            assert f"group {members[graph.node(member).name]}" == cluster.label
+    assert {n.state for n in graph.of_kind("machine")} == {"ready"}
+    # Before every agent reported: one picture, no groups guessed.
+    body["status"] = {"nodes": [{"name": "a1", "group": "auto-1", "phase": "Ready"}]}
+    assert plugin.vdc_graph("quickstart", body).clusters == ()
