@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -242,6 +243,39 @@ def cmd_convert(args: argparse.Namespace) -> int:
     for warning in conversion.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     sys.stdout.write(dump(*conversion.documents))
+    return EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from vdc_runtime.graph import model, render
+
+    if bool(args.files) == (args.endpoint is not None):
+        print("vdc graph: give spec FILEs or --endpoint URL (a running data center), not both",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    if args.endpoint is not None:
+        from vdc_runtime.client import call
+
+        try:
+            graph = model.from_json(call(args.endpoint, "GET", "/topology"))
+        except model.GraphError as exc:
+            print(f"vdc graph: {args.endpoint} answered with no graph: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        title = graph.title or args.endpoint
+    else:
+        from vdc_runtime.graph import topology
+
+        dc = _load(args.files, args.strict, _warn_on_stderr)
+        if dc is None:
+            return EXIT_FAILED
+        graph = topology.build(dc)
+        title = ", ".join(f.name for f in args.files)
+    graph = replace(graph, title=args.title if args.title is not None else title)
+    text = render(graph, args.format)
+    if args.output is None or str(args.output) == "-":
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text)
     return EXIT_OK
 
 
@@ -766,6 +800,23 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
     _add_strict(validate)
     validate.set_defaults(func=cmd_validate)
+    graph = sub.add_parser(
+        "graph",
+        help="draw the topology: networks as buses, namespaces as routers, machines and their"
+        " NICs, the BMC network and groups; from spec files or a running data center",
+    )
+    graph.add_argument("files", nargs="*", type=Path, metavar="FILE")
+    _add_strict(graph)
+    graph.add_argument("--endpoint", metavar="URL",
+                       help="draw the running data center of this vdc API instead, its"
+                            " machines coloured by state (http://localhost:10808)")  # fmt: skip
+    graph.add_argument("--format", choices=("svg", "dot", "mermaid", "json"), default="svg",
+                       help="svg (default, drawn by vdc itself), dot (graphviz), mermaid"
+                            " (Markdown) or json")  # fmt: skip
+    graph.add_argument("-o", "--output", type=Path, metavar="OUT",
+                       help="write here instead of standard output")  # fmt: skip
+    graph.add_argument("--title", help="the picture's title (default: the files or the URL)")
+    graph.set_defaults(func=cmd_graph)
     _add_client_commands(sub)
     _add_snapshot_commands(sub)
     return parser
