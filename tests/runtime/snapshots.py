@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from vdc_runtime.snapshot import MachineImage, Manifest
+from vdc_runtime.snapshot.manifest import VERSION
 from vdc_runtime.snapshot.store import SnapshotStore
 
 STATE = b"RAM and devices " * 4096
@@ -30,7 +31,7 @@ def make_snapshot(
         partial.path("w2/nvram.fd").write_bytes(os.urandom(4096))
         nvram = partial.adopt_file("w2/nvram.fd")
         manifest = Manifest(
-            version=1,
+            version=VERSION,
             name=name,
             created_at=created_at,
             spec={"nodes": []},

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from vdc_runtime import runstate
 from vdc_runtime.snapshot import FileEntry, MachineImage, Manifest, layout_differences
-from vdc_runtime.snapshot.manifest import check_name, check_relative
+from vdc_runtime.snapshot.manifest import VERSION, check_name, check_relative
 from vdc_runtime.spec import DataCenter
 from vdc_runtime.spec.loader import load_text
 
@@ -75,7 +75,7 @@ def manifest(
     machines: dict[str, MachineImage] | None = None,
 ) -> Manifest:
     return Manifest(
-        version=1,
+        version=VERSION,
         name="before-upgrade",
         created_at=1_700_000_000.5,
         spec=runstate.canonical(dc()) if spec is None else spec,
@@ -161,7 +161,7 @@ def _manifests(draw: st.DrawFn) -> Manifest:
             restarts=draw(st.integers(0, 1 << 40)),
         )
     return Manifest(
-        version=1,
+        version=VERSION,
         name=draw(_names),
         created_at=draw(_floats),
         spec=draw(st.dictionaries(st.text(), _json, max_size=3)),
@@ -199,7 +199,7 @@ def _edit(path: str, value: Any) -> str:
     [
         ("{", "not a snapshot manifest: Expecting"),
         ("[]", "manifest: expected an object, got []"),
-        (_edit("version", 2), "manifest version 2 is not supported (this vdc reads version 1)"),
+        (_edit("version", 1), "manifest version 1 is not supported (this vdc reads version 2)"),
         (_edit("version", ...), "manifest.version: missing"),
         (_edit("qemu_version", ...), "manifest.qemu_version: missing"),
         (_edit("created_at", "yesterday"),

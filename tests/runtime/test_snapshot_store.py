@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from tests.runtime.snapshots import STATE, make_snapshot
 from vdc_runtime.snapshot import FileEntry, MachineImage, Manifest
+from vdc_runtime.snapshot.manifest import VERSION
 from vdc_runtime.snapshot.store import NoSuchSnapshot, Partial, SnapshotStore
 
 
@@ -41,7 +42,7 @@ def sha256(path: Path) -> str:
 
 def one_machine(name: str, *entries: FileEntry) -> Manifest:
     return Manifest(
-        version=1,
+        version=VERSION,
         name=name,
         created_at=1.0,
         spec={},

@@ -17,7 +17,9 @@ from typing import Any, Literal, TypeVar, get_args
 from vdc_runtime import groups, runstate
 from vdc_runtime.spec import DataCenter
 
-VERSION = 1
+VERSION = 2
+"""2: every machine has a CD drive (virtual media), so a QEMU reads no state saved by one
+of version 1 (whose machines had none): refused by the version, not by QEMU's own error."""
 MANIFEST_NAME = "manifest.json"
 
 Runstate = Literal["running", "paused", "shutdown"]
