@@ -9,6 +9,7 @@ golden-tested. Names are derived from the VDC's name alone, so a second creation
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -51,6 +52,7 @@ HOLDER_SOCKET = "/run/vdc/holder.sock"
 SOURCES_DIR = "/etc/vdc/sources"
 RUN_DIR, DATA_DIR, CACHE_DIR = "/run/vdc", "/var/lib/vdc", "/var/cache/vdc"
 RUNNER_STATE_DIR = "/run/vdc-runners"
+BMC_CREDENTIALS_DIR = "/etc/vdc/bmc"
 RESTORE_DIR = "/var/lib/vdc-restore"
 """Where the claim of the snapshot a VDC starts from is mounted, when it is not the claim
 the VDC keeps its own snapshots in."""
@@ -533,6 +535,8 @@ def build_pod(
     claim_volumes, claim_mounts, claim_env = _snapshot_mounts(storage, snapshots.part_name(group))
     volumes += claim_volumes
     mounts += claim_mounts
+    bmc_volumes, bmc_mounts, bmc_env = _bmc_credentials(vdc, spec)
+    volumes += bmc_volumes
     # Runners are the first group's (a job reaches every group's machines from there).
     runner_containers = _runner_containers(vdc, spec, settings) if group == first else []
     if runner_containers:
@@ -559,11 +563,12 @@ def build_pod(
             # networks and its peers from every group's members.
             *([{"name": ENV_ASSIGNMENT, "value": auto.to_json()}] if auto else []),
             *claim_env,
+            *bmc_env,
         ],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "resources": {"requests": agent_requests},
         "securityContext": {"privileged": True},
-        "volumeMounts": mounts,
+        "volumeMounts": mounts + bmc_mounts,
         # The agent serves /healthz once its machines start, which may follow long image
         # downloads: up to 30 minutes before liveness counts.
         "startupProbe": {
@@ -633,6 +638,58 @@ def runners_secret_name(vdc_name: str) -> str:
     return f"vdc-{vdc_name}-runners"
 
 
+def bmc_secret_name(vdc_name: str) -> str:
+    """The Secret with the BMCs' generated account (keys `username`, `password`)."""
+    return f"vdc-{vdc_name}-bmc"
+
+
+def generates_bmc_account(spec: VirtualDataCenterSpec) -> bool:
+    """A spec with machines but no BMC users gets a generated account, not Placemat's
+    well-known one: published, the BMCs answer every pod of the cluster."""
+    return bool(spec.nodes) and (spec.bmc is None or not spec.bmc.users)
+
+
+def build_bmc_secret(vdc: Mapping[str, Any], password: str) -> Manifest:
+    """`password`: random, made by the caller once (an existing Secret is kept)."""
+    data = {"username": cr.GENERATED_BMC_USER, "password": password}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/basic-auth",
+        "metadata": _metadata(vdc, bmc_secret_name(vdc["metadata"]["name"])),
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+def _bmc_credentials(
+    vdc: Mapping[str, Any], spec: VirtualDataCenterSpec
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Volumes, the agent's mounts and environment for the generated BMC account."""
+    if not generates_bmc_account(spec):
+        return [], [], []
+    secret = bmc_secret_name(vdc["metadata"]["name"])
+    volume = {"name": "bmc-credentials", "secret": {
+        "secretName": secret, "items": [{"key": "password", "path": "password"}],
+        "defaultMode": 0o400}}  # fmt: skip
+    mount = {"name": "bmc-credentials", "mountPath": BMC_CREDENTIALS_DIR, "readOnly": True}
+    env = [
+        {"name": "VDC_BMC_PASSWORD_FILE", "value": f"{BMC_CREDENTIALS_DIR}/password"},
+        {"name": "VDC_BMC_SECRET", "value": secret},
+    ]
+    return [volume], [mount], env
+
+
+def _runner_bmc_env(vdc: Mapping[str, Any], spec: VirtualDataCenterSpec) -> list[dict[str, Any]]:
+    """A job's way to the BMCs: the generated account, or none when the spec names users."""
+    if not generates_bmc_account(spec):
+        return []
+    secret = bmc_secret_name(vdc["metadata"]["name"])
+    return [
+        {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+        for name, key in (("VDC_BMC_USER", "username"), ("VDC_BMC_PASSWORD", "password"))
+    ]
+
+
 def build_runners_secret(vdc: Mapping[str, Any]) -> Manifest:
     return {
         "apiVersion": "v1",
@@ -665,6 +722,7 @@ def _runner_containers(
             "env": [
                 {"name": jit, "valueFrom": {"secretKeyRef": {"name": secret, "key": name}}},
                 {"name": "VDC_NAME", "value": vdc["metadata"]["name"]},
+                *_runner_bmc_env(vdc, spec),
             ],
             "resources": {"requests": {"cpu": "50m", "memory": "256Mi"}},
             "volumeMounts": [{"name": "runner-state", "mountPath": RUNNER_STATE_DIR}],
@@ -1002,12 +1060,15 @@ __all__ = [
     "agent_name",
     "agent_restarts",
     "assignment",
+    "bmc_secret_name",
+    "build_bmc_secret",
     "build_pod",
     "build_pods",
     "build_role",
     "build_role_binding",
     "build_runners_secret",
     "build_service_account",
+    "generates_bmc_account",
     "group_pod_and_merged_status",
     "group_pod_change",
     "group_pod_status",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -149,6 +150,12 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
         )
         kopf.event(body, type="Warning", reason="RestoreFailed", message=message[:1024])
         return
+    if builders.generates_bmc_account(spec):
+        # Made once: an existing Secret (this VDC's, by its owner) keeps its password.
+        password = secrets.token_urlsafe(18)
+        if await api.ensure(builders.build_bmc_secret(body, password)):
+            logger.info("generated the BMCs' account in Secret %s",
+                        builders.bmc_secret_name(meta["name"]))  # fmt: skip
     if spec.runners is not None:
         await _register_runners(api, body, spec.runners, patch, logger)
     # The account and the role at once; the binding after the role, which the API server

@@ -186,6 +186,25 @@ def cmd_exec(args: argparse.Namespace) -> int:
     return subprocess.call(_exec(args, *argv, tty=sys.stdin.isatty()))
 
 
+def cmd_credentials(args: argparse.Namespace) -> int:
+    """The BMCs' generated account, read from the Secret the VDC's status names."""
+    import base64
+
+    bmc = (_vdc(args).get("status") or {}).get("bmc") or {}
+    name = bmc.get("secretName")
+    if not name:
+        raise PluginError(f"{args.vdc} has no generated BMC account: its spec names its"
+                          " users (spec.bmc.users), or its agent has not reported yet")  # fmt: skip
+    secret = json.loads(_run([*_kubectl(args), "get", "secret", name, "-o", "json"]))
+    data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+    if args.output == "json":
+        print(json.dumps({"username": data["username"], "password": data["password"],
+                          "secret": name}))  # fmt: skip
+    else:
+        print(f"{data['username']} {data['password']}")
+    return 0
+
+
 def vdc_graph(name: str, vdc: dict[str, Any]) -> Graph:
     """The topology of a VDC as the API server returns it: drawn from its spec, as `vdc
     graph` draws a spec file, its machines coloured by the phase its status reports. With
@@ -254,6 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("node")
     p.add_argument("-f", "--follow", action="store_true")
     p.set_defaults(func=cmd_console_log)
+    p = sub.add_parser(
+        "credentials",
+        parents=[common],
+        help="the BMCs' generated account (USER PASSWORD), from its Secret",
+    )
+    p.add_argument("vdc")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_credentials)
     p = sub.add_parser("exec", parents=[common], help="run a command in the VDC's pod")
     p.add_argument("vdc")
     p.add_argument("--group", help="in this group's pod (default: the first group's)")

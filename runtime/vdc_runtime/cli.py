@@ -304,6 +304,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         snapshots_claim=args.snapshots_claim or None,
         restore=args.restore or None,
         restore_dir=args.restore_dir,
+        bmc_password_file=args.bmc_password_file,
+        bmc_secret=args.bmc_secret or None,
     )
     return asyncio.run(run_agent(options))
 

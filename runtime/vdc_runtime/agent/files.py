@@ -67,6 +67,19 @@ class SourceResolver:
         return path
 
 
+def with_generated_admin(dc: DataCenter, password_file: Path | None) -> DataCenter:
+    """`dc`, its BMCs' account the operator's generated one when the spec names none: in
+    a cluster, Placemat's well-known cybozu/cybozu would let any pod power-cycle the lab.
+    (Run standalone, a spec without users keeps Placemat's account.)"""
+    from vdc_runtime.spec.models import BMC, BMCUser
+
+    if password_file is None or not dc.nodes or (dc.bmc is not None and dc.bmc.users):
+        return dc
+    users = [BMCUser(name=cr.GENERATED_BMC_USER, password_file=password_file)]
+    bmc = BMC(users=users) if dc.bmc is None else dc.bmc.model_copy(update={"users": users})
+    return dc.model_copy(update={"bmc": bmc})
+
+
 async def load(raw_spec: Any, workdir: Path, sources_dir: Path, cache_dir: Path) -> DataCenter:
     """The data center of a CR spec, with every file in place; SpecErrors if it is bad."""
     spec = cr.parse(raw_spec)

@@ -70,6 +70,10 @@ class AgentOptions:
     restore: str | None = None
     """The snapshot (its store's name) the machines start from, found in `restore_dir`."""
     restore_dir: Path | None = None
+    bmc_password_file: Path | None = None
+    """The generated BMC password (mounted from the VDC's Secret `bmc_secret`): the BMCs'
+    account when the spec names none."""
+    bmc_secret: str | None = None
 
     @property
     def part(self) -> str:
@@ -107,6 +111,7 @@ class Agent:
             self.run, generation=self.generation, pod=self.options.pod,
             failure=self.failure[1] if self.failure else None, pod_ip=self.options.pod_ip,
             runners=read_runners(self.options.runner_state_dir), keep_until=self.keep_until,
+            bmc_secret=self.options.bmc_secret,
         )  # fmt: skip
 
     def keep(self, seconds: float) -> float:
@@ -281,6 +286,7 @@ class Agent:
             self.failure = ("InvalidSpec", f"invalid spec: {exc}")
             log.error("%s", self.failure[1])
             return
+        dc = files.with_generated_admin(dc, opts.bmc_password_file)
         try:
             dc = with_groups(dc, opts.group_assignment, opts.group)
         except ValueError as exc:

@@ -47,6 +47,7 @@ def observe(
     pod_ip: str | None = None,
     runners: tuple[RunnerObservation, ...] = (),
     keep_until: float | None = None,
+    bmc_secret: str | None = None,
 ) -> RunObservation:
     """The run's state as plain values (nodes in spec order; ones without a machine yet are
     pending). `failure` is a failure found before the run existed (a bad spec); `pod_ip`
@@ -80,6 +81,7 @@ def observe(
     publish = run.dc.bmc.publish if run.dc.bmc is not None else None
     return RunObservation(
         bmc_published=(pod_ip, publish.ipmi_port, publish.redfish_port) if publish else None,
+        bmc_secret=bmc_secret if run.dc.nodes else None,
         runners=runners,
         keep_until=keep_until,
         phase=phase,

@@ -66,6 +66,8 @@ class RunObservation:
     namespaces: int = 0
     bmc_published: tuple[str | None, int, int] | None = None
     """(host, first IPMI port, first Redfish port) when the BMCs are published."""
+    bmc_secret: str | None = None
+    """The Secret with the BMCs' generated account, when the spec names none."""
     runners: tuple[RunnerObservation, ...] = ()
     keep_until: float | None = None
 
@@ -153,13 +155,7 @@ def agent_status(
         total_nodes=total,
         accel=accel,  # type: ignore[arg-type]
         pod=obs.pod,
-        bmc=PublishedBMCs(
-            host=obs.bmc_published[0],
-            ipmi_port=obs.bmc_published[1],
-            redfish_port=obs.bmc_published[2],
-        )
-        if obs.bmc_published
-        else None,
+        bmc=_bmc_status(obs),
         runners=[
             RunnerStatus(
                 name=r.name,
@@ -192,6 +188,14 @@ def group_status(status: Mapping[str, Any], group: str) -> dict[str, Any]:
     out: dict[str, Any] = {"groups": {group: {k: status[k] for k in GROUP_KEYS if k in status}}}
     out.update({k: status[k] for k in JOB_KEYS if k in status})
     return out
+
+
+def _bmc_status(obs: RunObservation) -> PublishedBMCs | None:
+    if obs.bmc_published is None and obs.bmc_secret is None:
+        return None
+    host, ipmi, redfish = obs.bmc_published or (None, None, None)
+    return PublishedBMCs(host=host, ipmi_port=ipmi, redfish_port=redfish,
+                         secret_name=obs.bmc_secret)  # fmt: skip
 
 
 def _jobs_ended(runners: Sequence[RunnerObservation]) -> str | None:

@@ -234,6 +234,10 @@ class CRBMCTLS(ApiSpecModel):
     secret_name: ObjectName
 
 
+GENERATED_BMC_USER = "admin"
+"""The account the operator makes a password for when a VDC's spec names no BMC users."""
+
+
 class CRBMC(ApiSpecModel):
     """Settings shared by the BMCs of all nodes.
 

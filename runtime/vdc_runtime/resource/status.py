@@ -101,12 +101,18 @@ class RunnerStatus(ApiModel):
 
 
 class PublishedBMCs(ApiModel):
-    """Where the BMCs answer on the pod's address: the i-th node of the spec (from 0) on
-    UDP ipmiPort + i and HTTPS redfishPort + i."""
+    """Where the BMCs answer on the pod's address, when published: the i-th node of the
+    spec (from 0) on UDP ipmiPort + i and HTTPS redfishPort + i; and the Secret with their
+    account, when the operator generated it."""
 
     host: str | None = None
-    ipmi_port: int
-    redfish_port: int
+    ipmi_port: int | None = None
+    redfish_port: int | None = None
+    secret_name: str | None = Field(
+        default=None,
+        description="The Secret (keys username, password) with the BMCs' account, generated"
+        " because the spec names no BMC users.",
+    )
 
 
 class GroupStatus(ApiModel):
