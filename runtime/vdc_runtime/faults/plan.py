@@ -131,7 +131,8 @@ def link_rules(port: Port, fault: LinkFault) -> dict[str, list[str]]:
     rules: dict[str, list[str]] = {"forward": [], "input": [], "output": []}
     link = f'"{port.host_link}"'
     if fault.loss is not None:
-        drop = f"numgen random mod {LOSS_SCALE} < {round(fault.loss * LOSS_SCALE / 100)} drop"
+        share = round(fault.loss * LOSS_SCALE / 100)
+        drop = "drop" if share >= LOSS_SCALE else f"numgen random mod {LOSS_SCALE} < {share} drop"
         if fault.direction in ("both", "out"):
             rules["forward"].append(f"iifname {link} {drop}")
             rules["input"].append(f"iifname {link} {drop}")
