@@ -82,7 +82,7 @@ def describe(fault: AnyFault) -> str:
         if fault.loss is not None:
             parts.append(f"loss {fault.loss:g}%")
         if fault.rate is not None:
-            parts.append(f"rate {fault.rate}bit/s")
+            parts.append(f"rate {_rate(fault.rate)}")
         if fault.delay is not None:
             jitter = f" ± {fault.jitter * 1000:g}ms" if fault.jitter else ""
             parts.append(f"delay {fault.delay * 1000:g}ms{jitter}")
@@ -97,6 +97,13 @@ def describe(fault: AnyFault) -> str:
         slow = f" {fault.delay:g}s" if fault.delay else ""
         text = f"bmc {fault.target} {fault.effect}{slow}"
     return text + (f" for {fault.duration:g}s" if fault.duration else "")
+
+
+def _rate(bits: int) -> str:
+    for unit, size in (("gbit", 10**9), ("mbit", 10**6), ("kbit", 10**3)):
+        if bits >= size and bits % size == 0:
+            return f"{bits // size}{unit}"
+    return f"{bits}bit"
 
 
 class BmcHooks:

@@ -153,10 +153,10 @@ class LinkFault(_Fault):
         effects = [self.loss, self.rate, self.delay]
         if self.down and any(e is not None for e in effects):
             raise FaultError("down", "a link that is down carries nothing: give it alone")
-        if not self.down and all(e is None for e in effects):
-            raise FaultError("link", "nothing to do: give down, loss, rate or delay")
         if self.jitter is not None and self.delay is None:
             raise FaultError("jitter", "jitter varies a delay: give delay too")
+        if not self.down and all(e is None for e in effects):
+            raise FaultError("link", "nothing to do: give down, loss, rate or delay")
         if self.jitter is not None and self.delay is not None and self.jitter > self.delay:
             raise FaultError("jitter", "more than the delay it varies")
         if self.delay is not None and self.direction != "in":
