@@ -149,7 +149,7 @@ def test_plans_golden() -> None:
     section(describe(partition), fp.nft_apply(TOPO, 9, fp.partition_rules(TOPO, partition)))  # type: ignore[arg-type]
     section("bmc w1 unresponsive", fp.bmc_drop(TOPO, 10, "10.72.0.11") + fp.bmc_undrop(TOPO, 10))
     section("bmc on IPv6", fp.bmc_drop(TOPO, 11, "fd00::11"))
-    section("slow disk data", str(fp.throttle_qmp("disk1", fp.DEFAULT_SLOW_IOPS, None)))
+    section("slow disk data", str(fp.throttle_qmp("drive1", fp.DEFAULT_SLOW_IOPS, None)))
     assert_golden("faults.txt", "\n".join(out))
 
 

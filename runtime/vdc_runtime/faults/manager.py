@@ -34,7 +34,7 @@ from vdc_runtime.faults.model import (
 )
 from vdc_runtime.ledger import Ledger
 from vdc_runtime.nodes.errors import NodeError, PowerError
-from vdc_runtime.nodes.qemu_args import disk_device_id
+from vdc_runtime.nodes.qemu_args import drive_id
 
 if TYPE_CHECKING:
     # Loaded by runs with machines only (QMP's client comes with it).
@@ -232,7 +232,7 @@ class FaultManager:
         if fault.effect == "hang":
             return frozenset({f"power:{node}"}), [(machine.control.hang, machine.control.unhang)]
         index = fp.disk_index(topo, fault)
-        device = disk_device_id(index)
+        device = drive_id(index)
         iops = fault.iops if fault.iops or fault.bps else fp.DEFAULT_SLOW_IOPS
         slow = fp.throttle_qmp(device, iops, fault.bps)
         lifted = fp.throttle_qmp(device, None, None)

@@ -267,10 +267,11 @@ def link_qmp(port: Port, up: bool) -> tuple[str, dict[str, object]]:
     return "set_link", {"name": port.device, "up": up}
 
 
-def throttle_qmp(device: str, iops: int | None, bps: int | None) -> dict[str, object]:
-    """`block_set_io_throttle` for one disk; all zero lifts every limit."""
+def throttle_qmp(drive: str, iops: int | None, bps: int | None) -> dict[str, object]:
+    """`block_set_io_throttle` for one `-drive` (its block backend's name); all zero lifts
+    every limit."""
     return {
-        "id": device,
+        "device": drive,
         "bps": bps or 0, "bps_rd": 0, "bps_wr": 0,
         "iops": iops or 0, "iops_rd": 0, "iops_wr": 0,
     }  # fmt: skip
