@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 from vdc_runtime.faults.manager import ActiveFault, FaultApplyError, FaultManager, describe
 from vdc_runtime.faults.model import FaultConflict, FaultError, parse_fault
 from vdc_runtime.faults.plan import Port, Topology
-from vdc_runtime.nodes.qemu_args import nic_device_id
 
 if TYPE_CHECKING:
     from vdc_runtime.bmc.service import BmcManager
@@ -36,13 +35,18 @@ def topology(
         )
         for ns in plan.namespaces
     }
-    nodes = {
-        name: tuple(
-            Port(name, nic.index, nic.network, nic.tap, device=nic_device_id(nic.index))
-            for nic in m.layout.nics
-        )
-        for name, m in machines.items()
-    }
+    nodes: dict[str, tuple[Port, ...]] = {}
+    if machines:
+        # Here, not above: a run without machines never loads their modules.
+        from vdc_runtime.nodes.qemu_args import nic_device_id
+
+        nodes = {
+            name: tuple(
+                Port(name, nic.index, nic.network, nic.tap, device=nic_device_id(nic.index))
+                for nic in m.layout.nics
+            )
+            for name, m in machines.items()
+        }
     volumes = {name: tuple(d.name for d in m.layout.drives) for name, m in machines.items()}
     bmcs = {}
     if bmc is not None:

@@ -12,7 +12,6 @@ the inet table, also after a SIGKILL.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -33,8 +32,6 @@ from vdc_runtime.faults.model import (
     parse_fault,
 )
 from vdc_runtime.ledger import Ledger
-from vdc_runtime.nodes.errors import NodeError, PowerError
-from vdc_runtime.nodes.qemu_args import drive_id
 
 if TYPE_CHECKING:
     # Loaded by runs with machines only (QMP's client comes with it).
@@ -45,7 +42,9 @@ log = logging.getLogger("vdc.faults")
 AnyFault = LinkFault | PartitionFault | MachineFault | BmcFault
 Step = tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]]]
 """(apply, undo)."""
-STEP_ERRORS = (nft.NftError, NodeError, OSError, kernel.CommandError)
+STEP_ERRORS = (nft.NftError, OSError, kernel.CommandError)
+"""What a failed step raises: a machine's step turns its NodeError into CommandError
+(`_on_machine`), so that a run without machines never loads their code."""
 
 
 class FaultApplyError(RuntimeError):
@@ -212,8 +211,8 @@ class FaultManager:
                 machine = self._machines[port.endpoint]
                 steps.append(
                     (
-                        lambda: machine.control.execute(*fp.link_qmp(port, up=False)),
-                        lambda: machine.control.execute(*fp.link_qmp(port, up=True)),
+                        _on_machine(machine.control.execute, *fp.link_qmp(port, up=False)),
+                        _on_machine(machine.control.execute, *fp.link_qmp(port, up=True)),
                     )
                 )
         return frozenset(claims), steps
@@ -227,19 +226,22 @@ class FaultManager:
             if machine.power_lost:
                 raise FaultConflict("target", f"node {node} has no power already")
             return frozenset({f"power:{node}"}), [
-                (machine.lose_power, lambda: _power_back(machine))
+                (_on_machine(machine.lose_power), _on_machine(_power_back, machine))
             ]
         if fault.effect == "hang":
-            return frozenset({f"power:{node}"}), [(machine.control.hang, machine.control.unhang)]
+            steps = [(_on_machine(machine.control.hang), _on_machine(machine.control.unhang))]
+            return frozenset({f"power:{node}"}), steps
         index = fp.disk_index(topo, fault)
+        from vdc_runtime.nodes.qemu_args import drive_id
+
         device = drive_id(index)
         iops = fault.iops if fault.iops or fault.bps else fp.DEFAULT_SLOW_IOPS
         slow = fp.throttle_qmp(device, iops, fault.bps)
         lifted = fp.throttle_qmp(device, None, None)
         return frozenset({f"disk:{node}/{fault.volume}"}), [
             (
-                lambda: machine.control.execute("block_set_io_throttle", slow),
-                lambda: machine.control.execute("block_set_io_throttle", lifted),
+                _on_machine(machine.control.execute, "block_set_io_throttle", slow),
+                _on_machine(machine.control.execute, "block_set_io_throttle", lifted),
             )
         ]
 
@@ -332,12 +334,24 @@ class FaultManager:
         await self.clear_all("cleared at teardown")
 
 
+def _on_machine(action: Callable[..., Awaitable[Any]], *args: Any) -> Callable[[], Awaitable[Any]]:
+    """A step on a machine, its NodeError (QMP failed, the machine is off) a CommandError."""
+    from vdc_runtime.nodes.errors import NodeError
+
+    async def step() -> Any:
+        try:
+            return await action(*args)
+        except NodeError as exc:
+            raise kernel.CommandError(str(exc)) from exc
+
+    return step
+
+
 async def _power_back(machine: Machine) -> None:
     """Clearing a power loss gives the power back: the machine boots, as a server set to
     power on when its power returns."""
     if machine.power_lost:
-        with contextlib.suppress(PowerError):
-            await machine.control.power_on()
+        await machine.control.power_on()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
