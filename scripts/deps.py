@@ -40,6 +40,8 @@ BASE_DEBS = [
     *("swtpm-tools", "ipxe-qemu", "seabios", "busybox-static", "cpio", "kmod", "mtools"),
     *("dosfstools", "fdisk", "syslinux", "syslinux-common", "extlinux"),
     *("ipmitool", "freeipmi-tools", "jq", "iperf3"),
+    # `dot`, only to check that `vdc graph --format dot` parses (the default SVG needs none).
+    "graphviz",
 ]
 # The e2e cluster (tests/e2e/cluster), its pause image (gcc) and the container images.
 E2E_DEBS = [

@@ -26,6 +26,14 @@ def guest() -> guest_build.GuestPaths:
     return found
 
 
+def dot() -> Path:
+    """graphviz's `dot`, to check that `vdc graph --format dot` parses."""
+    found = shutil.which("dot")
+    if found is None:
+        pytest.fail(f"graphviz's dot is missing: {DEPS}")
+    return Path(found)
+
+
 def helm() -> Path:
     if not build.cluster_built():
         pytest.fail(f"no complete build of helm and the cluster in {build.bin_dir()}: {DEPS_E2E}")
