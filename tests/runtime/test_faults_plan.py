@@ -12,7 +12,7 @@ from tests.runtime.test_fabric_plan import assert_golden
 from vdc_runtime.cli import build_parser, fault_body
 from vdc_runtime.faults import plan as fp
 from vdc_runtime.faults.manager import describe
-from vdc_runtime.faults.model import FaultError, parse_fault
+from vdc_runtime.spec.faults import FaultError, parse_fault
 
 TOPO = fp.Topology(
     table="vdc_golden",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vdc_runtime.faults.manager import ActiveFault, FaultApplyError, FaultManager, describe
-from vdc_runtime.faults.model import FaultConflict, FaultError, parse_fault
+from vdc_runtime.spec.faults import FaultConflict, FaultError, parse_fault
 from vdc_runtime.faults.plan import Port, Topology
 
 if TYPE_CHECKING:

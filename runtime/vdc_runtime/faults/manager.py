@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from vdc_runtime.fabric import nft
 from vdc_runtime.faults import kernel
 from vdc_runtime.faults import plan as fp
-from vdc_runtime.faults.model import (
+from vdc_runtime.spec.faults import (
     BmcFault,
     FaultConflict,
     FaultError,

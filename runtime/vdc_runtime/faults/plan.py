@@ -14,7 +14,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vdc_runtime.faults.model import BmcFault, FaultError, LinkFault, MachineFault, PartitionFault
+from vdc_runtime.spec.faults import BmcFault, FaultError, LinkFault, MachineFault, PartitionFault
 
 TBF_LATENCY = "50ms"
 """How long tbf queues a frame before dropping it: long enough for TCP to settle at the

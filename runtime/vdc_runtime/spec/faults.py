@@ -1,6 +1,7 @@
-"""What a fault is, as a client asks for it: one pydantic model per kind, checked on its own
-(ranges, units, what goes together). Whether its targets exist is `plan.resolve`'s part,
-as only the run knows them."""
+"""What a fault is, as a client asks for it (REST, the CLI, a VirtualDataCenter's
+spec.faults): one pydantic model per kind, checked on its own (ranges, units, what goes
+together). Whether its targets exist is `faults.plan.resolve`'s part, as only the run knows
+them. With the spec's models, because a CR's spec is checked with them too."""
 
 from __future__ import annotations
 
