@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vdc_runtime.faults.manager import ActiveFault, FaultApplyError, FaultManager, describe
-from vdc_runtime.spec.faults import FaultConflict, FaultError, parse_fault
 from vdc_runtime.faults.plan import Port, Topology
+from vdc_runtime.spec.faults import FaultConflict, FaultError, parse_fault
 
 if TYPE_CHECKING:
     from vdc_runtime.bmc.service import BmcManager

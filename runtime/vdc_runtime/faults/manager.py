@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from vdc_runtime.fabric import nft
 from vdc_runtime.faults import kernel
 from vdc_runtime.faults import plan as fp
+from vdc_runtime.ledger import Ledger
 from vdc_runtime.spec.faults import (
     BmcFault,
     FaultConflict,
@@ -31,7 +32,6 @@ from vdc_runtime.spec.faults import (
     PartitionFault,
     parse_fault,
 )
-from vdc_runtime.ledger import Ledger
 
 if TYPE_CHECKING:
     # Loaded by runs with machines only (QMP's client comes with it).

@@ -238,7 +238,15 @@ def parse_fault(body: Any) -> LinkFault | PartitionFault | MachineFault | BmcFau
     return fault
 
 
+def named(body: dict[str, Any]) -> tuple[str, ...]:
+    """The nodes and namespaces a fault's body names (before it is checked)."""
+    if body.get("kind") == "partition":
+        return (*(body.get("between") or ()), *(body.get("and") or ()))
+    target = str(body.get("target") or "")
+    return (target.partition(":")[0],) if target else ()
+
+
 __all__ = [
     "BmcFault", "Fault", "FaultConflict", "FaultError", "LinkFault", "MachineFault",
-    "PartitionFault", "parse_fault", "parse_percent", "parse_rate", "parse_seconds",
+    "PartitionFault", "named", "parse_fault", "parse_percent", "parse_rate", "parse_seconds",
 ]  # fmt: skip
