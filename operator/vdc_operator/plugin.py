@@ -193,8 +193,27 @@ def fault_node(argv: list[str]) -> str | None:
     return None
 
 
+PLUGIN_OPTIONS = {"-n": "namespace", "--namespace": "namespace", "--context": "context",
+                  "--kubeconfig": "kubeconfig"}  # fmt: skip
+
+
+def take_plugin_options(args: argparse.Namespace, argv: list[str]) -> list[str]:
+    """`argv` without the plugin's own options (`kubectl vdc fault lab list -n ns`), which
+    are set on `args` instead."""
+    rest: list[str] = []
+    words = iter(argv)
+    for word in words:
+        name, eq, value = word.partition("=")
+        if name in PLUGIN_OPTIONS:
+            setattr(args, PLUGIN_OPTIONS[name], value if eq else next(words, None))
+        else:
+            rest.append(word)
+    return rest
+
+
 def cmd_fault(args: argparse.Namespace) -> int:
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    argv = take_plugin_options(args, argv)
     if not argv:
         raise PluginError("give a fault command: add|list|clear (see `vdc fault --help`)")
     pods, node_groups = layout(args)

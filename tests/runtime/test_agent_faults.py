@@ -3,7 +3,9 @@ what of a CR's spec replaces the pod."""
 
 from __future__ import annotations
 
-from vdc_operator.plugin import fault_node
+import argparse
+
+from vdc_operator.plugin import fault_node, take_plugin_options
 from vdc_runtime.agent.faults import key, own
 from vdc_runtime.resource.spec import rebuilt_from
 
@@ -35,3 +37,12 @@ def test_the_plugin_asks_the_pod_of_the_faults_target() -> None:
     assert fault_node(["add", "machine", "w2", "--hang"]) == "w2"
     assert fault_node(["add", "partition", "--between", "a", "--and", "b"]) is None
     assert fault_node(["list"]) is None
+
+
+def test_the_plugins_options_after_the_fault_command() -> None:
+    args = argparse.Namespace(namespace=None, context=None, kubeconfig=None)
+    rest = take_plugin_options(args, ["list", "-n", "lab", "--context=ci"])
+    assert rest == ["list"] and (args.namespace, args.context) == ("lab", "ci")
+    args = argparse.Namespace(namespace=None, context=None, kubeconfig=None)
+    argv = ["add", "link", "w1:eth0", "--loss", "30%", "--for", "60s"]
+    assert take_plugin_options(args, argv) == argv and args.namespace is None
