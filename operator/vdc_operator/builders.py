@@ -429,7 +429,11 @@ def pod_hash(
 ) -> str:
     """What the pod is made from: a change of it means the pod must be replaced. Automatic
     groups count too: the operator's limit may move a machine to another pod."""
-    basis: dict[str, Any] = {"spec": vdc.get("spec") or {}, "image": settings.runtime_image}
+    # Faults are applied in place by the agent, which follows the spec.
+    basis: dict[str, Any] = {
+        "spec": cr.rebuilt_from(vdc.get("spec")),
+        "image": settings.runtime_image,
+    }
     if groups is not None:
         basis["groups"] = groups.to_json()
     text = json.dumps(basis, sort_keys=True, separators=(",", ":"))
@@ -999,6 +1003,7 @@ def merged_status(
     status = vdc.get("status") or {}
     parts = status.get("groups") or {}
     nodes: list[dict[str, Any]] = []
+    faults: list[dict[str, Any]] = []
     ready = running = 0
     failed: list[str] = []
     waiting: list[str] = []
@@ -1006,6 +1011,7 @@ def merged_status(
     for name in names:
         part = parts.get(name) or {}
         nodes += [{**n, "group": name} for n in part.get("nodes") or []]
+        faults += [{**f, "group": name} for f in part.get("faults") or []]
         ready += part.get("readyNodes") or 0
         if part.get("accel"):
             accel.add(part["accel"])
@@ -1041,6 +1047,7 @@ def merged_status(
         ready_groups=f"{running}/{len(names)}",
         accel=("TCG" if "TCG" in accel else "KVM") if accel else None,
         nodes=nodes,  # type: ignore[arg-type]
+        faults=faults,  # type: ignore[arg-type]
         conditions=with_condition(  # type: ignore[arg-type]
             vdc, READY, "True" if phase == Phase.RUNNING else "False", reason, message, now
         ),

@@ -205,6 +205,43 @@ def cmd_credentials(args: argparse.Namespace) -> int:
     return 0
 
 
+def fault_node(argv: list[str]) -> str | None:
+    """The node or namespace a `vdc fault add` names first: its pod is asked."""
+    if len(argv) >= 3 and argv[0] == "add" and argv[1] in ("link", "machine", "bmc"):
+        return argv[2].partition(":")[0]
+    return None
+
+
+PLUGIN_OPTIONS = {"-n": "namespace", "--namespace": "namespace", "--context": "context",
+                  "--kubeconfig": "kubeconfig"}  # fmt: skip
+
+
+def take_plugin_options(args: argparse.Namespace, argv: list[str]) -> list[str]:
+    """`argv` without the plugin's own options (`kubectl vdc fault lab list -n ns`), which
+    are set on `args` instead."""
+    rest: list[str] = []
+    words = iter(argv)
+    for word in words:
+        name, eq, value = word.partition("=")
+        if name in PLUGIN_OPTIONS:
+            setattr(args, PLUGIN_OPTIONS[name], value if eq else next(words, None))
+        else:
+            rest.append(word)
+    return rest
+
+
+def cmd_fault(args: argparse.Namespace) -> int:
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    argv = take_plugin_options(args, argv)
+    if not argv:
+        raise PluginError("give a fault command: add|list|clear (see `vdc fault --help`)")
+    pods, node_groups = layout(args)
+    node = fault_node(argv)
+    # Namespaces are not in the layout: their faults go to the first group's pod.
+    pod = pod_for(args, node) if node in node_groups or len(pods) == 1 else None
+    return subprocess.call(_exec(args, "vdc", "fault", *argv, pod=pod))
+
+
 def vdc_graph(name: str, vdc: dict[str, Any]) -> Graph:
     """The topology of a VDC as the API server returns it: drawn from its spec, as `vdc
     graph` draws a spec file, its machines coloured by the phase its status reports. With
@@ -281,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("vdc")
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_credentials)
+    p = sub.add_parser("fault", parents=[common],
+                       help="faults on demand, as `vdc fault` in the VDC's pod"
+                            " (declare lasting ones in spec.faults)")  # fmt: skip
+    p.add_argument("vdc")
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="add|list|clear ...")
+    p.set_defaults(func=cmd_fault)
     p = sub.add_parser("exec", parents=[common], help="run a command in the VDC's pod")
     p.add_argument("vdc")
     p.add_argument("--group", help="in this group's pod (default: the first group's)")

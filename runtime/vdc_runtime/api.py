@@ -12,6 +12,7 @@ from aiohttp import web
 
 from vdc_runtime import __version__, views
 from vdc_runtime.datacenter import DataCenterRun
+from vdc_runtime.faults import FaultApplyError, FaultConflict, FaultError, FaultManager
 from vdc_runtime.listen import parse_listen_addr
 from vdc_runtime.nodes.machine import Machine, NodeError, PowerError
 from vdc_runtime.nodes.power import PowerControl
@@ -30,6 +31,7 @@ async def health(request: web.Request) -> web.Response:
         "failure": run.failure,
         "accel": run.accel,
         "accel_reason": run.accel_reason,
+        "faults": views.faults(run),
     }
     return web.json_response(body, status=200 if run.phase == RunPhase.RUNNING else 503)
 
@@ -247,6 +249,56 @@ async def snapshots_save(request: web.Request) -> web.Response:
     return web.json_response(_snapshot_summary(manifest), status=201)
 
 
+def _faults(request: web.Request) -> FaultManager | web.Response:
+    run = request.app[RUN_KEY]
+    if run.faults is None:
+        return _error(503, f"the data center is {run.phase}, not running")
+    return run.faults
+
+
+async def faults_list(request: web.Request) -> web.Response:
+    return web.json_response(views.faults(request.app[RUN_KEY]))
+
+
+async def faults_add(request: web.Request) -> web.Response:
+    """A fault as `model` reads it: `{"kind": "link", "target": "NODE:eth0", "loss": "30%",
+    "for": "60s"}`; 201 once applied, 400 naming the field that is wrong, 409 when it
+    clashes with an active fault; nothing changes unless it is 201."""
+    manager = _faults(request)
+    if isinstance(manager, web.Response):
+        return manager
+    try:
+        body = await request.json()
+    except ValueError:
+        return _error(400, "expected a JSON object describing the fault")
+    try:
+        active = await manager.add(body)
+    except FaultConflict as exc:
+        return web.json_response({"error": str(exc), "field": exc.field}, status=409)
+    except FaultError as exc:
+        return web.json_response({"error": str(exc), "field": exc.field}, status=400)
+    except FaultApplyError as exc:
+        return _error(500, str(exc))
+    return web.json_response(active.as_json(), status=201)
+
+
+async def faults_delete(request: web.Request) -> web.Response:
+    manager = _faults(request)
+    if isinstance(manager, web.Response):
+        return manager
+    text = request.match_info["id"]
+    if not text.isdigit() or not await manager.clear(int(text)):
+        return _error(404, f"no active fault {text}")
+    return web.json_response(None)
+
+
+async def faults_delete_all(request: web.Request) -> web.Response:
+    manager = _faults(request)
+    if isinstance(manager, web.Response):
+        return manager
+    return web.json_response({"cleared": await manager.clear_all()})
+
+
 def make_app(run: DataCenterRun) -> web.Application:
     app = web.Application()
     app[RUN_KEY] = run
@@ -263,6 +315,10 @@ def make_app(run: DataCenterRun) -> web.Application:
     app.router.add_get("/forwards", forwards_list)
     app.router.add_post("/forwards", forwards_add)
     app.router.add_delete("/forwards/{port}", forwards_delete)
+    app.router.add_get("/faults", faults_list)
+    app.router.add_post("/faults", faults_add)
+    app.router.add_delete("/faults", faults_delete_all)
+    app.router.add_delete("/faults/{id}", faults_delete)
     app.router.add_get("/snapshots", snapshots_list)
     app.router.add_post("/snapshots", snapshots_save)
     app.router.add_get("/topology", topology)

@@ -425,6 +425,118 @@ def cmd_forward_delete(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def fault_body(args: argparse.Namespace) -> dict[str, object]:
+    """The JSON body of `POST /faults` for `vdc fault add ...`; the API checks it (this
+    side may run with the standard library alone)."""
+    body: dict[str, object] = {"kind": args.kind}
+    if args.kind == "link":
+        body["target"] = args.target
+        if args.down:
+            body["down"] = True
+        for key in ("loss", "rate", "delay", "jitter", "direction"):
+            if getattr(args, key) is not None:
+                body[key] = getattr(args, key)
+    elif args.kind == "partition":
+        body["between"] = [n for n in args.between.split(",") if n]
+        body["and"] = [n for n in args.and_.split(",") if n]
+    elif args.kind == "machine":
+        body["target"] = args.target
+        if args.slow_disk is not None:
+            body |= {"effect": "slow-disk", "volume": args.slow_disk}
+            body |= {k: getattr(args, k) for k in ("iops", "bps") if getattr(args, k) is not None}
+        else:
+            body["effect"] = "power-loss" if args.power_loss else "hang"
+    else:
+        body["target"] = args.target
+        if args.slow is not None:
+            body |= {"effect": "slow"} | ({"delay": args.slow} if args.slow != "" else {})
+        else:
+            body["effect"] = "unresponsive" if args.unresponsive else "errors"
+    if args.duration is not None:
+        body["for"] = args.duration
+    return body
+
+
+def cmd_fault_add(args: argparse.Namespace) -> int:
+    fault = _client(args, "POST", "/faults", fault_body(args))
+    assert isinstance(fault, dict)
+    print(f"{fault['id']} {fault['summary']}")
+    return EXIT_OK
+
+
+def cmd_fault_list(args: argparse.Namespace) -> int:
+    faults = _client(args, "GET", "/faults")
+    assert isinstance(faults, list)
+    if args.json:
+        print(json.dumps(faults))
+    else:
+        for fault in faults:
+            print(f"{fault['id']} {fault['summary']}")
+    return EXIT_OK
+
+
+def cmd_fault_clear(args: argparse.Namespace) -> int:
+    if args.all == (args.id is not None):
+        print("vdc fault clear: give one fault ID, or --all", file=sys.stderr)
+        return EXIT_USAGE
+    if args.all:
+        cleared = _client(args, "DELETE", "/faults")
+        assert isinstance(cleared, dict)
+        print(f"cleared {len(cleared['cleared'])} faults")
+    else:
+        _client(args, "DELETE", f"/faults/{args.id}")
+    return EXIT_OK
+
+
+def _add_fault_commands(sub: argparse._SubParsersAction, endpoint: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+    fault = sub.add_parser("fault", help="faults on demand: links, partitions, machines, BMCs")
+    fsub = fault.add_subparsers(dest="fault_command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False, parents=[endpoint])
+    common.add_argument("--for", dest="duration", metavar="DURATION",
+                        help="undo the fault by itself after this long (60s, 5m, 1h)")  # fmt: skip
+    add = fsub.add_parser("add", help="apply a fault; prints its ID")
+    kinds = add.add_subparsers(dest="kind", required=True, metavar="KIND")
+    p = kinds.add_parser("link", parents=[common],
+                         help="NAME:ethI or NAME:NETWORK of a node or namespace")  # fmt: skip
+    p.add_argument("target", metavar="NAME:INTERFACE")
+    p.add_argument("--down", action="store_true", help="carrier lost, as a pulled cable")
+    p.add_argument("--loss", metavar="PERCENT", help="frames dropped, e.g. 30%%")
+    p.add_argument("--rate", help="rate limit in tc's units, e.g. 10mbit")
+    p.add_argument("--delay", help="needs sch_netem in the kernel, e.g. 100ms")
+    p.add_argument("--jitter", help="varies the delay, e.g. 10ms")
+    p.add_argument("--direction", choices=("both", "in", "out"),
+                   help="in: towards the node or namespace; out: what it sends")  # fmt: skip
+    p = kinds.add_parser("partition", parents=[common],
+                         help="no traffic between two sets of nodes and namespaces")  # fmt: skip
+    p.add_argument("--between", required=True, metavar="A,B,...")
+    p.add_argument("--and", dest="and_", required=True, metavar="C,D,...")
+    p = kinds.add_parser("machine", parents=[common], help="a node loses power, hangs, or slows")
+    p.add_argument("target", metavar="NODE")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--power-loss", action="store_true", help="QEMU gone; power on boots it")
+    what.add_argument("--hang", action="store_true", help="vCPUs stopped, the BMC answers")
+    what.add_argument("--slow-disk", metavar="VOLUME", help="throttle one volume's I/O")
+    p.add_argument("--iops", type=int, help="with --slow-disk (default 10)")
+    p.add_argument("--bps", type=int, help="with --slow-disk: bytes per second")
+    p = kinds.add_parser("bmc", parents=[common], help="a node's BMC stops answering or fails")
+    p.add_argument("target", metavar="NODE")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--unresponsive", action="store_true", help="no answer at all")
+    what.add_argument("--slow", nargs="?", const="", metavar="DELAY",
+                      help="answer after DELAY (default 5s)")  # fmt: skip
+    what.add_argument("--errors", action="store_true",
+                      help="IPMI Node Busy (0xC0), Redfish 503")  # fmt: skip
+    for p in kinds.choices.values():
+        p.set_defaults(func=cmd_fault_add)
+    p = fsub.add_parser("list", parents=[endpoint], help="the active faults")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_fault_list)
+    p = fsub.add_parser("clear", parents=[endpoint], help="undo one fault, or --all")
+    p.add_argument("id", nargs="?", type=int)
+    p.add_argument("--all", action="store_true")
+    p.set_defaults(func=cmd_fault_clear)
+
+
 NODE_ACTIONS = ("start", "stop", "restart", "reset", "shutdown", "nmi")
 
 
@@ -478,6 +590,8 @@ def _add_client_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
     p = fsub.add_parser("delete", parents=[endpoint])
     p.add_argument("local_port", type=int)
     p.set_defaults(func=cmd_forward_delete)
+
+    _add_fault_commands(sub, endpoint)
 
 
 def _snapshots(args: argparse.Namespace) -> SnapshotStore:

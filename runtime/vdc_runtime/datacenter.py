@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vdc_runtime import fabric, groups, procs, runstate
-from vdc_runtime.fabric import leftovers, tunnels
+from vdc_runtime.fabric import leftovers, nft, tunnels
 from vdc_runtime.fabric import netns as nsutil
+from vdc_runtime.faults import FaultManager, Topology, topology
 from vdc_runtime.forward import ForwardError, Forwards
 from vdc_runtime.holder.client import HolderClient, HolderError
 from vdc_runtime.holder.namespaces import HeldNamespaces
@@ -85,6 +86,7 @@ class DataCenterRun:
         self.stop_requested = asyncio.Event()
         """Set when the run is to end by itself (a snapshot saved with --stop)."""
         self._snapshotting = asyncio.Lock()
+        self.faults: FaultManager | None = None  # exists once the data center runs
         self.adopted: dict[str, int] | None = None
         """After an adoption: how many machines and apps ran on, and how many had ended
         and were started again."""
@@ -136,10 +138,21 @@ class DataCenterRun:
             self.phase = RunPhase.FAILED
             await self.teardown()
             raise
+        assert self.ledger is not None
+        self.faults = FaultManager(
+            self._fault_topology,
+            self.ledger,
+            self.machines,
+            self.bmc.faults if self.bmc is not None else None,
+        )
         self.phase = RunPhase.RUNNING
         self.started_at = time.time()
         self.save_state()
         self._state_keeper = asyncio.create_task(self._keep_state(), name="run state")
+
+    def _fault_topology(self) -> Topology:
+        assert self.plan is not None
+        return topology(self.plan, self.machines, self.bmc, nsutil.NETNS_DIR)
 
     # -- what a later run adopts ---------------------------------------------------------
 
@@ -218,6 +231,12 @@ class DataCenterRun:
                 f" {state.group or '(all)'}, not {group or '(all)'}"
             )
         self._adopting = True
+        # Faults do not outlive the run that made them (their timers and undo steps were
+        # its); their rules would, so they go before anything else is taken over.
+        for entry in entries:
+            if entry["kind"] == "nft-table" and entry.get("family") == "bridge":
+                with contextlib.suppress(nft.NftError):
+                    await nft.delete_table(entry["name"], "bridge")
         self.ledger = Ledger(run_dir, entries)
         self.apps = self._app_supervisor()
         if self.held is not None:
@@ -531,6 +550,9 @@ class DataCenterRun:
         if self.phase != RunPhase.FAILED:
             self.phase = RunPhase.STOPPING
         await self.forwards.close()
+        if self.faults is not None:
+            # Undone while the machines and links they sit on still exist.
+            await self.faults.close()
         if self.fleet is not None:
             await self.fleet.stop()
         if self.apps is not None:

@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from vdc_runtime.nodes.machine import Machine
 
 
+def faults(run: DataCenterRun) -> list[dict[str, Any]]:
+    """The active faults, oldest first."""
+    return run.faults.list() if run.faults is not None else []
+
+
 def bmc(run: DataCenterRun, node: str) -> dict[str, Any] | None:
     """A node's BMC: address, where it came from, state, endpoints."""
     return run.bmc.endpoint_json(node) if run.bmc is not None else None

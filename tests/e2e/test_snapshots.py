@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.e2e.conftest import Kube
+from tests.e2e.lab import console_match as lab_console_match
+from tests.e2e.lab import one_worker
+from tests.e2e.lab import type_line as lab_type_line
 from tests.e2e.test_operator import (
-    EXAMPLE,
     NS,
     READY_TIMEOUT,
     plugin,
@@ -73,46 +74,19 @@ def claim(operator: Kube) -> Iterator[str]:
 
 
 def lab(name: str, restore: str | None = None) -> str:
-    """The quick start's Secret and VDC, with one worker, keeping snapshots in the claim."""
-    docs = list(yaml.safe_load_all(EXAMPLE.read_text()))
-    body = next(d for d in docs if d["kind"] == "VirtualDataCenter")
-    body["metadata"]["name"] = name
-    spec = body["spec"]
-    spec["nodes"] = [dict(spec["nodes"][0], name=NODE)]
-    spec["files"] = [f for f in spec["files"] if "00-12" not in f["path"]]
-    spec["pod"] = {"snapshotClaim": CLAIM}
+    """One worker, keeping snapshots in the claim (and starting from `restore`)."""
+    more: dict[str, Any] = {"pod": {"snapshotClaim": CLAIM}}
     if restore:
-        spec["restoreFrom"] = {"snapshot": restore}
-    secret = next(d for d in docs if d["kind"] == "Secret")
-    return json.dumps(secret) + "\n---\n" + json.dumps(body)
-
-
-def agent_exec(kube: Kube, vdc_name: str, *command: str) -> str:
-    (pod,) = pods_of(kube, vdc_name)
-    return kube.run("exec", "-n", NS, pod["metadata"]["name"], "-c", "agent", "--", *command)
+        more["restoreFrom"] = {"snapshot": restore}
+    return one_worker(name, NODE, **more)
 
 
 def type_line(kube: Kube, vdc_name: str, line: str) -> None:
-    """A line typed into the guest's shell on its serial console."""
-    path = json.loads(agent_exec(kube, vdc_name, "vdc", "node", "show", NODE))["socket_path"]
-    script = (
-        "import socket, sys, time; s = socket.socket(socket.AF_UNIX);"
-        " s.connect(sys.argv[1]); s.sendall(sys.argv[2].encode() + b'\\r'); time.sleep(1)"
-    )
-    agent_exec(kube, vdc_name, "python3", "-c", script, path, line)
+    lab_type_line(kube, vdc_name, NODE, line)
 
 
 def console_match(kube: Kube, vdc_name: str, pattern: str) -> re.Match[str]:
-    deadline = time.monotonic() + 90
-    text = ""
-    while time.monotonic() < deadline:
-        log = plugin(kube, "console-log", vdc_name, NODE, "-n", NS)
-        text = log.stdout
-        found = re.search(pattern, text)
-        if found:
-            return found
-        time.sleep(2)
-    raise AssertionError(f"{pattern!r} not on {vdc_name}'s console:\n{text[-2000:]}")
+    return lab_console_match(kube, vdc_name, NODE, pattern)
 
 
 def snapshot_body(kube: Kube) -> dict[str, Any]:

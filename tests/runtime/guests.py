@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import socket
 import time
 from pathlib import Path
 
@@ -81,3 +83,23 @@ def start(host: HostNetns, tmp_path: Path, runs: list[VdcRun], text: str, *extra
     runs.append(run)
     run.wait_ready(120)
     return run
+
+
+def type_line(run: VdcRun, node: str, line: str) -> None:
+    """Type a line into the guest's shell on its serial console."""
+    path = run.api(f"/nodes/{node}")[1]["socket_path"]
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        sock.sendall(line.encode() + b"\r")
+        time.sleep(0.5)
+
+
+def answer(con: Console, pattern: str, after: int) -> re.Match[str]:
+    """The first match of `pattern` in what the console printed past offset `after`."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = re.search(pattern, con.text[after:])
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"{pattern!r} not seen:\n{con.text[after:][-2000:]}")

@@ -153,8 +153,23 @@ async def test_no_write_over_a_deletion_or_a_newer_spec(change: str) -> None:
         kube.operator_writes({"phase": "Terminating", "message": "removing the pod"})
     else:
         kube.vdc["metadata"]["generation"] = 3
+        kube.vdc.setdefault("spec", {})["accel"] = "tcg"
         kube.operator_writes({"phase": "Pending", "message": "the pod is being replaced"})
     refresh_due(agent)
     await agent.report(RUNNING)
     assert kube.writes == 1 and kube.vdc["status"]["phase"] != "Running"
     assert agent.superseded == (change == "new generation")
+
+
+async def test_a_spec_change_applied_in_place_is_reported_on() -> None:
+    """spec.faults changed: the pod carries on, and its status says it saw the change."""
+    kube = FakeKube()
+    agent = reporter(kube)
+    await agent.report(RUNNING)
+    kube.vdc["metadata"]["generation"] = 3
+    kube.vdc.setdefault("spec", {})["faults"] = [
+        {"kind": "machine", "target": "w", "effect": "hang"}
+    ]
+    refresh_due(agent)
+    await agent.report(RUNNING)
+    assert not agent.superseded and agent.generation == 3

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
-import socket
 import sys
 import threading
 import time
@@ -16,7 +15,7 @@ import pytest
 
 from tests.guest.build import GuestPaths
 from tests.runtime.conftest import write
-from tests.runtime.guests import Console, console, node_yaml
+from tests.runtime.guests import Console, answer, console, node_yaml, type_line
 from tests.runtime.harness import HostNetns, VdcRun, sh
 from tests.runtime.test_run_bmc import ADMIN, ipmitool
 
@@ -43,26 +42,6 @@ def booted(
     con = console(run, node)
     con.wait_for("VDC-GUEST-DONE", timeout=timeout)
     return run, con
-
-
-def type_line(run: VdcRun, node: str, line: str) -> None:
-    """Type a line into the guest's shell on its serial console."""
-    path = run.api(f"/nodes/{node}")[1]["socket_path"]
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.connect(path)
-        sock.sendall(line.encode() + b"\r")
-        time.sleep(0.5)
-
-
-def answer(con: Console, pattern: str, after: int) -> re.Match[str]:
-    """The first match of `pattern` in what the console printed past offset `after`."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        found = re.search(pattern, con.text[after:])
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"{pattern!r} not seen:\n{con.text[after:][-2000:]}")
 
 
 def test_a_saved_data_center_is_restored_where_it_was(

@@ -1,5 +1,5 @@
-"""The agent's few calls to the Kubernetes API: read its VDC, patch its status, post events;
-list and watch its VDC's snapshots and patch their status.
+"""The agent's few calls to the Kubernetes API: read and watch its VDC, patch its status,
+post events; list and watch its VDC's snapshots and patch their status.
 
 REST calls with the standard library, each in a thread, instead of the `kubernetes`
 client: that client builds hundreds of pydantic models when its API classes are imported,
@@ -178,36 +178,50 @@ class Kube:
     async def watch_snapshots(self, version: str) -> AsyncIterator[dict[str, Any]]:
         """Their changes after `version`, as watch events, until the server ends the watch;
         Expired when `version` is too old."""
-        import aiohttp
-
-        query = self._snapshots_query(
+        async for event in self._watch(self._snapshots_path(), self._snapshots_query(
             watch="1", resourceVersion=version, allowWatchBookmarks="true",
             timeoutSeconds=str(WATCH_SECONDS),
-        )  # fmt: skip
+        ), "watching snapshots"):  # fmt: skip
+            yield event
+
+    async def watch(self, version: str) -> AsyncIterator[dict[str, Any]]:
+        """The VDC's changes after `version` (its spec's, its status's), as watch events."""
+        from urllib.parse import urlencode
+
+        collection = self._vdc_path.rsplit("/", 1)[0]
+        query = urlencode({
+            "fieldSelector": f"metadata.name={self.name}", "watch": "1",
+            "resourceVersion": version, "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(WATCH_SECONDS),
+        })  # fmt: skip
+        async for event in self._watch(collection, query, "watching the VDC"):
+            yield event
+
+    async def _watch(self, path: str, query: str, what: str) -> AsyncIterator[dict[str, Any]]:
+        import aiohttp
+
         timeout = aiohttp.ClientTimeout(sock_connect=TIMEOUT, sock_read=WATCH_SECONDS + 30)
         headers = self._headers() | {"Accept": "application/json"}
-        url = f"{self.server}{self._snapshots_path()}?{query}"
         try:
             async with (
                 aiohttp.ClientSession(timeout=timeout) as session,
-                session.get(url, headers=headers, ssl=self._ssl) as response,
+                session.get(f"{self.server}{path}?{query}", headers=headers, ssl=self._ssl) as r,
             ):
-                if response.status == 410:
-                    raise Expired("watching snapshots: too old a version")
-                if response.status >= 300:
-                    text = await response.text()
-                    raise KubeError(f"watching snapshots: {response.status} {text[:300]}")
-                async for line in response.content:
+                if r.status == 410:
+                    raise Expired(f"{what}: too old a version")
+                if r.status >= 300:
+                    raise KubeError(f"{what}: {r.status} {(await r.text())[:300]}")
+                async for line in r.content:
                     if not line.strip():
                         continue
                     event = json.loads(line)
                     if event.get("type") == "ERROR":
                         if (event.get("object") or {}).get("code") == 410:
-                            raise Expired("watching snapshots: too old a version")
-                        raise KubeError(f"watching snapshots: {event.get('object')}")
+                            raise Expired(f"{what}: too old a version")
+                        raise KubeError(f"{what}: {event.get('object')}")
                     yield event
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise KubeError(f"watching snapshots: {exc}") from None
+            raise KubeError(f"{what}: {exc}") from None
 
     async def patch_snapshot_status(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
         """A merge patch of a snapshot's status (the agent writes its own part's key)."""

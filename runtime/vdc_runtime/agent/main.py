@@ -30,6 +30,7 @@ from vdc_runtime.spec import DataCenter, SpecErrors
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from vdc_runtime.agent.faults import DeclaredFaults
     from vdc_runtime.agent.report import Reporter
     from vdc_runtime.datacenter import DataCenterRun
 
@@ -103,15 +104,20 @@ class Agent:
         """Asked by a job (`vdc keep`): the operator must not delete the VDC before."""
         self.notices: list[Event] = []
         """Events of the start-up, posted once the status reporter runs."""
+        self.declared: DeclaredFaults | None = None
+        """spec.faults, applied once the data center runs."""
 
     def observation(self) -> Any:
         from vdc_runtime.agent.report import observe, read_runners
 
+        # The reporter follows the generation through spec changes applied in place.
+        generation = self.reporter.generation if self.reporter is not None else self.generation
         return observe(
-            self.run, generation=self.generation, pod=self.options.pod,
+            self.run, generation=generation, pod=self.options.pod,
             failure=self.failure[1] if self.failure else None, pod_ip=self.options.pod_ip,
             runners=read_runners(self.options.runner_state_dir), keep_until=self.keep_until,
             bmc_secret=self.options.bmc_secret,
+            declared=self.declared.ids if self.declared is not None else frozenset(),
         )  # fmt: skip
 
     def keep(self, seconds: float) -> float:
@@ -209,6 +215,7 @@ class Agent:
         )
         api_runner = None
         taking: asyncio.Task[None] | None = None
+        faulting: asyncio.Task[None] | None = None
         try:
             await self._post_notices()
             if self.failure is not None:
@@ -219,6 +226,7 @@ class Agent:
                 api_runner = await api.serve(self.run, opts.listen_addr, self._routes)
                 log.info("ready: API on http://%s", opts.listen_addr)
                 taking = self._take_snapshots(kube)
+                faulting = self._follow_faults(kube)
                 failed = asyncio.create_task(self.run.failed.wait())
                 stopping = asyncio.create_task(stop.wait())
                 await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -233,21 +241,32 @@ class Agent:
             await stop.wait()
         finally:
             log.info("stopping: removing the data center")
-            if taking is not None:  # a save under way ends before the machines do
-                taking.cancel()
-                await asyncio.gather(taking, return_exceptions=True)
+            # A save or a fault under way ends before the machines do.
+            early = [t for t in (taking, faulting) if t is not None]
+            for task in early:
+                task.cancel()
+            await asyncio.gather(*early, return_exceptions=True)
             if api_runner is not None:
                 await api_runner.cleanup()
             if self.run is not None:
                 self.run.phase = RunPhase.STOPPING
                 await self.reporter.report(self.observation())
                 await self.run.teardown()
-            tasks = [t for t in (reporting, following, taking) if t is not None]
+            tasks = [t for t in (reporting, following) if t is not None]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await metrics_runner.cleanup()
         return 0
+
+    def _follow_faults(self, kube: Kube) -> asyncio.Task[None] | None:
+        """Keep spec.faults applied as the spec changes (the pod is not replaced for it)."""
+        if self.run is None or self.run.faults is None:
+            return None
+        from vdc_runtime.agent.faults import DeclaredFaults
+
+        self.declared = DeclaredFaults(kube, self.run)
+        return asyncio.create_task(self.declared.follow(), name="spec.faults")
 
     def _take_snapshots(self, kube: Kube) -> asyncio.Task[None] | None:
         """Save this pod's part of the VDC's snapshots, where the pod mounts a claim."""

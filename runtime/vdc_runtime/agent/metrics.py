@@ -58,6 +58,16 @@ class RunCollector(Collector):
             for (node, protocol, outcome), count in sorted(run.bmc.stats.requests.items()):
                 requests.add_metric([node, protocol, outcome], count)
         yield requests
+        active = GaugeMetricFamily("vdc_faults_active", "Active faults, by kind", labels=["kind"])
+        cleared = CounterMetricFamily(
+            "vdc_faults_cleared", "Faults undone: cleared by hand, expired, or powered on"
+        )
+        manager = run.faults
+        for kind in ("link", "partition", "machine", "bmc"):
+            count = 0 if manager is None else manager.count(kind)
+            active.add_metric([kind], count)
+        cleared.add_metric([], manager.cleared if manager is not None else 0)
+        yield from (active, cleared)
 
 
 class RunnerCollector(Collector):

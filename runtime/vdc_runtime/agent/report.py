@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from vdc_runtime.agent.kube import Conflict, Gone, Kube, KubeError
 from vdc_runtime.agent.status import (
+    FaultObservation,
     NodeObservation,
     RunnerObservation,
     RunObservation,
@@ -24,8 +25,10 @@ from vdc_runtime.agent.status import (
     group_status,
     transitions,
 )
+from vdc_runtime.faults.manager import describe
 from vdc_runtime.nodes.states import MachineState, Power
 from vdc_runtime.phases import RunPhase
+from vdc_runtime.resource.spec import rebuilt_from
 from vdc_runtime.resource.status import CONDITION_TYPES
 from vdc_runtime.runner import RunnerPhase
 
@@ -48,10 +51,11 @@ def observe(
     runners: tuple[RunnerObservation, ...] = (),
     keep_until: float | None = None,
     bmc_secret: str | None = None,
+    declared: frozenset[int] = frozenset(),
 ) -> RunObservation:
     """The run's state as plain values (nodes in spec order; ones without a machine yet are
     pending). `failure` is a failure found before the run existed (a bad spec); `pod_ip`
-    is where published BMCs answer."""
+    is where published BMCs answer; `declared`, the faults applied for spec.faults."""
     if run is None:
         return RunObservation(
             phase=RunPhase.FAILED if failure else RunPhase.PENDING, generation=generation,
@@ -79,7 +83,12 @@ def observe(
     if run.failed.is_set() and phase == RunPhase.RUNNING:
         phase = RunPhase.FAILED
     publish = run.dc.bmc.publish if run.dc.bmc is not None else None
+    faults = tuple(
+        FaultObservation(f.id, f.fault.kind, describe(f.fault), f.id in declared, f.expires_at)
+        for f in (run.faults.active.values() if run.faults is not None else ())
+    )
     return RunObservation(
+        faults=faults,
         bmc_published=(pod_ip, publish.ipmi_port, publish.redfish_port) if publish else None,
         bmc_secret=bmc_secret if run.dc.nodes else None,
         runners=runners,
@@ -128,6 +137,9 @@ class Reporter:
         """In a VDC of several groups, this agent's: it reports into its own key of
         `status.groups`, and the operator merges the groups into the rest."""
         self.generation: int = vdc["metadata"].get("generation", 0)
+        """The spec's generation this agent reports on: it follows changes the agent applies
+        in place (spec.faults), not those that replace its pod."""
+        self._built_from = rebuilt_from(vdc.get("spec"))
         self.written: dict[str, Any] | None = self._part(vdc)
         self.superseded = False
         self._refreshed = time.monotonic()
@@ -193,6 +205,8 @@ class Reporter:
         self.vdc = await self.kube.get()
         self._refreshed = time.monotonic()
         generation = self.vdc["metadata"].get("generation", 0)
+        if generation != self.generation and rebuilt_from(self.vdc.get("spec")) == self._built_from:
+            self.generation = generation  # applied in place: this pod carries on
         if generation != self.generation:
             log.info(
                 "the spec changed (generation %s, this pod runs %s): the operator replaces"

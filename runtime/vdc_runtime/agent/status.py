@@ -16,6 +16,7 @@ from vdc_runtime.resource.status import (
     READY,
     ConditionStatus,
     DesiredCondition,
+    FaultStatus,
     NodePhase,
     NodeStatus,
     Phase,
@@ -53,6 +54,15 @@ class RunnerObservation:
 
 
 @dataclass(frozen=True)
+class FaultObservation:
+    id: int
+    kind: str
+    summary: str
+    declared: bool
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True)
 class RunObservation:
     phase: RunPhase
     generation: int
@@ -70,6 +80,7 @@ class RunObservation:
     """The Secret with the BMCs' generated account, when the spec names none."""
     runners: tuple[RunnerObservation, ...] = ()
     keep_until: float | None = None
+    faults: tuple[FaultObservation, ...] = ()
 
 
 def node_phase(node: NodeObservation) -> NodePhase:
@@ -169,13 +180,20 @@ def agent_status(
         job_ended_at=_jobs_ended(obs.runners),
         keep_until=timestamp(obs.keep_until) if obs.keep_until else None,
         nodes=nodes,
+        faults=[_fault_status(f) for f in obs.faults],
     )
     return status.model_dump(exclude_none=True, exclude={"runners"} if not obs.runners else None)
 
 
+def _fault_status(fault: FaultObservation) -> FaultStatus:
+    expires = timestamp(fault.expires_at) if fault.expires_at else None
+    return FaultStatus(id=fault.id, kind=fault.kind, summary=fault.summary,
+                       declared=fault.declared, expires_at=expires)  # fmt: skip
+
+
 GROUP_KEYS = (
     "phase", "message", "observedGeneration", "readyNodes", "totalNodes", "accel",
-    "conditions", "nodes",
+    "conditions", "nodes", "faults",
 )  # fmt: skip
 """What a group's agent reports of its part (`GroupStatus`)."""
 JOB_KEYS = ("runners", "jobEndedAt", "keepUntil")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vdc_runtime import fabric
+from vdc_runtime.bmc.faults import BmcFaults
 from vdc_runtime.bmc.machine_target import MachineTarget
 from vdc_runtime.bmc.stats import BmcStats
 from vdc_runtime.bmc.users import PLACEMAT_USER, BmcUser, Users
@@ -138,6 +139,8 @@ class BmcManager:
         self._user_tls: ssl.SSLContext | None = None
         self.users = load_users(dc)
         self.stats = BmcStats()
+        self.faults = BmcFaults()
+        """BMCs answering late or failing (the run's faults)."""
 
     @property
     def ca_cert(self) -> Path | None:
@@ -160,8 +163,10 @@ class BmcManager:
             self._ca = await asyncio.to_thread(CertificateAuthority.load_or_create, self._ca_dir)
             log.info("BMC: HTTPS certificates are signed by the CA in %s", self._ca.cert_path)
         self._ssl_context = ssl_context
-        self._ipmi = IpmiService(self.users, stats=self.stats)
-        self._redfish = RedfishService(self.users, ssl_for=self._ssl_for, stats=self.stats)
+        self._ipmi = IpmiService(self.users, stats=self.stats, faults=self.faults)
+        self._redfish = RedfishService(
+            self.users, ssl_for=self._ssl_for, stats=self.stats, faults=self.faults
+        )
 
     def _ssl_for(self, address: str) -> ssl.SSLContext:
         if self._user_tls is not None:

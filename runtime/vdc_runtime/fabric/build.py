@@ -267,7 +267,7 @@ async def teardown(entries: list[dict[str, Any]]) -> list[str]:
     for entry in entries:
         if entry["kind"] == "nft-table":
             try:
-                await nft.delete_table(entry["name"])
+                await nft.delete_table(entry["name"], entry.get("family", "inet"))
             except nft.NftError as exc:
                 problems.append(str(exc))
     groups: dict[int, set[str]] = {}

@@ -39,8 +39,9 @@ async def find(dc: DataCenter, group: int, table: str) -> list[str]:
     """The objects this spec would create that already exist, described."""
     found = await asyncio.to_thread(_kernel_conflicts, dc, group, table)
     with contextlib.suppress(nft.NftError):
-        if table in await nft.list_tables():
-            found.append(f"nftables table inet {table}")
+        for family in ("inet", "bridge"):
+            if table in await nft.list_tables(family):
+                found.append(f"nftables table {family} {table}")
     return found
 
 
@@ -49,6 +50,7 @@ async def remove(dc: DataCenter, group: int, table: str) -> list[str]:
     problems = await teardown(
         [
             {"kind": "nft-table", "name": table},
+            {"kind": "nft-table", "name": table, "family": "bridge"},  # faults'
             *({"kind": "netns", "name": ns.name} for ns in dc.netns),
         ]
     )

@@ -88,9 +88,10 @@ async def apply(text: str) -> None:
     await _nft("-f", "-", stdin=text)
 
 
-async def list_tables() -> set[str]:
-    """Names of the inet tables whose name marks them as vdc's."""
-    out = await _nft("-j", "list", "tables", "inet")
+async def list_tables(family: str = "inet") -> set[str]:
+    """Names of the tables of `family` whose name marks them as vdc's (the run's own is
+    inet; faults add a bridge one of the same name)."""
+    out = await _nft("-j", "list", "tables", family)
     tables = set()
     for item in json.loads(out).get("nftables", []):
         table = item.get("table")
@@ -99,10 +100,10 @@ async def list_tables() -> set[str]:
     return tables
 
 
-async def delete_table(name: str) -> bool:
+async def delete_table(name: str, family: str = "inet") -> bool:
     """Delete the table; False if it did not exist."""
     try:
-        await _nft("delete", "table", "inet", name)
+        await _nft("delete", "table", family, name)
     except NftError as exc:
         if "No such file or directory" in str(exc):
             return False

@@ -78,6 +78,9 @@ class Machine:
         """The medium in the CD drive: the BMCs' virtual media."""
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
+        self._power_lost: asyncio.Event | None = None
+        """Set while the machine has no power (a fault): its QEMU is gone until it is
+        powered on, and the event fires when it is."""
         self.reset_listeners: list[Callable[[], object]] = []
         """Called after every reset of the machine (power on, reset, guest reboot)."""
         self.console = ConsoleHub(node.name, layout.serial_socket, layout.console_socket)
@@ -277,6 +280,9 @@ class Machine:
             what, exit_code = await self.process.wait_exit()
             if self._stopping:
                 return
+            if self._power_lost is not None:
+                await self._power_lost.wait()
+                continue
             if exit_code is not None:
                 self.exit_code = exit_code
             detail = self.process.last_output()
@@ -304,6 +310,41 @@ class Machine:
                 self.on_fatal(str(exc))
                 return
             self.state = MachineState.RUNNING
+
+    # -- power loss (a fault) ----------------------------------------------------------------
+
+    @property
+    def power_lost(self) -> bool:
+        return self._power_lost is not None
+
+    async def wait_power_back(self) -> None:
+        """Return once a machine that lost its power is powered on again."""
+        if self._power_lost is not None:
+            await self._power_lost.wait()
+
+    async def lose_power(self) -> None:
+        """QEMU gone at once, as a server whose power is cut: the node is Off until it is
+        powered on (BMC, API), which starts its QEMU afresh."""
+        if self.state != MachineState.RUNNING or self._power_lost is not None:
+            raise PowerError(f"node {self.name} is {self.state}; it has no power to lose")
+        self._power_lost = asyncio.Event()
+        self.control.unplug(self._power_back)
+        await self._kill_processes()
+        self.power_changed(Power.OFF, "power lost", always=True)
+
+    async def _power_back(self) -> None:
+        """Boot a machine that lost its power (the power control calls it, under its lock)."""
+        lost = self._power_lost
+        assert lost is not None
+        self.control.unplug(None)
+        try:
+            await self._launch()
+        except BaseException:
+            await self._kill_processes()
+            self.control.unplug(self._power_back)
+            raise
+        self._power_lost = None
+        lost.set()
 
     # -- stop ----------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from qemu.qmp import QMPClient
@@ -81,6 +81,10 @@ class PowerControl:
         self._firmware_tail = b""
         self._snapshotting = False
         """A snapshot pauses the machine: that is no power change a BMC should report."""
+        self._hung = False
+        """vCPUs stopped by a hang fault: the power stays on, as on a server that hangs."""
+        self._cold_boot: Callable[[], Awaitable[None]] | None = None
+        """Set while the machine has lost its power (no QEMU): powering on calls it."""
 
     # -- the QEMU it talks to ------------------------------------------------------------
 
@@ -140,9 +144,9 @@ class PowerControl:
                     reason = event.get("data", {}).get("reason", "")
                     cause = f"guest shut down ({reason})" if reason else "guest shut down"
                     self._changed(Power.OFF, cause)
-                elif name == "STOP" and not self._snapshotting:
+                elif name == "STOP" and not (self._snapshotting or self._hung):
                     self._changed(Power.OFF, "stopped")
-                elif name == "RESUME" and not self._snapshotting:
+                elif name == "RESUME" and not (self._snapshotting or self._hung):
                     self._changed(Power.ON, "resumed")
                 elif name == "RESET":
                     self._watch_firmware_from_now()
@@ -218,6 +222,10 @@ class PowerControl:
 
     async def query_power(self) -> Power:
         """On, Off or Unknown, asked of QEMU (never raises)."""
+        if self._cold_boot is not None:
+            return Power.OFF
+        if self._hung:
+            return Power.ON
         try:
             status = await self.execute("query-status")
         except NodeError:
@@ -229,6 +237,9 @@ class PowerControl:
         async with self._lock:
             if await self.query_power() == Power.ON:
                 return False
+            if self._cold_boot is not None:
+                await self._cold_boot()
+                return True
             self._cause = "power on"
             await self._reset()
             await self.execute("cont")
@@ -240,6 +251,7 @@ class PowerControl:
         async with self._lock:
             if await self.query_power() == Power.OFF:
                 return False
+            self._hung = False
             self._cause = "power off"
             await self.execute("stop")
             self._changed(Power.OFF, "power off")
@@ -248,6 +260,10 @@ class PowerControl:
     async def restart(self) -> None:
         """Power off then on: the guest boots again whatever its state was."""
         async with self._lock:
+            if self._cold_boot is not None:
+                await self._cold_boot()
+                return
+            self._hung = False
             if await self.query_power() == Power.ON:
                 self._cause = "restart"
                 await self.execute("stop")
@@ -260,7 +276,10 @@ class PowerControl:
         async with self._lock:
             if await self.query_power() != Power.ON:
                 raise PowerError(f"node {self.name} is off; power it on instead of resetting it")
+            hung, self._hung = self._hung, False
             await self._reset()
+            if hung:
+                await self.execute("cont")
             self.listener.power_changed(Power.ON, "reset", always=True)
 
     async def acpi_shutdown(self) -> None:
@@ -275,6 +294,39 @@ class PowerControl:
             if await self.query_power() != Power.ON:
                 raise PowerError(f"node {self.name} is off")
             await self.execute("inject-nmi")
+
+    # -- faults --------------------------------------------------------------------------
+
+    @property
+    def hung(self) -> bool:
+        return self._hung
+
+    @property
+    def cold(self) -> bool:
+        return self._cold_boot is not None
+
+    async def hang(self) -> None:
+        """Stop the vCPUs while the power stays on: the BMC still answers, and says On."""
+        async with self._lock:
+            if await self.query_power() != Power.ON:
+                raise PowerError(f"node {self.name} is off: it cannot hang")
+            self._hung = True
+            await self.execute("stop")
+
+    async def unhang(self) -> bool:
+        """Let a hung machine run on; False if it no longer hangs (powered off or reset)."""
+        async with self._lock:
+            if not self._hung:
+                return False
+            self._hung = False
+            await self.execute("cont")
+            return True
+
+    def unplug(self, cold_boot: Callable[[], Awaitable[None]] | None) -> None:
+        """The machine's QEMU is going (power lost): report Off, and boot with
+        `cold_boot` when powered on; None when it has its power again."""
+        self._cold_boot = cold_boot
+        self._hung = False
 
     async def set_boot_order(self, order: Sequence[str] | None) -> None:
         """Boot from `order` (None: the node's own `boot-order`) from the next reset on.

@@ -56,6 +56,11 @@ def nic_device_id(index: int) -> str:
     return f"nic{index}"
 
 
+def drive_id(position: int) -> str:
+    """The block backend of the `position`th drive (QMP names it so: throttling)."""
+    return f"drive{position}"
+
+
 def disk_device_id(position: int) -> str:
     """The QOM id of a disk, so its `bootindex` can be changed while QEMU runs."""
     return f"disk{position}"
@@ -189,11 +194,10 @@ def qemu_argv(layout: NodeLayout, node: Node) -> list[str]:
         ]
 
     for position, drive in enumerate(layout.drives):
-        drive_id = f"drive{position}"
         argv += [
             "-drive",
             _opts(
-                f"if=none,id={drive_id}",
+                f"if=none,id={drive_id(position)}",
                 f"file={escape(drive.path)}",
                 f"format={drive.format}" if drive.format else None,
                 f"cache={drive.cache}",
@@ -203,7 +207,7 @@ def qemu_argv(layout: NodeLayout, node: Node) -> list[str]:
             ),
             "-device",
             _opts(
-                f"virtio-blk-pci,id={disk_device_id(position)},drive={drive_id}",
+                f"virtio-blk-pci,id={disk_device_id(position)},drive={drive_id(position)}",
                 f"bootindex={drive_boot[position]}" if position in drive_boot else None,
             ),
         ]

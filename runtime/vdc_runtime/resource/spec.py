@@ -510,6 +510,49 @@ class Runners(ApiSpecModel):
 Accel = Literal["auto", "kvm", "tcg"]
 
 
+FaultText = Annotated[Text, Field(min_length=1, max_length=256)]
+
+
+class CRFault(ApiSpecModel):
+    """A fault the agent applies while it is listed (once: `for` ends it), as `vdc fault add`."""
+
+    kind: Literal["link", "partition", "machine", "bmc"]
+    target: FaultText | None = Field(
+        default=None, description="link: NODE:ethI or NAMESPACE:NETWORK; machine, bmc: NODE."
+    )
+    down: StrictBool | None = None
+    loss: FaultText | None = Field(default=None, description="Percent dropped, e.g. 30%.")
+    rate: FaultText | None = Field(default=None, description="tc's units, e.g. 10mbit.")
+    delay: FaultText | None = Field(default=None, description="e.g. 100ms (needs sch_netem).")
+    jitter: FaultText | None = None
+    direction: Literal["both", "in", "out"] | None = None
+    between: Annotated[list[FaultText], Field(max_length=64)] | None = None
+    and_: Annotated[list[FaultText], Field(max_length=64)] | None = None
+    effect: Literal["power-loss", "hang", "slow-disk", "unresponsive", "slow", "errors"] | None = (
+        None
+    )
+    volume: FaultText | None = None
+    iops: StrictInt | None = None
+    bps: StrictInt | None = None
+    for_: FaultText | None = Field(
+        default=None, description="Undone after this long, e.g. 60s; then not applied again."
+    )
+
+    def body(self) -> dict[str, Any]:
+        """As `POST /faults` takes it."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+    @model_validator(mode="after")
+    def _as_the_runtime_checks_it(self) -> CRFault:
+        from vdc_runtime.spec.faults import FaultError, parse_fault
+
+        try:
+            parse_fault(self.body())
+        except FaultError as exc:
+            raise _error("fault", "{message}", message=str(exc)) from None
+        return self
+
+
 class RestoreFrom(ApiSpecModel):
     snapshot: ObjectName = Field(
         description="A Ready VirtualDataCenterSnapshot of this namespace: the machines resume"
@@ -537,6 +580,20 @@ class VirtualDataCenterSpec(ApiSpecModel):
     placement: Placement = Placement()
     runners: Runners | None = None
     restore_from: RestoreFrom | None = None
+    faults: Annotated[list[CRFault], Field(max_length=64)] = Field(
+        default=[],
+        description="Faults the agent applies in place, without a new pod (see `vdc fault`).",
+    )
+
+
+IN_PLACE = frozenset({"faults"})
+"""Spec keys (as a CR spells them) a running pod's agent applies itself: changing them
+does not replace the pod."""
+
+
+def rebuilt_from(spec: Any) -> dict[str, Any]:
+    """What of a CR's spec the pod is built from: a change of it replaces the pod."""
+    return {k: v for k, v in dict(spec or {}).items() if k not in IN_PLACE}
 
 
 # Each list of the spec and the Placemat kind of its entries.
@@ -642,6 +699,17 @@ def _references(spec: VirtualDataCenterSpec) -> Iterator[SpecError]:
         if source.image is not None and source.image not in images:
             hint = did_you_mean(source.image, images)
             yield _at([*where, "image"], f"no Image named '{source.image}' is defined{hint}")
+    from vdc_runtime.spec.faults import named
+
+    nodes = {node.name for node in spec.nodes}
+    members = nodes | {ns.name for ns in spec.network_namespaces}
+    for i, fault in enumerate(spec.faults):
+        known = nodes if fault.kind in ("machine", "bmc") else members
+        what = "node" if fault.kind in ("machine", "bmc") else "node or network namespace"
+        for name in named(fault.body()):
+            if name not in known:
+                hint = did_you_mean(name, sorted(known))
+                yield _at(["faults", i], f"no {what} named '{name}'{hint}")
     seen: dict[str, int] = {}
     for i, extra in enumerate(spec.files):
         if extra.path in seen:

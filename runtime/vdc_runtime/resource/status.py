@@ -100,6 +100,17 @@ class RunnerStatus(ApiModel):
     ended_at: str | None = None
 
 
+class FaultStatus(ApiModel):
+    """An active fault (`vdc fault list`), declared in spec.faults or added by hand."""
+
+    id: int
+    kind: str
+    summary: str
+    declared: bool = Field(default=False, description="Applied for spec.faults.")
+    expires_at: str | None = None
+    group: str | None = Field(default=None, description="Its pod's group, in a VDC of several.")
+
+
 class PublishedBMCs(ApiModel):
     """Where the BMCs answer on the pod's address, when published: the i-th node of the
     spec (from 0) on UDP ipmiPort + i and HTTPS redfishPort + i; and the Secret with their
@@ -138,6 +149,7 @@ class GroupStatus(ApiModel):
     accel: Literal["KVM", "TCG"] | None = None
     conditions: list[Condition] = []
     nodes: list[NodeStatus] = []
+    faults: list[FaultStatus] = []
 
 
 class VirtualDataCenterStatus(ApiModel):
@@ -173,6 +185,7 @@ class VirtualDataCenterStatus(ApiModel):
         default=None, description="When the operator deletes this VDC, its jobs done."
     )
     nodes: list[NodeStatus] = []
+    faults: list[FaultStatus] = Field(default=[], description="Active faults.")
     groups: dict[str, GroupStatus] = Field(
         default={},
         description="Per group, in a VDC of several; the operator merges them into the rest.",
@@ -253,6 +266,7 @@ __all__ = [
     "Condition",
     "ConditionStatus",
     "DesiredCondition",
+    "FaultStatus",
     "GroupStatus",
     "NodePhase",
     "NodeStatus",

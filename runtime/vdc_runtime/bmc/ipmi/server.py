@@ -14,7 +14,7 @@ import logging
 import os
 import struct
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyghmi.ipmi import bmc as pyghmi_bmc
 from pyghmi.ipmi.private import session as pyghmi_session
@@ -26,6 +26,9 @@ from vdc_runtime.bmc.ipmi.sol import MAX_CHARACTERS, SolPayload
 from vdc_runtime.bmc.stats import BmcStats
 from vdc_runtime.bmc.target import BmcTarget
 from vdc_runtime.bmc.users import Users
+
+if TYPE_CHECKING:
+    from vdc_runtime.bmc.faults import BmcFaults
 
 log = logging.getLogger("vdc.bmc.ipmi")
 
@@ -84,8 +87,15 @@ class SessionlessBmc(pyghmi_bmc.Bmc):
 class BmcEndpoint(asyncio.DatagramProtocol):
     """One BMC's IPMI endpoint: its sessions and its machine's commands."""
 
-    def __init__(self, target: BmcTarget, users: Users, stats: BmcStats | None = None) -> None:
+    def __init__(
+        self,
+        target: BmcTarget,
+        users: Users,
+        stats: BmcStats | None = None,
+        faults: BmcFaults | None = None,
+    ) -> None:
         self.target = target
+        self.faults = faults
         self.users = users
         self.stats = stats
         self.name = target.facts.name
@@ -267,8 +277,12 @@ class BmcEndpoint(asyncio.DatagramProtocol):
     async def _run(
         self, session: RmcpPlusSession, header: Header, netfn: int, command: int, data: bytes
     ) -> None:
+        refused = await self.faults.ipmi(self.name) if self.faults is not None else None
         try:
-            code, reply = await self.commands.run(netfn, command, data, session.privilege)
+            if refused is not None:
+                code, reply = refused, b""
+            else:
+                code, reply = await self.commands.run(netfn, command, data, session.privilege)
         except Exception:
             log.exception("node %s: IPMI netfn %#x command %#x", self.name, netfn, command)
             code, reply = codec.UNSPECIFIED_ERROR, b""
@@ -308,9 +322,12 @@ class BmcEndpoint(asyncio.DatagramProtocol):
 class IpmiService:
     """The IPMI endpoints of every BMC of a run."""
 
-    def __init__(self, users: Users, stats: BmcStats | None = None) -> None:
+    def __init__(
+        self, users: Users, stats: BmcStats | None = None, faults: BmcFaults | None = None
+    ) -> None:
         self.users = users
         self.stats = stats
+        self.faults = faults
         self._endpoints: dict[str, BmcEndpoint] = {}
 
     async def add(self, address: str, target: BmcTarget, port: int) -> None:
@@ -319,7 +336,8 @@ class IpmiService:
             await self.remove(address)
         loop = asyncio.get_running_loop()
         _, endpoint = await loop.create_datagram_endpoint(
-            lambda: BmcEndpoint(target, self.users, self.stats), local_addr=(address, port)
+            lambda: BmcEndpoint(target, self.users, self.stats, self.faults),
+            local_addr=(address, port),
         )
         self._endpoints[address] = endpoint
 

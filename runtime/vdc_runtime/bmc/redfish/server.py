@@ -19,7 +19,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from aiohttp import web, web_protocol
@@ -35,6 +35,9 @@ from vdc_runtime.bmc.redfish.sessions import SessionLimitError, SessionStore
 from vdc_runtime.bmc.stats import BmcStats
 from vdc_runtime.bmc.target import BmcTarget, PowerStateError, TargetError
 from vdc_runtime.bmc.users import Users
+
+if TYPE_CHECKING:
+    from vdc_runtime.bmc.faults import BmcFaults
 
 log = logging.getLogger("vdc.bmc.redfish")
 
@@ -201,7 +204,9 @@ class Bmc:
         ssl_context: ssl.SSLContext,
         graceful_timeout: Callable[[], float],
         stats: BmcStats | None = None,
+        faults: BmcFaults | None = None,
     ) -> None:
+        self.faults = faults
         self.address = address
         self.port = port
         self.target = target
@@ -253,6 +258,9 @@ class Bmc:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
+            refused = await self.faults.redfish(self.node) if self.faults is not None else None
+            if refused is not None:
+                raise refused
             response = await self._dispatch(request)
         except RedfishError as err:
             response = self._error_response(err)
@@ -846,9 +854,11 @@ class RedfishService:
         *,
         ssl_for: Callable[[str], ssl.SSLContext],
         stats: BmcStats | None = None,
+        faults: BmcFaults | None = None,
     ) -> None:
         self.users = users
         self.stats = stats
+        self.faults = faults
         self._ssl_for = ssl_for
         self._bmcs: dict[str, Bmc] = {}
         self.graceful_restart_timeout = power.GRACEFUL_RESTART_TIMEOUT
@@ -867,6 +877,7 @@ class RedfishService:
             ssl_context,
             lambda: self.graceful_restart_timeout,
             stats=self.stats,
+            faults=self.faults,
         )
         await bmc.start()
         self._bmcs[key] = bmc

@@ -1,0 +1,112 @@
+"""spec.faults, applied in place: the agent follows its VDC (a watch) and, whenever the list
+changes, adds the faults it does not have and clears those no longer listed, through the
+run's FaultManager as `vdc fault add|clear` does. The pod is not replaced (the operator
+leaves `faults` out of the pod's hash).
+
+A listed fault is applied once: one that ends by itself (`for`), or is cleared by hand,
+is not applied again while it stays listed unchanged; listing it again (removed, then
+added) applies it again. Each pod of a VDC of several applies the faults whose every
+name (node, namespace) is among its own: a partition between groups is in no pod and is
+refused by no one (the README says so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from vdc_runtime.agent.kube import Expired, Gone, Kube, KubeError
+from vdc_runtime.agent.status import Event
+from vdc_runtime.faults import FaultApplyError, FaultError, describe
+from vdc_runtime.spec.faults import named
+
+if TYPE_CHECKING:
+    from vdc_runtime.datacenter import DataCenterRun
+
+log = logging.getLogger("vdc.agent")
+RETRY = 5.0
+
+
+def key(body: dict[str, Any]) -> str:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+
+def own(declared: Iterable[dict[str, Any]], names: set[str]) -> dict[str, dict[str, Any]]:
+    """The listed faults this pod applies (every name they give is its own), by key."""
+    return {key(body): body for body in declared if set(named(body)) <= names}
+
+
+class DeclaredFaults:
+    def __init__(self, kube: Kube, run: DataCenterRun) -> None:
+        self.kube = kube
+        self.run = run
+        self.names = {n.name for n in run.dc.nodes} | {ns.name for ns in run.dc.netns}
+        self.applied: dict[str, int | None] = {}
+        """Per listed fault (its key), the id it was applied under; None if refused."""
+        self._listed: list[dict[str, Any]] | None = None
+
+    @property
+    def ids(self) -> frozenset[int]:
+        return frozenset(i for i in self.applied.values() if i is not None)
+
+    async def reconcile(self, declared: list[dict[str, Any]]) -> list[Event]:
+        """Bring the active faults in line with `declared` (spec.faults); the events."""
+        manager = self.run.faults
+        assert manager is not None
+        wanted = own(declared, self.names)
+        events = []
+        for k in [k for k in self.applied if k not in wanted]:
+            fault_id = self.applied.pop(k)
+            active = manager.active.get(fault_id) if fault_id is not None else None
+            if active is not None and await manager.clear(active.id, "removed from spec.faults"):
+                message = f"{describe(active.fault)}: removed from spec.faults"
+                events.append(Event("FaultCleared", message, "Normal"))
+        for k, body in wanted.items():
+            if k in self.applied:
+                continue
+            try:
+                active = await manager.add(body)
+            except (FaultError, FaultApplyError) as exc:
+                self.applied[k] = None
+                log.warning("spec.faults: %s", exc)
+                events.append(Event("FaultRefused", f"spec.faults: {exc}"[:1024], "Warning"))
+                continue
+            self.applied[k] = active.id
+            message = f"{describe(active.fault)} (spec.faults)"
+            events.append(Event("FaultApplied", message, "Normal"))
+        return events
+
+    async def _changed(self, vdc: dict[str, Any]) -> None:
+        listed = list((vdc.get("spec") or {}).get("faults") or [])
+        if listed == self._listed:
+            return
+        self._listed = listed
+        for event in await self.reconcile(listed):
+            with contextlib.suppress(KubeError):
+                await self.kube.post_event(vdc, event)
+
+    async def follow(self) -> None:
+        """Read the VDC, then watch it, for as long as the agent runs."""
+        while True:
+            try:
+                vdc = await self.kube.get()
+                await self._changed(vdc)
+                version = vdc["metadata"]["resourceVersion"]
+                while True:
+                    async for event in self.kube.watch(version):
+                        obj = event.get("object") or {}
+                        version = obj.get("metadata", {}).get("resourceVersion", version)
+                        if event["type"] in ("ADDED", "MODIFIED"):
+                            await self._changed(obj)
+            except Expired:
+                continue
+            except (KubeError, Gone, KeyError) as exc:
+                log.warning("following the spec: %s; again in %.0f s", exc, RETRY)
+            await asyncio.sleep(RETRY)
+
+
+__all__ = ["DeclaredFaults", "key", "own"]
