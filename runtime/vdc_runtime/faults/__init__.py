@@ -64,5 +64,5 @@ def topology(
 
 __all__ = [
     "ActiveFault", "FaultApplyError", "FaultConflict", "FaultError", "FaultManager", "describe",
-    "parse_fault", "topology",
+    "Port", "Topology", "parse_fault", "topology",
 ]  # fmt: skip
