@@ -409,15 +409,23 @@ def cmd_forward_add(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_forward_list(args: argparse.Namespace) -> int:
-    forwards = _client(args, "GET", "/forwards")
-    assert isinstance(forwards, list)
+def _list(args: argparse.Namespace, path: str, line: Callable[[dict[str, str]], str]) -> int:
+    """GET `path`: the list as JSON with --json, else one `line` per item."""
+    items = _client(args, "GET", path)
+    assert isinstance(items, list)
     if args.json:
-        print(json.dumps(forwards))
+        print(json.dumps(items))
     else:
-        for f in forwards:
-            print(f"{f['local_port']} {f['netns']}:{f['remote_host']}:{f['remote_port']}")
+        for item in items:
+            print(line(item))
     return EXIT_OK
+
+
+def cmd_forward_list(args: argparse.Namespace) -> int:
+    def line(f: dict[str, str]) -> str:
+        return f"{f['local_port']} {f['netns']}:{f['remote_host']}:{f['remote_port']}"
+
+    return _list(args, "/forwards", line)
 
 
 def cmd_forward_delete(args: argparse.Namespace) -> int:
@@ -465,14 +473,7 @@ def cmd_fault_add(args: argparse.Namespace) -> int:
 
 
 def cmd_fault_list(args: argparse.Namespace) -> int:
-    faults = _client(args, "GET", "/faults")
-    assert isinstance(faults, list)
-    if args.json:
-        print(json.dumps(faults))
-    else:
-        for fault in faults:
-            print(f"{fault['id']} {fault['summary']}")
-    return EXIT_OK
+    return _list(args, "/faults", lambda fault: f"{fault['id']} {fault['summary']}")
 
 
 def cmd_fault_clear(args: argparse.Namespace) -> int:

@@ -139,6 +139,7 @@ def test_machine_and_bmc_faults(
     node = wait_power(run, "fm-1", "Off")
     assert node["pid"] is None
     assert "Chassis Power is off" in ipmitool(host, BMC, "power", "status")
+    add(run, {"kind": "machine", "target": "fm-1", "effect": "hang"}, 409)
     assert [f["id"] for f in run.api("/faults")[1]] == [loss["id"]]
     ipmitool(host, BMC, "power", "on")
     con.wait_for("VDC-GUEST-READY", boots + 1)

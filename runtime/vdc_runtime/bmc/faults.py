@@ -34,6 +34,13 @@ class BmcFaults:
     def clear(self, node: str) -> None:
         self._by_node.pop(node, None)
 
+    async def _fails(self, node: str) -> bool:
+        """Whether the node's BMC fails this request, once a slow one has taken its time."""
+        fault = self._by_node.get(node)
+        if fault is not None and fault.effect == "slow":
+            await asyncio.sleep(fault.delay)
+        return fault is not None and fault.effect == "errors"
+
     async def ipmi(self, node: str) -> int | None:
         """The completion code to answer a command with instead of carrying it out (None:
         carry it out), once any delay has passed. Node Busy (0xC0) is what a real BMC
@@ -41,23 +48,13 @@ class BmcFaults:
         # Imported here as the servers themselves are (`BmcManager.start`).
         from vdc_runtime.bmc.ipmi.codec import NODE_BUSY
 
-        fault = self._by_node.get(node)
-        if fault is None:
-            return None
-        if fault.effect == "slow":
-            await asyncio.sleep(fault.delay)
-            return None
-        return NODE_BUSY
+        return NODE_BUSY if await self._fails(node) else None
 
     async def redfish(self, node: str) -> RedfishError | None:
         """The error to answer a request with (503 with Retry-After), after any delay."""
         from vdc_runtime.bmc.redfish.messages import RedfishError, message
 
-        fault = self._by_node.get(node)
-        if fault is None:
-            return None
-        if fault.effect == "slow":
-            await asyncio.sleep(fault.delay)
+        if not await self._fails(node):
             return None
         return RedfishError(
             503,

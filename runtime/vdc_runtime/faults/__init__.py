@@ -63,6 +63,14 @@ def topology(
 
 
 __all__ = [
-    "ActiveFault", "FaultApplyError", "FaultConflict", "FaultError", "FaultManager", "describe",
-    "parse_fault", "topology",
+    "ActiveFault",
+    "FaultApplyError",
+    "FaultConflict",
+    "FaultError",
+    "FaultManager",
+    "Port",
+    "Topology",
+    "describe",
+    "parse_fault",
+    "topology",
 ]  # fmt: skip

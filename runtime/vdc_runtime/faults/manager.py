@@ -129,6 +129,8 @@ class FaultManager:
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
         self._table_made = False
+        self._closing = False
+        """Teardown: a machine that lost its power is not booted only to be stopped."""
         self.cleared = 0
         """Faults cleared so far, by hand or by their time (metrics)."""
 
@@ -158,6 +160,9 @@ class FaultManager:
             for apply, undo in steps:
                 try:
                     await apply()
+                except FaultError:
+                    await self._undo(active)
+                    raise
                 except STEP_ERRORS as exc:
                     await self._undo(active)
                     raise FaultApplyError(f"fault not applied ({describe(fault)}): {exc}") from exc
@@ -226,7 +231,7 @@ class FaultManager:
             if machine.power_lost:
                 raise FaultConflict("target", f"node {node} has no power already")
             return frozenset({f"power:{node}"}), [
-                (_on_machine(machine.lose_power), _on_machine(_power_back, machine))
+                (_on_machine(machine.lose_power), _on_machine(self._power_back, machine))
             ]
         if fault.effect == "hang":
             steps = [(_on_machine(machine.control.hang), _on_machine(machine.control.unhang))]
@@ -309,7 +314,7 @@ class FaultManager:
         for undo in reversed(active.undo):
             try:
                 await undo()
-            except STEP_ERRORS as exc:
+            except (*STEP_ERRORS, FaultError) as exc:
                 problems.append(str(exc))
         active.undo.clear()
         return problems
@@ -329,29 +334,32 @@ class FaultManager:
             self.cleared += 1
             log.info("fault %d over: node %s powered on", fault_id, machine.name)
 
+    async def _power_back(self, machine: Machine) -> None:
+        """Clearing a power loss gives the power back: the machine boots, as a server set
+        to power on when its power returns."""
+        if machine.power_lost and not self._closing:
+            await machine.control.power_on()
+
     async def close(self) -> None:
         """Teardown: every fault undone while what it sits on still exists."""
+        self._closing = True
         await self.clear_all("cleared at teardown")
 
 
 def _on_machine(action: Callable[..., Awaitable[Any]], *args: Any) -> Callable[[], Awaitable[Any]]:
-    """A step on a machine, its NodeError (QMP failed, the machine is off) a CommandError."""
-    from vdc_runtime.nodes.errors import NodeError
+    """A step on a machine: a PowerError (the machine is off, or has no power) is a
+    clash with its state (409), any other NodeError (QMP failed) a CommandError."""
+    from vdc_runtime.nodes.errors import NodeError, PowerError
 
     async def step() -> Any:
         try:
             return await action(*args)
+        except PowerError as exc:
+            raise FaultConflict("target", str(exc)) from exc
         except NodeError as exc:
             raise kernel.CommandError(str(exc)) from exc
 
     return step
-
-
-async def _power_back(machine: Machine) -> None:
-    """Clearing a power loss gives the power back: the machine boots, as a server set to
-    power on when its power returns."""
-    if machine.power_lost:
-        await machine.control.power_on()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
