@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from vdc_runtime.bmc.events import EventLog
+from vdc_runtime.bmc.settings import BmcSettings
 from vdc_runtime.nodes.states import Power as PowerState
 
 BootTarget = Literal["none", "pxe", "hdd", "cd", "bios-setup", "uefi-http"]
@@ -33,6 +35,16 @@ class BootOverride:
 
 
 @dataclass(frozen=True)
+class DriveFacts:
+    """One disk of the machine, as its BMC's inventory shows it."""
+
+    name: str
+    size_bytes: int
+    serial: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
 class SystemFacts:
     """What the BMC reports about the machine; fixed for the run."""
 
@@ -46,6 +58,14 @@ class SystemFacts:
     uefi: bool
     tpm: bool
     macs: tuple[str, ...]
+    sockets: int = 1
+    cores: int = 1
+    """Per socket."""
+    threads: int = 1
+    """Per core."""
+    drives: tuple[DriveFacts, ...] = ()
+    networks: tuple[str, ...] = ()
+    """The network each NIC (in `macs`' order) is plugged into."""
 
 
 class PowerStateError(RuntimeError):
@@ -61,6 +81,16 @@ class BmcTarget(Protocol):
 
     @property
     def facts(self) -> SystemFacts: ...
+
+    @property
+    def events(self) -> EventLog:
+        """The machine's power and boot events (IPMI's SEL, Redfish's event log)."""
+        ...
+
+    @property
+    def settings(self) -> BmcSettings:
+        """The identify light and the BIOS setup."""
+        ...
 
     async def power_state(self) -> PowerState:
         """Never raises; Unknown when QEMU cannot be asked."""
@@ -115,6 +145,7 @@ __all__ = [
     "BootMode",
     "BootOverride",
     "BootTarget",
+    "DriveFacts",
     "PowerState",
     "PowerStateError",
     "SystemFacts",
