@@ -73,6 +73,7 @@ async def start_machine(
     disk: bool = False,
     smbios: str = "",
     memory: str = "256M",
+    smp: str = "{cpus: 1}",
 ) -> RunningMachine:
     """Start the test guest through `nodes.Machine`; `disk` adds a 1 MiB raw disk, so the
     node has a device whose boot index a boot override can move."""
@@ -82,8 +83,7 @@ name: {name}
 kernel: {guest.vmlinuz}
 initrd: {guest.initrd}
 cmdline: console=ttyS0 quiet
-smp:
-  cpus: 1
+smp: {smp}
 memory: {memory}
 smbios:
   serial: SERIAL-{name}
