@@ -626,7 +626,7 @@ async def test_dmtf_service_validator(bmc: Bmc, tmp_path: Path) -> None:
     problems += debug_log_errors(tmp_path)
     assert counts["fail"] == 0 and code == 0, "\n".join(problems) or output[-3000:]
     assert counts["warn"] == 0, "\n".join(problems)
-    assert counts["pass"] > 250, counts  # it did walk the tree
+    assert counts["pass"] > 555, counts  # it walked the inventory too: sushy-tools passes 555
 
 
 @pytest.mark.timeout(900)
