@@ -99,6 +99,7 @@ async def test_sushy_inspects_the_node_as_ironic_does(bmc: Bmc, trusting_our_ca:
             "memory": system.memory_summary.size_gib,
             "nics": system.ethernet_interfaces.summary,
             "simple": system.simple_storage.disks_sizes_bytes,
+            "volumes": system.storage.volumes_sizes_bytes,
             "drives": [(d.capacity_bytes, d.media_type, d.serial_number) for d in drives],
             "bios": dict(system.bios.attributes),
             "secure_boot": system.secure_boot.enabled,
@@ -110,7 +111,7 @@ async def test_sushy_inspects_the_node_as_ironic_does(bmc: Bmc, trusting_our_ca:
     assert seen["sockets"] == 1
     assert seen["memory"] == 0  # 512 MiB: sushy reads whole GiB
     assert seen["nics"] == {}  # a node without a network here: see the unit tests for NICs
-    assert seen["simple"] == [1 << 20]
+    assert seen["simple"] == seen["volumes"] == [1 << 20]
     ((size, media, serial),) = seen["drives"]
     assert size == 1 << 20 and media == "SSD"
     assert serial == facts.drives[0].serial and serial.startswith("VDC")

@@ -190,6 +190,34 @@ def storage(ident: Identity) -> Json:
         "Description": "The node's disks: one virtio-blk device per volume",
         "Drives": [link(d) for d in drives],
         "Drives@odata.count": len(drives),
+        "Volumes": link(f"{ident.system_uri}/Storage/{STORAGE_ID}/Volumes"),
+        "Status": ENABLED,
+    }
+
+
+def volume_uri(ident: Identity, drive: DriveFacts) -> str:
+    return f"{ident.system_uri}/Storage/{STORAGE_ID}/Volumes/{segment(drive.name)}"
+
+
+def volumes(ident: Identity) -> Json:
+    """A volume per drive, as the guest sees its disks: no RAID in between (Ironic sizes the
+    root disk from these)."""
+    uri = f"{ident.system_uri}/Storage/{STORAGE_ID}/Volumes"
+    members = [volume_uri(ident, d) for d in ident.facts.drives]
+    return _collection("VolumeCollection", uri, "Volume Collection", members)
+
+
+def volume(ident: Identity, facts: DriveFacts) -> Json:
+    return {
+        "@odata.id": volume_uri(ident, facts),
+        "@odata.type": odata_type("Volume"),
+        "Id": facts.name,
+        "Name": facts.name,
+        "CapacityBytes": facts.size_bytes,
+        "BlockSizeBytes": BLOCK_SIZE,
+        "RAIDType": "None",
+        "Encrypted": False,
+        "Links": {"Drives": [link(drive_uri(ident, facts))]},
         "Status": ENABLED,
     }
 
@@ -459,4 +487,7 @@ __all__ = [
     "storage",
     "storage_collection",
     "system_properties",
+    "volume",
+    "volume_uri",
+    "volumes",
 ]

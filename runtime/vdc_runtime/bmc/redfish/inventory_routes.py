@@ -315,6 +315,13 @@ def _system_inventory(
     storage = f"{base}/Storage"
     add(storage, Endpoint("StorageCollection", get=getter(lambda: inv.storage_collection(ident))))
     add(f"{storage}/{inv.STORAGE_ID}", Endpoint("Storage", get=getter(lambda: inv.storage(ident))))
+    volumes = f"{storage}/{inv.STORAGE_ID}/Volumes"
+    add(volumes, Endpoint("VolumeCollection", get=getter(lambda: inv.volumes(ident))))
+    for drive in facts.drives:
+        add(
+            f"{volumes}/{rs.segment(drive.name)}",
+            Endpoint("Volume", get=getter(lambda d=drive: inv.volume(ident, d))),
+        )
     simple = f"{base}/SimpleStorage"
     add(
         simple,

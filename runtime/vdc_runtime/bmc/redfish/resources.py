@@ -55,6 +55,8 @@ SCHEMAS: dict[str, str | None] = {
     "Storage": "v1_21_0",
     "DriveCollection": None,
     "Drive": "v1_22_0",
+    "VolumeCollection": None,
+    "Volume": "v1_10_2",
     "SimpleStorageCollection": None,
     "SimpleStorage": "v1_3_2",
     "Bios": "v1_2_3",
