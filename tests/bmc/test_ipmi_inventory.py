@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.bmc.conftest import VIEWER
 from tests.bmc.test_ipmi import Bmc, freeipmi, ipmitool, wait_until
 from tests.guest.build import GuestPaths
 
@@ -74,6 +75,13 @@ def test_sel_records_power_and_boot_events_and_clears(bmc: Bmc, cache: tuple[str
                  "S0/G0", "Initiated by power up"):  # fmt: skip
         assert text in freeipmi_sel, freeipmi_sel
     assert freeipmi_sel.count("System Boot Initiated") == 2  # one event per boot
+
+    # A ReadOnly account reads the log but may not clear it.
+    viewer = {"user": VIEWER, "extra": ("-L", "USER")}
+    assert "Entries          : 5" in ipmitool(bmc, "sel", "info", **viewer)
+    refused = ipmitool(bmc, "sel", "clear", check=False, **viewer)
+    assert "Insufficient privilege" in refused, refused
+    assert len(sel_events(bmc)) == 5
 
     ipmitool(bmc, "sel", "clear")
     assert sel_events(bmc) == ["Event Logging Disabled #0x33 | Log area reset/cleared"]
