@@ -38,8 +38,11 @@ BASE_DEBS = [
     *("iproute2", "nftables", "bird2", "dnsmasq-base", "util-linux", "procps"),
     *("iputils-ping", "socat", "curl", "qemu-system-x86", "qemu-utils", "ovmf", "swtpm"),
     *("swtpm-tools", "ipxe-qemu", "seabios", "busybox-static", "cpio", "kmod", "mtools"),
-    *("dosfstools", "fdisk", "syslinux", "syslinux-common", "extlinux"),
+    *("dosfstools", "fdisk", "syslinux", "syslinux-common", "extlinux", "isolinux"),
+    "grub-efi-amd64-bin",  # with isolinux: the test guest's hybrid BIOS/UEFI ISO
     *("ipmitool", "freeipmi-tools", "jq", "iperf3"),
+    # `dot`, only to check that `vdc graph --format dot` parses (the default SVG needs none).
+    "graphviz",
 ]
 # The e2e cluster (tests/e2e/cluster), its pause image (gcc) and the container images.
 E2E_DEBS = [

@@ -15,11 +15,13 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from vdc_runtime import packing
 from vdc_runtime.groups import group_of, group_order
 from vdc_runtime.nodes.layout import memory_bytes
+from vdc_runtime.resource import snapshots
 from vdc_runtime.resource import spec as cr
 from vdc_runtime.resource.spec import FileSource, PodSettings, VirtualDataCenterSpec
 from vdc_runtime.resource.status import (
@@ -49,6 +51,9 @@ HOLDER_SOCKET = "/run/vdc/holder.sock"
 SOURCES_DIR = "/etc/vdc/sources"
 RUN_DIR, DATA_DIR, CACHE_DIR = "/run/vdc", "/var/lib/vdc", "/var/cache/vdc"
 RUNNER_STATE_DIR = "/run/vdc-runners"
+RESTORE_DIR = "/var/lib/vdc-restore"
+"""Where the claim of the snapshot a VDC starts from is mounted, when it is not the claim
+the VDC keeps its own snapshots in."""
 """Shared by the agent and the runner containers: each runner's `vdc runner` state file."""
 METRICS_PORT = 9090
 MIB = 1 << 20
@@ -74,6 +79,10 @@ class Settings:
     termination_grace_seconds: int = 60
     runner_image: str = "vdc.local/vdc-runner:dev"
     """The runner containers' image when a VDC names none (it must have `vdc`)."""
+    snapshot_claim: str = ""
+    """The PersistentVolumeClaim every VDC pod mounts, where its namespace has one of that
+    name, to keep VirtualDataCenterSnapshots in (Helm value snapshots.claimName); a VDC's
+    spec.pod.snapshotClaim replaces it. Empty: only VDCs that name one."""
     pod_limit_cpu: str = ""
     pod_limit_memory: str = ""
     """The most one pod of a VDC with `placement.groups: auto` may request (Helm value
@@ -264,7 +273,8 @@ def build_service_account(vdc: Mapping[str, Any]) -> Manifest:
 
 
 def build_role(vdc: Mapping[str, Any]) -> Manifest:
-    """The agent may read its own VDC and write its own status, and post events."""
+    """The agent may read its own VDC and write its own status, post events, and follow
+    the namespace's snapshots (it saves its VDC's)."""
     name = vdc["metadata"]["name"]
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -285,6 +295,18 @@ def build_role(vdc: Mapping[str, Any]) -> Manifest:
             },
             # Events are created under generated names: no resourceNames can limit that.
             {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+            # Its snapshots (labelled with its name: a list cannot be limited by name) and
+            # its part of their status.
+            {
+                "apiGroups": [cr.GROUP],
+                "resources": [snapshots.PLURAL],
+                "verbs": ["get", "list", "watch"],
+            },
+            {
+                "apiGroups": [cr.GROUP],
+                "resources": [f"{snapshots.PLURAL}/status"],
+                "verbs": ["get", "patch"],
+            },
         ],
     }
 
@@ -412,11 +434,62 @@ def pod_hash(
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Restore:
+    """Where the snapshot a VDC starts from (spec.restoreFrom) is: its claim, and each
+    part's directory in it (`resource.snapshots.part_dir` / the snapshot's files)."""
+
+    claim: str
+    parts: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Storage:
+    """The claims a VDC's pods mount for snapshots, as the operator found them."""
+
+    claim: str | None = None
+    """Where its own snapshots are saved."""
+    restore: Restore | None = None
+
+
 def build_pods(
-    vdc: Mapping[str, Any], spec: VirtualDataCenterSpec, settings: Settings
+    vdc: Mapping[str, Any],
+    spec: VirtualDataCenterSpec,
+    settings: Settings,
+    storage: Storage = Storage(),
 ) -> list[Manifest]:
     """The VDC's pods: one, or one per group (`spec` as `placed` returns it)."""
-    return [build_pod(vdc, spec, settings, group) for group in pod_groups(spec)]
+    return [build_pod(vdc, spec, settings, group, storage) for group in pod_groups(spec)]
+
+
+def _snapshot_mounts(
+    storage: Storage, part: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Volumes, mounts and the agent's environment for the snapshot claims."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    env: list[dict[str, Any]] = []
+    if storage.claim is not None:
+        volumes.append({"name": "snapshots", "persistentVolumeClaim": {"claimName": storage.claim}})
+        mounts.append({"name": "snapshots", "mountPath": snapshots.SNAPSHOTS_DIR})
+        env += [
+            {"name": "VDC_SNAPSHOTS_DIR", "value": snapshots.SNAPSHOTS_DIR},
+            {"name": "VDC_SNAPSHOTS_CLAIM", "value": storage.claim},
+        ]
+    restore = storage.restore
+    if restore is not None:
+        root = snapshots.SNAPSHOTS_DIR
+        if restore.claim != storage.claim:
+            root = RESTORE_DIR
+            volumes.append({"name": "restore", "persistentVolumeClaim": {
+                "claimName": restore.claim, "readOnly": True}})  # fmt: skip
+            mounts.append({"name": "restore", "mountPath": RESTORE_DIR, "readOnly": True})
+        where = PurePosixPath(root) / restore.parts[part]
+        env += [
+            {"name": "VDC_RESTORE", "value": where.name},
+            {"name": "VDC_RESTORE_DIR", "value": str(where.parent)},
+        ]
+    return volumes, mounts, env
 
 
 def build_pod(
@@ -424,6 +497,7 @@ def build_pod(
     spec: VirtualDataCenterSpec,
     settings: Settings,
     group: str | None = None,
+    storage: Storage = Storage(),
 ) -> Manifest:
     """The VDC's pod (or its `group`'s): the agent, privileged (it makes bridges,
     namespaces and QEMUs). `spec` as `placed` returns it."""
@@ -456,6 +530,9 @@ def build_pod(
     if sources is not None:
         volumes.append(sources)
         mounts.append({"name": "sources", "mountPath": SOURCES_DIR, "readOnly": True})
+    claim_volumes, claim_mounts, claim_env = _snapshot_mounts(storage, snapshots.part_name(group))
+    volumes += claim_volumes
+    mounts += claim_mounts
     # Runners are the first group's (a job reaches every group's machines from there).
     runner_containers = _runner_containers(vdc, spec, settings) if group == first else []
     if runner_containers:
@@ -481,6 +558,7 @@ def build_pod(
             # The whole assignment, not the pod's part: the agent derives the stretched
             # networks and its peers from every group's members.
             *([{"name": ENV_ASSIGNMENT, "value": auto.to_json()}] if auto else []),
+            *claim_env,
         ],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "resources": {"requests": agent_requests},
@@ -917,7 +995,9 @@ __all__ = [
     "ENV_ASSIGNMENT",
     "LABEL_NAME",
     "PodChange",
+    "Restore",
     "Settings",
+    "Storage",
     "VdcEvent",
     "agent_name",
     "agent_restarts",

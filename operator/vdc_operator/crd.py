@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import yaml
 
 from vdc_runtime import resource
+from vdc_runtime.resource import snapshots
 from vdc_runtime.resource import spec as cr
 from vdc_runtime.resource.status import VirtualDataCenterStatus
 from vdc_runtime.spec.cel import Rule
@@ -192,6 +194,31 @@ def status_schema() -> dict[str, Any]:
     return _schema(VirtualDataCenterStatus, camelize=False)
 
 
+def _definition(
+    names: dict[str, Any], root: dict[str, Any], columns: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{names['plural']}.{cr.GROUP}"},
+        "spec": {
+            "group": cr.GROUP,
+            "scope": "Namespaced",
+            "names": names,
+            "versions": [
+                {
+                    "name": cr.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": copy.deepcopy(root)},
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                }
+            ],
+        },
+    }
+
+
 def crd() -> dict[str, Any]:
     root = {
         "type": "object",
@@ -213,33 +240,45 @@ def crd() -> dict[str, Any]:
             ).as_dict()
         ],
     }
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": NAME},
-        "spec": {
-            "group": cr.GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": cr.KIND,
-                "listKind": f"{cr.KIND}List",
-                "plural": cr.PLURAL,
-                "singular": cr.SINGULAR,
-                "shortNames": list(cr.SHORT_NAMES),
-                "categories": CATEGORIES,
-            },
-            "versions": [
-                {
-                    "name": cr.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "schema": {"openAPIV3Schema": copy.deepcopy(root)},
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": resource.PRINTER_COLUMNS,
-                }
-            ],
+    names = {
+        "kind": cr.KIND,
+        "listKind": f"{cr.KIND}List",
+        "plural": cr.PLURAL,
+        "singular": cr.SINGULAR,
+        "shortNames": list(cr.SHORT_NAMES),
+        "categories": CATEGORIES,
+    }
+    return _definition(names, root, resource.PRINTER_COLUMNS)
+
+
+def snapshot_crd() -> dict[str, Any]:
+    spec = _schema(snapshots.VirtualDataCenterSnapshotSpec, camelize=True)
+    # A snapshot is taken once: what it was taken of cannot change afterwards.
+    spec["x-kubernetes-validations"] = [
+        Rule("self == oldSelf", "a snapshot's spec cannot change: make a new one").as_dict()
+    ]
+    root = {
+        "type": "object",
+        "description": "A VirtualDataCenter's machines saved once (RAM, device state, disks,"
+        " firmware variables, BMC boot overrides); VDCs start from it with spec.restoreFrom.",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": _schema(snapshots.VirtualDataCenterSnapshotStatus, camelize=False),
         },
     }
+    names = {
+        "kind": snapshots.KIND,
+        "listKind": f"{snapshots.KIND}List",
+        "plural": snapshots.PLURAL,
+        "singular": snapshots.SINGULAR,
+        "shortNames": list(snapshots.SHORT_NAMES),
+        "categories": CATEGORIES,
+    }
+    return _definition(names, root, snapshots.PRINTER_COLUMNS)
 
 
 HEADER = (
@@ -248,28 +287,38 @@ HEADER = (
 )
 
 
-def render() -> str:
-    return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=100)
+def render(definition: dict[str, Any] | None = None) -> str:
+    # Through JSON: a schema shared by two fields (an enum) would be a YAML alias otherwise.
+    plain = json.loads(json.dumps(definition or crd()))
+    return HEADER + yaml.safe_dump(plain, sort_keys=False, width=100)
 
 
 ROOT = Path(__file__).resolve().parents[2]
-COPIES = (
-    ROOT / "deploy" / "crds" / f"{NAME}.yaml",
-    ROOT / "deploy" / "helm" / "vdc" / "crds" / f"{NAME}.yaml",  # Helm installs crds/
-)
+FOLDERS = (ROOT / "deploy" / "crds", ROOT / "deploy" / "helm" / "vdc" / "crds")
+"""Where the CRDs are written (Helm installs its chart's crds/)."""
+SNAPSHOT_NAME = f"{snapshots.PLURAL}.{cr.GROUP}"
+COPIES = tuple(folder / f"{NAME}.yaml" for folder in FOLDERS)
+SNAPSHOT_COPIES = tuple(folder / f"{SNAPSHOT_NAME}.yaml" for folder in FOLDERS)
+
+
+def rendered() -> dict[Path, str]:
+    """Every CRD file and what it must hold."""
+    texts = {path: render() for path in COPIES}
+    snapshot = render(snapshot_crd())
+    return texts | {path: snapshot for path in SNAPSHOT_COPIES}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Print (or --write) the VirtualDataCenter CRD.")
+    parser = argparse.ArgumentParser(description="Print (or --write) vdc's CRDs.")
     parser.add_argument(
         "--write", action="store_true", help="write deploy/crds and the Helm chart's crds/"
     )
     if parser.parse_args().write:
-        for path in COPIES:
-            path.write_text(render())
+        for path, text in rendered().items():
+            path.write_text(text)
             print(f"wrote {path.relative_to(ROOT)}")
     else:
-        sys.stdout.write(render())
+        sys.stdout.write(render() + "---\n" + render(snapshot_crd()).removeprefix(HEADER))
 
 
 if __name__ == "__main__":

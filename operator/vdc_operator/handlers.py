@@ -23,6 +23,7 @@ from typing import Any
 import kopf
 
 from vdc_operator import builders, github, metrics, runners
+from vdc_operator import snapshots as snapshot_handlers  # registers the snapshots' handlers
 from vdc_operator.kube import Api
 from vdc_runtime.resource import spec as cr
 from vdc_runtime.resource.status import (
@@ -132,6 +133,22 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
         )
         kopf.event(body, type="Warning", reason="MissingSource", message=message)
         raise kopf.TemporaryError(message, delay=10)
+    try:
+        storage = await snapshot_handlers.snapshot_storage(api, namespace, spec, memo.settings)
+    except snapshot_handlers.NotYet as exc:
+        message = f"waiting: {exc}"
+        await _write_status(
+            api, body, lambda vdc: builders.status_patch(vdc, Phase.PENDING, "Waiting", message)
+        )
+        raise kopf.TemporaryError(message, delay=10) from None
+    except snapshot_handlers.Unusable as exc:
+        message = f"cannot start from the snapshot: {exc}"
+        failed = Phase.FAILED
+        await _write_status(
+            api, body, lambda vdc: builders.status_patch(vdc, failed, "RestoreFailed", message)
+        )
+        kopf.event(body, type="Warning", reason="RestoreFailed", message=message[:1024])
+        return
     if spec.runners is not None:
         await _register_runners(api, body, spec.runners, patch, logger)
     # The account and the role at once; the binding after the role, which the API server
@@ -140,7 +157,9 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
         api.ensure(builders.build_service_account(body)), api.ensure(builders.build_role(body))
     )
     await api.ensure(builders.build_role_binding(body))
-    desired = {p["metadata"]["name"]: p for p in builders.build_pods(body, spec, memo.settings)}
+    desired = {
+        p["metadata"]["name"]: p for p in builders.build_pods(body, spec, memo.settings, storage)
+    }
     labelled = await _labelled_pods(api, body)
     # (A pod still stopping may be an earlier VDC's of the same name.)
     if any(p["metadata"].get("deletionTimestamp") for p in labelled):

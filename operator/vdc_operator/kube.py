@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from kubernetes import client
 from kubernetes.client import ApiException
 
+from vdc_runtime.resource import snapshots
 from vdc_runtime.resource import spec as cr
 
 T = TypeVar("T")
@@ -81,6 +82,40 @@ class Api:
             return await self._call(
                 self.custom.get_namespaced_custom_object,
                 cr.GROUP, cr.VERSION, namespace, cr.PLURAL, name,
+            )  # fmt: skip
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def get_snapshot(self, namespace: str, name: str) -> Manifest | None:
+        try:
+            return await self._call(
+                self.custom.get_namespaced_custom_object,
+                cr.GROUP, cr.VERSION, namespace, snapshots.PLURAL, name,
+            )  # fmt: skip
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def claim_exists(self, namespace: str, name: str) -> bool:
+        try:
+            await self._call(self.core.read_namespaced_persistent_volume_claim, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def patch_snapshot_status(
+        self, namespace: str, name: str, status: Manifest
+    ) -> Manifest | None:
+        """A merge patch of a snapshot's status; None if it is gone."""
+        try:
+            return await self._call(
+                self.custom.patch_namespaced_custom_object_status,
+                cr.GROUP, cr.VERSION, namespace, snapshots.PLURAL, name, {"status": status},
             )  # fmt: skip
         except ApiException as exc:
             if exc.status == 404:

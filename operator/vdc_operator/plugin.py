@@ -11,6 +11,7 @@ agent's REST API on the pod's loopback; a console is `kubectl exec -it`.
     kubectl vdc console VDC NODE              # the serial console (Ctrl-] leaves)
     kubectl vdc console-log VDC NODE [-f]
     kubectl vdc exec VDC [--group G] -- CMD...  # a command in the pod (ipmitool, curl, ...)
+    kubectl vdc graph VDC [--format F] [-o OUT]  # its topology, machines coloured by state
 
 A VDC of several groups has a pod per group: commands about a node go to its group's pod,
 `nodes` asks every pod, and `exec` goes to the first group's (or --group's). With automatic
@@ -20,12 +21,17 @@ groups (`placement.groups: auto`), each node's group is the one its status repor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vdc_runtime.graph.model import Graph
 
 ACTIONS = ("start", "stop", "restart", "reset", "shutdown", "nmi")
 
@@ -52,9 +58,13 @@ Layout = tuple[dict[str | None, str], dict[str, str]]
 def layout(args: argparse.Namespace) -> Layout:
     """The VDC's pods by group, the first group's first ({None: pod} for a VDC in one pod),
     and each node's group."""
-    vdc = json.loads(_run([*_kubectl(args), "get", "virtualdatacenters.vdc.dev", args.vdc,
-                           "-o", "json"]))  # fmt: skip
-    return vdc_layout(args.vdc, vdc)
+    return vdc_layout(args.vdc, _vdc(args))
+
+
+def _vdc(args: argparse.Namespace) -> dict[str, Any]:
+    """The VirtualDataCenter as the API server returns it."""
+    return json.loads(_run([*_kubectl(args), "get", "virtualdatacenters.vdc.dev", args.vdc,
+                            "-o", "json"]))  # fmt: skip
 
 
 def vdc_layout(name: str, vdc: dict[str, Any]) -> Layout:
@@ -176,6 +186,44 @@ def cmd_exec(args: argparse.Namespace) -> int:
     return subprocess.call(_exec(args, *argv, tty=sys.stdin.isatty()))
 
 
+def vdc_graph(name: str, vdc: dict[str, Any]) -> Graph:
+    """The topology of a VDC as the API server returns it: drawn from its spec, as `vdc
+    graph` draws a spec file, its machines coloured by the phase its status reports. With
+    automatic groups, each node's group is the one its status reports (as for `layout`)
+    and each namespace's follows by the packing's rule; until every node is reported, the
+    VDC is drawn without its groups."""
+    from vdc_runtime import packing
+    from vdc_runtime.graph import topology
+    from vdc_runtime.resource import spec as cr
+    from vdc_runtime.spec import SpecErrors
+
+    raw = vdc.get("spec") or {}
+    try:
+        spec = cr.parse(raw)
+        dc = cr.load(raw, spec=spec)
+    except SpecErrors as exc:
+        raise PluginError(f"{name}'s spec cannot be drawn: {exc}") from None
+    status = vdc.get("status") or {}
+    nodes = [n for n in status.get("nodes") or [] if isinstance(n, dict) and n.get("name")]
+    if spec.placement.groups == "auto" and not spec.groups:
+        groups = {n["name"]: n["group"] for n in nodes if isinstance(n.get("group"), str)}
+        with contextlib.suppress(ValueError):  # not every node reported yet
+            dc = packing.apply(dc, packing.reported(dc, groups))
+    states = {n["name"]: str(n["phase"]).lower() for n in nodes if n.get("phase")}
+    return topology.build(dc, title=name, states=states)
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from vdc_runtime.graph import render
+
+    text = render(vdc_graph(args.vdc, _vdc(args)), args.format)
+    if args.output is None or str(args.output) == "-":
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-n", "--namespace", help="the VDC's namespace (default: kubectl's)")
@@ -211,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", help="in this group's pod (default: the first group's)")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     p.set_defaults(func=cmd_exec)
+    p = sub.add_parser("graph", parents=[common],
+                       help="draw a VDC's topology, its machines coloured by state")  # fmt: skip
+    p.add_argument("vdc")
+    p.add_argument("--format", choices=("svg", "dot", "mermaid", "json"), default="svg")
+    p.add_argument("-o", "--output", type=Path, metavar="OUT",
+                   help="write here instead of standard output")  # fmt: skip
+    p.set_defaults(func=cmd_graph)
     return parser
 
 

@@ -49,6 +49,10 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+async def topology(request: web.Request) -> web.Response:
+    return web.json_response(views.topology(request.app[RUN_KEY]))
+
+
 async def network(request: web.Request) -> web.Response:
     run = request.app[RUN_KEY]
     return _one(views.networks(run), "network", request.match_info["name"])
@@ -261,6 +265,7 @@ def make_app(run: DataCenterRun) -> web.Application:
     app.router.add_delete("/forwards/{port}", forwards_delete)
     app.router.add_get("/snapshots", snapshots_list)
     app.router.add_post("/snapshots", snapshots_save)
+    app.router.add_get("/topology", topology)
     app.router.add_get("/group", group)
     app.router.add_put("/group/peers", group_peers)
     return app

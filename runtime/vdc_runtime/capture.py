@@ -202,11 +202,12 @@ async def put_back(
             raise CaptureError(f"node {image.name}: {exc}") from exc
 
 
-def restorable(store: SnapshotStore, name: str, dc: DataCenter) -> Manifest:
+def restorable(store: SnapshotStore, name: str, dc: DataCenter, clean: bool = True) -> Manifest:
     """Snapshot NAME, checked whole and against the spec `dc` (the part a run builds);
-    CaptureError saying what is wrong, before any machine starts. What a save killed
-    halfway left is removed on the way."""
-    for left in store.clean_partials():
+    CaptureError saying what is wrong, before any machine starts. With `clean`, what a save
+    killed halfway left is removed on the way (only in a store this run saves into: a pid
+    means nothing in another pod's)."""
+    for left in store.clean_partials() if clean else ():
         log.info("removed %s, left by a save that was killed", left)
     try:
         manifest = store.show(name)

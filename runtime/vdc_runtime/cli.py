@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -245,6 +246,39 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_graph(args: argparse.Namespace) -> int:
+    from vdc_runtime.graph import model, render
+
+    if bool(args.files) == (args.endpoint is not None):
+        print("vdc graph: give spec FILEs or --endpoint URL (a running data center), not both",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    if args.endpoint is not None:
+        from vdc_runtime.client import call
+
+        try:
+            graph = model.from_json(call(args.endpoint, "GET", "/topology"))
+        except model.GraphError as exc:
+            print(f"vdc graph: {args.endpoint} answered with no graph: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        title = graph.title or args.endpoint
+    else:
+        from vdc_runtime.graph import topology
+
+        dc = _load(args.files, args.strict, _warn_on_stderr)
+        if dc is None:
+            return EXIT_FAILED
+        graph = topology.build(dc)
+        title = ", ".join(f.name for f in args.files)
+    graph = replace(graph, title=args.title if args.title is not None else title)
+    text = render(graph, args.format)
+    if args.output is None or str(args.output) == "-":
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text)
+    return EXIT_OK
+
+
 def cmd_agent(args: argparse.Namespace) -> int:
     from vdc_runtime.agent.main import AgentOptions, run_agent
 
@@ -266,6 +300,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
         listen_addr=args.listen_addr,
         metrics_port=args.metrics_port,
         holder=args.holder,
+        snapshots_dir=args.snapshots_dir,
+        snapshots_claim=args.snapshots_claim or None,
+        restore=args.restore or None,
+        restore_dir=args.restore_dir,
     )
     return asyncio.run(run_agent(options))
 
@@ -710,6 +748,30 @@ def build_parser() -> argparse.ArgumentParser:
                        else None,
                        help="the holder's socket (env VDC_HOLDER_SOCKET): machines and apps"
                             " are started there, and survive a restart of the agent")  # fmt: skip
+
+    def env_path(name: str) -> Path | None:
+        return Path(env[name]) if env.get(name) else None
+
+    agent.add_argument("--snapshots-dir", type=Path, default=env_path("VDC_SNAPSHOTS_DIR"),
+                       help="the namespace's snapshot claim, mounted (env VDC_SNAPSHOTS_DIR):"
+                            " VirtualDataCenterSnapshots of this VDC are saved there")  # fmt: skip
+    agent.add_argument(
+        "--snapshots-claim",
+        default=env.get("VDC_SNAPSHOTS_CLAIM", ""),
+        help="that claim's name (env VDC_SNAPSHOTS_CLAIM)",
+    )
+    agent.add_argument(
+        "--restore",
+        default=env.get("VDC_RESTORE", ""),
+        metavar="NAME",
+        help="start the machines from this snapshot (env VDC_RESTORE)",
+    )
+    agent.add_argument(
+        "--restore-dir",
+        type=Path,
+        default=env_path("VDC_RESTORE_DIR"),
+        help="where snapshot NAME is (env VDC_RESTORE_DIR)",
+    )
     agent.set_defaults(func=cmd_agent)
 
     holder = sub.add_parser(
@@ -738,6 +800,23 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
     _add_strict(validate)
     validate.set_defaults(func=cmd_validate)
+    graph = sub.add_parser(
+        "graph",
+        help="draw the topology: networks as buses, namespaces as routers, machines and their"
+        " NICs, the BMC network and groups; from spec files or a running data center",
+    )
+    graph.add_argument("files", nargs="*", type=Path, metavar="FILE")
+    _add_strict(graph)
+    graph.add_argument("--endpoint", metavar="URL",
+                       help="draw the running data center of this vdc API instead, its"
+                            " machines coloured by state (http://localhost:10808)")  # fmt: skip
+    graph.add_argument("--format", choices=("svg", "dot", "mermaid", "json"), default="svg",
+                       help="svg (default, drawn by vdc itself), dot (graphviz), mermaid"
+                            " (Markdown) or json")  # fmt: skip
+    graph.add_argument("-o", "--output", type=Path, metavar="OUT",
+                       help="write here instead of standard output")  # fmt: skip
+    graph.add_argument("--title", help="the picture's title (default: the files or the URL)")
+    graph.set_defaults(func=cmd_graph)
     _add_client_commands(sub)
     _add_snapshot_commands(sub)
     return parser

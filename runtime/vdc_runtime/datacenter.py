@@ -373,11 +373,15 @@ class DataCenterRun:
         """The machines from snapshot NAME, once it is found whole and fit for the spec."""
         from vdc_runtime import capture
         from vdc_runtime.nodes.errors import NodeError
+        from vdc_runtime.snapshot.store import SnapshotStore
 
         assert self.fleet is not None and self.ledger is not None
-        store = self.snapshots
+        theirs = self.options.restore_dir
+        store = self.snapshots if theirs is None else SnapshotStore(theirs)
         try:
-            manifest = await asyncio.to_thread(capture.restorable, store, name, self.dc)
+            manifest = await asyncio.to_thread(
+                capture.restorable, store, name, self.dc, clean=theirs is None
+            )
         except capture.CaptureError as exc:
             raise StartupError(str(exc)) from None
         try:
@@ -394,7 +398,7 @@ class DataCenterRun:
     def snapshots(self) -> SnapshotStore:
         from vdc_runtime.snapshot.store import SnapshotStore
 
-        return SnapshotStore(self.options.data_dir / "snapshots")
+        return SnapshotStore(self.options.snapshots)
 
     async def snapshot(self, name: str, stop: bool = False) -> Manifest:
         """Save the running data center's machines as snapshot NAME (`capture.save`); with

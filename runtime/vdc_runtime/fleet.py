@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vdc_runtime.bmc.service import BmcError, BmcManager
@@ -18,6 +19,7 @@ from vdc_runtime.bmc.target import BootOverride
 from vdc_runtime.fabric.plan import TapPlan
 from vdc_runtime.launch import Launcher, running
 from vdc_runtime.ledger import Ledger
+from vdc_runtime.nodes.cdrom import MediaError, check_iso_file
 from vdc_runtime.nodes.host import find_ovmf, probe_accel, vhost_available
 from vdc_runtime.nodes.layout import DriveLayout, HostFacts, NodeLayout, plan_node
 from vdc_runtime.nodes.machine import Machine, NodeError
@@ -103,7 +105,11 @@ class Fleet:
             all_drives = await asyncio.gather(*(self._drives(node) for node in self.dc.nodes))
         except (OSError, RuntimeError, ValueError) as exc:
             raise StartupError(f"preparing volumes: {exc}") from exc
-        for node, drives in zip(self.dc.nodes, all_drives, strict=True):
+        try:
+            cdroms = await asyncio.gather(*(self._cdrom(node) for node in self.dc.nodes))
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise StartupError(f"preparing CD images: {exc}") from exc
+        for node, drives, cdrom in zip(self.dc.nodes, all_drives, cdroms, strict=True):
             try:
                 self.layouts[node.name] = plan_node(
                     node,
@@ -112,6 +118,8 @@ class Fleet:
                     log_dir=self.options.log_dir,
                     drives=drives,
                     host=host,
+                    cdrom=cdrom,
+                    cache_dir=self.options.cache_dir,
                 )
             except ValueError as exc:  # e.g. a socket path too long for this run dir
                 raise StartupError(str(exc)) from exc
@@ -121,11 +129,9 @@ class Fleet:
         if not disks:
             return []
         # Only nodes with disks load the image machinery (aiohttp, pycdlib).
-        from vdc_runtime.storage.images import ImageCache
         from vdc_runtime.storage.volumes import prepare_volume
 
-        if self._cache is None:  # one cache, so an image shared by several nodes is fetched once
-            self._cache = ImageCache(self.options.cache_dir)
+        cache = self._image_cache()
         prepared = await asyncio.gather(
             *(
                 prepare_volume(
@@ -134,7 +140,7 @@ class Fleet:
                     data_dir=self.options.data_dir,
                     device_classes={c.name: c.path for c in self.dc.device_classes},
                     images={image.name: image for image in self.dc.images},
-                    cache=self._cache,
+                    cache=cache,
                     recreate=self.options.recreate_volumes,
                 )
                 for volume in disks
@@ -151,6 +157,25 @@ class Fleet:
             )
             for volume, p in zip(disks, prepared, strict=True)
         ]
+
+    async def _cdrom(self, node: Node) -> Path | None:
+        """The image in the node's CD drive at start, from the image cache."""
+        if node.cdrom is None:
+            return None
+        image = next(i for i in self.dc.images if i.name == node.cdrom.image)
+        path = await self._image_cache().fetch(image)
+        try:
+            await asyncio.to_thread(check_iso_file, path)
+        except MediaError as exc:
+            raise StartupError(f"node {node.name}: cdrom image {image.name}: {exc}") from exc
+        return path
+
+    def _image_cache(self) -> ImageCache:
+        from vdc_runtime.storage.images import ImageCache
+
+        if self._cache is None:  # one cache, so an image shared by several nodes is fetched once
+            self._cache = ImageCache(self.options.cache_dir)
+        return self._cache
 
     def taps(self) -> tuple[TapPlan, ...]:
         """The taps the fabric makes for the planned nodes."""

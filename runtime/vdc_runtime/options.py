@@ -42,10 +42,20 @@ class RunOptions:
     recreate_volumes: bool = False
     group: GroupOptions | None = None
     restore: str | None = None
-    """Start the machines from this snapshot (in the data dir) instead of booting them."""
+    """Start the machines from this snapshot instead of booting them."""
+    snapshot_dir: Path | None = None
+    """Where this run's snapshots are saved (and restored from); default: the data dir's
+    `snapshots`. An agent's is its directory of the namespace's snapshot claim."""
+    restore_dir: Path | None = None
+    """Where the snapshot to restore is, when another run saved it (an agent restoring a
+    snapshot of another VDC): read only, its partial saves are that run's to clean."""
     holder: Path | None = None
     """The holder's socket (`vdc_runtime.holder`): it starts the machines and apps, and
     holds the namespaces, so that they outlive this process (an agent in a pod)."""
+
+    @property
+    def snapshots(self) -> Path:
+        return self.snapshot_dir or self.data_dir / "snapshots"
 
     @property
     def log_dir(self) -> Path:

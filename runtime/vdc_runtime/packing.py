@@ -270,6 +270,30 @@ def _namespace_pod(ns: Namespace, machines: Iterable[Machine], where: Mapping[st
     return min(counts, key=lambda pod: (-counts[pod], pod))
 
 
+def reported(dc: DataCenter, nodes: Mapping[str, str]) -> Assignment:
+    """The automatic groups of a data center whose machines are in the groups `nodes`
+    says (as its agents report them), its namespaces placed by the packing's own rule
+    (step 3): what can be known of a packing without its per-pod limit (`kubectl vdc`).
+    ValueError when a node is not reported, or in a group that is not an automatic one."""
+    missing = [n.name for n in dc.nodes if n.name not in nodes]
+    if missing:
+        raise ValueError(f"no group reported for node(s) {', '.join(missing)}")
+    groups = {nodes[n.name] for n in dc.nodes}
+    stray = sorted(g for g in groups if auto_number(g) is None)
+    if stray:
+        raise ValueError(f"not automatic group(s): {', '.join(stray)}")
+    order = sorted(groups, key=lambda g: auto_number(g) or 0)
+    machines = [Machine(n.name, 0, n.cpus, tuple(i.network for i in n.interfaces))
+                for n in dc.nodes]  # fmt: skip
+    where = {n.name: order.index(nodes[n.name]) for n in dc.nodes}
+    netns = {
+        ns.name: order[_namespace_pod(Namespace(ns.name, tuple(i.network for i in ns.interfaces)),
+                                      machines, where)]
+        for ns in dc.netns
+    }  # fmt: skip
+    return Assignment(tuple(order), {n.name: nodes[n.name] for n in dc.nodes}, netns)
+
+
 def apply(dc: DataCenter, assignment: Assignment) -> DataCenter:
     """The data center with the assignment's groups declared and each member in its own:
     what `groups.layout` then splits. ValueError when the two do not name the same nodes
@@ -321,4 +345,5 @@ __all__ = [
     "cpu_text",
     "memory_text",
     "pack",
+    "reported",
 ]

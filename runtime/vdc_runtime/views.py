@@ -6,6 +6,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from vdc_runtime.fabric import netns as nsutil
+from vdc_runtime.graph import model
+from vdc_runtime.graph import topology as graph
+from vdc_runtime.nodes.states import MachineState, Power
 
 if TYPE_CHECKING:
     from vdc_runtime.datacenter import DataCenterRun
@@ -82,6 +85,23 @@ def namespaces(run: DataCenterRun) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def machine_state(machine: Machine) -> str:
+    """A machine's state as a word of the VirtualDataCenter's node phases where they say
+    more (ready, booting, off), so that `vdc graph` and `kubectl vdc graph` colour alike."""
+    if machine.state != MachineState.RUNNING:
+        return "off" if machine.state == MachineState.STOPPED else str(machine.state)
+    if machine.power != Power.ON:
+        return "off" if machine.power == Power.OFF else "failed"
+    return "ready" if machine.ready else "booting"
+
+
+def topology(run: DataCenterRun) -> dict[str, Any]:
+    """The whole data center's graph (`vdc graph --endpoint`), with the states of the
+    machines this run has: one group's run leaves the other groups' without."""
+    states = {name: machine_state(m) for name, m in run.machines.items()}
+    return model.to_json(graph.build(run.spec, states=states))
 
 
 def node(machine: Machine, power: str, bmc: dict[str, Any] | None = None) -> dict[str, Any]:

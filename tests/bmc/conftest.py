@@ -19,6 +19,7 @@ from vdc_runtime.bmc.machine_target import MachineTarget
 from vdc_runtime.bmc.users import BmcUser, Users
 from vdc_runtime.ledger import Ledger
 from vdc_runtime.nodes import DriveLayout, HostFacts, plan_node
+from vdc_runtime.nodes.host import find_ovmf
 from vdc_runtime.nodes.machine import Machine
 from vdc_runtime.spec import load_text
 
@@ -73,16 +74,21 @@ async def start_machine(
     disk: bool = False,
     smbios: str = "",
     memory: str = "256M",
+    kernel: bool = True,
+    drives: tuple[DriveLayout, ...] = (),
+    uefi: bool = False,
     smp: str = "{cpus: 1}",
 ) -> RunningMachine:
     """Start the test guest through `nodes.Machine`; `disk` adds a 1 MiB raw disk, so the
-    node has a device whose boot index a boot override can move."""
+    node has a device whose boot index a boot override can move; `drives` come after it.
+    Without `kernel` the node boots what its firmware finds on its drives; `uefi` makes
+    it a q35 machine with OVMF."""
+    direct = f"kernel: {guest.vmlinuz}\ninitrd: {guest.initrd}\ncmdline: console=ttyS0 quiet"
     spec = f"""
 kind: Node
 name: {name}
-kernel: {guest.vmlinuz}
-initrd: {guest.initrd}
-cmdline: console=ttyS0 quiet
+{direct if kernel else ""}
+{"uefi: true" + chr(10) + "machine: q35" if uefi else ""}
 smp: {smp}
 memory: {memory}
 smbios:
@@ -91,14 +97,26 @@ smbios:
     node = load_text(spec).nodes[0]
     run_dir = tmp / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
-    drives: tuple[DriveLayout, ...] = ()
     if disk:
         image = tmp / "disk.img"
         image.write_bytes(b"\0" * (1 << 20))
-        drives = (DriveLayout("d", "raw", image, "raw", "writeback", read_only=False),)
-    host = HostFacts(accel="tcg", vhost=False, mtu=None, ovmf_code=None, ovmf_vars_template=None)
+        drives = (DriveLayout("d", "raw", image, "raw", "writeback", read_only=False), *drives)
+    ovmf = find_ovmf() if uefi else None
+    host = HostFacts(
+        accel="tcg",
+        vhost=False,
+        mtu=None,
+        ovmf_code=ovmf[0] if ovmf else None,
+        ovmf_vars_template=ovmf[1] if ovmf else None,
+    )
     layout = plan_node(
-        node, run_dir=run_dir, data_dir=tmp / "data", log_dir=tmp / "logs", drives=drives, host=host
+        node,
+        run_dir=run_dir,
+        data_dir=tmp / "data",
+        log_dir=tmp / "logs",
+        drives=drives,
+        host=host,
+        cache_dir=tmp / "cache",
     )
     machine = Machine(node, layout, Ledger(run_dir), on_fatal=lambda reason: None)
     await machine.start()

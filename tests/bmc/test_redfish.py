@@ -579,6 +579,22 @@ def debug_log_errors(log_dir: Path) -> list[str]:
     return lines
 
 
+def debug_log_warnings(log_dir: Path) -> list[str]:
+    lines = []
+    for log in log_dir.glob("*/RedfishServiceValidatorDebug*.log"):
+        lines += [line for line in log.read_text().splitlines() if " - WARN - " in line]
+    return lines
+
+
+# Manager.VirtualMedia is deprecated in favour of ComputerSystem.VirtualMedia, and served all
+# the same: iDRAC and sushy-tools do, and older clients (Ironic before 2023) look there only.
+MANAGER_MEDIA_DEPRECATED = re.compile(
+    r"WARN - /(VirtualMedia|@odata\.id) \((\[Link to: )?/redfish/v1/Managers/BMC/VirtualMedia"
+    r"(/Cd)?\]?\)"
+    r": Deprecated (Property|URI) Warning"
+)
+
+
 def failures(report_dir: Path, result: str) -> list[str]:
     """The protocol validator's failed (or warned) assertions, from its TSV report."""
     lines = []
@@ -625,7 +641,9 @@ async def test_dmtf_service_validator(bmc: Bmc, tmp_path: Path) -> None:
     problems = [line for line in output.splitlines() if "FAIL - " in line or "WARN - " in line]
     problems += debug_log_errors(tmp_path)
     assert counts["fail"] == 0 and code == 0, "\n".join(problems) or output[-3000:]
-    assert counts["warn"] == 0, "\n".join(problems)
+    warnings = debug_log_warnings(tmp_path)
+    deprecated = [line for line in warnings if MANAGER_MEDIA_DEPRECATED.search(line)]
+    assert counts["warn"] == len(deprecated), "\n".join(problems + warnings)
     assert counts["pass"] > 555, counts  # it walked the inventory too: sushy-tools passes 555
 
 

@@ -44,6 +44,17 @@ OPERATOR_RULES = [
         "verbs": ["get", "patch"],
     },
     {
+        "apiGroups": ["vdc.dev"],
+        "resources": ["virtualdatacentersnapshots"],
+        "verbs": ["get", "list", "watch", "patch"],
+    },
+    {
+        "apiGroups": ["vdc.dev"],
+        "resources": ["virtualdatacentersnapshots/status"],
+        "verbs": ["get", "patch"],
+    },
+    {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get"]},
+    {
         "apiGroups": [""],
         "resources": ["pods"],
         "verbs": ["get", "list", "watch", "create", "delete"],
@@ -195,6 +206,7 @@ def test_deployment() -> None:
         "VDC_TERMINATION_GRACE_SECONDS": "60",
         "VDC_POD_LIMIT_CPU": "",
         "VDC_POD_LIMIT_MEMORY": "",
+        "VDC_SNAPSHOT_CLAIM": "",
         "VDC_METRICS_PORT": "8080",
         "MALLOC_ARENA_MAX": "2",
         "VDC_WEBHOOK_CERT": "/etc/vdc/webhook/tls.crt",
@@ -436,7 +448,10 @@ def test_chart_crd_is_current() -> None:
         "the chart's CRD is stale: python -m vdc_operator.crd > " + str(chart_copy)
     )
     # Helm installs crds/ as is: no templating there.
-    assert [p.name for p in (CHART / "crds").iterdir()] == ["virtualdatacenters.vdc.dev.yaml"]
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == [
+        "virtualdatacenters.vdc.dev.yaml",
+        "virtualdatacentersnapshots.vdc.dev.yaml",
+    ]
 
 
 def test_an_all_digit_image_tag_is_a_tag() -> None:

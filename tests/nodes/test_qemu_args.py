@@ -3,6 +3,7 @@
 Goldens live in golden/<case>.args, one argument per line; UPDATE_GOLDEN=1 rewrites them.
 """
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -178,8 +179,22 @@ def test_boot_indexes() -> None:
     node = make_node(
         name="n", interfaces=["x", "y"], **{"boot-order": ["disk", "cdrom", "network"]}
     )
-    assert boot_indexes(layout_of(node, drives=drives)) == ({0: 3, 1: 4}, {0: 1, 1: 2})
-    assert boot_indexes(layout_of(make_node(name="n", interfaces=["x"]), drives=drives)) == ({}, {})
+    assert boot_indexes(layout_of(node, drives=drives)) == ({0: 4, 1: 5}, {0: 1, 1: 2}, 3)
+    empty = boot_indexes(layout_of(make_node(name="n", interfaces=["x"]), drives=drives))
+    assert empty == ({}, {}, None)
+
+
+def test_cd_drive_always_there() -> None:
+    # Empty and without a bootindex unless asked for: the firmware's default order stands.
+    for machine in ("pc", "q35"):
+        argv = argv_of(make_node(name="n", machine=machine))
+        assert "if=none,id=cdrom0,media=cdrom,readonly=on" in argv
+        assert "ide-cd,id=cd0,drive=cdrom0,bus=ide.1" in argv
+    node = make_node(name="n", **{"boot-order": ["cdrom", "network"]}, interfaces=["x"])
+    layout = dataclasses.replace(layout_of(node), cdrom=Path("/cache/a,b.iso"))
+    argv = qemu_argv(layout, node)
+    assert "if=none,id=cdrom0,media=cdrom,readonly=on,file=/cache/a,,b.iso,format=raw" in argv
+    assert "ide-cd,id=cd0,drive=cdrom0,bus=ide.1,bootindex=1" in argv
 
 
 def test_tpm_device_follows_the_machine() -> None:
@@ -190,7 +205,7 @@ def test_tpm_device_follows_the_machine() -> None:
 def test_aio_native_only_with_cache_none() -> None:
     for cache in ("none", "writeback", "writethrough", "directsync", "unsafe"):
         argv = argv_of(make_node(name="n"), drives=(drive("n", "d", "raw", "raw", cache=cache),))
-        (spec,) = [a for a in argv if a.startswith("if=none")]
+        (spec,) = [a for a in argv if a.startswith("if=none,id=drive")]
         assert f"cache={cache},aio={'native' if cache == 'none' else 'threads'}" in spec
 
 
@@ -336,10 +351,14 @@ def test_argv_is_consistent_for_any_valid_node(
     assert [d["mac"] for d in nic_devices] == [n.mac for n in layout.nics]
     assert len({d["addr"] for d in nic_devices}) == len(nic_devices)
 
-    block = [o for o in options(argv, "-drive") if o.get("if") == "none"]
+    block = [
+        o for o in options(argv, "-drive") if o.get("if") == "none" and o.get("media") != "cdrom"
+    ]
     assert [Path(o["file"]) for o in block] == [d.path for d in drives]
     block_ids = {o["id"] for o in block}
     assert {d["drive"] for d in devices if d.get("") == "virtio-blk-pci"} == block_ids
+    (cd,) = [d for d in devices if d.get("") == "ide-cd"]
+    assert ("bootindex" in cd) == ("cdrom" in node.boot_order)
 
     shares = options(argv, "-virtfs")
     assert [(o["mount_tag"], Path(o["path"])) for o in shares] == [

@@ -135,9 +135,16 @@ def test_hash_follows_the_spec_and_the_image_only() -> None:
 def test_role_is_limited_to_its_own_vdc() -> None:
     rules = builders.build_role(vdc())["rules"]
     own = [r for r in rules if r["apiGroups"] == ["vdc.dev"]]
-    assert all(r["resourceNames"] == ["quickstart"] for r in own)
+    vdcs = [r for r in own if r["resources"][0].split("/")[0] == "virtualdatacenters"]
+    assert all(r["resourceNames"] == ["quickstart"] for r in vdcs)
     assert {v for r in own for v in r["verbs"]} == {"get", "list", "watch", "patch"}
     assert not any("update" in r["verbs"] or "delete" in r["verbs"] for r in rules)
+    # Snapshots are read, and only their status written.
+    snaps = {r["resources"][0]: r["verbs"] for r in own if r not in vdcs}
+    assert snaps == {
+        "virtualdatacentersnapshots": ["get", "list", "watch"],
+        "virtualdatacentersnapshots/status": ["get", "patch"],
+    }
 
 
 def test_settings_from_env() -> None:

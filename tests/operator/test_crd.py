@@ -14,11 +14,26 @@ COMMITTED = ROOT / "deploy" / "crds" / f"{crd.NAME}.yaml"
 
 
 def test_committed_crds_are_current() -> None:
-    assert COMMITTED in crd.COPIES
-    for path in crd.COPIES:
-        assert path.read_text() == crd.render(), (
+    files = crd.rendered()
+    assert COMMITTED in files
+    assert {p.name for p in files} == {
+        "virtualdatacenters.vdc.dev.yaml",
+        "virtualdatacentersnapshots.vdc.dev.yaml",
+    }
+    for path, text in files.items():
+        assert path.read_text() == text, (
             f"{path.relative_to(ROOT)} is stale: run `python -m vdc_operator.crd --write`"
         )
+
+
+def test_snapshot_crd_is_structural_and_immutable() -> None:
+    root = crd.snapshot_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for path, schema in walk(root):
+        assert "$ref" not in schema and "anyOf" not in schema, path
+    spec = root["properties"]["spec"]
+    assert spec["required"] == ["source"]
+    assert spec["properties"]["source"]["properties"]["name"]["type"] == "string"
+    assert [r["rule"] for r in spec["x-kubernetes-validations"]] == ["self == oldSelf"]
 
 
 def walk(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:

@@ -26,6 +26,30 @@ def guest() -> guest_build.GuestPaths:
     return found
 
 
+def iso_tools() -> None:
+    """What tests.guest.iso builds a bootable CD image with."""
+    from tests.guest import iso
+
+    wanted = {
+        iso.ISOLINUX: "isolinux",
+        iso.LDLINUX: "syslinux-common",
+        iso.GRUB_EFI: "grub-efi-amd64-bin",
+    }
+    for path, package in wanted.items():
+        if not path.exists():
+            pytest.fail(f"{path} is missing (Debian: {package}): {DEPS}")
+    if not shutil.which("mformat"):
+        pytest.fail(f"mformat is missing (Debian: mtools): {DEPS}")
+
+
+def dot() -> Path:
+    """graphviz's `dot`, to check that `vdc graph --format dot` parses."""
+    found = shutil.which("dot")
+    if found is None:
+        pytest.fail(f"graphviz's dot is missing: {DEPS}")
+    return Path(found)
+
+
 def helm() -> Path:
     if not build.cluster_built():
         pytest.fail(f"no complete build of helm and the cluster in {build.bin_dir()}: {DEPS_E2E}")

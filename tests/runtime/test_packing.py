@@ -200,3 +200,26 @@ def test_applied_to_a_data_center_it_declares_the_groups() -> None:
     assert "no node(s) zz in the spec" in message
     assert "no network namespace(s) r in the spec" in message
     assert "undeclared group(s) auto-2" in message
+
+
+def test_where_the_machines_are_reported_gives_the_namespaces_back() -> None:
+    """`kubectl vdc graph` knows the machines' groups from the status, not the limit: the
+    namespaces follow by the packing's own rule, to the same groups."""
+    tors = [Namespace(f"tor-{r}", ("core", f"rack-{r}")) for r in RACKS]
+    found = pack(interleaved(), tors)
+    text = "".join(f"kind: Network\nname: {n}\ntype: internal\n---\n" for n in NETWORKS)
+    text += "".join(
+        f"kind: NetworkNamespace\nname: {ns.name}\ninterfaces: [{{network: core}},"
+        f" {{network: {ns.networks[1]}}}]\n---\n"
+        for ns in tors
+    )
+    text += "---\n".join(
+        f"kind: Node\nname: {m.name}\ncpu: 1\ninterfaces: [{', '.join(m.networks)}]\n"
+        for m in interleaved()
+    )
+    dc = load_text(text, source="dc.yml", base_dir=Path("."))
+    assert packing.reported(dc, found.nodes) == found
+    with pytest.raises(ValueError, match="no group reported for node"):
+        packing.reported(dc, {"a1": "auto-1"})
+    with pytest.raises(ValueError, match="not automatic group"):
+        packing.reported(dc, {**found.nodes, "a1": "rack-a"})

@@ -288,3 +288,20 @@ def test_schema_has_the_extensions() -> None:
     kinds = props["interfaces"]["items"]["anyOf"]
     assert kinds[0]["type"] == "string"
     assert set(kinds[1]["properties"]) == {"network", "mac", "queues"}
+
+
+# --- CD drive ------------------------------------------------------------------------------
+
+
+def test_cdrom_names_an_image() -> None:
+    image = "kind: Image\nname: installer\nurl: https://example.org/installer.iso\n---\n"
+    (n,) = load_text(image + node("cdrom: {image: installer}\n")).nodes
+    assert n.cdrom is not None and n.cdrom.image == "installer"
+    assert load_node("").cdrom is None
+    error = only_error(image + node("cdrom: {image: instaler}\n"))
+    assert (error.path, error.message) == (
+        "cdrom.image",
+        "no Image named 'instaler' is defined; did you mean 'installer'?",
+    )
+    error = only_error(image + node("cdrom: {image: installer, size: 1G}\n"))
+    assert (error.path, error.message) == ("cdrom.size", "unknown key 'size'")

@@ -1,10 +1,13 @@
-"""The agent's few calls to the Kubernetes API: read its VDC, patch its status, post events.
+"""The agent's few calls to the Kubernetes API: read its VDC, patch its status, post events;
+list and watch its VDC's snapshots and patch their status.
 
-Three REST calls with the standard library, each in a thread, instead of the `kubernetes`
+REST calls with the standard library, each in a thread, instead of the `kubernetes`
 client: that client builds hundreds of pydantic models when its API classes are imported,
 all between the pod starting and its first QEMU; aiohttp, too, is kept off that path,
-which every VDC starting on a node pays for (bench/operator.py measures it). The agent's
-Role allows exactly these calls on its own VDC (see vdc_operator.builders.build_role).
+which every VDC starting on a node pays for (bench/operator.py measures it). The watch,
+which starts once the machines run, is aiohttp's: a stream a thread would hold open past
+the agent's exit. The agent's Role allows exactly these calls (see
+vdc_operator.builders.build_role).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import ssl
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +32,8 @@ log = logging.getLogger("vdc.agent")
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TIMEOUT = 15.0
+WATCH_SECONDS = 300
+"""How long the API server keeps one watch open (the agent then watches again)."""
 
 
 class Conflict(Exception):
@@ -40,6 +46,10 @@ class Gone(Exception):
 
 class KubeError(Exception):
     pass
+
+
+class Expired(KubeError):
+    """A watch's resourceVersion is too old (410 Gone): list again."""
 
 
 class Kube:
@@ -91,7 +101,8 @@ class Kube:
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def _call(self, method: str, path: str, what: str, body: Any = None,
-                    content_type: str = "application/json") -> dict[str, Any]:  # fmt: skip
+                    content_type: str = "application/json",
+                    gone: str | None = None) -> dict[str, Any]:  # fmt: skip
         headers = self._headers() | {"Accept": "application/json"}
         data = None
         if body is not None:
@@ -117,7 +128,8 @@ class Kube:
         if status == 409:
             raise Conflict(what)
         if status == 404:
-            raise Gone(f"{what}: VirtualDataCenter {self.namespace}/{self.name} is gone")
+            raise Gone(f"{what}: {gone or f'VirtualDataCenter {self.namespace}/{self.name}'}"
+                       " is gone")  # fmt: skip
         try:
             message = json.loads(text).get("message", text.decode(errors="replace"))
         except ValueError:
@@ -143,6 +155,68 @@ class Kube:
         return await self._call("PATCH", self._vdc_path + "/status", "writing the status",
                                 body, "application/merge-patch+json")  # fmt: skip
 
+    # -- its snapshots ------------------------------------------------------------------------
+
+    def _snapshots_path(self, name: str | None = None) -> str:
+        from vdc_runtime.resource import snapshots
+
+        path = f"/apis/{cr.GROUP}/{cr.VERSION}/namespaces/{self.namespace}/{snapshots.PLURAL}"
+        return path if name is None else f"{path}/{name}"
+
+    def _snapshots_query(self, **extra: str) -> str:
+        from urllib.parse import urlencode
+
+        from vdc_runtime.resource.snapshots import LABEL_SOURCE
+
+        return urlencode({"labelSelector": f"{LABEL_SOURCE}={self.name}", **extra})
+
+    async def list_snapshots(self) -> dict[str, Any]:
+        """The VirtualDataCenterSnapshots of this VDC (labelled with it by the operator)."""
+        path = f"{self._snapshots_path()}?{self._snapshots_query()}"
+        return await self._call("GET", path, "listing snapshots")
+
+    async def watch_snapshots(self, version: str) -> AsyncIterator[dict[str, Any]]:
+        """Their changes after `version`, as watch events, until the server ends the watch;
+        Expired when `version` is too old."""
+        import aiohttp
+
+        query = self._snapshots_query(
+            watch="1", resourceVersion=version, allowWatchBookmarks="true",
+            timeoutSeconds=str(WATCH_SECONDS),
+        )  # fmt: skip
+        timeout = aiohttp.ClientTimeout(sock_connect=TIMEOUT, sock_read=WATCH_SECONDS + 30)
+        headers = self._headers() | {"Accept": "application/json"}
+        url = f"{self.server}{self._snapshots_path()}?{query}"
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(url, headers=headers, ssl=self._ssl) as response,
+            ):
+                if response.status == 410:
+                    raise Expired("watching snapshots: too old a version")
+                if response.status >= 300:
+                    text = await response.text()
+                    raise KubeError(f"watching snapshots: {response.status} {text[:300]}")
+                async for line in response.content:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event.get("type") == "ERROR":
+                        if (event.get("object") or {}).get("code") == 410:
+                            raise Expired("watching snapshots: too old a version")
+                        raise KubeError(f"watching snapshots: {event.get('object')}")
+                    yield event
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise KubeError(f"watching snapshots: {exc}") from None
+
+    async def patch_snapshot_status(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """A merge patch of a snapshot's status (the agent writes its own part's key)."""
+        path = self._snapshots_path(name) + "/status"
+        gone = f"VirtualDataCenterSnapshot {self.namespace}/{name}"
+        body = {"status": status}
+        merge = "application/merge-patch+json"
+        return await self._call("PATCH", path, f"writing {name}'s status", body, merge, gone)
+
     async def post_event(self, vdc: dict[str, Any], event: Event) -> None:
         from vdc_runtime.resource.status import timestamp
 
@@ -153,8 +227,9 @@ class Kube:
             "kind": "Event",
             "metadata": {"generateName": f"{meta['name']}.", "namespace": self.namespace},
             "involvedObject": {
-                "apiVersion": cr.API_VERSION,
-                "kind": cr.KIND,
+                # The VDC, or one of its snapshots.
+                "apiVersion": vdc.get("apiVersion", cr.API_VERSION),
+                "kind": vdc.get("kind", cr.KIND),
                 "name": meta["name"],
                 "namespace": self.namespace,
                 "uid": meta.get("uid"),

@@ -63,6 +63,28 @@ class AgentOptions:
     holder: Path | None = None
     """The holder's socket: the machines and apps run there, and a restarted agent adopts
     them instead of building the data center again."""
+    snapshots_dir: Path | None = None
+    """The namespace's snapshot claim, where it is mounted: VirtualDataCenterSnapshots of
+    this VDC are saved in its directory of it (`resource.snapshots.part_dir`)."""
+    snapshots_claim: str | None = None
+    restore: str | None = None
+    """The snapshot (its store's name) the machines start from, found in `restore_dir`."""
+    restore_dir: Path | None = None
+
+    @property
+    def part(self) -> str:
+        from vdc_runtime.resource.snapshots import part_name
+
+        return part_name(self.group)
+
+    @property
+    def snapshot_dir(self) -> Path | None:
+        """This pod's store in the claim."""
+        from vdc_runtime.resource.snapshots import part_dir
+
+        if self.snapshots_dir is None:
+            return None
+        return self.snapshots_dir / part_dir(self.name, self.part)
 
 
 class Agent:
@@ -181,6 +203,7 @@ class Agent:
             else None
         )
         api_runner = None
+        taking: asyncio.Task[None] | None = None
         try:
             await self._post_notices()
             if self.failure is not None:
@@ -190,6 +213,7 @@ class Agent:
 
                 api_runner = await api.serve(self.run, opts.listen_addr, self._routes)
                 log.info("ready: API on http://%s", opts.listen_addr)
+                taking = self._take_snapshots(kube)
                 failed = asyncio.create_task(self.run.failed.wait())
                 stopping = asyncio.create_task(stop.wait())
                 await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -204,20 +228,31 @@ class Agent:
             await stop.wait()
         finally:
             log.info("stopping: removing the data center")
+            if taking is not None:  # a save under way ends before the machines do
+                taking.cancel()
+                await asyncio.gather(taking, return_exceptions=True)
             if api_runner is not None:
                 await api_runner.cleanup()
             if self.run is not None:
                 self.run.phase = RunPhase.STOPPING
                 await self.reporter.report(self.observation())
                 await self.run.teardown()
-            reporting.cancel()
-            if following is not None:
-                following.cancel()
-            await asyncio.gather(
-                reporting, *([following] if following else []), return_exceptions=True
-            )
+            tasks = [t for t in (reporting, following, taking) if t is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await metrics_runner.cleanup()
         return 0
+
+    def _take_snapshots(self, kube: Kube) -> asyncio.Task[None] | None:
+        """Save this pod's part of the VDC's snapshots, where the pod mounts a claim."""
+        if self.run is None or self.options.snapshots_dir is None:
+            return None
+        from vdc_runtime.agent.snapshots import SnapshotTaker
+
+        opts = self.options
+        taker = SnapshotTaker(kube, self.run, opts.name, opts.part, opts.snapshots_claim)
+        return asyncio.create_task(taker.follow(), name="snapshots")
 
     async def _follow_peers(self, kube: Kube, every: float = PEERS_EVERY) -> None:
         """Tunnel to the other groups' pods where they are now: a replaced pod comes back
@@ -274,6 +309,9 @@ class Agent:
             workdir=workdir,
             group=group,
             holder=opts.holder,
+            snapshot_dir=opts.snapshot_dir,
+            restore=opts.restore,
+            restore_dir=opts.restore_dir,
         )
         if opts.holder is not None and await asyncio.to_thread(self._left_running):
             failure = await self._run(DataCenterRun(dc, replace(options, adopt=True)), stop)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from vdc_runtime.bmc.events import EventKind, EventLog, power_event
+from vdc_runtime.bmc.media import MediaError, MediaState
 from vdc_runtime.bmc.settings import BmcSettings
 from vdc_runtime.bmc.target import (
     BootOverride,
@@ -21,6 +22,7 @@ from vdc_runtime.bmc.target import (
     SystemFacts,
     TargetError,
 )
+from vdc_runtime.nodes import cdrom
 from vdc_runtime.nodes.layout import DriveLayout, memory_bytes
 from vdc_runtime.nodes.machine import Machine, NodeError, PowerError
 from vdc_runtime.spec import Node
@@ -37,9 +39,10 @@ BOOT_ORDERS: dict[BootTarget, tuple[str, ...] | None] = {
     "pxe": ("network", "disk"),
     "uefi-http": ("network", "disk"),
     "hdd": ("disk", "network"),
-    # Nodes have no optical drive and QEMU has no firmware setup to stop in: these keep the
-    # node's own order, as a server whose CD tray is empty boots its next device.
-    "cd": None,
+    # An empty drive fails at once and the firmware goes on to the next device, as a
+    # server's with an empty tray does.
+    "cd": ("cdrom", "disk", "network"),
+    # QEMU has no firmware setup to stop in: the node's own order.
     "bios-setup": None,
     "none": None,
 }
@@ -193,6 +196,25 @@ class MachineTarget:
             override.enabled,
             override.mode,
         )
+
+    def virtual_media(self) -> MediaState:
+        medium = self.machine.cdrom.medium
+        if medium is None:
+            return MediaState()
+        return MediaState(image=medium.url, name=medium.name, user=medium.user)
+
+    async def insert_media(
+        self, url: str, *, user: str | None = None, password: str | None = None
+    ) -> None:
+        try:
+            await self.machine.cdrom.insert(url, user=user, password=password)
+        except cdrom.MediaError as exc:
+            raise MediaError(exc.kind, str(exc), exc.url) from exc
+        except NodeError as exc:
+            raise TargetError(str(exc)) from exc
+
+    async def eject_media(self) -> None:
+        await self._call(self.machine.cdrom.eject())
 
     def console_subscribe(self, reader: Callable[[bytes], None]) -> Callable[[], None]:
         return self.machine.console.subscribe(reader)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from vdc_runtime.bmc.events import EventLog
+from vdc_runtime.bmc.media import MediaState
 from vdc_runtime.bmc.settings import BmcSettings
 from vdc_runtime.nodes.states import Power as PowerState
 
@@ -127,6 +128,21 @@ class BmcTarget(Protocol):
     async def set_boot_override(self, override: BootOverride) -> None:
         """Applied at the next boot, whoever causes it (BMC, API or the guest rebooting);
         a `once` override is cleared after that boot."""
+        ...
+
+    def virtual_media(self) -> MediaState:
+        """What the CD drive holds now."""
+        ...
+
+    async def insert_media(
+        self, url: str, *, user: str | None = None, password: str | None = None
+    ) -> None:
+        """Fetch the ISO image at `url` and put it in the CD drive of the running machine
+        (no reboot); `bmc.media.MediaError` when it cannot be."""
+        ...
+
+    async def eject_media(self) -> None:
+        """Empty the CD drive (nothing happens if it is empty)."""
         ...
 
     def console_subscribe(self, reader: Callable[[bytes], None]) -> Callable[[], None]:

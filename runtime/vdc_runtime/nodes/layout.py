@@ -111,6 +111,10 @@ class NodeLayout:
     numa: tuple[NumaNodeLayout, ...]
     ignition: Path | None
     host: HostFacts
+    cdrom: Path | None = None
+    """The ISO image in the CD drive at start (`cdrom: {image: NAME}`); None: empty."""
+    media_dir: Path | None = None
+    """Where virtual media inserted through the BMC are downloaded to (None: nowhere)."""
 
     @property
     def swtpm_log(self) -> Path:
@@ -187,6 +191,8 @@ def plan_node(
     log_dir: Path,
     drives: Sequence[DriveLayout],
     host: HostFacts,
+    cdrom: Path | None = None,
+    cache_dir: Path | None = None,
 ) -> NodeLayout:
     """The layout of `node`.
 
@@ -237,6 +243,8 @@ def plan_node(
         numa=_numa(node),
         ignition=node.ignition,
         host=host,
+        cdrom=cdrom,
+        media_dir=cache_dir / "virtual-media" / name if cache_dir is not None else None,
     )
     for path in layout.sockets:
         _check_socket(name, path)

@@ -21,6 +21,7 @@ from typing import Any
 from vdc_runtime.launch import Launcher, process_started_at
 from vdc_runtime.ledger import Ledger
 from vdc_runtime.nodes import migration
+from vdc_runtime.nodes.cdrom import CdDrive
 from vdc_runtime.nodes.console import ConsoleHub
 from vdc_runtime.nodes.errors import NodeError, PowerError
 from vdc_runtime.nodes.layout import NodeLayout
@@ -71,6 +72,10 @@ class Machine:
             node.name, layout, uefi=node.uefi, listener=self, unavailable=self._unavailable
         )
         """Power and boot order: what the BMCs and the API ask of the machine."""
+        self.cdrom = CdDrive(
+            node.name, layout, self.control, node.cdrom.image if node.cdrom else None
+        )
+        """The medium in the CD drive: the BMCs' virtual media."""
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
         self.reset_listeners: list[Callable[[], object]] = []
@@ -231,6 +236,7 @@ class Machine:
 
     async def _launch(self) -> None:
         self.control.expect_boot()
+        self.cdrom.started()
         qmp = await self.process.start()
         # Attached at once, so that a failure below still closes the connection.
         self.control.attach(qmp)

@@ -23,7 +23,12 @@ from qemu.qmp.error import QMPError
 
 from vdc_runtime.nodes.errors import NodeError, PowerError
 from vdc_runtime.nodes.layout import NodeLayout
-from vdc_runtime.nodes.qemu_args import boot_indexes, disk_device_id, nic_device_id
+from vdc_runtime.nodes.qemu_args import (
+    CD_DEVICE_ID,
+    boot_indexes,
+    disk_device_id,
+    nic_device_id,
+)
 from vdc_runtime.nodes.states import Power
 
 log = logging.getLogger("vdc.nodes")
@@ -170,8 +175,11 @@ class PowerControl:
                 except FileNotFoundError:
                     continue
                 self._firmware_offset += len(chunk)
-                self._firmware_tail = (self._firmware_tail + chunk)[-64:]
-                if any(marker in self._firmware_tail for marker in BOOT_SELECTED_MARKERS):
+                # The whole chunk is searched: the boot loader may print more than the
+                # tail holds right after the marker, within one read.
+                window = self._firmware_tail + chunk
+                self._firmware_tail = window[-64:]
+                if any(marker in window for marker in BOOT_SELECTED_MARKERS):
                     self._firmware_wakeup.clear()
                     self._boot_selected.set()
                     self._post_done.set()
@@ -275,9 +283,10 @@ class PowerControl:
         every reset, so changing the property now redirects the next boot, whoever
         causes it, without restarting QEMU.
         """
-        nics, drives = boot_indexes(self.layout, order)
+        nics, drives, cdrom = boot_indexes(self.layout, order)
         wanted = {nic_device_id(n.index): nics.get(n.index, -1) for n in self.layout.nics}
         wanted |= {disk_device_id(i): drives.get(i, -1) for i in range(len(self.layout.drives))}
+        wanted[CD_DEVICE_ID] = cdrom if cdrom is not None else -1
         async with self._lock:
             # QEMU refuses a bootindex another device holds, so clear them all first.
             for device in wanted:

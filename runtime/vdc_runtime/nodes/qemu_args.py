@@ -15,6 +15,10 @@ the same machine, with these deliberate differences:
 - every drive states its format (Placemat let QEMU probe images and declared seeds
   qcow2 even when they were raw) and is a `virtio-blk-pci` device, so it can take a
   `bootindex` when the node has a `boot-order`;
+- every node has a CD drive, empty unless the spec names an image, so a BMC's virtual
+  media can change the medium without a reboot: an `ide-cd` on the machine's built-in
+  controller's second bus (PIIX IDE on `pc`, ICH9 AHCI on `q35`, both named `ide.1`),
+  which SeaBIOS and OVMF both boot from, and which adds no PCI device;
 - NUMA nodes get explicit memory backends: QEMU 5.1+ refuses Placemat's `-numa node`
   without memory for current machine types;
 - modern `=on`/`=off` booleans and `name=` for fw_cfg, instead of deprecated short forms;
@@ -25,6 +29,7 @@ the same machine, with these deliberate differences:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from vdc_runtime.nodes.layout import NodeLayout
 from vdc_runtime.spec import Node
@@ -56,18 +61,32 @@ def disk_device_id(position: int) -> str:
     return f"disk{position}"
 
 
-def boot_indexes(
-    layout: NodeLayout, order: Sequence[str] | None = None
-) -> tuple[dict[int, int], dict[int, int]]:
-    """`bootindex` per NIC index and per drive position, following `order` (default:
-    the node's `boot-order`; a BMC boot override passes its own).
+CD_DEVICE_ID = "cd0"
+"""The QOM id of the CD drive: its medium is changed and its `bootindex` set by this id."""
+CD_DRIVE_ID = "cdrom0"
+CD_BUS = "ide.1"
 
-    Each class of device in the order gets the next indexes, its devices in spec order;
-    `cdrom` takes none, as nodes have no CD-ROM drives. An empty order assigns nothing, so
-    the firmware's default applies: disk first, then network (SeaBIOS with iPXE, OVMF).
+
+class BootIndexes(NamedTuple):
+    nics: dict[int, int]
+    """NIC index -> bootindex."""
+    drives: dict[int, int]
+    """Drive position -> bootindex."""
+    cdrom: int | None
+    """The CD drive's bootindex."""
+
+
+def boot_indexes(layout: NodeLayout, order: Sequence[str] | None = None) -> BootIndexes:
+    """`bootindex` per NIC index, per drive position and for the CD drive, following
+    `order` (default: the node's `boot-order`; a BMC boot override passes its own).
+
+    Each class of device in the order gets the next indexes, its devices in spec order.
+    An empty order assigns nothing, so the firmware's default applies: disk first, then
+    network (SeaBIOS with iPXE, OVMF), with the CD drive tried in between.
     """
     nics: dict[int, int] = {}
     drives: dict[int, int] = {}
+    cdrom = None
     next_index = 1
     for device in layout.boot_order if order is None else order:
         if device == "network":
@@ -78,7 +97,10 @@ def boot_indexes(
             for position in range(len(layout.drives)):
                 drives[position] = next_index
                 next_index += 1
-    return nics, drives
+        elif device == "cdrom" and cdrom is None:
+            cdrom = next_index
+            next_index += 1
+    return BootIndexes(nics, drives, cdrom)
 
 
 def qemu_argv(layout: NodeLayout, node: Node) -> list[str]:
@@ -143,7 +165,7 @@ def qemu_argv(layout: NodeLayout, node: Node) -> list[str]:
         "-uuid", system_uuid(layout.name),
     ]  # fmt: skip
 
-    nic_boot, drive_boot = boot_indexes(layout)
+    nic_boot, drive_boot, cd_boot = boot_indexes(layout)
     for nic in layout.nics:
         multiqueue = nic.queues > 1
         argv += [
@@ -185,6 +207,19 @@ def qemu_argv(layout: NodeLayout, node: Node) -> list[str]:
                 f"bootindex={drive_boot[position]}" if position in drive_boot else None,
             ),
         ]
+
+    argv += [
+        "-drive",
+        _opts(
+            f"if=none,id={CD_DRIVE_ID},media=cdrom,readonly=on",
+            f"file={escape(layout.cdrom)},format=raw" if layout.cdrom is not None else None,
+        ),
+        "-device",
+        _opts(
+            f"ide-cd,id={CD_DEVICE_ID},drive={CD_DRIVE_ID},bus={CD_BUS}",
+            f"bootindex={cd_boot}" if cd_boot is not None else None,
+        ),
+    ]
 
     # After the NICs on purpose: Placemat notes cloud-init breaks when 9p comes first.
     for position, share in enumerate(layout.shares):
@@ -233,7 +268,9 @@ def qemu_argv(layout: NodeLayout, node: Node) -> list[str]:
 
 
 __all__ = [
+    "CD_DEVICE_ID",
     "FIRST_NIC_SLOT",
+    "BootIndexes",
     "boot_indexes",
     "disk_device_id",
     "escape",

@@ -356,6 +356,12 @@ class PodSettings(ApiSpecModel):
     priority_class_name: ObjectName | None = None
     image_cache: ImageCache | None = None
     resources: PodResources | None = None
+    snapshot_claim: ObjectName | None = Field(
+        default=None,
+        description="A PersistentVolumeClaim of this namespace the pod mounts to keep"
+        " VirtualDataCenterSnapshots of this VDC in; default: the operator's"
+        " (the Helm chart's snapshots.claimName), where this namespace has it.",
+    )
 
 
 class CRGroup(ApiSpecModel):
@@ -500,6 +506,13 @@ class Runners(ApiSpecModel):
 Accel = Literal["auto", "kvm", "tcg"]
 
 
+class RestoreFrom(ApiSpecModel):
+    snapshot: ObjectName = Field(
+        description="A Ready VirtualDataCenterSnapshot of this namespace: the machines resume"
+        " from it instead of booting (the network, its namespaces and apps start afresh)."
+    )
+
+
 class VirtualDataCenterSpec(ApiSpecModel):
     """A whole data center: Placemat's kinds as lists, and how its pod runs."""
 
@@ -519,6 +532,7 @@ class VirtualDataCenterSpec(ApiSpecModel):
     groups: Annotated[list[CRGroup], Field(max_length=32)] = []
     placement: Placement = Placement()
     runners: Runners | None = None
+    restore_from: RestoreFrom | None = None
 
 
 # Each list of the spec and the Placemat kind of its entries.

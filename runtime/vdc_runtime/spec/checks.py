@@ -340,6 +340,8 @@ def _references(doc: Document, declared: _Declared) -> Iterator[Problem]:
             if volume.device_class is not None:
                 loc = ("volumes", i, "device-class")
                 found.append(_reference(doc, loc, "DeviceClass", volume.device_class, declared))
+        if model.cdrom is not None:
+            found.append(_reference(doc, ("cdrom", "image"), "Image", model.cdrom.image, declared))
     elif isinstance(model, NetworkNamespace):
         for i, iface in enumerate(model.interfaces):
             loc = ("interfaces", i, "network")

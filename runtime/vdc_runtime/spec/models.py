@@ -301,6 +301,12 @@ class NodeReadiness(SpecModel):
     )
 
 
+class NodeCdrom(SpecModel):
+    """The node's CD drive (always there, empty by default) with an image in it at start."""
+
+    image: Name = Field(description="An Image holding an ISO 9660 (CD/DVD) image.")
+
+
 class Node(SpecModel):
     """A QEMU virtual machine."""
 
@@ -329,6 +335,10 @@ class Node(SpecModel):
     bmc: NodeBMC | None = None
     readiness: NodeReadiness | None = None
     group: GroupName | None = Field(default=None, description=_GROUP_HELP)
+    cdrom: NodeCdrom | None = Field(
+        default=None,
+        description="An image in the CD drive at start; a BMC's virtual media changes it.",
+    )
 
     @property
     def cpus(self) -> int:
@@ -494,6 +504,7 @@ __all__ = [
     "NetworkType",
     "Node",
     "NodeBMC",
+    "NodeCdrom",
     "NodeInterface",
     "NodeReadiness",
     "RawVolume",

@@ -121,6 +121,41 @@ BASE: Mapping[str, _Entry] = {
         "Choose a value from the enumeration list that the implementation can support and"
         " resubmit the request if the operation failed.",
     ),
+    "ActionParameterValueFormatError": _Entry(
+        "The value '%1' for the parameter %2 in the action %3 is of a different format than the"
+        " parameter can accept.",
+        "Warning",
+        "Correct the value for the parameter in the request body and resubmit the request if the"
+        " operation failed.",
+    ),
+    "ActionParameterNotSupported": _Entry(
+        "The parameter %1 for the action %2 is not supported on the target resource.",
+        "Warning",
+        "Remove the parameter supplied and resubmit the request if the operation failed.",
+    ),
+    "CouldNotEstablishConnection": _Entry(
+        "The service failed to establish a connection with the URI '%1'.",
+        "Critical",
+        "Ensure that the URI contains a valid and reachable node name, protocol information and"
+        " other URI components.",
+    ),
+    "AccessDenied": _Entry(
+        "While attempting to establish a connection to '%1', the service denied access.",
+        "Critical",
+        "Attempt to ensure that the URI is correct and that the service has the appropriate"
+        " credentials.",
+    ),
+    "ResourceAtUriInUnknownFormat": _Entry(
+        "The resource at '%1' is in a format not recognized by the service.",
+        "Critical",
+        "Place an image or resource or file that is recognized by the service at the URI.",
+    ),
+    "ResourceInUse": _Entry(
+        "The change to the requested resource failed because the resource is in use or in"
+        " transition.",
+        "Warning",
+        "Remove the condition and resubmit the request if the operation failed.",
+    ),
     "ChassisPowerStateOnRequired": _Entry(
         "The chassis with Id '%1' requires to be powered on to perform this request.",
         "Warning",

@@ -25,7 +25,9 @@ from urllib.parse import unquote
 from aiohttp import web, web_protocol
 from aiohttp.http_parser import HttpRequestParserPy
 
+from vdc_runtime.bmc.media import MediaError
 from vdc_runtime.bmc.redfish import bodies, power
+from vdc_runtime.bmc.redfish import media as vm
 from vdc_runtime.bmc.redfish import resources as rs
 from vdc_runtime.bmc.redfish.auth import REALM, Principal, authenticate, forbidden
 from vdc_runtime.bmc.redfish.messages import RedfishError, error_body, message
@@ -548,6 +550,9 @@ class Bmc:
             Endpoint("ManagerNetworkProtocol", get=network_protocol),
         )
 
+        for route, uri in vm.locations(ident):
+            self._add_virtual_media(add, route, uri)
+
         read_only_accounts = (
             "Accounts come from the data center file (its BMC document) and cannot be"
             " created, changed or deleted through Redfish."
@@ -615,6 +620,23 @@ class Bmc:
 
         inventory_routes.extend(self, table)
         return table
+
+    def _add_virtual_media(
+        self, add: Callable[[str, Endpoint], None], route: str, uri: str
+    ) -> None:
+        async def media_collection(call: Call) -> Json:
+            return vm.collection(uri)
+
+        async def media(call: Call) -> Json:
+            return vm.virtual_media(uri, self.target.virtual_media())
+
+        add(route, Endpoint("VirtualMediaCollection", get=media_collection))
+        add(f"{route}/{vm.MEDIA_ID}", Endpoint("VirtualMedia", get=media))
+        for action, handler in ((vm.INSERT, self._insert_media), (vm.EJECT, self._eject_media)):
+            add(
+                f"{route}/{vm.MEDIA_ID}/Actions/{action}",
+                Endpoint(post=handler, privileges={"POST": vm.PRIVILEGE}, action=action),
+            )
 
     def _route(self, parts: tuple[str, ...]) -> Endpoint | None:
         endpoint = self._static.get(parts)
@@ -707,6 +729,26 @@ class Bmc:
             reset_type,
         )
         await power.reset_system(self.target, reset_type, self._spawn, self._graceful_timeout())
+        return Reply(204)
+
+    async def _insert_media(self, call: Call) -> Reply:
+        request = vm.insert_request(call.body)
+        log.info(
+            "node %s: Redfish user %s: InsertMedia %s", self.node, call.who.user.name, request.image
+        )
+        try:
+            await self.target.insert_media(
+                request.image, user=request.user, password=request.password
+            )
+        except MediaError as exc:
+            log.warning("node %s: InsertMedia refused: %s", self.node, exc)
+            raise vm.refusal(exc) from None
+        return Reply(204)
+
+    async def _eject_media(self, call: Call) -> Reply:
+        vm.eject_request(call.body)
+        log.info("node %s: Redfish user %s: EjectMedia", self.node, call.who.user.name)
+        await self.target.eject_media()
         return Reply(204)
 
     async def _post_chassis_reset(self, call: Call) -> Reply:
