@@ -77,6 +77,7 @@ async def start_machine(
     kernel: bool = True,
     drives: tuple[DriveLayout, ...] = (),
     uefi: bool = False,
+    smp: str = "{cpus: 1}",
 ) -> RunningMachine:
     """Start the test guest through `nodes.Machine`; `disk` adds a 1 MiB raw disk, so the
     node has a device whose boot index a boot override can move; `drives` come after it.
@@ -88,8 +89,7 @@ kind: Node
 name: {name}
 {direct if kernel else ""}
 {"uefi: true" + chr(10) + "machine: q35" if uefi else ""}
-smp:
-  cpus: 1
+smp: {smp}
 memory: {memory}
 smbios:
   serial: SERIAL-{name}

@@ -36,6 +36,9 @@ T = TypeVar("T")
 class Bmc:
     """A running guest and its IPMI endpoint, on an event loop in a background thread."""
 
+    node = "ipmi-node"
+    smbios = ""
+
     def __init__(self, guest: GuestPaths, tmp: Path) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -43,7 +46,9 @@ class Bmc:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind((HOST, 0))
             self.port = s.getsockname()[1]
-        self.machine: RunningMachine = self.call(start_machine(guest, tmp, "ipmi-node"))
+        self.machine: RunningMachine = self.call(
+            start_machine(guest, tmp, self.node, smbios=self.smbios)
+        )
         self.target = self.machine.target
         self.service = IpmiService(USERS)
         self.call(self.service.add(HOST, self.target, self.port))

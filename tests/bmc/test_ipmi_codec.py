@@ -62,7 +62,7 @@ def test_device_id_packs_manufacturer_in_three_bytes_and_product_in_two() -> Non
     reply = codec.device_id()
     assert len(reply) == 15
     assert reply[4] == 0x02  # IPMI 2.0
-    assert reply[5] == codec.CHASSIS_DEVICE
+    assert reply[5] == 0x8F  # chassis, FRU inventory, SEL, SDR repository and sensor devices
     assert reply[6:9] == b"\0\0\0" and reply[9:11] == b"\x01\x00"
 
 

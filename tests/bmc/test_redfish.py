@@ -644,7 +644,7 @@ async def test_dmtf_service_validator(bmc: Bmc, tmp_path: Path) -> None:
     warnings = debug_log_warnings(tmp_path)
     deprecated = [line for line in warnings if MANAGER_MEDIA_DEPRECATED.search(line)]
     assert counts["warn"] == len(deprecated), "\n".join(problems + warnings)
-    assert counts["pass"] > 250, counts  # it did walk the tree
+    assert counts["pass"] > 555, counts  # it walked the inventory too: sushy-tools passes 555
 
 
 @pytest.mark.timeout(900)

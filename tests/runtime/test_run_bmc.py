@@ -223,5 +223,18 @@ def test_bmcs_of_real_guests(
     disk.wait_for("VDC-GUEST-READY", 4)
     disk.wait_in_last_boot("VDC-GUEST-DHCP eth0 10.72.48.")
 
+    # What inventory tools read of the node: both PXE boots in the SEL, the NIC with its
+    # MAC and link, the volume as a drive of the image's virtual size.
+    events = ipmitool(host, "10.72.16.21", "sel", "list")
+    assert events.count("User requested PXE boot") == 2, events
+    system = "https://10.72.16.21/redfish/v1/Systems/disk-1"
+    nic = curl(host, ca, f"{system}/EthernetInterfaces/1")
+    assert (nic["MACAddress"], nic["LinkStatus"]) == (DISK_MAC, "LinkUp")
+    assert nic["Description"] == "virtio-net NIC on network pxe-net"
+    (link,) = curl(host, ca, f"{system}/Storage/1")["Drives"]
+    drive = curl(host, ca, "https://10.72.16.21" + link["@odata.id"])
+    image = json.loads(host.sh(["qemu-img", "info", "--output=json", str(guest.disk)]))
+    assert (drive["Id"], drive["CapacityBytes"]) == ("root", image["virtual-size"])
+
     assert run.stop() == 0, run.output
     assert "10.72.16.22" not in host.sh(["ip", "-o", "addr"])

@@ -11,7 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from vdc_runtime.bmc.events import EventLog
 from vdc_runtime.bmc.media import MediaState
+from vdc_runtime.bmc.settings import BmcSettings
 from vdc_runtime.nodes.states import Power as PowerState
 
 BootTarget = Literal["none", "pxe", "hdd", "cd", "bios-setup", "uefi-http"]
@@ -34,6 +36,16 @@ class BootOverride:
 
 
 @dataclass(frozen=True)
+class DriveFacts:
+    """One disk of the machine, as its BMC's inventory shows it."""
+
+    name: str
+    size_bytes: int
+    serial: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
 class SystemFacts:
     """What the BMC reports about the machine; fixed for the run."""
 
@@ -47,6 +59,14 @@ class SystemFacts:
     uefi: bool
     tpm: bool
     macs: tuple[str, ...]
+    sockets: int = 1
+    cores: int = 1
+    """Per socket."""
+    threads: int = 1
+    """Per core."""
+    drives: tuple[DriveFacts, ...] = ()
+    networks: tuple[str, ...] = ()
+    """The network each NIC (in `macs`' order) is plugged into."""
 
 
 class PowerStateError(RuntimeError):
@@ -62,6 +82,16 @@ class BmcTarget(Protocol):
 
     @property
     def facts(self) -> SystemFacts: ...
+
+    @property
+    def events(self) -> EventLog:
+        """The machine's power and boot events (IPMI's SEL, Redfish's event log)."""
+        ...
+
+    @property
+    def settings(self) -> BmcSettings:
+        """The identify light and the BIOS setup."""
+        ...
 
     async def power_state(self) -> PowerState:
         """Never raises; Unknown when QEMU cannot be asked."""
@@ -131,6 +161,7 @@ __all__ = [
     "BootMode",
     "BootOverride",
     "BootTarget",
+    "DriveFacts",
     "PowerState",
     "PowerStateError",
     "SystemFacts",

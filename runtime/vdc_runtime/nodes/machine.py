@@ -83,6 +83,8 @@ class Machine:
         powered on, and the event fires when it is."""
         self.reset_listeners: list[Callable[[], object]] = []
         """Called after every reset of the machine (power on, reset, guest reboot)."""
+        self.power_listeners: list[Callable[[Power, str], object]] = []
+        """Called with the new power and its cause whenever the power changes."""
         self.console = ConsoleHub(node.name, layout.serial_socket, layout.console_socket)
         self.boots = 0
         """Times the machine started booting: QEMU starts, resets and reboots."""
@@ -137,6 +139,9 @@ class Machine:
         if changed or always:
             self.power = power
             self.transitions.append(Transition(time.time(), power, cause))
+        if changed:
+            for listener in self.power_listeners:
+                listener(power, cause)
 
     def reset_happened(self) -> None:
         self._booting()

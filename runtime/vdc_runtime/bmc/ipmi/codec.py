@@ -156,6 +156,7 @@ def _firmware_revision() -> tuple[int, int]:
 MANUFACTURER_ID = 0x000000  # none: vdc has no IANA enterprise number of its own
 PRODUCT_ID = 0x0001
 CHASSIS_DEVICE = 0x80  # additional device support: "chassis device" (what we implement)
+FRU_SEL_SDR_SENSOR = 0x0F  # ... and FRU inventory, SEL, SDR repository and sensor devices
 
 
 def device_id() -> bytes:
@@ -165,7 +166,7 @@ def device_id() -> bytes:
     2; FreeIPMI's bmc-info rejects that reply, so it is built here."""
     major, minor = _firmware_revision()
     return (
-        bytes([0x20, 0x01, major, minor, 0x02, CHASSIS_DEVICE])
+        bytes([0x20, 0x01, major, minor, 0x02, CHASSIS_DEVICE | FRU_SEL_SDR_SENSOR])
         + struct.pack("<I", MANUFACTURER_ID)[:3]
         + struct.pack("<H", PRODUCT_ID)
         + bytes(4)

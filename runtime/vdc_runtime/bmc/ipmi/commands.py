@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from vdc_runtime.bmc.ipmi import codec
+from vdc_runtime.bmc.ipmi import codec, inventory
 from vdc_runtime.bmc.target import BmcTarget, PowerStateError, TargetError
 from vdc_runtime.bmc.users import IPMI_PRIVILEGE, Users
 
@@ -48,6 +48,7 @@ class Commands:
         self._set_in_progress = 0
         self._valid_bit_clearing = 0
         self._actions: set[asyncio.Task[object]] = set()
+        self.inventory = inventory.Inventory(target)
 
     async def run(self, netfn: int, command: int, data: bytes, privilege: int) -> Reply:
         entry = COMMANDS.get((netfn, command))
@@ -101,7 +102,8 @@ class Commands:
     # -- Chassis ------------------------------------------------------------------------------
 
     async def get_chassis_status(self, data: bytes) -> Reply:
-        return codec.OK, codec.chassis_status(await self.target.power_state())
+        status = codec.chassis_status(await self.target.power_state())
+        return codec.OK, status[:2] + bytes([status[2] | self.inventory.identify_state()])
 
     async def chassis_control(self, data: bytes) -> Reply:
         action = data[0] & 0x0F
@@ -187,6 +189,19 @@ COMMANDS: dict[tuple[int, int], Command] = {
     (_CHASSIS, 0x08): Command(_OPERATOR, Commands.set_system_boot_options),
     (_CHASSIS, 0x09): Command(_OPERATOR, Commands.get_system_boot_options),
 }
+
+
+def _inventory_command(name: str) -> Handler:
+    async def handler(commands: Commands, data: bytes) -> Reply:
+        return await getattr(commands.inventory, name)(data)  # type: ignore[no-any-return]
+
+    return handler
+
+
+COMMANDS.update(
+    {key: Command(privilege, _inventory_command(name))
+     for key, (privilege, name) in inventory.COMMANDS.items()}
+)  # fmt: skip
 
 
 __all__ = ["COMMANDS", "Commands"]

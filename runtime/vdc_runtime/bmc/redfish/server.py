@@ -623,6 +623,10 @@ class Bmc:
         )
         # DSP0266: a collection also takes its creating POST on its Members property.
         add(f"{rs.SESSIONS}/Members", Endpoint(post=self._login, public=login))
+        # Imported here: the inventory's routes are built on this module's Endpoint and Call.
+        from vdc_runtime.bmc.redfish import inventory_routes
+
+        inventory_routes.extend(self, table)
         return table
 
     def _add_virtual_media(
@@ -644,6 +648,11 @@ class Bmc:
 
     def _route(self, parts: tuple[str, ...]) -> Endpoint | None:
         endpoint = self._static.get(parts)
+        if endpoint is not None:
+            return endpoint
+        from vdc_runtime.bmc.redfish import inventory_routes
+
+        endpoint = inventory_routes.route(self, parts)
         if endpoint is not None:
             return endpoint
         if len(parts) != 5 or parts[:2] != ("redfish", "v1"):
