@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from vdc_runtime import __version__, logs
 
 if TYPE_CHECKING:
+    from vdc_runtime.agent.main import AgentOptions
     from vdc_runtime.options import GroupOptions
     from vdc_runtime.snapshot.store import SnapshotStore
     from vdc_runtime.spec import DataCenter
@@ -280,13 +281,21 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from vdc_runtime.agent.main import AgentOptions, run_agent
+    from vdc_runtime.agent.main import run_agent
 
     if not args.name or not args.namespace:
         print("vdc agent: --name and --namespace (or VDC_NAME, VDC_NAMESPACE) are required",
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
-    options = AgentOptions(
+    options = agent_options(args)
+    return asyncio.run(run_agent(options))
+
+
+def agent_options(args: argparse.Namespace) -> AgentOptions:
+    """What `vdc agent`'s flags and environment (the pod's, as the operator builds it) say."""
+    from vdc_runtime.agent.main import AgentOptions
+
+    return AgentOptions(
         namespace=args.namespace,
         name=args.name,
         pod=args.pod or None,
@@ -307,7 +316,6 @@ def cmd_agent(args: argparse.Namespace) -> int:
         bmc_password_file=args.bmc_password_file,
         bmc_secret=args.bmc_secret or None,
     )
-    return asyncio.run(run_agent(options))
 
 
 def cmd_holder(args: argparse.Namespace) -> int:
@@ -888,6 +896,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=env_path("VDC_RESTORE_DIR"),
         help="where snapshot NAME is (env VDC_RESTORE_DIR)",
+    )
+    agent.add_argument(
+        "--bmc-password-file",
+        type=Path,
+        default=env_path("VDC_BMC_PASSWORD_FILE"),
+        help="the BMCs' account 'admin' has this password when the spec names no users"
+        " (env VDC_BMC_PASSWORD_FILE)",
+    )
+    agent.add_argument(
+        "--bmc-secret",
+        default=env.get("VDC_BMC_SECRET", ""),
+        help="the Secret holding it, for the status (env VDC_BMC_SECRET)",
     )
     agent.set_defaults(func=cmd_agent)
 
