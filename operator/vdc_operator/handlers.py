@@ -152,7 +152,8 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
         return
     if builders.generates_bmc_account(spec):
         # Made once: an existing Secret (this VDC's, by its owner) keeps its password.
-        password = secrets.token_urlsafe(18)
+        # 20 characters: IPMI 2.0 takes no longer password (120 random bits).
+        password = secrets.token_urlsafe(15)
         if await api.ensure(builders.build_bmc_secret(body, password)):
             logger.info("generated the BMCs' account in Secret %s",
                         builders.bmc_secret_name(meta["name"]))  # fmt: skip

@@ -60,7 +60,7 @@ def test_published_bmcs_take_the_generated_account_only(lab: Kube) -> None:
     shown = plugin(kube, "credentials", NAME, "-n", NS, "-o", "json")
     assert shown.returncode == 0, shown.stderr
     account = json.loads(shown.stdout)
-    assert account["username"] == "admin" and len(account["password"]) >= 20
+    assert account["username"] == "admin" and len(account["password"]) == 20
 
     (pod,) = pods_of(kube, NAME)
     host = pod["status"]["podIP"]
