@@ -77,27 +77,22 @@ class Api:
 
     # -- reads ------------------------------------------------------------------------------
 
-    async def get_vdc(self, namespace: str, name: str) -> Manifest | None:
+    async def _get_custom(self, plural: str, namespace: str, name: str) -> Manifest | None:
         try:
             return await self._call(
                 self.custom.get_namespaced_custom_object,
-                cr.GROUP, cr.VERSION, namespace, cr.PLURAL, name,
+                cr.GROUP, cr.VERSION, namespace, plural, name,
             )  # fmt: skip
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
 
+    async def get_vdc(self, namespace: str, name: str) -> Manifest | None:
+        return await self._get_custom(cr.PLURAL, namespace, name)
+
     async def get_snapshot(self, namespace: str, name: str) -> Manifest | None:
-        try:
-            return await self._call(
-                self.custom.get_namespaced_custom_object,
-                cr.GROUP, cr.VERSION, namespace, snapshots.PLURAL, name,
-            )  # fmt: skip
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return await self._get_custom(snapshots.PLURAL, namespace, name)
 
     async def claim_exists(self, namespace: str, name: str) -> bool:
         try:

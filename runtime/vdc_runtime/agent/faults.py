@@ -12,14 +12,13 @@ refused by no one (the README says so).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from vdc_runtime.agent.kube import Expired, Gone, Kube, KubeError
+from vdc_runtime.agent.kube import Kube, KubeError, keep_watching
 from vdc_runtime.agent.status import Event
 from vdc_runtime.faults import FaultApplyError, FaultError, describe
 from vdc_runtime.spec.faults import named
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
     from vdc_runtime.datacenter import DataCenterRun
 
 log = logging.getLogger("vdc.agent")
-RETRY = 5.0
 
 
 def key(body: dict[str, Any]) -> str:
@@ -91,22 +89,17 @@ class DeclaredFaults:
 
     async def follow(self) -> None:
         """Read the VDC, then watch it, for as long as the agent runs."""
-        while True:
-            try:
-                vdc = await self.kube.get()
+
+        async def read() -> str:
+            vdc = await self.kube.get()
+            await self._changed(vdc)
+            return str(vdc["metadata"]["resourceVersion"])
+
+        async def handle(kind: str, vdc: dict[str, Any]) -> None:
+            if kind != "DELETED":
                 await self._changed(vdc)
-                version = vdc["metadata"]["resourceVersion"]
-                while True:
-                    async for event in self.kube.watch(version):
-                        obj = event.get("object") or {}
-                        version = obj.get("metadata", {}).get("resourceVersion", version)
-                        if event["type"] in ("ADDED", "MODIFIED"):
-                            await self._changed(obj)
-            except Expired:
-                continue
-            except (KubeError, Gone, KeyError) as exc:
-                log.warning("following the spec: %s; again in %.0f s", exc, RETRY)
-            await asyncio.sleep(RETRY)
+
+        await keep_watching(read, self.kube.watch, handle, "following spec.faults")
 
 
 __all__ = ["DeclaredFaults", "key", "own"]

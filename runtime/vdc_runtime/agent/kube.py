@@ -19,7 +19,7 @@ import os
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -261,3 +261,32 @@ class Kube:
         }
         path = f"/api/v1/namespaces/{self.namespace}/events"
         await self._call("POST", path, f"posting event {event.reason}", body)
+
+
+RETRY = 5.0
+"""Seconds before reading again after the API server failed."""
+
+
+async def keep_watching(
+    read: Callable[[], Awaitable[str]],
+    watch: Callable[[str], AsyncIterator[dict[str, Any]]],
+    handle: Callable[[str, dict[str, Any]], Awaitable[None]],
+    what: str,
+) -> None:
+    """`read` the objects as they are (it returns the version it read), then hand every
+    change `watch` brings after that version to `handle(type, object)`, for as long as the
+    caller runs: read again when the version is too old or the API server fails."""
+    while True:
+        try:
+            version = await read()
+            while True:
+                async for event in watch(version):
+                    obj = event.get("object") or {}
+                    version = obj.get("metadata", {}).get("resourceVersion", version)
+                    if event["type"] != "BOOKMARK":
+                        await handle(event["type"], obj)
+        except Expired:
+            continue
+        except (KubeError, Gone, KeyError) as exc:
+            log.warning("%s: %s; reading again in %.0f s", what, exc, RETRY)
+        await asyncio.sleep(RETRY)

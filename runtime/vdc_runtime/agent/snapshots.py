@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vdc_runtime.agent.kube import Expired, Gone, Kube, KubeError
+from vdc_runtime.agent.kube import Gone, Kube, KubeError, keep_watching
 from vdc_runtime.agent.status import Event
 from vdc_runtime.resource import snapshots as api
 from vdc_runtime.resource.status import timestamp
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from vdc_runtime.datacenter import DataCenterRun
 
 log = logging.getLogger("vdc.agent")
-RETRY = 5.0
-"""Seconds before watching again after the API server failed."""
 
 
 def wanted(snapshot: dict[str, Any], part: str, claim: str | None) -> bool:
@@ -75,27 +73,22 @@ class SnapshotTaker:
 
     async def follow(self) -> None:
         """List, then watch, for as long as the agent runs."""
-        while True:
-            try:
-                listing = await self.kube.list_snapshots()
-                items = listing.get("items") or []
-                await asyncio.to_thread(self._prune, {store_name(s) for s in items})
-                for snapshot in items:
-                    await self._consider(snapshot)
-                version = listing["metadata"]["resourceVersion"]
-                while True:
-                    async for event in self.kube.watch_snapshots(version):
-                        obj = event.get("object") or {}
-                        version = obj.get("metadata", {}).get("resourceVersion", version)
-                        if event["type"] == "DELETED":
-                            await asyncio.to_thread(self._delete, store_name(obj))
-                        elif event["type"] in ("ADDED", "MODIFIED"):
-                            await self._consider(obj)
-            except Expired:
-                continue
-            except (KubeError, KeyError) as exc:
-                log.warning("snapshots: %s; watching again in %.0f s", exc, RETRY)
-            await asyncio.sleep(RETRY)
+
+        async def read() -> str:
+            listing = await self.kube.list_snapshots()
+            items = listing.get("items") or []
+            await asyncio.to_thread(self._prune, {store_name(s) for s in items})
+            for snapshot in items:
+                await self._consider(snapshot)
+            return str(listing["metadata"]["resourceVersion"])
+
+        async def handle(kind: str, snapshot: dict[str, Any]) -> None:
+            if kind == "DELETED":
+                await asyncio.to_thread(self._delete, store_name(snapshot))
+            else:
+                await self._consider(snapshot)
+
+        await keep_watching(read, self.kube.watch_snapshots, handle, "snapshots")
 
     async def _consider(self, snapshot: dict[str, Any]) -> None:
         name = snapshot["metadata"]["name"]
