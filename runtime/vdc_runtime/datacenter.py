@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from vdc_runtime import fabric, groups, procs, runstate
 from vdc_runtime.fabric import leftovers, nft, tunnels
 from vdc_runtime.fabric import netns as nsutil
-from vdc_runtime.faults import FaultManager, Topology, topology
 from vdc_runtime.forward import ForwardError, Forwards
 from vdc_runtime.holder.client import HolderClient, HolderError
 from vdc_runtime.holder.namespaces import HeldNamespaces
@@ -27,6 +26,7 @@ from vdc_runtime.spec import DataCenter
 
 if TYPE_CHECKING:
     from vdc_runtime.bmc.service import BmcManager
+    from vdc_runtime.faults import FaultManager, Topology
     from vdc_runtime.fleet import Fleet
     from vdc_runtime.nodes.machine import Machine
     from vdc_runtime.snapshot.manifest import Manifest
@@ -139,6 +139,9 @@ class DataCenterRun:
             await self.teardown()
             raise
         assert self.ledger is not None
+        # Imported once the machines run: the models and plans are not the start-up's.
+        from vdc_runtime.faults import FaultManager
+
         self.faults = FaultManager(
             self._fault_topology,
             self.ledger,
@@ -151,6 +154,8 @@ class DataCenterRun:
         self._state_keeper = asyncio.create_task(self._keep_state(), name="run state")
 
     def _fault_topology(self) -> Topology:
+        from vdc_runtime.faults import topology
+
         assert self.plan is not None
         return topology(self.plan, self.machines, self.bmc, nsutil.NETNS_DIR)
 

@@ -1,7 +1,7 @@
-"""spec.faults, applied in place: the agent follows its VDC (a watch) and, whenever the list
-changes, adds the faults it does not have and clears those no longer listed, through the
-run's FaultManager as `vdc fault add|clear` does. The pod is not replaced (the operator
-leaves `faults` out of the pod's hash).
+"""spec.faults, applied in place: as the agent follows its VDC (a watch, agent.main), it adds
+the faults it does not have and clears those no longer listed whenever the list changes,
+through the run's FaultManager as `vdc fault add|clear` does. The pod is not replaced (the
+operator leaves `faults` out of the pod's hash).
 
 A listed fault is applied once: one that ends by itself (`for`), or is cleared by hand,
 is not applied again while it stays listed unchanged; listing it again (removed, then
@@ -18,7 +18,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from vdc_runtime.agent.kube import Kube, KubeError, keep_watching
+from vdc_runtime.agent.kube import Kube, KubeError
 from vdc_runtime.agent.status import Event
 from vdc_runtime.faults import FaultApplyError, FaultError, describe
 from vdc_runtime.spec.faults import named
@@ -78,7 +78,8 @@ class DeclaredFaults:
             events.append(Event("FaultApplied", message, "Normal"))
         return events
 
-    async def _changed(self, vdc: dict[str, Any]) -> None:
+    async def changed(self, vdc: dict[str, Any]) -> None:
+        """The VDC as it is now (read, or brought by the watch): its faults applied."""
         listed = list((vdc.get("spec") or {}).get("faults") or [])
         if listed == self._listed:
             return
@@ -86,20 +87,6 @@ class DeclaredFaults:
         for event in await self.reconcile(listed):
             with contextlib.suppress(KubeError):
                 await self.kube.post_event(vdc, event)
-
-    async def follow(self) -> None:
-        """Read the VDC, then watch it, for as long as the agent runs."""
-
-        async def read() -> str:
-            vdc = await self.kube.get()
-            await self._changed(vdc)
-            return str(vdc["metadata"]["resourceVersion"])
-
-        async def handle(kind: str, vdc: dict[str, Any]) -> None:
-            if kind != "DELETED":
-                await self._changed(vdc)
-
-        await keep_watching(read, self.kube.watch, handle, "following spec.faults")
 
 
 __all__ = ["DeclaredFaults", "key", "own"]

@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from vdc_runtime.datacenter import DataCenterRun
 
 log = logging.getLogger("vdc.agent")
-PEERS_EVERY = 2.0
-"""How often a group's agent looks for its peers' addresses."""
 
 
 @dataclass(frozen=True)
@@ -208,14 +206,10 @@ class Agent:
         reporting = asyncio.create_task(
             self.reporter.loop(self.observation, opts.report_every), name="status reports"
         )
-        following = (
-            asyncio.create_task(self._follow_peers(kube), name="peers")
-            if opts.group is not None and self.run is not None and self.failure is None
-            else None
-        )
+        # Peers and faults change while the machines run: followed once they do.
+        following = self._follow_vdc(kube) if self.failure is None else None
         api_runner = None
         taking: asyncio.Task[None] | None = None
-        faulting: asyncio.Task[None] | None = None
         try:
             await self._post_notices()
             if self.failure is not None:
@@ -226,7 +220,6 @@ class Agent:
                 api_runner = await api.serve(self.run, opts.listen_addr, self._routes)
                 log.info("ready: API on http://%s", opts.listen_addr)
                 taking = self._take_snapshots(kube)
-                faulting = self._follow_faults(kube)
                 failed = asyncio.create_task(self.run.failed.wait())
                 stopping = asyncio.create_task(stop.wait())
                 await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -241,8 +234,8 @@ class Agent:
             await stop.wait()
         finally:
             log.info("stopping: removing the data center")
-            # A save or a fault under way ends before the machines do.
-            early = [t for t in (taking, faulting) if t is not None]
+            # A save, a fault or a tunnel change under way ends before the machines do.
+            early = [t for t in (taking, following) if t is not None]
             for task in early:
                 task.cancel()
             await asyncio.gather(*early, return_exceptions=True)
@@ -252,21 +245,41 @@ class Agent:
                 self.run.phase = RunPhase.STOPPING
                 await self.reporter.report(self.observation())
                 await self.run.teardown()
-            tasks = [t for t in (reporting, following) if t is not None]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            reporting.cancel()
+            await asyncio.gather(reporting, return_exceptions=True)
             await metrics_runner.cleanup()
         return 0
 
-    def _follow_faults(self, kube: Kube) -> asyncio.Task[None] | None:
-        """Keep spec.faults applied as the spec changes (the pod is not replaced for it)."""
-        if self.run is None or self.run.faults is None:
+    def _follow_vdc(self, kube: Kube) -> asyncio.Task[None] | None:
+        """One watch of the VDC for what the pod applies while it runs: spec.faults (the
+        pod is not replaced for them), and in a VDC of several, the other groups' addresses
+        (a replaced pod comes back at a new one, which the operator writes into the status)."""
+        if self.run is None:
             return None
         from vdc_runtime.agent.faults import DeclaredFaults
+        from vdc_runtime.agent.kube import keep_watching
 
-        self.declared = DeclaredFaults(kube, self.run)
-        return asyncio.create_task(self.declared.follow(), name="spec.faults")
+        changes = []
+        if self.run.faults is not None:
+            self.declared = DeclaredFaults(kube, self.run)
+            changes.append(self.declared.changed)
+        if self.options.group is not None:
+            changes.append(self._peers_changed)
+        if not changes:
+            return None
+
+        async def read() -> str:
+            vdc = await kube.get()
+            await handle("ADDED", vdc)
+            return str(vdc["metadata"]["resourceVersion"])
+
+        async def handle(kind: str, vdc: dict[str, Any]) -> None:
+            if kind != "DELETED":
+                for changed in changes:
+                    await changed(vdc)
+
+        return asyncio.create_task(keep_watching(read, kube.watch, handle, "following the VDC"),
+                                   name="the VDC")  # fmt: skip
 
     def _take_snapshots(self, kube: Kube) -> asyncio.Task[None] | None:
         """Save this pod's part of the VDC's snapshots, where the pod mounts a claim."""
@@ -278,23 +291,16 @@ class Agent:
         taker = SnapshotTaker(kube, self.run, opts.name, opts.part, opts.snapshots_claim)
         return asyncio.create_task(taker.follow(), name="snapshots")
 
-    async def _follow_peers(self, kube: Kube, every: float = PEERS_EVERY) -> None:
-        """Tunnel to the other groups' pods where they are now: a replaced pod comes back
-        at a new address, which the operator writes into the status within seconds."""
+    async def _peers_changed(self, vdc: dict[str, Any]) -> None:
+        """Tunnel to the other groups' pods where the status says they are now."""
         assert self.run is not None
-        while True:
-            await asyncio.sleep(every)
+        peers = peer_addresses(vdc, self.options.group)
+        changed = {g: a for g, a in peers.items() if self.run.peers.get(g) != a}
+        if changed:
             try:
-                peers = peer_addresses(await kube.get(), self.options.group)
-            except (Gone, KubeError) as exc:
-                log.debug("peers: %s", exc)
-                continue
-            changed = {g: a for g, a in peers.items() if self.run.peers.get(g) != a}
-            if changed:
-                try:
-                    await self.run.set_peers(changed)
-                except (ValueError, OSError) as exc:
-                    log.warning("peers %s: %s", changed, exc)
+                await self.run.set_peers(changed)
+            except (ValueError, OSError) as exc:
+                log.warning("peers %s: %s", changed, exc)
 
     async def _start(self, vdc: dict[str, Any], stop: asyncio.Event) -> None:
         opts = self.options
