@@ -354,14 +354,7 @@ def _client(args: argparse.Namespace, method: str, path: str, body: object = Non
 
 
 def cmd_node_list(args: argparse.Namespace) -> int:
-    nodes = _client(args, "GET", "/nodes")
-    assert isinstance(nodes, list)
-    if args.json:
-        print(json.dumps(nodes))
-    else:
-        for node in nodes:
-            print(node["name"])
-    return EXIT_OK
+    return _list(args, "/nodes", lambda node: node["name"])
 
 
 def cmd_node_show(args: argparse.Namespace) -> int:
@@ -868,14 +861,13 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--metrics-port", type=int,
                        default=int(env.get("VDC_METRICS_PORT", "9090")),
                        help="Prometheus metrics and /healthz (all addresses)")  # fmt: skip
-    agent.add_argument("--holder", type=Path,
-                       default=Path(env["VDC_HOLDER_SOCKET"]) if env.get("VDC_HOLDER_SOCKET")
-                       else None,
-                       help="the holder's socket (env VDC_HOLDER_SOCKET): machines and apps"
-                            " are started there, and survive a restart of the agent")  # fmt: skip
 
     def env_path(name: str) -> Path | None:
         return Path(env[name]) if env.get(name) else None
+
+    agent.add_argument("--holder", type=Path, default=env_path("VDC_HOLDER_SOCKET"),
+                       help="the holder's socket (env VDC_HOLDER_SOCKET): machines and apps"
+                            " are started there, and survive a restart of the agent")  # fmt: skip
 
     agent.add_argument("--snapshots-dir", type=Path, default=env_path("VDC_SNAPSHOTS_DIR"),
                        help="the namespace's snapshot claim, mounted (env VDC_SNAPSHOTS_DIR):"

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vdc_runtime import fabric, groups, procs, runstate
-from vdc_runtime.fabric import leftovers, nft, tunnels
+from vdc_runtime.fabric import leftovers, tunnels
 from vdc_runtime.fabric import netns as nsutil
 from vdc_runtime.forward import ForwardError, Forwards
 from vdc_runtime.holder.client import HolderClient, HolderError
@@ -237,11 +237,13 @@ class DataCenterRun:
             )
         self._adopting = True
         # Faults do not outlive the run that made them (their timers and undo steps were
-        # its); their rules would, so they go before anything else is taken over.
-        for entry in entries:
-            if entry["kind"] == "nft-table" and entry.get("family") == "bridge":
-                with contextlib.suppress(nft.NftError):
-                    await nft.delete_table(entry["name"], "bridge")
+        # its); their rules would, so they go before anything else is taken over, and out
+        # of the ledger (this run's faults record their table again when they make it).
+        faults_tables = [
+            e for e in entries if e["kind"] == "nft-table" and e.get("family") == "bridge"
+        ]
+        await fabric.teardown(faults_tables)
+        entries = [e for e in entries if e not in faults_tables]
         self.ledger = Ledger(run_dir, entries)
         self.apps = self._app_supervisor()
         if self.held is not None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from vdc_runtime.fabric import netns as nsutil
-from vdc_runtime.graph import model
-from vdc_runtime.graph import topology as graph
 from vdc_runtime.nodes.states import MachineState, Power
 
 if TYPE_CHECKING:
@@ -105,6 +103,10 @@ def machine_state(machine: Machine) -> str:
 def topology(run: DataCenterRun) -> dict[str, Any]:
     """The whole data center's graph (`vdc graph --endpoint`), with the states of the
     machines this run has: one group's run leaves the other groups' without."""
+    # Imported when asked: the graph package brings every renderer, which no start-up needs.
+    from vdc_runtime.graph import model
+    from vdc_runtime.graph import topology as graph
+
     states = {name: machine_state(m) for name, m in run.machines.items()}
     return model.to_json(graph.build(run.spec, states=states))
 

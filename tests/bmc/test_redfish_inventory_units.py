@@ -54,7 +54,7 @@ def test_processors_per_socket() -> None:
     assert (cpu["Id"], cpu["Socket"], cpu["TotalCores"], cpu["TotalThreads"]) == (
         "CPU2", "CPU 1", 2, 4,
     )  # fmt: skip
-    summary = inv.system_properties(IDENT_2, BmcSettings(False), "On")["ProcessorSummary"]
+    summary = inv.system_properties(IDENT_2, BmcSettings(False))["ProcessorSummary"]
     assert (summary["Count"], summary["CoreCount"], summary["LogicalProcessorCount"]) == (2, 4, 8)
 
 

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from vdc_runtime.phases import RunPhase
 from vdc_runtime.runner import RunnerPhase
+from vdc_runtime.spec.faults import FAULT_KINDS
 
 if TYPE_CHECKING:
     from vdc_runtime.agent.status import RunnerObservation
@@ -63,7 +64,7 @@ class RunCollector(Collector):
             "vdc_faults_cleared", "Faults undone: cleared by hand, expired, or powered on"
         )
         manager = run.faults
-        for kind in ("link", "partition", "machine", "bmc"):
+        for kind in FAULT_KINDS:
             count = 0 if manager is None else manager.count(kind)
             active.add_metric([kind], count)
         cleared.add_metric([], manager.cleared if manager is not None else 0)

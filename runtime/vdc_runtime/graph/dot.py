@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vdc_runtime.graph.model import Graph, Node, fill, visible
+from vdc_runtime.graph.model import Graph, Node, fill, heading, visible
 
 
 def _escape(text: str, newline: str = "\\n") -> str:
@@ -19,8 +19,8 @@ def quote(text: str) -> str:
 
 def _label(node: Node) -> str:
     """The name over the details, each line left-aligned (graphviz's `\\l` ends one)."""
-    head = node.name if node.state is None else f"{node.name} [{node.state}]"
-    return '"' + "".join(_escape(line, "\\l") + "\\l" for line in (head, *node.lines)) + '"'
+    lines = (heading(node), *node.lines)
+    return '"' + "".join(_escape(line, "\\l") + "\\l" for line in lines) + '"'
 
 
 _SHAPES = {

@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from vdc_runtime.graph.model import STATE_COLOURS, Cluster, Edge, Graph, Node
+from vdc_runtime.graph.model import STATE_COLOURS, Cluster, Edge, Graph, Node, heading
 
 CHAR_W = 7.25
 """Advance of one character of a 12px monospace font (DejaVu Sans Mono: 0.602 em), a bit
@@ -111,10 +111,6 @@ class Layout:
 
 def text_width(text: str) -> int:
     return math.ceil(len(text) * CHAR_W)
-
-
-def heading(node: Node) -> str:
-    return node.name if node.state is None else f"{node.name} [{node.state}]"
 
 
 def _box_size(node: Node, ports: int) -> tuple[int, int]:

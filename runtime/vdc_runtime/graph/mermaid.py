@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from vdc_runtime.graph.model import STATE_COLOURS, UNKNOWN_STATE_COLOUR, Graph, Node, fill
+from vdc_runtime.graph.model import STATE_COLOURS, Graph, Node, fill, heading, state_colour
 
 _PLAIN = re.compile(r"[A-Za-z0-9 ._:/,\[\]()-]")
 
@@ -22,8 +22,7 @@ def quote(text: str) -> str:
 
 
 def _label(node: Node) -> str:
-    head = node.name if node.state is None else f"{node.name} [{node.state}]"
-    return "<br>".join(quote(line)[1:-1] for line in (head, *node.lines))
+    return "<br>".join(quote(line)[1:-1] for line in (heading(node), *node.lines))
 
 
 def _shape(node: Node, ident: str) -> str:
@@ -56,9 +55,8 @@ def render(graph: Graph) -> str:
         label = quote(" ".join([edge.label, *edge.addresses]))
         out.append(f"  {ids[edge.source]} {link}|{label}| {ids[edge.target]}")
     states = sorted({n.state for n in graph.nodes if n.state is not None})
-    for cls in sorted({_class(s) for s in states}):
-        colour = STATE_COLOURS.get(cls[3:], UNKNOWN_STATE_COLOUR)
-        out.append(f"  classDef {cls} fill:{colour}")
+    for cls, state in sorted({_class(s): s for s in states}.items()):
+        out.append(f"  classDef {cls} fill:{state_colour(state)}")
     for node in graph.nodes:
         if node.state is not None:
             out.append(f"  class {ids[node.id]} {_class(node.state)}")

@@ -106,11 +106,20 @@ def visible(text: str) -> str:
     return _CONTROL.sub("\ufffd", text)
 
 
+def state_colour(state: str) -> str:
+    return STATE_COLOURS.get(state, UNKNOWN_STATE_COLOUR)
+
+
 def fill(node: Node) -> str:
     """A node's fill: its state's colour when it has a state, else its kind's."""
     if node.state is None:
         return KIND_COLOURS[node.kind]
-    return STATE_COLOURS.get(node.state, UNKNOWN_STATE_COLOUR)
+    return state_colour(node.state)
+
+
+def heading(node: Node) -> str:
+    """A node's first line: its name, and its state when it has one."""
+    return node.name if node.state is None else f"{node.name} [{node.state}]"
 
 
 def to_json(graph: Graph) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from vdc_runtime.graph.layout import FONT, LINE_H, PAD, Layout, layout
-from vdc_runtime.graph.model import STATE_COLOURS, UNKNOWN_STATE_COLOUR, Graph, fill, visible
+from vdc_runtime.graph.model import Graph, fill, state_colour, visible
 
 _ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"}
 
@@ -80,7 +80,7 @@ def draw(plan: Layout) -> str:
         out.append("</g>")
     x = PAD * 2
     for state in plan.legend:
-        colour = STATE_COLOURS.get(state, UNKNOWN_STATE_COLOUR)
+        colour = state_colour(state)
         out.append(
             f'<rect class="box" x="{x}" y="{plan.legend_y}" width="14" height="14"'
             f' fill="{colour}"/><text x="{x + 20}" y="{plan.legend_y + 12}">'

@@ -297,14 +297,6 @@ class PowerControl:
 
     # -- faults --------------------------------------------------------------------------
 
-    @property
-    def hung(self) -> bool:
-        return self._hung
-
-    @property
-    def cold(self) -> bool:
-        return self._cold_boot is not None
-
     async def hang(self) -> None:
         """Stop the vCPUs while the power stays on: the BMC still answers, and says On."""
         async with self._lock:

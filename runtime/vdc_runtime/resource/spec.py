@@ -34,6 +34,7 @@ from vdc_runtime.resource.github_url import URL_HELP, parse_github_url
 from vdc_runtime.spec import cel, strings
 from vdc_runtime.spec.checks import Document, check
 from vdc_runtime.spec.errors import SpecError, SpecErrors, did_you_mean, format_path
+from vdc_runtime.spec.faults import FaultKind
 from vdc_runtime.spec.fields import GroupName, Name, Text, ruled_str
 from vdc_runtime.spec.keys import locate, rename
 from vdc_runtime.spec.loader import assemble, pydantic_problem
@@ -516,7 +517,7 @@ FaultText = Annotated[Text, Field(min_length=1, max_length=256)]
 class CRFault(ApiSpecModel):
     """A fault the agent applies while it is listed (once: `for` ends it), as `vdc fault add`."""
 
-    kind: Literal["link", "partition", "machine", "bmc"]
+    kind: FaultKind
     target: FaultText | None = Field(
         default=None, description="link: NODE:ethI or NAMESPACE:NETWORK; machine, bmc: NODE."
     )

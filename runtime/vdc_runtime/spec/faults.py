@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+FaultKind = Literal["link", "partition", "machine", "bmc"]
+FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 
 MAX_DURATION = 7 * 24 * 3600.0
 """A fault meant to last longer is one to clear by hand: a week bounds typos (`60d`)."""
@@ -225,8 +228,8 @@ def parse_fault(body: Any) -> LinkFault | PartitionFault | MachineFault | BmcFau
     """A fault from its JSON body, or FaultError naming the first field that is wrong."""
     if not isinstance(body, dict):
         raise FaultError("fault", "expected a JSON object with a kind")
-    if body.get("kind") not in ("link", "partition", "machine", "bmc"):
-        raise FaultError("kind", f"{body.get('kind')!r}: one of link, partition, machine, bmc")
+    if body.get("kind") not in FAULT_KINDS:
+        raise FaultError("kind", f"{body.get('kind')!r}: one of {', '.join(FAULT_KINDS)}")
     try:
         fault = _ADAPTER.validate_python(body)
     except ValidationError as exc:
@@ -247,6 +250,18 @@ def named(body: dict[str, Any]) -> tuple[str, ...]:
 
 
 __all__ = [
-    "BmcFault", "Fault", "FaultConflict", "FaultError", "LinkFault", "MachineFault",
-    "PartitionFault", "named", "parse_fault", "parse_percent", "parse_rate", "parse_seconds",
+    "FAULT_KINDS",
+    "BmcFault",
+    "Fault",
+    "FaultConflict",
+    "FaultError",
+    "FaultKind",
+    "LinkFault",
+    "MachineFault",
+    "PartitionFault",
+    "named",
+    "parse_fault",
+    "parse_percent",
+    "parse_rate",
+    "parse_seconds",
 ]  # fmt: skip

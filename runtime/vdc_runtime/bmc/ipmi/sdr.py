@@ -9,6 +9,7 @@ the latter at standby level.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from typing import Literal
@@ -170,15 +171,16 @@ def compact_record(record_id: int, sensor: Sensor) -> bytes:
     return _header(record_id, COMPACT_SENSOR, body + id_string(sensor.name))
 
 
+@functools.cache
 def repository() -> tuple[bytes, ...]:
-    """Every SDR, record IDs from 1 in SENSORS' order."""
+    """Every SDR, record IDs from 1 in SENSORS' order (the same for every BMC)."""
     return tuple(
         compact_record(i, s) if s.discrete else full_record(i, s)
         for i, s in enumerate(SENSORS, start=1)
     )
 
 
-def discrete_state(sensor: Sensor, power: Power, identify: bool = False) -> int:
+def discrete_state(sensor: Sensor, power: Power) -> int:
     """The asserted offsets of a discrete sensor now."""
     if sensor.number == 0x21:
         return 0x0001  # present, no failure

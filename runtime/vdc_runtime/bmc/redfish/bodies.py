@@ -63,15 +63,24 @@ def decode(data: bytes, *, action: str | None = None) -> Json:
     return body
 
 
-def _annotation(key: str) -> bool:
+def annotation(key: str) -> bool:
     return key.startswith("@") or "@odata." in key or "@Redfish." in key or "@Message." in key
+
+
+def no_parameters(body: Json, action: str) -> None:
+    """400 naming every parameter given to an action that takes none (annotations aside)."""
+    extra = [k for k in body if not annotation(k)]
+    if extra:
+        raise refuse(
+            [message("ActionParameterUnknown", action, k, related=[f"/{k}"]) for k in extra]
+        )
 
 
 def _problems_summary(infos: list[Json]) -> str:
     return "; ".join(i["Message"] for i in infos)
 
 
-def _refuse(infos: list[Json]) -> RedfishError:
+def refuse(infos: list[Json]) -> RedfishError:
     return RedfishError(400, _problems_summary(infos), infos)
 
 
@@ -106,7 +115,7 @@ def system_patch(body: Json, current: BootOverride) -> BootOverride:
     """The boot override a ComputerSystem PATCH asks for, merged into the current one."""
     infos: list[Json] = []
     boot = None
-    properties = [k for k in body if not _annotation(k)]
+    properties = [k for k in body if not annotation(k)]
     if not properties:
         raise bad_request("The request changes nothing.", message("NoOperation"))
     for key in properties:
@@ -124,7 +133,7 @@ def system_patch(body: Json, current: BootOverride) -> BootOverride:
     target = enabled = mode = None
     if boot is not None:
         for key in boot:
-            if key in _BOOT_WRITABLE or _annotation(key):
+            if key in _BOOT_WRITABLE or annotation(key):
                 continue
             known = key.startswith("BootSourceOverride") or key in ("BootOrder", "HttpBootUri")
             info = "PropertyNotWritable" if known else "PropertyUnknown"
@@ -145,7 +154,7 @@ def system_patch(body: Json, current: BootOverride) -> BootOverride:
         if not infos and not any(k in boot for k in _BOOT_WRITABLE):
             infos.append(message("NoOperation"))
     if infos:
-        raise _refuse(infos)
+        raise refuse(infos)
     if enabled is None:
         if target is not None and target != "none" and current.enabled == "disabled":
             # A boot device asked for without saying for how long is read as the next boot:
@@ -172,7 +181,7 @@ _SESSION_SERVICE_READ_ONLY = frozenset(
 def session_service_patch(body: Json) -> int:
     """The new SessionTimeout of a SessionService PATCH."""
     infos: list[Json] = []
-    properties = [k for k in body if not _annotation(k)]
+    properties = [k for k in body if not annotation(k)]
     if not properties:
         raise bad_request("The request changes nothing.", message("NoOperation"))
     timeout = None
@@ -193,7 +202,7 @@ def session_service_patch(body: Json) -> int:
         else:
             infos.append(message("PropertyUnknown", key, related=[f"/{key}"]))
     if infos:
-        raise _refuse(infos)
+        raise refuse(infos)
     assert timeout is not None
     return timeout
 
@@ -202,7 +211,7 @@ def reset_type(body: Json, action: str, allowed: tuple[str, ...]) -> str:
     """The ResetType of a Reset action body; `action` is e.g. ComputerSystem.Reset."""
     infos: list[Json] = []
     for key in body:
-        if key != "ResetType" and not _annotation(key):
+        if key != "ResetType" and not annotation(key):
             infos.append(message("ActionParameterUnknown", action, key, related=[f"/{key}"]))
     value = body.get("ResetType")
     if "ResetType" not in body:
@@ -224,7 +233,7 @@ def reset_type(body: Json, action: str, allowed: tuple[str, ...]) -> str:
             )
         )
     if infos:
-        raise _refuse(infos)
+        raise refuse(infos)
     assert isinstance(value, str)
     return value
 
@@ -252,10 +261,10 @@ def login(body: Json) -> Login:
         else:
             values[key] = body[key]
     for key in body:
-        if key not in ("UserName", "Password", "Context") and not _annotation(key):
+        if key not in ("UserName", "Password", "Context") and not annotation(key):
             infos.append(message("PropertyUnknown", key, related=[f"/{key}"]))
     if infos:
-        raise _refuse(infos)
+        raise refuse(infos)
     return Login(values["UserName"], values["Password"], context)
 
 

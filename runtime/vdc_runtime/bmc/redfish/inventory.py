@@ -10,13 +10,13 @@ the identify light. `inventory_routes` serves them.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from vdc_runtime.bmc.events import Event, EventLog
 from vdc_runtime.bmc.ipmi import sdr
 from vdc_runtime.bmc.ipmi.sel import EVENT_CODES
-from vdc_runtime.bmc.redfish.resources import Identity, link, odata_type, segment
+from vdc_runtime.bmc.redfish.resources import Identity, collection, link, odata_type, segment
 from vdc_runtime.bmc.settings import BmcSettings
 from vdc_runtime.bmc.target import DriveFacts, PowerState
 
@@ -45,20 +45,10 @@ def _timestamp(value: float) -> str:
     return datetime.datetime.fromtimestamp(value, datetime.UTC).isoformat(timespec="seconds")
 
 
-def _collection(schema: str, uri: str, name: str, members: Sequence[str]) -> Json:
-    return {
-        "@odata.id": uri,
-        "@odata.type": odata_type(schema),
-        "Name": name,
-        "Members": [link(m) for m in members],
-        "Members@odata.count": len(members),
-    }
-
-
 # -- the system's own properties ------------------------------------------------------------
 
 
-def system_properties(ident: Identity, settings: BmcSettings, power: PowerState) -> Json:
+def system_properties(ident: Identity, settings: BmcSettings) -> Json:
     """What the inventory adds to the ComputerSystem resource."""
     facts, uri = ident.facts, ident.system_uri
     return {
@@ -106,7 +96,7 @@ def manager_with_inventory(body: Json, ident: Identity) -> Json:
 def processors(ident: Identity) -> Json:
     uri = f"{ident.system_uri}/Processors"
     members = [f"{uri}/CPU{n}" for n in range(1, ident.facts.sockets + 1)]
-    return _collection("ProcessorCollection", uri, "Processors Collection", members)
+    return collection("ProcessorCollection", uri, "Processors Collection", members)
 
 
 def processor(ident: Identity, socket: int) -> Json:
@@ -139,7 +129,7 @@ def memory_collection(ident: Identity) -> Json:
     uri = f"{ident.system_uri}/Memory"
     count = len(dimm_sizes(ident.facts.memory_mib))
     members = [f"{uri}/DIMM{n}" for n in range(count)]
-    return _collection("MemoryCollection", uri, "Memory Collection", members)
+    return collection("MemoryCollection", uri, "Memory Collection", members)
 
 
 def dimm(ident: Identity, number: int) -> Json:
@@ -172,12 +162,12 @@ def drive_uri(ident: Identity, drive: DriveFacts) -> str:
 def drives(ident: Identity) -> Json:
     uri = f"{ident.chassis_uri}/Drives"
     members = [drive_uri(ident, d) for d in ident.facts.drives]
-    return _collection("DriveCollection", uri, "Drive Collection", members)
+    return collection("DriveCollection", uri, "Drive Collection", members)
 
 
 def storage_collection(ident: Identity) -> Json:
     uri = f"{ident.system_uri}/Storage"
-    return _collection("StorageCollection", uri, "Storage Collection", [f"{uri}/{STORAGE_ID}"])
+    return collection("StorageCollection", uri, "Storage Collection", [f"{uri}/{STORAGE_ID}"])
 
 
 def storage(ident: Identity) -> Json:
@@ -204,7 +194,7 @@ def volumes(ident: Identity) -> Json:
     root disk from these)."""
     uri = f"{ident.system_uri}/Storage/{STORAGE_ID}/Volumes"
     members = [volume_uri(ident, d) for d in ident.facts.drives]
-    return _collection("VolumeCollection", uri, "Volume Collection", members)
+    return collection("VolumeCollection", uri, "Volume Collection", members)
 
 
 def volume(ident: Identity, facts: DriveFacts) -> Json:
@@ -246,7 +236,7 @@ def drive(ident: Identity, facts: DriveFacts) -> Json:
 def simple_storage_collection(ident: Identity) -> Json:
     uri = f"{ident.system_uri}/SimpleStorage"
     members = [f"{uri}/{STORAGE_ID}"]
-    return _collection("SimpleStorageCollection", uri, "Simple Storage Collection", members)
+    return collection("SimpleStorageCollection", uri, "Simple Storage Collection", members)
 
 
 def simple_storage(ident: Identity) -> Json:
@@ -342,7 +332,7 @@ def secure_boot(ident: Identity) -> Json:
 
 def log_services(base: str, log_id: str) -> Json:
     uri = f"{base}/LogServices"
-    return _collection("LogServiceCollection", uri, "Log Service Collection", [f"{uri}/{log_id}"])
+    return collection("LogServiceCollection", uri, "Log Service Collection", [f"{uri}/{log_id}"])
 
 
 def log_service(base: str, log_id: str, log: EventLog, now: datetime.datetime) -> Json:
@@ -429,7 +419,7 @@ def sensor_id(sensor: sdr.Sensor) -> str:
 def sensors(ident: Identity) -> Json:
     uri = f"{ident.chassis_uri}/Sensors"
     members = [f"{uri}/{sensor_id(s)}" for s in SENSORS]
-    return _collection("SensorCollection", uri, "Sensor Collection", members)
+    return collection("SensorCollection", uri, "Sensor Collection", members)
 
 
 def sensor(ident: Identity, sensor: sdr.Sensor, power: PowerState) -> Json:

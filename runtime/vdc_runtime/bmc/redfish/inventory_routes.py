@@ -29,14 +29,6 @@ Table = dict[tuple[str, ...], Endpoint]
 INDICATOR_LED = {"Off": False, "Blinking": True, "Lit": True}
 
 
-def _refuse(infos: list[Json]) -> RedfishError:
-    return RedfishError(400, "; ".join(i["Message"] for i in infos), infos)
-
-
-def _annotation(key: str) -> bool:
-    return key.startswith("@") or "@odata." in key or "@Redfish." in key
-
-
 def take_indicator(body: Json) -> tuple[bool | None, Json]:
     """(the identify light asked for, the rest of the body): `LocationIndicatorActive`
     or the older `IndicatorLED`; 400 if either has a bad value."""
@@ -45,7 +37,7 @@ def take_indicator(body: Json) -> tuple[bool | None, Json]:
     if "LocationIndicatorActive" in rest:
         value = rest.pop("LocationIndicatorActive")
         if not isinstance(value, bool):
-            raise _refuse([
+            raise bodies.refuse([
                 message("PropertyValueTypeError", json.dumps(value), "LocationIndicatorActive",
                         related=["/LocationIndicatorActive"])
             ])  # fmt: skip
@@ -53,7 +45,7 @@ def take_indicator(body: Json) -> tuple[bool | None, Json]:
     if "IndicatorLED" in rest:
         value = rest.pop("IndicatorLED")
         if value not in INDICATOR_LED:
-            raise _refuse([
+            raise bodies.refuse([
                 message("PropertyValueNotInList", str(value), "IndicatorLED",
                         related=["/IndicatorLED"])
             ])  # fmt: skip
@@ -66,7 +58,7 @@ def bios_patch(body: Json) -> Json:
     infos = [
         message("PropertyUnknown", key, related=[f"/{key}"])
         for key in body
-        if key != "Attributes" and not _annotation(key)
+        if key != "Attributes" and not bodies.annotation(key)
     ]
     attributes = body.get("Attributes")
     if "Attributes" not in body:
@@ -79,7 +71,7 @@ def bios_patch(body: Json) -> Json:
     elif not attributes:
         infos.append(message("NoOperation"))
     if infos:
-        raise _refuse(infos)
+        raise bodies.refuse(infos)
     assert isinstance(attributes, dict)
     return attributes
 
@@ -94,15 +86,15 @@ def bios_error(error: BiosError) -> RedfishError:
         info = message(
             "PropertyValueNotInList", str(error.value), f"Attributes/{error.name}", related=pointer
         )
-    return _refuse([info])
+    return bodies.refuse([info])
 
 
 def secure_boot_patch(body: Json) -> None:
     """Only what is already so may be written: Secure Boot stays off (see inventory)."""
     infos: list[Json] = []
-    properties = [k for k in body if not _annotation(k)]
+    properties = [k for k in body if not bodies.annotation(k)]
     if not properties:
-        raise _refuse([message("NoOperation")])
+        raise bodies.refuse([message("NoOperation")])
     for key in properties:
         if key == "SecureBootEnable":
             if body[key] is not False:
@@ -117,7 +109,7 @@ def secure_boot_patch(body: Json) -> None:
         else:
             infos.append(message("PropertyUnknown", key, related=[f"/{key}"]))
     if infos:
-        raise _refuse(infos)
+        raise bodies.refuse(infos)
 
 
 def extend(bmc: Bmc, table: Table) -> None:
@@ -139,21 +131,21 @@ def extend(bmc: Bmc, table: Table) -> None:
 
     # -- the system and its NICs ---------------------------------------------------------------
 
-    def wrap_indicator(uri: str, extra: Callable[[Json], Any]) -> None:
+    def wrap_indicator(uri: str, extra: Callable[[], Json]) -> None:
         original = table[_split(uri)]
         assert original.get is not None
 
         async def get(call: Call) -> Json:
             body = await original.get(call)  # type: ignore[misc]
             assert isinstance(body, dict)
-            return {**body, **(await extra(body))}
+            return {**body, **extra()}
 
         async def patch(call: Call) -> None:
             wanted, rest = take_indicator(call.body)
-            if wanted is None or any(not _annotation(k) for k in rest):
+            if wanted is None or any(not bodies.annotation(k) for k in rest):
                 if original.patch is None:
-                    key = next(k for k in rest if not _annotation(k))
-                    raise _refuse([message("PropertyNotWritable", key, related=[f"/{key}"])])
+                    key = next(k for k in rest if not bodies.annotation(k))
+                    raise bodies.refuse([message("PropertyNotWritable", key, related=[f"/{key}"])])
                 call.body = rest
                 await original.patch(call)
             if wanted is not None:
@@ -166,10 +158,10 @@ def extend(bmc: Bmc, table: Table) -> None:
         privileges = {"PATCH": "ConfigureComponents", **original.privileges}
         add(uri, Endpoint(original.schema, get=get, patch=patch, privileges=privileges))
 
-    async def system_extra(body: Json) -> Json:
-        return inv.system_properties(ident, settings, await target.power_state())
+    def system_extra() -> Json:
+        return inv.system_properties(ident, settings)
 
-    async def chassis_extra(body: Json) -> Json:
+    def chassis_extra() -> Json:
         return inv.chassis_properties(ident, settings)
 
     for system_id in (ident.system_id, rs.PLACEMAT_ID):
@@ -201,12 +193,7 @@ def extend(bmc: Bmc, table: Table) -> None:
             return inv.log_service(base, log_id, events, datetime.datetime.now(datetime.UTC))
 
         async def clear(call: Call) -> Reply:
-            extra = [k for k in call.body if not _annotation(k)]
-            if extra:
-                raise _refuse([
-                    message("ActionParameterUnknown", "LogService.ClearLog", k, related=[f"/{k}"])
-                    for k in extra
-                ])  # fmt: skip
+            bodies.no_parameters(call.body, "LogService.ClearLog")
             events.clear(f"Redfish user {who(call)}")
             log.info("node %s: Redfish user %s cleared the event log", bmc.node, who(call))
             return Reply(204)
@@ -346,12 +333,7 @@ def _system_inventory(
         )  # fmt: skip
 
     async def reset_bios(call: Call) -> Reply:
-        extra = [k for k in call.body if not _annotation(k)]
-        if extra:
-            raise _refuse([
-                message("ActionParameterUnknown", "Bios.ResetBios", k, related=[f"/{k}"])
-                for k in extra
-            ])  # fmt: skip
+        bodies.no_parameters(call.body, "Bios.ResetBios")
         settings.reset_bios()
         log.info("node %s: Redfish user %s: BIOS defaults at the next reset", bmc.node,
                  call.who.user.name)  # fmt: skip

@@ -14,6 +14,7 @@ from typing import Any
 
 from vdc_runtime.bmc.media import MediaError, MediaState
 from vdc_runtime.bmc.redfish import resources as rs
+from vdc_runtime.bmc.redfish.bodies import no_parameters, refuse
 from vdc_runtime.bmc.redfish.messages import RedfishError, message
 
 Json = dict[str, Any]
@@ -40,13 +41,9 @@ def locations(ident: rs.Identity) -> list[tuple[str, str]]:
 
 def collection(uri: str) -> Json:
     """The VirtualMedia collection at `uri`: the one CD drive."""
-    return {
-        "@odata.id": uri,
-        "@odata.type": rs.odata_type("VirtualMediaCollection"),
-        "Name": "Virtual Media Collection",
-        "Members": rs.links([f"{uri}/{MEDIA_ID}"]),
-        "Members@odata.count": 1,
-    }
+    return rs.collection(
+        "VirtualMediaCollection", uri, "Virtual Media Collection", [f"{uri}/{MEDIA_ID}"]
+    )
 
 
 def virtual_media(collection_uri: str, state: MediaState) -> Json:
@@ -160,19 +157,13 @@ def insert_request(body: Json) -> Insert:
     if values["Password"] is not None and values["UserName"] is None:
         infos.append(message("ActionParameterMissing", INSERT, "UserName"))
     if infos:
-        raise RedfishError(400, "; ".join(i["Message"] for i in infos), infos)
+        raise refuse(infos)
     return Insert(image, values["UserName"], values["Password"])
 
 
 def eject_request(body: Json) -> None:
     """EjectMedia takes no parameters."""
-    infos = [
-        message("ActionParameterUnknown", EJECT, key, related=[f"/{key}"])
-        for key in body
-        if not key.startswith("@")
-    ]
-    if infos:
-        raise RedfishError(400, "; ".join(i["Message"] for i in infos), infos)
+    no_parameters(body, EJECT)
 
 
 def refusal(error: MediaError) -> RedfishError:

@@ -167,7 +167,7 @@ def links(uris: Iterable[str]) -> list[Json]:
     return [link(u) for u in uris]
 
 
-def _collection(schema: str, uri: str, name: str, members: Sequence[str]) -> Json:
+def collection(schema: str, uri: str, name: str, members: Sequence[str]) -> Json:
     return {
         "@odata.id": uri,
         "@odata.type": odata_type(schema),
@@ -322,7 +322,7 @@ def boot_object(override: BootOverride) -> Json:
 
 def systems_collection(ident: Identity) -> Json:
     # System.Embedded.1 answers too, but as another name for this member, not a second one.
-    return _collection(
+    return collection(
         "ComputerSystemCollection", SYSTEMS, "Computer System Collection", [ident.system_uri]
     )
 
@@ -385,7 +385,7 @@ def reset_action_info(uri: str, values: Sequence[str]) -> Json:
 def ethernet_interfaces(ident: Identity) -> Json:
     uri = f"{ident.system_uri}/EthernetInterfaces"
     members = [f"{uri}/{i}" for i in range(1, len(ident.facts.macs) + 1)]
-    return _collection("EthernetInterfaceCollection", uri, "Ethernet Interface Collection", members)
+    return collection("EthernetInterfaceCollection", uri, "Ethernet Interface Collection", members)
 
 
 def ethernet_interface(ident: Identity, number: int) -> Json:
@@ -407,7 +407,7 @@ def ethernet_interface(ident: Identity, number: int) -> Json:
 
 
 def chassis_collection(ident: Identity) -> Json:
-    return _collection("ChassisCollection", CHASSIS, "Chassis Collection", [ident.chassis_uri])
+    return collection("ChassisCollection", CHASSIS, "Chassis Collection", [ident.chassis_uri])
 
 
 def chassis(ident: Identity, power: PowerState) -> Json:
@@ -441,7 +441,7 @@ def chassis(ident: Identity, power: PowerState) -> Json:
 
 
 def managers_collection(ident: Identity) -> Json:
-    return _collection("ManagerCollection", MANAGERS, "Manager Collection", [ident.manager_uri])
+    return collection("ManagerCollection", MANAGERS, "Manager Collection", [ident.manager_uri])
 
 
 def manager(ident: Identity, now: datetime.datetime) -> Json:
@@ -482,7 +482,7 @@ def manager(ident: Identity, now: datetime.datetime) -> Json:
 
 def manager_ethernet_interfaces(ident: Identity) -> Json:
     uri = f"{ident.manager_uri}/EthernetInterfaces"
-    return _collection(
+    return collection(
         "EthernetInterfaceCollection",
         uri,
         "Manager Ethernet Interface Collection",
@@ -549,7 +549,7 @@ def account_service() -> Json:
 
 
 def accounts_collection(users: Sequence[BmcUser]) -> Json:
-    return _collection(
+    return collection(
         "ManagerAccountCollection",
         ACCOUNTS,
         "Accounts Collection",
@@ -575,7 +575,7 @@ def account(user: BmcUser) -> Json:
 
 
 def roles_collection() -> Json:
-    return _collection(
+    return collection(
         "RoleCollection", ROLES, "Roles Collection", [f"{ROLES}/{r}" for r in PRIVILEGES]
     )
 
@@ -624,7 +624,7 @@ def session_uri(session_id: str) -> str:
 
 
 def sessions_collection(session_ids: Sequence[str]) -> Json:
-    return _collection(
+    return collection(
         "SessionCollection", SESSIONS, "Session Collection", [session_uri(s) for s in session_ids]
     )
 

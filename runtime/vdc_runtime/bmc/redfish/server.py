@@ -627,6 +627,7 @@ class Bmc:
         from vdc_runtime.bmc.redfish import inventory_routes
 
         inventory_routes.extend(self, table)
+        self._inventory_route = inventory_routes.route
         return table
 
     def _add_virtual_media(
@@ -650,9 +651,7 @@ class Bmc:
         endpoint = self._static.get(parts)
         if endpoint is not None:
             return endpoint
-        from vdc_runtime.bmc.redfish import inventory_routes
-
-        endpoint = inventory_routes.route(self, parts)
+        endpoint = self._inventory_route(self, parts)
         if endpoint is not None:
             return endpoint
         if len(parts) != 5 or parts[:2] != ("redfish", "v1"):
