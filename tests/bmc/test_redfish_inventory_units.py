@@ -115,6 +115,16 @@ def test_bios_and_its_pending_settings() -> None:
     assert inv.bios_settings(IDENT, settings.pending)["Attributes"] == {"NumLock": "Off"}
 
 
+def test_secure_boot_follows_the_firmware() -> None:
+    on = inv.secure_boot(rs.Identity(replace(FACTS, secure_boot=True), "10.0.0.5", 443, "1"))
+    off = inv.secure_boot(IDENT)
+    legacy = inv.secure_boot(rs.Identity(replace(FACTS, uefi=False), "10.0.0.5", 443, "1"))
+    fields = ("SecureBootEnable", "SecureBootCurrentBoot", "SecureBootMode")
+    assert [on[k] for k in fields] == [True, "Enabled", "UserMode"]
+    assert [off[k] for k in fields] == [False, "Disabled", "SetupMode"]
+    assert "legacy BIOS" in legacy["Description"] and not legacy["SecureBootEnable"]
+
+
 def test_body_checks() -> None:
     assert take_indicator({"LocationIndicatorActive": True, "Boot": {}}) == (True, {"Boot": {}})
     assert take_indicator({"IndicatorLED": "Off"}) == (False, {})
@@ -135,12 +145,17 @@ def test_body_checks() -> None:
         assert ids(error.value) == expected, body
     assert ids(bios_error(BiosError("read-only", "BootMode", "Bios"))) == ["PropertyNotWritable"]
 
-    secure_boot_patch({"SecureBootEnable": False})
+    secure = replace(FACTS, secure_boot=True)
+    secure_boot_patch({"SecureBootEnable": True}, secure)
+    with pytest.raises(RedfishError) as error:
+        secure_boot_patch({"SecureBootEnable": False}, secure)
+    assert ids(error.value) == ["PropertyValueNotInList"]
+    secure_boot_patch({"SecureBootEnable": False}, FACTS)
     for body, expected in (
         ({"SecureBootEnable": True}, ["PropertyValueNotInList"]),
         ({"SecureBootMode": "UserMode"}, ["PropertyNotWritable"]),
         ({}, ["NoOperation"]),
     ):
         with pytest.raises(RedfishError) as error:
-            secure_boot_patch(body)
+            secure_boot_patch(body, FACTS)
         assert ids(error.value) == expected, body

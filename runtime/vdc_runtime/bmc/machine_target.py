@@ -115,6 +115,7 @@ def facts_of(machine: Machine) -> SystemFacts:
         threads=threads,
         drives=tuple(drive_facts(node.name, d) for d in layout.drives),
         networks=tuple(nic.network for nic in layout.nics),
+        secure_boot=layout.secure_boot,
     )
 
 

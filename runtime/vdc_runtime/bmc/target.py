@@ -67,6 +67,8 @@ class SystemFacts:
     drives: tuple[DriveFacts, ...] = ()
     networks: tuple[str, ...] = ()
     """The network each NIC (in `macs`' order) is plugged into."""
+    secure_boot: bool = False
+    """UEFI Secure Boot: OVMF's Secure Boot build with keys enrolled (`uefi-secure-boot`)."""
 
 
 class PowerStateError(RuntimeError):

@@ -320,20 +320,28 @@ def bios_settings(ident: Identity, pending: Mapping[str, str]) -> Json:
 
 
 def secure_boot(ident: Identity) -> Json:
-    """Off, with no keys enrolled: vdc starts OVMF with its plain variable store."""
+    """As the node's firmware runs: OVMF's Secure Boot build with Microsoft's and the
+    distributions' keys enrolled (User Mode, enforcing), or its plain build with no keys
+    (Setup Mode, nothing checked). The spec's `uefi-secure-boot` chooses."""
+    facts = ident.facts
+    if facts.secure_boot:
+        description = (
+            "UEFI Secure Boot is on: the firmware has Microsoft's and the distributions'"
+            " keys enrolled and runs only loaders they signed"
+        )
+    elif facts.uefi:
+        description = "UEFI Secure Boot is off: the node's firmware has no keys enrolled"
+    else:
+        description = "The node boots with a legacy BIOS, which has no Secure Boot"
     return {
         "@odata.id": f"{ident.system_uri}/SecureBoot",
         "@odata.type": odata_type("SecureBoot"),
         "Id": "SecureBoot",
         "Name": "UEFI Secure Boot",
-        "Description": (
-            "UEFI Secure Boot is off: the node's firmware has no keys enrolled"
-            if ident.facts.uefi
-            else "The node boots with a legacy BIOS, which has no Secure Boot"
-        ),
-        "SecureBootEnable": False,
-        "SecureBootCurrentBoot": "Disabled",
-        "SecureBootMode": "SetupMode",
+        "Description": description,
+        "SecureBootEnable": facts.secure_boot,
+        "SecureBootCurrentBoot": "Enabled" if facts.secure_boot else "Disabled",
+        "SecureBootMode": "UserMode" if facts.secure_boot else "SetupMode",
     }
 
 

@@ -20,6 +20,7 @@ from vdc_runtime.bmc.redfish.messages import RedfishError, message
 from vdc_runtime.bmc.redfish.server import Bmc, Call, Endpoint, Reply, _split
 from vdc_runtime.bmc.redfish.sessions import DEFAULT_TIMEOUT
 from vdc_runtime.bmc.settings import BiosError
+from vdc_runtime.bmc.target import SystemFacts
 
 log = logging.getLogger("vdc.bmc.redfish")
 
@@ -97,20 +98,26 @@ def bios_error(error: BiosError) -> RedfishError:
     return _refuse([info])
 
 
-def secure_boot_patch(body: Json) -> None:
-    """Only what is already so may be written: Secure Boot stays off (see inventory)."""
+def secure_boot_patch(body: Json, facts: SystemFacts) -> None:
+    """Only what is already so may be written: the node's spec (`uefi-secure-boot`) chooses
+    the firmware, and a running QEMU cannot change it."""
     infos: list[Json] = []
     properties = [k for k in body if not _annotation(k)]
     if not properties:
         raise _refuse([message("NoOperation")])
     for key in properties:
         if key == "SecureBootEnable":
-            if body[key] is not False:
+            if body[key] is not facts.secure_boot:
+                if not facts.uefi:
+                    why = "This node boots with a legacy BIOS, which has no Secure Boot."
+                else:
+                    why = (
+                        "This node's Secure Boot is set by its spec (uefi-secure-boot);"
+                        " change it there."
+                    )
                 infos.append(
                     message("PropertyValueNotInList", json.dumps(body[key]), key,
-                            related=[f"/{key}"],
-                            resolution="This node's firmware has no Secure Boot keys enrolled;"
-                            " Secure Boot cannot be enabled.")
+                            related=[f"/{key}"], resolution=why)
                 )  # fmt: skip
         elif key in ("SecureBootCurrentBoot", "SecureBootMode", "Id", "Name", "Description"):
             infos.append(message("PropertyNotWritable", key, related=[f"/{key}"]))
@@ -358,7 +365,7 @@ def _system_inventory(
         return Reply(204)
 
     async def patch_secure_boot(call: Call) -> None:
-        secure_boot_patch(call.body)
+        secure_boot_patch(call.body, ident.facts)
 
     add(f"{base}/Bios", Endpoint("Bios", get=getter(lambda: inv.bios(ident, settings))))
     add(
