@@ -19,7 +19,7 @@ from vdc_runtime.bmc.redfish.inventory_routes import (
 )
 from vdc_runtime.bmc.redfish.messages import RedfishError
 from vdc_runtime.bmc.settings import BiosError, BmcSettings
-from vdc_runtime.bmc.target import DriveFacts
+from vdc_runtime.bmc.target import DriveFacts, SecureBootState
 
 SYSTEM = "/redfish/v1/Systems/node-1"
 FACTS_2 = replace(
@@ -116,12 +116,21 @@ def test_bios_and_its_pending_settings() -> None:
 
 
 def test_secure_boot_follows_the_firmware() -> None:
-    on = inv.secure_boot(rs.Identity(replace(FACTS, secure_boot=True), "10.0.0.5", 443, "1"))
-    off = inv.secure_boot(IDENT)
-    legacy = inv.secure_boot(rs.Identity(replace(FACTS, uefi=False), "10.0.0.5", 443, "1"))
     fields = ("SecureBootEnable", "SecureBootCurrentBoot", "SecureBootMode")
-    assert [on[k] for k in fields] == [True, "Enabled", "UserMode"]
-    assert [off[k] for k in fields] == [False, "Disabled", "SetupMode"]
+
+    def shown(enabled: bool, current: bool) -> list[object]:
+        body = inv.secure_boot(IDENT, SecureBootState(enabled=enabled, current=current))
+        return [body[k] for k in fields]
+
+    assert shown(True, True) == [True, "Enabled", "UserMode"]
+    assert shown(False, False) == [False, "Disabled", "SetupMode"]
+    # Asked for, not yet booted: the firmware changes at the next reset.
+    assert shown(True, False) == [True, "Disabled", "SetupMode"]
+    pending = inv.secure_boot(IDENT, SecureBootState(enabled=False, current=True))
+    assert pending["Description"].endswith("turned off at the next reset")
+    legacy = inv.secure_boot(
+        rs.Identity(replace(FACTS, uefi=False), "10.0.0.5", 443, "1"), SecureBootState()
+    )
     assert "legacy BIOS" in legacy["Description"] and not legacy["SecureBootEnable"]
 
 
@@ -145,14 +154,13 @@ def test_body_checks() -> None:
         assert ids(error.value) == expected, body
     assert ids(bios_error(BiosError("read-only", "BootMode", "Bios"))) == ["PropertyNotWritable"]
 
-    secure = replace(FACTS, secure_boot=True)
-    secure_boot_patch({"SecureBootEnable": True}, secure)
-    with pytest.raises(RedfishError) as error:
-        secure_boot_patch({"SecureBootEnable": False}, secure)
-    assert ids(error.value) == ["PropertyValueNotInList"]
-    secure_boot_patch({"SecureBootEnable": False}, FACTS)
+    capable = replace(FACTS, secure_boot_capable=True)
+    assert secure_boot_patch({"SecureBootEnable": True}, capable) is True
+    assert secure_boot_patch({"SecureBootEnable": False}, capable) is False
+    assert secure_boot_patch({"SecureBootEnable": False}, FACTS) is False
     for body, expected in (
         ({"SecureBootEnable": True}, ["PropertyValueNotInList"]),
+        ({"SecureBootEnable": "yes"}, ["PropertyValueTypeError"]),
         ({"SecureBootMode": "UserMode"}, ["PropertyNotWritable"]),
         ({}, ["NoOperation"]),
     ):

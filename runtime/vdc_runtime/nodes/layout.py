@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -196,6 +196,15 @@ def nvram_path(data_dir: Path, node: str, secure_boot: bool) -> Path:
     return data_dir / "nvram" / (f"{node}.secboot.fd" if secure_boot else f"{node}.fd")
 
 
+def with_secure_boot(layout: NodeLayout, enabled: bool) -> NodeLayout:
+    """The layout of the same UEFI node with Secure Boot on or off: the other firmware and
+    its own variable store."""
+    if layout.nvram is None:
+        raise ValueError(f"node {layout.name} boots a legacy BIOS, which has no Secure Boot")
+    nvram = nvram_path(layout.nvram.parent.parent, layout.name, enabled)
+    return replace(layout, secure_boot=enabled, nvram=nvram)
+
+
 def plan_node(
     node: Node,
     *,
@@ -282,4 +291,5 @@ __all__ = [
     "memory_bytes",
     "nvram_path",
     "plan_node",
+    "with_secure_boot",
 ]

@@ -98,33 +98,41 @@ def bios_error(error: BiosError) -> RedfishError:
     return _refuse([info])
 
 
-def secure_boot_patch(body: Json, facts: SystemFacts) -> None:
-    """Only what is already so may be written: the node's spec (`uefi-secure-boot`) chooses
-    the firmware, and a running QEMU cannot change it."""
+def secure_boot_patch(body: Json, facts: SystemFacts) -> bool | None:
+    """The `SecureBootEnable` a PATCH asks for (None: no change), or RedfishError.
+
+    It takes effect at the next power on, power cycle or reset: QEMU cannot change the
+    firmware of a running machine, so the node's QEMU is started again then."""
     infos: list[Json] = []
     properties = [k for k in body if not _annotation(k)]
     if not properties:
         raise _refuse([message("NoOperation")])
+    enabled = None
     for key in properties:
         if key == "SecureBootEnable":
-            if body[key] is not facts.secure_boot:
-                if not facts.uefi:
-                    why = "This node boots with a legacy BIOS, which has no Secure Boot."
-                else:
-                    why = (
-                        "This node's Secure Boot is set by its spec (uefi-secure-boot);"
-                        " change it there."
-                    )
+            value = body[key]
+            if not isinstance(value, bool):
+                infos.append(message("PropertyValueTypeError", json.dumps(value), key,
+                                     related=[f"/{key}"]))  # fmt: skip
+            elif value and not facts.secure_boot_capable:
+                why = (
+                    "This node boots with a legacy BIOS, which has no Secure Boot."
+                    if not facts.uefi
+                    else "Secure Boot needs a q35 machine and OVMF's Secure Boot build."
+                )
                 infos.append(
-                    message("PropertyValueNotInList", json.dumps(body[key]), key,
+                    message("PropertyValueNotInList", json.dumps(value), key,
                             related=[f"/{key}"], resolution=why)
                 )  # fmt: skip
+            else:
+                enabled = value
         elif key in ("SecureBootCurrentBoot", "SecureBootMode", "Id", "Name", "Description"):
             infos.append(message("PropertyNotWritable", key, related=[f"/{key}"]))
         else:
             infos.append(message("PropertyUnknown", key, related=[f"/{key}"]))
     if infos:
         raise _refuse(infos)
+    return enabled
 
 
 def extend(bmc: Bmc, table: Table) -> None:
@@ -365,7 +373,12 @@ def _system_inventory(
         return Reply(204)
 
     async def patch_secure_boot(call: Call) -> None:
-        secure_boot_patch(call.body, ident.facts)
+        enabled = secure_boot_patch(call.body, ident.facts)
+        if enabled is None:
+            return
+        await bmc.target.set_secure_boot(enabled)
+        log.info("node %s: Redfish user %s turned Secure Boot %s from the next reset", bmc.node,
+                 call.who.user.name, "on" if enabled else "off")  # fmt: skip
 
     add(f"{base}/Bios", Endpoint("Bios", get=getter(lambda: inv.bios(ident, settings))))
     add(
@@ -387,7 +400,7 @@ def _system_inventory(
         f"{base}/SecureBoot",
         Endpoint(
             "SecureBoot",
-            get=getter(lambda: inv.secure_boot(ident)),
+            get=getter(lambda: inv.secure_boot(ident, bmc.target.secure_boot())),
             patch=patch_secure_boot,
             privileges={"PATCH": "ConfigureComponents"},
         ),
