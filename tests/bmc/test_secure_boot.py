@@ -24,6 +24,7 @@ from tests.guest.iso import build_iso, iso_boots
 from tests.guest.signed import SIGNED_MARKER, build_signed_disk
 from tests.prereqs import require
 from vdc_runtime.bmc.redfish import RedfishService
+from vdc_runtime.bmc.target import SecureBootState
 from vdc_runtime.bmc.tls import CertificateAuthority, ssl_context
 from vdc_runtime.nodes import DriveLayout
 
@@ -44,7 +45,7 @@ async def node(
     require.iso_tools()
     tmp = tmp_path_factory.mktemp("secure-boot")
     iso = build_iso(guest, tmp / "unsigned.iso")
-    signed = build_signed_disk(guest, tmp / "signed.img")
+    signed = build_signed_disk(require.signed_loaders(), guest, tmp / "signed.img")
     running = await start_machine(
         guest,
         tmp,
@@ -135,3 +136,26 @@ async def test_secure_boot_refused_where_it_cannot_be(bmc: Bmc) -> None:
         SECURE_BOOT, method="PATCH", body={"SecureBootEnable": True}, user=VIEWER
     )
     assert viewer.status == 403
+
+
+async def test_secure_boot_from_the_spec(guest: GuestPaths, tmp_path: Path) -> None:
+    # `uefi-secure-boot: true`: the first boot already runs the Secure Boot firmware.
+    signed = build_signed_disk(require.signed_loaders(), guest, tmp_path / "signed.img")
+    running = await start_machine(
+        guest,
+        tmp_path,
+        "sb-spec",
+        kernel=False,
+        uefi=True,
+        memory="512M",
+        drives=(DriveLayout("signed", "raw", signed, "raw", "writeback", read_only=True),),
+        extra="uefi-secure-boot: true\n",
+    )
+    try:
+        await running.wait_console("VDC-GUEST-EFI", 1, within=300)
+        assert secure_boot_seen(running.console) == ["1"]
+        assert SIGNED_MARKER in running.console
+        assert running.target.secure_boot() == SecureBootState(enabled=True, current=True)
+        assert running.target.facts.secure_boot_capable
+    finally:
+        await running.machine.stop()

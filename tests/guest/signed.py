@@ -15,8 +15,9 @@ reads `/boot/grub/grub.cfg`, which prints `SIGNED_MARKER` and boots the guest. U
 Secure Boot GRUB loads no modules, so the configuration uses only built-in commands.
 
 The signed binaries come from Debian's `shim-signed` and `grub-efi-amd64-signed`,
-fetched with `apt-get download` beside the guest's kernel and unpacked, not installed:
-installing shim-signed would also install mokutil and run grub-install on an EFI host.
+fetched by `make deps` (`fetch_signed_loaders`) with `apt-get download` beside the guest's
+kernel and unpacked, not installed: installing shim-signed would also install mokutil and
+run grub-install on an EFI host. Tests only look them up (`find_signed_loaders`).
 """
 
 from __future__ import annotations
@@ -45,25 +46,43 @@ def _candidate(package: str) -> str:
     return found.group(1)
 
 
-def signed_loaders(cache_dir: Path | None = None) -> dict[str, Path]:
-    """Debian's signed shim and GRUB, unpacked once per version under the guest's cache:
-    {"shim": path, "grub": path}."""
+def _role(package: str) -> str:
+    return "shim" if package.startswith("shim") else "grub"
+
+
+def fetch_signed_loaders(cache_dir: Path | None = None) -> bool:
+    """Unpack apt's candidate of each package under the guest's cache, once per version;
+    True if something was fetched."""
     base = Path(cache_dir) if cache_dir is not None else build.default_cache_dir()
     base.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
+    fetched = False
     for package, member in LOADERS.items():
         version = _candidate(package)
         unpacked = base / "signed" / f"{package}_{version.replace(':', '%3a')}"
-        if not (unpacked / member).is_file():
-            with build.locked(base):
-                if not (unpacked / member).is_file():
-                    deb = build.download(base, package, version)
-                    scratch = Path(tempfile.mkdtemp(prefix=".tmp-", dir=base))
-                    build.run(["dpkg-deb", "-x", str(deb), str(scratch)])
-                    unpacked.parent.mkdir(exist_ok=True)
-                    scratch.rename(unpacked)
-        paths["shim" if package.startswith("shim") else "grub"] = unpacked / member
-    return paths
+        if (unpacked / member).is_file():
+            continue
+        with build.locked(base):
+            if not (unpacked / member).is_file():
+                deb = build.download(base, package, version)
+                scratch = Path(tempfile.mkdtemp(prefix=".tmp-", dir=base))
+                build.run(["dpkg-deb", "-x", str(deb), str(scratch)])
+                unpacked.parent.mkdir(exist_ok=True)
+                scratch.rename(unpacked)
+                fetched = True
+    return fetched
+
+
+def find_signed_loaders(cache_dir: Path | None = None) -> dict[str, Path] | None:
+    """The newest unpacked shim and GRUB, {"shim": path, "grub": path}, or None."""
+    base = Path(cache_dir) if cache_dir is not None else build.default_cache_dir()
+    found: dict[str, Path] = {}
+    for package, member in LOADERS.items():
+        candidates = [p / member for p in (base / "signed").glob(f"{package}_*")]
+        present = sorted((p for p in candidates if p.is_file()), key=lambda p: p.stat().st_mtime)
+        if not present:
+            return None
+        found[_role(package)] = present[-1]
+    return found
 
 
 def _mtools(*argv: str) -> None:
@@ -71,10 +90,14 @@ def _mtools(*argv: str) -> None:
 
 
 def build_signed_disk(
-    guest: GuestPaths, path: Path, *, cmdline: str = "console=ttyS0 quiet"
+    loaders: dict[str, Path],
+    guest: GuestPaths,
+    path: Path,
+    *,
+    cmdline: str = "console=ttyS0 quiet",
 ) -> Path:
-    """Write the raw FAT disk image to `path` (64 MiB, under a second) and return it."""
-    loaders = signed_loaders(guest.dir.parent)
+    """Write the raw FAT disk image to `path` (64 MiB, under a second) and return it;
+    `loaders` as `find_signed_loaders` gives them."""
     with tempfile.TemporaryDirectory() as work:
         config = Path(work) / "grub.cfg"
         config.write_text(
@@ -99,4 +122,4 @@ def build_signed_disk(
     return path
 
 
-__all__ = ["SIGNED_MARKER", "build_signed_disk", "signed_loaders"]
+__all__ = ["SIGNED_MARKER", "build_signed_disk", "fetch_signed_loaders", "find_signed_loaders"]
