@@ -223,6 +223,7 @@ class Fleet:
 
         async def one(machine: Machine) -> None:
             image = manifest.machines[machine.name]
+            machine.firmware_as(image.secure_boot, image.secure_boot_next)
             await capture.put_back(store, manifest, image, machine.layout)
             state = image.files["state"].path
 

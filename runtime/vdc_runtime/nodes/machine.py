@@ -391,6 +391,25 @@ class Machine:
         log.info("node %s: Secure Boot %s from the next boot", self.name,
                  "on" if enabled else "off")  # fmt: skip
 
+    def firmware_as(self, secure_boot: bool | None, secure_boot_next: bool | None) -> None:
+        """Before it starts from a snapshot: the firmware the saved machine ran, and the
+        Secure Boot setting for its next boot (None: as the spec says). NodeError if this
+        host cannot give it that firmware."""
+        if self.layout.nvram is None:
+            return
+        if secure_boot is not None and secure_boot != self.layout.secure_boot:
+            if secure_boot:
+                problem = secure_boot_problem(self.node.uefi, self.node.machine, self.layout)
+                if problem is not None:
+                    raise NodeError(f"node {self.name}: {problem}")
+            self._set_layout(with_secure_boot(self.layout, secure_boot))
+            self._secure_boot_next = secure_boot
+        if secure_boot_next is not None:
+            self.set_secure_boot(secure_boot_next)
+
+    def _set_layout(self, layout: NodeLayout) -> None:
+        self.layout = self.process.layout = self.control.layout = self.cdrom.layout = layout
+
     async def _new_firmware(self) -> None:
         """Replace the QEMU with one running the other firmware (the power control calls
         it, under its lock). The medium in the CD drive stays in."""
@@ -404,7 +423,7 @@ class Machine:
             # SIGTERM: QEMU shuts down cleanly, and no QMP event of it reaches the
             # control, which is detached first (it is no power off of the guest's).
             await self._kill_processes()
-            self.layout = self.process.layout = self.control.layout = self.cdrom.layout = layout
+            self._set_layout(layout)
             log.info("node %s: starting QEMU again with Secure Boot %s", self.name,
                      "on" if layout.secure_boot else "off")  # fmt: skip
             try:
