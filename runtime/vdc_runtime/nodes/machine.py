@@ -172,6 +172,7 @@ class Machine:
         state), where start() would start one: its QMP and console again, its counts as
         that run left them. NodeError when it cannot be reached."""
         assert record.qemu is not None
+        self.firmware_as(record.secure_boot, record.secure_boot_next)
         self.state = MachineState.STARTING
         try:
             await self.console.serve()
@@ -240,6 +241,8 @@ class Machine:
             boots=self.boots,
             ready_at=self.ready_at,
             bmc_address=self.bmc_address,
+            secure_boot=self.secure_boot if self.layout.nvram is not None else None,
+            secure_boot_next=self.secure_boot_next if self.layout.nvram is not None else None,
         )
 
     async def _launch(self, *, keep_media: bool = False) -> None:
@@ -392,9 +395,9 @@ class Machine:
                  "on" if enabled else "off")  # fmt: skip
 
     def firmware_as(self, secure_boot: bool | None, secure_boot_next: bool | None) -> None:
-        """Before it starts from a snapshot: the firmware the saved machine ran, and the
-        Secure Boot setting for its next boot (None: as the spec says). NodeError if this
-        host cannot give it that firmware."""
+        """Before it starts from a snapshot or is adopted: the firmware the machine ran,
+        and the Secure Boot setting for its next boot (None: as the spec says). NodeError
+        if this host cannot give it that firmware."""
         if self.layout.nvram is None:
             return
         if secure_boot is not None and secure_boot != self.layout.secure_boot:
