@@ -360,7 +360,6 @@ class PowerControl:
         # the boot begin); OVMF runs from flash, so an early reset is harmless.
         if self._order is not None:
             await self._apply_order(self._order)
-        self._cause = "restart"
         await self.execute("system_reset")
 
     async def set_boot_order(self, order: Sequence[str] | None) -> None:
