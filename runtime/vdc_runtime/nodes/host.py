@@ -45,7 +45,7 @@ OVMF_SECURE_CANDIDATES: tuple[tuple[Path, Path], ...] = tuple(
         # Debian 12 / Ubuntu 22.04+: the SMM build, and a variables store with Microsoft's
         # KEK and db (which sign the distributions' shims) enrolled.
         ("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"),
-        ("/usr/share/OVMF/OVMF_CODE.secboot.fd", "/usr/share/OVMF/OVMF_VARS.ms.fd"),
+        # (Not their 2 MiB builds: too small a variable store for Secure Boot, says Debian.)
         # Fedora, RHEL and derivatives.
         ("/usr/share/edk2/ovmf/OVMF_CODE.secboot.fd", "/usr/share/edk2/ovmf/OVMF_VARS.secboot.fd"),
         # openSUSE.
