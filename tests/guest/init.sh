@@ -149,8 +149,9 @@ ign=/sys/firmware/qemu_fw_cfg/by_name/opt/com.coreos/config/raw
 if [ -d /sys/firmware/efi ]; then
 	mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null
 	sbvar=/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c
-	sb=$(od -An -tu1 -j4 -N1 $sbvar 2>/dev/null | tr -d ' \n')
-	say "VDC-GUEST-EFI secureboot=${sb:-0}"
+	# Read whole: efivarfs does not seek, so `od -j4` would read the attributes.
+	set -- $(od -An -tu1 -N5 $sbvar 2>/dev/null)
+	say "VDC-GUEST-EFI secureboot=${5:-0}"
 fi
 
 say "VDC-GUEST-SERIAL $serial"
