@@ -141,6 +141,8 @@ async def save(
                 ready_at=m.ready_at,
                 boots=m.boots,
                 restarts=m.restarts,
+                secure_boot=m.secure_boot if m.layout.nvram is not None else None,
+                secure_boot_next=m.secure_boot_next if m.layout.nvram is not None else None,
             )
             for m, files in zip(machines.values(), saved, strict=True)
         }

@@ -20,7 +20,7 @@ from vdc_runtime.fabric.plan import TapPlan
 from vdc_runtime.launch import Launcher, running
 from vdc_runtime.ledger import Ledger
 from vdc_runtime.nodes.cdrom import MediaError, check_iso_file
-from vdc_runtime.nodes.host import find_ovmf, probe_accel, vhost_available
+from vdc_runtime.nodes.host import find_ovmf, find_ovmf_secure, probe_accel, vhost_available
 from vdc_runtime.nodes.layout import DriveLayout, HostFacts, NodeLayout, plan_node
 from vdc_runtime.nodes.machine import Machine, NodeError
 from vdc_runtime.options import RunOptions, StartupError
@@ -86,12 +86,21 @@ class Fleet:
                 f"nodes {', '.join(wants_uefi)} want UEFI but no OVMF firmware was found "
                 "(Debian: apt-get install ovmf)"
             )
+        secure = find_ovmf_secure()
+        wants_secure = [n.name for n in self.dc.nodes if n.uefi_secure_boot]
+        if wants_secure and secure is None:
+            raise StartupError(
+                f"nodes {', '.join(wants_secure)} want UEFI Secure Boot but no Secure Boot"
+                " build of OVMF with keys enrolled was found (Debian: apt-get install ovmf)"
+            )
         return HostFacts(
             accel=self.accel,  # type: ignore[arg-type]
             vhost=vhost_available(),
             mtu=mtu,
             ovmf_code=ovmf[0] if ovmf else None,
             ovmf_vars_template=ovmf[1] if ovmf else None,
+            ovmf_secure_code=secure[0] if secure else None,
+            ovmf_secure_vars_template=secure[1] if secure else None,
         )
 
     async def plan(self, mtu: int | None) -> None:
@@ -214,6 +223,7 @@ class Fleet:
 
         async def one(machine: Machine) -> None:
             image = manifest.machines[machine.name]
+            machine.firmware_as(image.secure_boot, image.secure_boot_next)
             await capture.put_back(store, manifest, image, machine.layout)
             state = image.files["state"].path
 

@@ -39,6 +39,10 @@ class NodeRecord:
     ready_at: float | None = None
     bmc_address: str | None = None
     """The address the guest announced for its BMC (a static one is in the spec)."""
+    secure_boot: bool | None = None
+    """A UEFI node's firmware: OVMF's Secure Boot build or not (None: as the spec says)."""
+    secure_boot_next: bool | None = None
+    """Secure Boot as set through the BMC for its next boot (None: as the spec says)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,8 @@ def _node(data: dict[str, Any]) -> NodeRecord:
         boots=int(data.get("boots", 0)),
         ready_at=data.get("ready_at"),
         bmc_address=data.get("bmc_address"),
+        secure_boot=data.get("secure_boot"),
+        secure_boot_next=data.get("secure_boot_next"),
     )
 
 

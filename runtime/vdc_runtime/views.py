@@ -135,6 +135,9 @@ def node(machine: Machine, power: str, bmc: dict[str, Any] | None = None) -> dic
         "ready": machine.ready,
         "ready_at": machine.ready_at,
         "boots": machine.boots,
+        # The firmware running now, and the one the next power on, restart or reset boots.
+        "secure_boot": machine.secure_boot,
+        "secure_boot_next": machine.secure_boot_next,
         "failure": machine.failure,
         "interfaces": [
             {"network": nic.network, "tap": nic.tap, "mac": nic.mac, "queues": nic.queues}

@@ -19,7 +19,7 @@ from vdc_runtime.bmc.machine_target import MachineTarget
 from vdc_runtime.bmc.users import BmcUser, Users
 from vdc_runtime.ledger import Ledger
 from vdc_runtime.nodes import DriveLayout, HostFacts, plan_node
-from vdc_runtime.nodes.host import find_ovmf
+from vdc_runtime.nodes.host import find_ovmf, find_ovmf_secure
 from vdc_runtime.nodes.machine import Machine
 from vdc_runtime.spec import load_text
 
@@ -77,12 +77,15 @@ async def start_machine(
     kernel: bool = True,
     drives: tuple[DriveLayout, ...] = (),
     uefi: bool = False,
+    extra: str = "",
+    cdrom: Path | None = None,
     smp: str = "{cpus: 1}",
 ) -> RunningMachine:
     """Start the test guest through `nodes.Machine`; `disk` adds a 1 MiB raw disk, so the
     node has a device whose boot index a boot override can move; `drives` come after it.
     Without `kernel` the node boots what its firmware finds on its drives; `uefi` makes
-    it a q35 machine with OVMF."""
+    it a q35 machine with OVMF. `extra` is more of the node's spec; `cdrom` an ISO in its
+    CD drive at start."""
     direct = f"kernel: {guest.vmlinuz}\ninitrd: {guest.initrd}\ncmdline: console=ttyS0 quiet"
     spec = f"""
 kind: Node
@@ -93,7 +96,7 @@ smp: {smp}
 memory: {memory}
 smbios:
   serial: SERIAL-{name}
-{smbios}"""
+{smbios}{extra}"""
     node = load_text(spec).nodes[0]
     run_dir = tmp / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -102,12 +105,15 @@ smbios:
         image.write_bytes(b"\0" * (1 << 20))
         drives = (DriveLayout("d", "raw", image, "raw", "writeback", read_only=False), *drives)
     ovmf = find_ovmf() if uefi else None
+    secure = find_ovmf_secure() if uefi else None
     host = HostFacts(
         accel="tcg",
         vhost=False,
         mtu=None,
         ovmf_code=ovmf[0] if ovmf else None,
         ovmf_vars_template=ovmf[1] if ovmf else None,
+        ovmf_secure_code=secure[0] if secure else None,
+        ovmf_secure_vars_template=secure[1] if secure else None,
     )
     layout = plan_node(
         node,
@@ -117,6 +123,7 @@ smbios:
         drives=drives,
         host=host,
         cache_dir=tmp / "cache",
+        cdrom=cdrom,
     )
     machine = Machine(node, layout, Ledger(run_dir), on_fatal=lambda reason: None)
     await machine.start()

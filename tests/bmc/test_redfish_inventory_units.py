@@ -19,7 +19,7 @@ from vdc_runtime.bmc.redfish.inventory_routes import (
 )
 from vdc_runtime.bmc.redfish.messages import RedfishError
 from vdc_runtime.bmc.settings import BiosError, BmcSettings
-from vdc_runtime.bmc.target import DriveFacts
+from vdc_runtime.bmc.target import DriveFacts, SecureBootState
 
 SYSTEM = "/redfish/v1/Systems/node-1"
 FACTS_2 = replace(
@@ -115,6 +115,25 @@ def test_bios_and_its_pending_settings() -> None:
     assert inv.bios_settings(IDENT, settings.pending)["Attributes"] == {"NumLock": "Off"}
 
 
+def test_secure_boot_follows_the_firmware() -> None:
+    fields = ("SecureBootEnable", "SecureBootCurrentBoot", "SecureBootMode")
+
+    def shown(enabled: bool, current: bool) -> list[object]:
+        body = inv.secure_boot(IDENT, SecureBootState(enabled=enabled, current=current))
+        return [body[k] for k in fields]
+
+    assert shown(True, True) == [True, "Enabled", "UserMode"]
+    assert shown(False, False) == [False, "Disabled", "SetupMode"]
+    # Asked for, not yet booted: the firmware changes at the next reset.
+    assert shown(True, False) == [True, "Disabled", "SetupMode"]
+    pending = inv.secure_boot(IDENT, SecureBootState(enabled=False, current=True))
+    assert pending["Description"].endswith("turned off at the next reset")
+    legacy = inv.secure_boot(
+        rs.Identity(replace(FACTS, uefi=False), "10.0.0.5", 443, "1"), SecureBootState()
+    )
+    assert "legacy BIOS" in legacy["Description"] and not legacy["SecureBootEnable"]
+
+
 def test_body_checks() -> None:
     assert take_indicator({"LocationIndicatorActive": True, "Boot": {}}) == (True, {"Boot": {}})
     assert take_indicator({"IndicatorLED": "Off"}) == (False, {})
@@ -135,12 +154,16 @@ def test_body_checks() -> None:
         assert ids(error.value) == expected, body
     assert ids(bios_error(BiosError("read-only", "BootMode", "Bios"))) == ["PropertyNotWritable"]
 
-    secure_boot_patch({"SecureBootEnable": False})
+    capable = replace(FACTS, secure_boot_capable=True)
+    assert secure_boot_patch({"SecureBootEnable": True}, capable) is True
+    assert secure_boot_patch({"SecureBootEnable": False}, capable) is False
+    assert secure_boot_patch({"SecureBootEnable": False}, FACTS) is False
     for body, expected in (
         ({"SecureBootEnable": True}, ["PropertyValueNotInList"]),
+        ({"SecureBootEnable": "yes"}, ["PropertyValueTypeError"]),
         ({"SecureBootMode": "UserMode"}, ["PropertyNotWritable"]),
         ({}, ["NoOperation"]),
     ):
         with pytest.raises(RedfishError) as error:
-            secure_boot_patch(body)
+            secure_boot_patch(body, FACTS)
         assert ids(error.value) == expected, body

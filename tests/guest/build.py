@@ -78,6 +78,7 @@ MODULES = (
     "button",
     "e1000",
     "e1000e",
+    "efivarfs",
 )
 # Must exist, as a module or built in: the guest is useless for its tests without them.
 REQUIRED = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "9pnet_virtio", "9p")

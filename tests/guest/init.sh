@@ -20,6 +20,7 @@
 #   VDC-GUEST-SEED instance-id=<id> / VDC-GUEST-USERDATA <line>  (NoCloud `cidata` seed)
 #   VDC-GUEST-IGNITION <sha1>   (fw_cfg opt/com.coreos/config)
 #   VDC-GUEST-TPM <major>       (/sys/class/tpm/tpm0)
+#   VDC-GUEST-EFI secureboot=0|1  (booted by UEFI firmware: its SecureBoot variable)
 #   VDC-GUEST-SERIAL <smbios product serial>
 #   VDC-GUEST-DISKS <vd* names>
 #   VDC-GUEST-ACPI ok|none      (acpid: power button -> poweroff -f; none without ACPI)
@@ -142,6 +143,16 @@ ign=/sys/firmware/qemu_fw_cfg/by_name/opt/com.coreos/config/raw
 [ -r $ign ] && say "VDC-GUEST-IGNITION $(sha1sum <$ign | cut -d' ' -f1)"
 
 [ -e /sys/class/tpm/tpm0 ] && say "VDC-GUEST-TPM $(cat /sys/class/tpm/tpm0/tpm_version_major)"
+
+# UEFI's global SecureBoot variable: 4 bytes of attributes, then 1 when the firmware
+# enforces Secure Boot. Firmware built without Secure Boot has no such variable.
+if [ -d /sys/firmware/efi ]; then
+	mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null
+	sbvar=/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c
+	# Read whole: efivarfs does not seek, so `od -j4` would read the attributes.
+	set -- $(od -An -tu1 -N5 $sbvar 2>/dev/null)
+	say "VDC-GUEST-EFI secureboot=${5:-0}"
+fi
 
 say "VDC-GUEST-SERIAL $serial"
 say "VDC-GUEST-DISKS $(cd /sys/block && echo vd* | sed 's/^vd\*$//')"

@@ -9,9 +9,17 @@ DATA = Path("/var/lib/vdc")
 LOGS = DATA / "logs"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+OVMF_SECURE_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+OVMF_SECURE_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 
 TCG = HostFacts(
-    accel="tcg", vhost=False, mtu=None, ovmf_code=OVMF_CODE, ovmf_vars_template=OVMF_VARS
+    accel="tcg",
+    vhost=False,
+    mtu=None,
+    ovmf_code=OVMF_CODE,
+    ovmf_vars_template=OVMF_VARS,
+    ovmf_secure_code=OVMF_SECURE_CODE,
+    ovmf_secure_vars_template=OVMF_SECURE_VARS,
 )
 KVM = HostFacts(
     accel="kvm", vhost=True, mtu=1460, ovmf_code=OVMF_CODE, ovmf_vars_template=OVMF_VARS

@@ -6,10 +6,12 @@ import pytest
 
 from vdc_runtime.nodes.host import (
     OVMF_CANDIDATES,
+    OVMF_SECURE_CANDIDATES,
     AccelError,
     choose_accel,
     cpu_flags,
     find_ovmf,
+    find_ovmf_secure,
     probe_accel,
     vhost_available,
 )
@@ -107,6 +109,27 @@ def test_find_ovmf_on_this_host() -> None:
     assert find_ovmf() == (
         Path("/usr/share/OVMF/OVMF_CODE_4M.fd"),
         Path("/usr/share/OVMF/OVMF_VARS_4M.fd"),
+    )
+
+
+def test_find_ovmf_secure_pairs_the_smm_build_with_enrolled_keys() -> None:
+    # Each pair is a Secure Boot code build and a template with keys (not the empty store,
+    # in which OVMF would boot in Setup Mode, checking nothing).
+    for code, variables in OVMF_SECURE_CANDIDATES:
+        assert "secboot" in code.name or "smm" in code.name, code
+        assert variables.name != "OVMF_VARS_4M.fd" and variables.name != "OVMF_VARS.fd"
+    present = {Path(p) for pair in OVMF_SECURE_CANDIDATES for p in pair}
+    assert find_ovmf_secure(present.__contains__) == (
+        Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"),
+        Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd"),
+    )
+    assert find_ovmf_secure(lambda _: False) is None
+
+
+def test_find_ovmf_secure_on_this_host() -> None:
+    assert find_ovmf_secure() == (
+        Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"),
+        Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd"),
     )
 
 

@@ -42,6 +42,15 @@ def test_no_tpm_or_uefi_paths_unless_asked() -> None:
     assert len(layout.sockets) == 4
 
 
+def test_secure_boot_has_its_own_variable_store() -> None:
+    # Its store is made from the template with keys: the plain one would boot in Setup
+    # Mode, and turning Secure Boot off again finds the plain store's boot entries.
+    secure = layout_of(make_node(name="n", uefi=True, machine="q35", **{"uefi-secure-boot": True}))
+    assert (secure.secure_boot, secure.nvram) == (True, Path("/var/lib/vdc/nvram/n.secboot.fd"))
+    plain = layout_of(make_node(name="n", uefi=True, machine="q35"))
+    assert (plain.secure_boot, plain.nvram) == (False, Path("/var/lib/vdc/nvram/n.fd"))
+
+
 def test_serial_defaults_to_sha1_of_the_name() -> None:
     assert layout_of(make_node(name="boot-0")).serial == hashlib.sha1(b"boot-0").hexdigest()
     node = make_node(name="boot-0", smbios={"serial": "abc"})

@@ -13,7 +13,15 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tests.nodes.conftest import KVM, OVMF_CODE, OVMF_VARS, TCG, layout_of, make_node
+from tests.nodes.conftest import (
+    KVM,
+    OVMF_CODE,
+    OVMF_SECURE_CODE,
+    OVMF_VARS,
+    TCG,
+    layout_of,
+    make_node,
+)
 from tests.nodes.conftest import volume_drive as drive
 from vdc_runtime.nodes.layout import DriveLayout, HostFacts, NodeLayout
 from vdc_runtime.nodes.qemu_args import boot_indexes, escape, qemu_argv
@@ -88,6 +96,26 @@ def test_uefi_tpm_q35() -> None:
     )
     drives = (drive("cs1", "ssd", "raw", "raw"),)
     assert_golden("uefi_tpm_q35", argv_of(node, drives=drives))
+
+
+def test_uefi_secure_boot() -> None:
+    node = make_node(
+        name="sb", memory="512M", machine="q35", uefi=True, **{"uefi-secure-boot": True}
+    )
+    argv = argv_of(node)
+    assert_golden("uefi_secure_boot", argv)
+    assert argv[argv.index("-machine") + 1] == "q35,smm=on,graphics=off"
+    assert "driver=cfi.pflash01,property=secure,value=on" in argv
+    assert f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_SECURE_CODE}" in argv
+    plain = argv_of(make_node(name="sb", machine="q35", uefi=True))
+    assert "-global" not in plain and "q35,graphics=off" in plain
+
+
+def test_secure_boot_without_its_firmware_is_a_clear_error() -> None:
+    node = make_node(name="u", machine="q35", uefi=True, **{"uefi-secure-boot": True})
+    host = HostFacts("tcg", False, None, OVMF_CODE, OVMF_VARS)
+    with pytest.raises(ValueError, match="node u wants UEFI but no Secure Boot OVMF firmware"):
+        argv_of(node, host=host)
 
 
 def test_direct_kernel_boot_with_boot_order() -> None:

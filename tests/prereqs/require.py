@@ -42,6 +42,16 @@ def iso_tools() -> None:
         pytest.fail(f"mformat is missing (Debian: mtools): {DEPS}")
 
 
+def signed_loaders() -> dict[str, Path]:
+    """Debian's signed shim and GRUB (tests.guest.signed), unpacked by `make deps`."""
+    from tests.guest import signed
+
+    found = signed.find_signed_loaders()
+    if found is None:
+        pytest.fail(f"Debian's signed shim and GRUB are not unpacked: {DEPS}")
+    return found
+
+
 def dot() -> Path:
     """graphviz's `dot`, to check that `vdc graph --format dot` parses."""
     found = shutil.which("dot")

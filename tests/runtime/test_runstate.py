@@ -52,6 +52,8 @@ def test_the_state_reads_back_as_written(tmp_path: Path) -> None:
                 boots=2,
                 ready_at=12.5,
                 bmc_address="10.72.16.11",
+                secure_boot=True,
+                secure_boot_next=False,
             )
         },
         apps={"router/bird": AppRecord(process=ProcessRef(42, None), restarts=2)},

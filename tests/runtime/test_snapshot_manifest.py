@@ -98,6 +98,8 @@ def manifest(
                 ready_at=1_699_999_000.25,
                 boots=2,
                 restarts=1,
+                secure_boot=True,
+                secure_boot_next=False,
             ),
             "worker-2": MachineImage("worker-2", "paused", {}, "Off"),
         },
@@ -114,6 +116,15 @@ def test_the_manifest_reads_back_as_written() -> None:
     written = manifest()
     assert Manifest.from_json(written.to_json()) == written
     assert Manifest.from_json(written.to_json().encode()) == written
+
+
+def test_a_manifest_from_before_secure_boot_reads_as_the_spec_says() -> None:
+    written = json.loads(manifest().to_json())
+    for machine in written["machines"].values():
+        del machine["secure_boot"], machine["secure_boot_next"]
+    read = Manifest.from_json(json.dumps(written))
+    assert read.machines["worker-1"].secure_boot is None
+    assert read.machines["worker-1"].secure_boot_next is None
 
 
 def test_all_files_and_size() -> None:

@@ -255,6 +255,24 @@ def test_tpm_node_name_without_commas() -> None:
     load_text(node("", name="a,b"))
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("uefi-secure-boot: true\nmachine: q35\n", "Secure Boot needs UEFI firmware (uefi: true)"),
+        ("uefi-secure-boot: true\nuefi: true\n", "Secure Boot needs machine: q35 (SMM)"),
+    ],
+)
+def test_secure_boot_needs_uefi_on_q35(body: str, message: str) -> None:
+    error = only_error(node(body))
+    assert (error.path, error.message) == ("uefi-secure-boot", message)
+
+
+def test_secure_boot_node() -> None:
+    secure = load_node("uefi-secure-boot: true\nuefi: true\nmachine: q35\n")
+    assert (secure.uefi, secure.uefi_secure_boot, secure.machine) == (True, True, "q35")
+    assert load_node("uefi: true\n").uefi_secure_boot is False
+
+
 def test_node_name_of_63_characters() -> None:
     assert load_text(node("", name="x" * 63)).nodes[0].name == "x" * 63
 

@@ -19,12 +19,13 @@ from vdc_runtime.bmc.target import (
     DriveFacts,
     PowerState,
     PowerStateError,
+    SecureBootState,
     SystemFacts,
     TargetError,
 )
 from vdc_runtime.nodes import cdrom
 from vdc_runtime.nodes.layout import DriveLayout, memory_bytes
-from vdc_runtime.nodes.machine import Machine, NodeError, PowerError
+from vdc_runtime.nodes.machine import Machine, NodeError, PowerError, secure_boot_problem
 from vdc_runtime.spec import Node
 from vdc_runtime.spec.identity import system_uuid
 
@@ -115,6 +116,7 @@ def facts_of(machine: Machine) -> SystemFacts:
         threads=threads,
         drives=tuple(drive_facts(node.name, d) for d in layout.drives),
         networks=tuple(nic.network for nic in layout.nics),
+        secure_boot_capable=secure_boot_problem(node.uefi, node.machine, layout) is None,
     )
 
 
@@ -210,6 +212,16 @@ class MachineTarget:
             await self.machine.cdrom.insert(url, user=user, password=password)
         except cdrom.MediaError as exc:
             raise MediaError(exc.kind, str(exc), exc.url) from exc
+        except NodeError as exc:
+            raise TargetError(str(exc)) from exc
+
+    def secure_boot(self) -> SecureBootState:
+        machine = self.machine
+        return SecureBootState(enabled=machine.secure_boot_next, current=machine.secure_boot)
+
+    async def set_secure_boot(self, enabled: bool) -> None:
+        try:
+            self.machine.set_secure_boot(enabled)
         except NodeError as exc:
             raise TargetError(str(exc)) from exc
 

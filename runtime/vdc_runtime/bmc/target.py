@@ -67,6 +67,18 @@ class SystemFacts:
     drives: tuple[DriveFacts, ...] = ()
     networks: tuple[str, ...] = ()
     """The network each NIC (in `macs`' order) is plugged into."""
+    secure_boot_capable: bool = False
+    """UEFI on q35 with OVMF's Secure Boot build at hand: Secure Boot can be turned on."""
+
+
+@dataclass(frozen=True)
+class SecureBootState:
+    """UEFI Secure Boot of the machine (Redfish's SecureBoot resource)."""
+
+    enabled: bool = False
+    """From the next power on, power cycle or reset on."""
+    current: bool = False
+    """Whether the firmware running now has Secure Boot on (keys enrolled, enforcing)."""
 
 
 class PowerStateError(RuntimeError):
@@ -134,6 +146,13 @@ class BmcTarget(Protocol):
         """What the CD drive holds now."""
         ...
 
+    def secure_boot(self) -> SecureBootState: ...
+
+    async def set_secure_boot(self, enabled: bool) -> None:
+        """Secure Boot on or off from the next power on, power cycle or reset on (the
+        firmware changes then); TargetError if the machine cannot have it."""
+        ...
+
     async def insert_media(
         self, url: str, *, user: str | None = None, password: str | None = None
     ) -> None:
@@ -164,6 +183,7 @@ __all__ = [
     "DriveFacts",
     "PowerState",
     "PowerStateError",
+    "SecureBootState",
     "SystemFacts",
     "TargetError",
 ]

@@ -39,6 +39,25 @@ OVMF_CANDIDATES: tuple[tuple[Path, Path], ...] = tuple(
 )
 """Code/variables pairs without Secure Boot: those need SMM, i.e. q35 only."""
 
+OVMF_SECURE_CANDIDATES: tuple[tuple[Path, Path], ...] = tuple(
+    (Path(code), Path(vars_))
+    for code, vars_ in (
+        # Debian 12 / Ubuntu 22.04+: the SMM build, and a variables store with Microsoft's
+        # KEK and db (which sign the distributions' shims) enrolled.
+        ("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"),
+        # (Not their 2 MiB builds: too small a variable store for Secure Boot, says Debian.)
+        # Fedora, RHEL and derivatives.
+        ("/usr/share/edk2/ovmf/OVMF_CODE.secboot.fd", "/usr/share/edk2/ovmf/OVMF_VARS.secboot.fd"),
+        # openSUSE.
+        (
+            "/usr/share/qemu/ovmf-x86_64-smm-ms-code.bin",
+            "/usr/share/qemu/ovmf-x86_64-smm-ms-vars.bin",
+        ),
+    )
+)
+"""Code/variables pairs for Secure Boot: the code needs SMM (q35), and the variables
+template has the keys enrolled, so the firmware boots in User Mode with Secure Boot on."""
+
 
 class AccelError(ValueError):
     """KVM was asked for explicitly but cannot run guests on this host."""
@@ -118,6 +137,13 @@ def find_ovmf(
     return None
 
 
+def find_ovmf_secure(
+    exists: Callable[[Path], bool] = Path.exists,
+) -> tuple[Path, Path] | None:
+    """The first (code, variables template with keys) pair for Secure Boot that exists."""
+    return find_ovmf(exists, OVMF_SECURE_CANDIDATES)
+
+
 def vhost_available() -> bool:
     """Whether QEMU can use in-kernel virtio-net (vhost=on) here."""
     return _openable(VHOST_NET_DEVICE, os.O_RDWR)
@@ -125,12 +151,14 @@ def vhost_available() -> bool:
 
 __all__ = [
     "OVMF_CANDIDATES",
+    "OVMF_SECURE_CANDIDATES",
     "Accel",
     "AccelError",
     "AccelRequest",
     "choose_accel",
     "cpu_flags",
     "find_ovmf",
+    "find_ovmf_secure",
     "probe_accel",
     "vhost_available",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -69,6 +69,10 @@ class HostFacts:
     ovmf_code: Path | None
     ovmf_vars_template: Path | None
     qemu_binary: str = "qemu-system-x86_64"
+    ovmf_secure_code: Path | None = None
+    """OVMF's Secure Boot (SMM) build, for nodes with `uefi-secure-boot`."""
+    ovmf_secure_vars_template: Path | None = None
+    """Its variables template with the keys enrolled."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,8 @@ class NodeLayout:
     """The ISO image in the CD drive at start (`cdrom: {image: NAME}`); None: empty."""
     media_dir: Path | None = None
     """Where virtual media inserted through the BMC are downloaded to (None: nowhere)."""
+    secure_boot: bool = False
+    """OVMF's Secure Boot build with keys enrolled in `nvram` (UEFI nodes only)."""
 
     @property
     def swtpm_log(self) -> Path:
@@ -183,6 +189,22 @@ def _check_socket(node: str, path: Path) -> None:
         )
 
 
+def nvram_path(data_dir: Path, node: str, secure_boot: bool) -> Path:
+    """The node's UEFI variable store. Secure Boot has its own, made from the template with
+    the keys enrolled, so that turning it on or off never mixes the two: each keeps its
+    boot entries."""
+    return data_dir / "nvram" / (f"{node}.secboot.fd" if secure_boot else f"{node}.fd")
+
+
+def with_secure_boot(layout: NodeLayout, enabled: bool) -> NodeLayout:
+    """The layout of the same UEFI node with Secure Boot on or off: the other firmware and
+    its own variable store."""
+    if layout.nvram is None:
+        raise ValueError(f"node {layout.name} boots a legacy BIOS, which has no Secure Boot")
+    nvram = nvram_path(layout.nvram.parent.parent, layout.name, enabled)
+    return replace(layout, secure_boot=enabled, nvram=nvram)
+
+
 def plan_node(
     node: Node,
     *,
@@ -229,7 +251,7 @@ def plan_node(
         guest_socket=run_dir / f"{name}.guest",
         tpm_dir=tpm_dir,
         tpm_socket=tpm_dir / "swtpm.socket" if tpm_dir is not None else None,
-        nvram=data_dir / "nvram" / f"{name}.fd" if node.uefi else None,
+        nvram=nvram_path(data_dir, name, node.uefi_secure_boot) if node.uefi else None,
         nics=nics,
         drives=tuple(drives),
         shares=shares,
@@ -245,6 +267,7 @@ def plan_node(
         host=host,
         cdrom=cdrom,
         media_dir=cache_dir / "virtual-media" / name if cache_dir is not None else None,
+        secure_boot=node.uefi and node.uefi_secure_boot,
     )
     for path in layout.sockets:
         _check_socket(name, path)
@@ -266,5 +289,7 @@ __all__ = [
     "NumaNodeLayout",
     "ShareLayout",
     "memory_bytes",
+    "nvram_path",
     "plan_node",
+    "with_secure_boot",
 ]

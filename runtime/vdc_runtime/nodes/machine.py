@@ -15,7 +15,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from vdc_runtime.launch import Launcher, process_started_at
@@ -24,7 +24,7 @@ from vdc_runtime.nodes import migration
 from vdc_runtime.nodes.cdrom import CdDrive
 from vdc_runtime.nodes.console import ConsoleHub
 from vdc_runtime.nodes.errors import NodeError, PowerError
-from vdc_runtime.nodes.layout import NodeLayout
+from vdc_runtime.nodes.layout import NodeLayout, with_secure_boot
 from vdc_runtime.nodes.power import PowerControl
 from vdc_runtime.nodes.process import QemuProcess
 from vdc_runtime.nodes.states import MachineState, Power
@@ -90,6 +90,11 @@ class Machine:
         """Times the machine started booting: QEMU starts, resets and reboots."""
         self.ready_at: float | None = None
         """When the guest met its readiness rule since its latest boot (None: not yet)."""
+        self._launches = 0
+        """QEMUs started, so the watcher knows a QEMU replaced on purpose from a crash."""
+        self._replacing: asyncio.Event | None = None
+        """Set while its QEMU is replaced by one with other firmware."""
+        self._secure_boot_next = layout.secure_boot
         self._readiness = re.compile(node.readiness.console) if node.readiness else None
         self._console_window = ""
         self.console.subscribe(self._watch_readiness)
@@ -167,6 +172,7 @@ class Machine:
         state), where start() would start one: its QMP and console again, its counts as
         that run left them. NodeError when it cannot be reached."""
         assert record.qemu is not None
+        self.firmware_as(record.secure_boot, record.secure_boot_next)
         self.state = MachineState.STARTING
         try:
             await self.console.serve()
@@ -235,11 +241,15 @@ class Machine:
             boots=self.boots,
             ready_at=self.ready_at,
             bmc_address=self.bmc_address,
+            secure_boot=self.secure_boot if self.layout.nvram is not None else None,
+            secure_boot_next=self.secure_boot_next if self.layout.nvram is not None else None,
         )
 
-    async def _launch(self) -> None:
+    async def _launch(self, *, keep_media: bool = False) -> None:
         self.control.expect_boot()
-        self.cdrom.started()
+        if not keep_media:
+            self.cdrom.started()
+        self._launches += 1
         qmp = await self.process.start()
         # Attached at once, so that a failure below still closes the connection.
         self.control.attach(qmp)
@@ -282,9 +292,16 @@ class Machine:
     async def _watch(self) -> None:
         backoff = 1.0
         while True:
+            launch = self._launches
             what, exit_code = await self.process.wait_exit()
             if self._stopping:
                 return
+            if self._replacing is not None:
+                await self._replacing.wait()
+            if self.state == MachineState.FAILED:
+                return  # its replacement failed to start, and said so
+            if self._launches != launch:
+                continue  # replaced on purpose (other firmware): watch the new one
             if self._power_lost is not None:
                 await self._power_lost.wait()
                 continue
@@ -351,6 +368,79 @@ class Machine:
         self._power_lost = None
         lost.set()
 
+    # -- firmware --------------------------------------------------------------------------
+
+    @property
+    def secure_boot(self) -> bool:
+        """Whether the running QEMU has OVMF's Secure Boot firmware with keys enrolled."""
+        return self.layout.secure_boot
+
+    @property
+    def secure_boot_next(self) -> bool:
+        """Whether the next power on, restart or reset boots with Secure Boot."""
+        return self._secure_boot_next
+
+    def set_secure_boot(self, enabled: bool) -> None:
+        """UEFI Secure Boot on or off from the next power on, restart or reset (a BMC's
+        setting): QEMU cannot change its firmware, so it is started again then, with the
+        other firmware and its own variable store. NodeError if the node cannot have it."""
+        if enabled:
+            problem = secure_boot_problem(self.node.uefi, self.node.machine, self.layout)
+            if problem is not None:
+                raise NodeError(f"node {self.name}: {problem}")
+        self._secure_boot_next = enabled
+        change = enabled != self.layout.secure_boot
+        self.control.relaunch_at_next_boot(self._new_firmware if change else None)
+        log.info("node %s: Secure Boot %s from the next boot", self.name,
+                 "on" if enabled else "off")  # fmt: skip
+
+    def firmware_as(self, secure_boot: bool | None, secure_boot_next: bool | None) -> None:
+        """Before it starts from a snapshot or is adopted: the firmware the machine ran,
+        and the Secure Boot setting for its next boot (None: as the spec says). NodeError
+        if this host cannot give it that firmware."""
+        if self.layout.nvram is None:
+            return
+        if secure_boot is not None and secure_boot != self.layout.secure_boot:
+            if secure_boot:
+                problem = secure_boot_problem(self.node.uefi, self.node.machine, self.layout)
+                if problem is not None:
+                    raise NodeError(f"node {self.name}: {problem}")
+            self._set_layout(with_secure_boot(self.layout, secure_boot))
+            self._secure_boot_next = secure_boot
+        if secure_boot_next is not None:
+            self.set_secure_boot(secure_boot_next)
+
+    def _set_layout(self, layout: NodeLayout) -> None:
+        self.layout = self.process.layout = self.control.layout = self.cdrom.layout = layout
+
+    async def _new_firmware(self) -> None:
+        """Replace the QEMU with one running the other firmware (the power control calls
+        it, under its lock). The medium in the CD drive stays in."""
+        medium = self.cdrom.medium
+        layout = replace(
+            with_secure_boot(self.layout, self._secure_boot_next),
+            cdrom=medium.path if medium is not None else None,
+        )
+        replacing = self._replacing = asyncio.Event()
+        try:
+            # SIGTERM: QEMU shuts down cleanly, and no QMP event of it reaches the
+            # control, which is detached first (it is no power off of the guest's).
+            await self._kill_processes()
+            self._set_layout(layout)
+            log.info("node %s: starting QEMU again with Secure Boot %s", self.name,
+                     "on" if layout.secure_boot else "off")  # fmt: skip
+            try:
+                await self._launch(keep_media=True)
+            except NodeError as exc:
+                await self._kill_processes()
+                self.state, self.failure = MachineState.FAILED, str(exc)
+                self.power_changed(Power.UNKNOWN, "firmware change failed")
+                self.on_fatal(str(exc))
+                raise
+        finally:
+            self._replacing = None
+            replacing.set()
+
     # -- stop ----------------------------------------------------------------------------
 
     async def stop(self) -> None:
@@ -395,4 +485,15 @@ class Machine:
         return round(time.time() - self.started_at, 1)
 
 
-__all__ = ["Machine", "NodeError", "PowerError", "Transition"]
+def secure_boot_problem(uefi: bool, machine: str, layout: NodeLayout) -> str | None:
+    """Why a node cannot boot with Secure Boot, or None if it can."""
+    if not uefi:
+        return "it boots a legacy BIOS, which has no Secure Boot"
+    if machine != "q35":
+        return "Secure Boot needs machine q35 (SMM), and it is a pc"
+    if layout.host.ovmf_secure_code is None or layout.host.ovmf_secure_vars_template is None:
+        return "no Secure Boot build of OVMF with keys enrolled was found on the host"
+    return None
+
+
+__all__ = ["Machine", "NodeError", "PowerError", "Transition", "secure_boot_problem"]

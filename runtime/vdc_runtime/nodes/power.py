@@ -85,6 +85,10 @@ class PowerControl:
         """vCPUs stopped by a hang fault: the power stays on, as on a server that hangs."""
         self._cold_boot: Callable[[], Awaitable[None]] | None = None
         """Set while the machine has lost its power (no QEMU): powering on calls it."""
+        self._relaunch: Callable[[], Awaitable[None]] | None = None
+        """Set while the next boot needs a new QEMU (other firmware): booting calls it."""
+        self._order: Sequence[str] | None = None
+        """The boot order last asked for (None: the node's own)."""
 
     # -- the QEMU it talks to ------------------------------------------------------------
 
@@ -240,6 +244,9 @@ class PowerControl:
             if self._cold_boot is not None:
                 await self._cold_boot()
                 return True
+            if self._relaunch is not None:
+                await self._boot_new_qemu()
+                return True
             self._cause = "power on"
             await self._reset()
             await self.execute("cont")
@@ -264,6 +271,9 @@ class PowerControl:
                 await self._cold_boot()
                 return
             self._hung = False
+            if self._relaunch is not None:
+                await self._boot_new_qemu()
+                return
             if await self.query_power() == Power.ON:
                 self._cause = "restart"
                 await self.execute("stop")
@@ -277,6 +287,9 @@ class PowerControl:
             if await self.query_power() != Power.ON:
                 raise PowerError(f"node {self.name} is off; power it on instead of resetting it")
             hung, self._hung = self._hung, False
+            if self._relaunch is not None:
+                await self._boot_new_qemu()
+                return
             await self._reset()
             if hung:
                 await self.execute("cont")
@@ -320,6 +333,27 @@ class PowerControl:
         self._cold_boot = cold_boot
         self._hung = False
 
+    def relaunch_at_next_boot(self, relaunch: Callable[[], Awaitable[None]] | None) -> None:
+        """Boot with a new QEMU, started by `relaunch`, at the next power on, restart or
+        reset asked of this control (a firmware change: a running QEMU keeps its own);
+        None: with the running one, as usual. The guest rebooting itself keeps its QEMU."""
+        self._relaunch = relaunch
+
+    @property
+    def relaunch_pending(self) -> bool:
+        return self._relaunch is not None
+
+    async def _boot_new_qemu(self) -> None:
+        relaunch, self._relaunch = self._relaunch, None
+        assert relaunch is not None
+        await relaunch()
+        # The new QEMU has the node's own boot order on its command line: the order asked
+        # for is set again, and a reset has the firmware read it (as it has the BMC see
+        # the boot begin); OVMF runs from flash, so an early reset is harmless.
+        if self._order is not None:
+            await self._apply_order(self._order)
+        await self.execute("system_reset")
+
     async def set_boot_order(self, order: Sequence[str] | None) -> None:
         """Boot from `order` (None: the node's own `boot-order`) from the next reset on.
 
@@ -327,17 +361,21 @@ class PowerControl:
         every reset, so changing the property now redirects the next boot, whoever
         causes it, without restarting QEMU.
         """
+        async with self._lock:
+            await self._apply_order(order)
+            self._order = order
+
+    async def _apply_order(self, order: Sequence[str] | None) -> None:
         nics, drives, cdrom = boot_indexes(self.layout, order)
         wanted = {nic_device_id(n.index): nics.get(n.index, -1) for n in self.layout.nics}
         wanted |= {disk_device_id(i): drives.get(i, -1) for i in range(len(self.layout.drives))}
         wanted[CD_DEVICE_ID] = cdrom if cdrom is not None else -1
-        async with self._lock:
-            # QEMU refuses a bootindex another device holds, so clear them all first.
-            for device in wanted:
-                await self._set_bootindex(device, -1)
-            for device, index in wanted.items():
-                if index >= 0:
-                    await self._set_bootindex(device, index)
+        # QEMU refuses a bootindex another device holds, so clear them all first.
+        for device in wanted:
+            await self._set_bootindex(device, -1)
+        for device, index in wanted.items():
+            if index >= 0:
+                await self._set_bootindex(device, index)
 
     async def _set_bootindex(self, device: str, index: int) -> None:
         path = f"/machine/peripheral/{device}"

@@ -177,7 +177,9 @@ class QemuProcess:
         self.ledger.record("process", pid=proc.pid, start=proc.start, label=label)
 
     def _create_nvram(self) -> None:
-        template = self.layout.host.ovmf_vars_template
+        host = self.layout.host
+        secure = self.layout.secure_boot
+        template = host.ovmf_secure_vars_template if secure else host.ovmf_vars_template
         nvram = self.layout.nvram
         assert nvram is not None
         if template is None:

@@ -21,6 +21,8 @@ the same machine, with these deliberate differences:
   which SeaBIOS and OVMF both boot from, and which adds no PCI device;
 - NUMA nodes get explicit memory backends: QEMU 5.1+ refuses Placemat's `-numa node`
   without memory for current machine types;
+- a Secure Boot node runs OVMF's SMM build (`smm=on`, flash writable from SMM only),
+  which Placemat never offered;
 - modern `=on`/`=off` booleans and `name=` for fw_cfg, instead of deprecated short forms;
 - every path and name in an option string has its commas doubled, and none sits in an
   implied-key position, so any character in a file name is safe.
@@ -113,11 +115,12 @@ def qemu_argv(layout: NodeLayout, node: Node) -> list[str]:
     host = layout.host
     kvm = host.accel == "kvm"
     uefi = layout.nvram is not None
+    machine = f"{layout.machine},smm=on" if layout.secure_boot else layout.machine
     argv = [
         host.qemu_binary,
         # `guest=` spelt out: QEMU would read a name containing '=' as a key otherwise.
         "-name", f"guest={escape(layout.name)},debug-threads=on",
-        "-machine", f"{layout.machine},graphics=off",
+        "-machine", f"{machine},graphics=off",
         "-accel", "kvm" if kvm else "tcg,thread=multi",
         "-nodefaults",
         "-display", "none",
@@ -150,12 +153,20 @@ def qemu_argv(layout: NodeLayout, node: Node) -> list[str]:
     ]  # fmt: skip
 
     if uefi:
-        if host.ovmf_code is None:
-            raise ValueError(f"node {layout.name} wants UEFI but no OVMF firmware was found")
+        code = host.ovmf_secure_code if layout.secure_boot else host.ovmf_code
+        if code is None:
+            kind = "Secure Boot OVMF firmware" if layout.secure_boot else "OVMF firmware"
+            raise ValueError(f"node {layout.name} wants UEFI but no {kind} was found")
+        if layout.secure_boot and layout.machine != "q35":
+            raise ValueError(f"node {layout.name}: Secure Boot needs machine q35 (SMM)")
         argv += [
-            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={escape(host.ovmf_code)}",
+            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={escape(code)}",
             "-drive", f"if=pflash,format=raw,unit=1,file={escape(layout.nvram)}",
         ]  # fmt: skip
+        if layout.secure_boot:
+            # Only code running in SMM may write the flash: the guest OS cannot replace
+            # the enrolled keys by writing the variable store directly.
+            argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
 
     manufacturer = node.smbios.manufacturer if node.smbios else None
     product = node.smbios.product if node.smbios else None

@@ -192,6 +192,17 @@ class CRNode(Node):
             ".numa.nodes",
         ),
         cel.Rule(
+            "!has(self.uefiSecureBoot) || !self.uefiSecureBoot || (has(self.uefi) && self.uefi)",
+            "Secure Boot needs UEFI firmware (uefi: true)",
+            ".uefiSecureBoot",
+        ),
+        cel.Rule(
+            "!has(self.uefiSecureBoot) || !self.uefiSecureBoot"
+            " || (has(self.machine) && self.machine == 'q35')",
+            "Secure Boot needs machine: q35 (SMM)",
+            ".uefiSecureBoot",
+        ),
+        cel.Rule(
             "!has(self.tpm) || !self.tpm || !self.name.contains(',')",
             "a node with tpm: true cannot have ',' in its name",
             ".name",

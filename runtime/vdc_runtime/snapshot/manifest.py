@@ -100,6 +100,11 @@ class MachineImage:
     ready_at: float | None = None
     boots: int = 0
     restarts: int = 0
+    secure_boot: bool | None = None
+    """Whether its firmware was OVMF's Secure Boot build (None: as its spec says): the
+    restored machine runs the same one, which its saved state needs."""
+    secure_boot_next: bool | None = None
+    """Secure Boot as set through the BMC for its next boot (None: as its spec says)."""
 
 
 @dataclass(frozen=True)
@@ -202,6 +207,12 @@ def _machine(reader: _Reader) -> MachineImage:
         ready_at=reader.get("ready_at", float, optional=True),
         boots=reader.get("boots", int),
         restarts=reader.get("restarts", int),
+        # Absent from manifests written before vdc had Secure Boot.
+        **{
+            key: reader.get(key, bool, optional=True)
+            for key in ("secure_boot", "secure_boot_next")
+            if key in reader.data
+        },
     )
 
 

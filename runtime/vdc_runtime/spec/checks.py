@@ -246,6 +246,12 @@ def _node_rules(doc: Document, node: Node) -> Iterator[Problem]:
         # swtpm takes the state dir and socket (named after the node) in comma-separated
         # options with no way to escape a comma.
         yield Problem(doc, ("name",), "a node with tpm: true cannot have ',' in its name")
+    if node.uefi_secure_boot and not node.uefi:
+        yield Problem(doc, ("uefi-secure-boot",), "Secure Boot needs UEFI firmware (uefi: true)")
+    elif node.uefi_secure_boot and node.machine != "q35":
+        # OVMF's Secure Boot build keeps its variables safe from the guest OS with SMM,
+        # which QEMU emulates on q35 only.
+        yield Problem(doc, ("uefi-secure-boot",), "Secure Boot needs machine: q35 (SMM)")
     if node.kernel is None:
         for key, value in (("initrd", node.initrd), ("cmdline", node.cmdline)):
             if value is not None:

@@ -329,6 +329,11 @@ class Node(SpecModel):
     memory: Size | None = None
     numa: NUMA | None = None
     uefi: StrictBool = False
+    uefi_secure_boot: StrictBool = Field(
+        default=False,
+        description="Boot in UEFI Secure Boot mode: OVMF's Secure Boot build with Microsoft's"
+        " and the distributions' keys enrolled (needs uefi: true and machine: q35).",
+    )
     tpm: StrictBool = False
     smbios: SMBIOS | None = None
     network_device_queue: Count | None = None

@@ -18,7 +18,7 @@ from vdc_runtime.bmc.ipmi import sdr
 from vdc_runtime.bmc.ipmi.sel import EVENT_CODES
 from vdc_runtime.bmc.redfish.resources import Identity, collection, link, odata_type, segment
 from vdc_runtime.bmc.settings import BmcSettings
-from vdc_runtime.bmc.target import DriveFacts, PowerState
+from vdc_runtime.bmc.target import DriveFacts, PowerState, SecureBootState
 
 Json = dict[str, Any]
 
@@ -309,21 +309,31 @@ def bios_settings(ident: Identity, pending: Mapping[str, str]) -> Json:
     }
 
 
-def secure_boot(ident: Identity) -> Json:
-    """Off, with no keys enrolled: vdc starts OVMF with its plain variable store."""
+def secure_boot(ident: Identity, state: SecureBootState) -> Json:
+    """OVMF's Secure Boot build with Microsoft's and the distributions' keys enrolled (User
+    Mode, enforcing), or its plain build with no keys (Setup Mode, nothing checked).
+    `SecureBootEnable` is what the next power on, power cycle or reset boots with (a
+    running QEMU keeps its firmware); `SecureBootCurrentBoot` is what runs now."""
+    if not ident.facts.uefi:
+        description = "The node boots with a legacy BIOS, which has no Secure Boot"
+    elif state.current:
+        description = (
+            "UEFI Secure Boot is on: the firmware has Microsoft's and the distributions'"
+            " keys enrolled and runs only loaders they signed"
+        )
+    else:
+        description = "UEFI Secure Boot is off: the node's firmware has no keys enrolled"
+    if state.enabled != state.current:
+        description += f"; it is turned {'on' if state.enabled else 'off'} at the next reset"
     return {
         "@odata.id": f"{ident.system_uri}/SecureBoot",
         "@odata.type": odata_type("SecureBoot"),
         "Id": "SecureBoot",
         "Name": "UEFI Secure Boot",
-        "Description": (
-            "UEFI Secure Boot is off: the node's firmware has no keys enrolled"
-            if ident.facts.uefi
-            else "The node boots with a legacy BIOS, which has no Secure Boot"
-        ),
-        "SecureBootEnable": False,
-        "SecureBootCurrentBoot": "Disabled",
-        "SecureBootMode": "SetupMode",
+        "Description": description,
+        "SecureBootEnable": state.enabled,
+        "SecureBootCurrentBoot": "Enabled" if state.current else "Disabled",
+        "SecureBootMode": "UserMode" if state.current else "SetupMode",
     }
 
 

@@ -20,6 +20,7 @@ from vdc_runtime.bmc.redfish.messages import RedfishError, message
 from vdc_runtime.bmc.redfish.server import Bmc, Call, Endpoint, Reply, _split
 from vdc_runtime.bmc.redfish.sessions import DEFAULT_TIMEOUT
 from vdc_runtime.bmc.settings import BiosError
+from vdc_runtime.bmc.target import SystemFacts
 
 log = logging.getLogger("vdc.bmc.redfish")
 
@@ -89,27 +90,41 @@ def bios_error(error: BiosError) -> RedfishError:
     return bodies.refuse([info])
 
 
-def secure_boot_patch(body: Json) -> None:
-    """Only what is already so may be written: Secure Boot stays off (see inventory)."""
+def secure_boot_patch(body: Json, facts: SystemFacts) -> bool | None:
+    """The `SecureBootEnable` a PATCH asks for (None: no change), or RedfishError.
+
+    It takes effect at the next power on, power cycle or reset: QEMU cannot change the
+    firmware of a running machine, so the node's QEMU is started again then."""
     infos: list[Json] = []
     properties = [k for k in body if not bodies.annotation(k)]
     if not properties:
         raise bodies.refuse([message("NoOperation")])
+    enabled = None
     for key in properties:
         if key == "SecureBootEnable":
-            if body[key] is not False:
+            value = body[key]
+            if not isinstance(value, bool):
+                infos.append(message("PropertyValueTypeError", json.dumps(value), key,
+                                     related=[f"/{key}"]))  # fmt: skip
+            elif value and not facts.secure_boot_capable:
+                why = (
+                    "This node boots with a legacy BIOS, which has no Secure Boot."
+                    if not facts.uefi
+                    else "Secure Boot needs a q35 machine and OVMF's Secure Boot build."
+                )
                 infos.append(
-                    message("PropertyValueNotInList", json.dumps(body[key]), key,
-                            related=[f"/{key}"],
-                            resolution="This node's firmware has no Secure Boot keys enrolled;"
-                            " Secure Boot cannot be enabled.")
+                    message("PropertyValueNotInList", json.dumps(value), key,
+                            related=[f"/{key}"], resolution=why)
                 )  # fmt: skip
+            else:
+                enabled = value
         elif key in ("SecureBootCurrentBoot", "SecureBootMode", "Id", "Name", "Description"):
             infos.append(message("PropertyNotWritable", key, related=[f"/{key}"]))
         else:
             infos.append(message("PropertyUnknown", key, related=[f"/{key}"]))
     if infos:
         raise bodies.refuse(infos)
+    return enabled
 
 
 def extend(bmc: Bmc, table: Table) -> None:
@@ -340,7 +355,12 @@ def _system_inventory(
         return Reply(204)
 
     async def patch_secure_boot(call: Call) -> None:
-        secure_boot_patch(call.body)
+        enabled = secure_boot_patch(call.body, ident.facts)
+        if enabled is None:
+            return
+        await bmc.target.set_secure_boot(enabled)
+        log.info("node %s: Redfish user %s turned Secure Boot %s from the next reset", bmc.node,
+                 call.who.user.name, "on" if enabled else "off")  # fmt: skip
 
     add(f"{base}/Bios", Endpoint("Bios", get=getter(lambda: inv.bios(ident, settings))))
     add(
@@ -362,7 +382,7 @@ def _system_inventory(
         f"{base}/SecureBoot",
         Endpoint(
             "SecureBoot",
-            get=getter(lambda: inv.secure_boot(ident)),
+            get=getter(lambda: inv.secure_boot(ident, bmc.target.secure_boot())),
             patch=patch_secure_boot,
             privileges={"PATCH": "ConfigureComponents"},
         ),
