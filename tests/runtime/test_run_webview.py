@@ -4,29 +4,26 @@ console typed into, and nothing done without the run's token."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.prereqs import require
 from tests.runtime.harness import HostNetns, VdcRun, call_in_netns
 from vdc_runtime.graph import topology
 from vdc_runtime.spec import load_files
 from vdc_runtime.ui import auth
 
-webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yml"
 URL = "http://127.0.0.1:10808"
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # What the page's console holds: xterm.js keeps it in its buffer, not all in the DOM.
 TERMINAL_TEXT = """
 const b = term.buffer.active, out = [];
@@ -48,14 +45,14 @@ ws.onerror = () => done("refused");
 
 
 def browser(profile: Path) -> Any:
-    if not (os.access(CHROMIUM, os.X_OK) and shutil.which(CHROMEDRIVER)):
-        pytest.fail("chromium and chromium-driver are not installed: run scripts/deps.py")
+    require.web_assets()
+    chromium, chromedriver = require.browser()
     options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
+    options.binary_location = chromium
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  f"--user-data-dir={profile}", "--window-size=1400,1000"):  # fmt: skip
         options.add_argument(flag)
-    service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
+    service = webdriver.ChromeService(executable_path=chromedriver)
     driver = webdriver.Chrome(options=options, service=service)
     driver.set_script_timeout(20)
     return driver

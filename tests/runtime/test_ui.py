@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import stat
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.prereqs import require
 from vdc_runtime.ui import auth, routes
 
 TOKEN = "s3cret-token"
@@ -119,3 +121,16 @@ def test_pinned_assets_are_checked() -> None:
     for pin in assets.PINS:
         assert pin.integrity.startswith("sha512-") and pin.version.count(".") == 2
         assert "xterm.js" in pin.files.values()
+
+
+def test_the_page_loads_nothing_from_elsewhere() -> None:
+    require.web_assets()
+    page = (routes.STATIC / "index.html").read_text()
+    linked = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert linked, page
+    for url in linked:
+        assert url.startswith("/ui/static/") or url == "data:,", url
+        if url.startswith("/ui/static/"):
+            assert (routes.STATIC / url.removeprefix("/ui/static/")).is_file(), url
+    script = (routes.STATIC / "app.js").read_text()
+    assert not re.search(r"https?://", script)
