@@ -4,6 +4,7 @@ console typed into, and nothing done without the run's token."""
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +51,7 @@ def browser(profile: Path) -> Any:
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-crash-reporter", "--disable-breakpad", "--no-first-run",
                  f"--user-data-dir={profile}", "--window-size=1400,1000"):  # fmt: skip
         options.add_argument(flag)
     service = webdriver.ChromeService(executable_path=chromedriver)
@@ -73,6 +75,23 @@ def in_browser(host: HostNetns, profile: Path, scenario: Callable[[Any], None]) 
             driver.quit()
 
     call_in_netns(host.name, go)
+    # The browser is gone with its session (the run's leftover check does not know it).
+    deadline = time.monotonic() + 10
+    while (left := browser_processes(profile)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, left
+
+
+def browser_processes(profile: Path) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
+        except OSError:
+            continue
+        if str(profile).encode() in cmdline:
+            found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    return found
 
 
 def drawn_labels(driver: Any) -> set[str]:
