@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -310,6 +311,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     token = _run(_exec(args, "cat", UI_TOKEN, pod=pod)).strip()
     argv = [*_kubectl(args), "port-forward", f"pod/{pod}", f"{args.port or ''}:{AGENT_PORT}"]
     forward = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    # Stopped by a signal, the plugin still stops its port-forward (in `finally`).
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         assert forward.stdout is not None
         port = None
@@ -324,6 +327,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
             import webbrowser
 
             webbrowser.open(url)
+        # kubectl says a line per connection: read on, or its pipe fills and it blocks.
+        for _ in forward.stdout:
+            pass
         return forward.wait()
     except KeyboardInterrupt:
         return 0
@@ -331,6 +337,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         if forward.poll() is None:
             forward.terminate()
             forward.wait()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
