@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -62,6 +63,19 @@ def browser(profile: Path) -> Any:
 
 def until(driver: Any, what: Callable[[Any], Any], timeout: float = 60) -> Any:
     return WebDriverWait(driver, timeout, poll_frequency=0.2).until(what)
+
+
+def click(driver: Any, selector: str) -> None:
+    """Click what `selector` finds, found again if the page redrew it meanwhile."""
+
+    def clicked(d: Any) -> bool:
+        try:
+            d.find_element(By.CSS_SELECTOR, selector).click()
+        except (StaleElementReferenceException, NoSuchElementException):
+            return False
+        return True
+
+    until(driver, clicked)
 
 
 def in_browser(host: HostNetns, profile: Path, scenario: Callable[[Any], None]) -> None:
@@ -148,20 +162,18 @@ def test_web_view_of_a_running_quickstart(
         assert driver.current_url == f"{URL}/ui/"  # the token left the address bar
         until(driver, lambda d: "enabled" in d.find_element(By.ID, "access").text)
         # The console: typed keys reach the guest, its answer comes back on the page.
-        until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "button[data-console=worker-1]"))
-        driver.find_element(By.CSS_SELECTOR, "button[data-console=worker-1]").click()
+        click(driver, "button[data-console=worker-1]")
         until(driver, lambda d: d.find_element(By.ID, "console-status").text == "connected")
         until(driver, lambda d: "VDC-GUEST-DONE" in d.execute_script(TERMINAL_TEXT), 180)
         typing = driver.find_element(By.CSS_SELECTOR, "#terminal .xterm-helper-textarea")
         typing.send_keys("\n")
+        until(driver, lambda d: "vdc-guest#" in d.execute_script(TERMINAL_TEXT))
         typing.send_keys("echo hi-$((6*7))\n")
         until(driver, lambda d: "hi-42" in d.execute_script(TERMINAL_TEXT))
 
         # A power action, confirmed: the machine reboots, its console shows the second
         # boot (the guest counts boots of one QEMU process).
-        driver.find_element(
-            By.CSS_SELECTOR, "button[data-node=worker-1][data-action=reset]"
-        ).click()
+        click(driver, "button[data-node=worker-1][data-action=reset]")
         dialog = driver.find_element(By.ID, "confirm")
         until(driver, lambda d: dialog.get_attribute("open") is not None)
         assert "reset worker-1" in driver.find_element(By.ID, "confirm-text").text
@@ -169,7 +181,7 @@ def test_web_view_of_a_running_quickstart(
         until(driver, lambda d: "VDC-GUEST-READY boot=2" in d.execute_script(TERMINAL_TEXT), 240)
         assert driver.find_element(By.ID, "error").text == ""
         # The console log view shows both boots.
-        driver.find_element(By.CSS_SELECTOR, "button[data-log=worker-1]").click()
+        click(driver, "button[data-log=worker-1]")
         until(driver, lambda d: "boot=2" in d.find_element(By.ID, "log").text)
         assert "VDC-GUEST-READY boot=1" in driver.find_element(By.ID, "log").text
 

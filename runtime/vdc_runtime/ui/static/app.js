@@ -81,9 +81,17 @@ function machineRow(node) {
     buttons);
 }
 
+let lastMachines = "";
+
 async function refreshMachines() {
   const { body } = await getJson("/nodes");
-  $("machines").tBodies[0].replaceChildren(...body.map(machineRow));
+  // Redrawn only when what the table shows changed, so that a button does not move
+  // under the pointer at every poll.
+  const shown = JSON.stringify(body.map((n) => [n.name, n.ready, n.state, n.power_status, n.boots, n.bmc]));
+  if (shown !== lastMachines) {
+    lastMachines = shown;
+    $("machines").tBodies[0].replaceChildren(...body.map(machineRow));
+  }
 }
 
 async function refreshFaults() {
