@@ -301,10 +301,19 @@ async def faults_delete_all(request: web.Request) -> web.Response:
     return web.json_response({"cleared": await manager.clear_all()})
 
 
+@web.middleware
+async def same_site_changes(request: web.Request, handler: ui_routes.Handler) -> web.StreamResponse:
+    """No change from another site's page: the API listens on loopback without
+    credentials, and any page a browser there opens could post to it."""
+    if ui_auth.cross_site(request.method, request.headers):
+        return _error(403, "a request from another site's page changes nothing here")
+    return await handler(request)
+
+
 def make_app(run: DataCenterRun, ui_token: str | None = None) -> web.Application:
     """The API; with `ui_token`, also the web view under /ui/, whose actions and console
     need that token (without one, a fresh token nobody knows: the page only shows)."""
-    app = web.Application()
+    app = web.Application(middlewares=[same_site_changes])
     app[RUN_KEY] = run
     app.router.add_get("/health", health)
     app.router.add_get("/networks", networks)

@@ -52,6 +52,21 @@ def test_refusal(
     assert (found[0] if found else None) == expected
 
 
+@pytest.mark.parametrize(
+    ("method", "headers", "refused"),
+    [
+        ("POST", {}, False),  # vdc, pmctl2, curl: no Origin
+        ("POST", {"Origin": "http://127.0.0.1:10808", "Host": "127.0.0.1:10808"}, False),
+        ("POST", {"Origin": "https://evil.example", "Host": "127.0.0.1:10808"}, True),
+        ("DELETE", {"Origin": "null", "Host": "127.0.0.1:10808"}, True),
+        ("PUT", {"Origin": "http://localhost:10808", "Host": "127.0.0.1:10808"}, True),
+        ("GET", {"Origin": "https://evil.example", "Host": "127.0.0.1:10808"}, False),
+    ],
+)
+def test_cross_site_changes(method: str, headers: dict[str, str], refused: bool) -> None:
+    assert auth.cross_site(method, headers) is refused
+
+
 def test_matches_is_exact() -> None:
     assert auth.matches(TOKEN, TOKEN)
     for wrong in ("", None, TOKEN[:-1], TOKEN + "x", TOKEN.upper()):

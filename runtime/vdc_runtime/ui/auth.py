@@ -67,6 +67,16 @@ def same_origin(origin: str | None, host: str | None) -> bool:
     return parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
 
 
+def cross_site(method: str, headers: Mapping[str, str]) -> bool:
+    """A change asked by another site's page: a browser names the page's origin, and a
+    form posted across sites needs no preflight. The API's own clients (vdc, pmctl2,
+    curl) send no Origin, so nothing of theirs is refused."""
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return False
+    origin = headers.get("Origin")
+    return origin is not None and not same_origin(origin, headers.get("Host"))
+
+
 def refusal(
     token: str,
     headers: Mapping[str, str],
@@ -103,6 +113,7 @@ __all__ = [
     "UI_HEADER",
     "bearer",
     "cookie_name",
+    "cross_site",
     "matches",
     "new_token",
     "refusal",
