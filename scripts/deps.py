@@ -43,6 +43,8 @@ BASE_DEBS = [
     *("ipmitool", "freeipmi-tools", "jq", "iperf3"),
     # `dot`, only to check that `vdc graph --format dot` parses (the default SVG needs none).
     "graphviz",
+    # The web view's browser tests (tests/runtime/test_run_webview.py), with selenium.
+    *("chromium", "chromium-driver"),
 ]
 # The e2e cluster (tests/e2e/cluster), its pause image (gcc) and the container images.
 E2E_DEBS = [
@@ -163,6 +165,23 @@ def bytecode() -> str:
     return "ok"
 
 
+def web_assets() -> str:
+    """The web view's browser libraries, from npm (pinned, integrity-checked), into the
+    package (before the container images, which copy the package)."""
+    import shutil
+
+    if shutil.which("npm") is None:
+        # Debian's, unless a Node.js distribution that brings its own is installed.
+        debian_packages(["npm"])
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "ui_assets.py")], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout + done.stderr)
+        raise SystemExit("deps: scripts/ui_assets.py failed")
+    return done.stdout.strip() or "ok"
+
+
 def test_guest() -> str:
     from tests.guest import build as guest
 
@@ -245,6 +264,7 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT))
     step("bytecode", bytecode)
+    step("web view assets", web_assets)
     step("test guest", test_guest)
     step("signed boot loaders", signed_loaders)
     if args.e2e:

@@ -12,6 +12,7 @@ agent's REST API on the pod's loopback; a console is `kubectl exec -it`.
     kubectl vdc console-log VDC NODE [-f]
     kubectl vdc exec VDC [--group G] -- CMD...  # a command in the pod (ipmitool, curl, ...)
     kubectl vdc graph VDC [--format F] [-o OUT]  # its topology, machines coloured by state
+    kubectl vdc dashboard VDC [--port P] [--open]  # the web view, through a port-forward
 
 A VDC of several groups has a pod per group: commands about a node go to its group's pod,
 `nodes` asks every pod, and `exec` goes to the first group's (or --group's). With automatic
@@ -25,6 +26,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
     from vdc_runtime.graph.model import Graph
 
 ACTIONS = ("start", "stop", "restart", "reset", "shutdown", "nmi")
+# The agent's REST API (and web view), on the pod's loopback; its token in its run dir.
+AGENT_PORT = 10808
+UI_TOKEN = "/run/vdc/ui-token"
 
 
 class PluginError(RuntimeError):
@@ -280,6 +285,61 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def forwarded_port(line: str) -> int | None:
+    """The local port in kubectl port-forward's `Forwarding from 127.0.0.1:PORT -> 10808`."""
+    words = line.split()
+    if len(words) < 3 or words[:2] != ["Forwarding", "from"]:
+        return None
+    host, _, port = words[2].rpartition(":")
+    return int(port) if port.isdigit() and host == "127.0.0.1" else None
+
+
+def dashboard_url(port: int, token: str) -> str:
+    """The page, with the token the page turns into its cookie (and drops from the URL)."""
+    if not token or any(c not in _TOKEN_CHARS for c in token):
+        raise PluginError(f"the agent's token ({UI_TOKEN}) is not a token: {token!r}")
+    return f"http://127.0.0.1:{port}/ui/?token={token}"
+
+
+_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Forward a local port to the agent's API and print (or open) the web view's URL with
+    the agent's token; runs until Ctrl-C, as kubectl port-forward does."""
+    pod = pod_for(args)
+    token = _run(_exec(args, "cat", UI_TOKEN, pod=pod)).strip()
+    argv = [*_kubectl(args), "port-forward", f"pod/{pod}", f"{args.port or ''}:{AGENT_PORT}"]
+    forward = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    # Stopped by a signal, the plugin still stops its port-forward (in `finally`).
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        assert forward.stdout is not None
+        port = None
+        while port is None:
+            line = forward.stdout.readline()
+            if not line:
+                raise PluginError(f"kubectl port-forward to {pod} exited ({forward.wait()})")
+            port = forwarded_port(line)
+        url = dashboard_url(port, token)
+        print(f"web view of {args.vdc}: {url}\n(Ctrl-C stops the port-forward)", flush=True)
+        if args.open:
+            import webbrowser
+
+            webbrowser.open(url)
+        # kubectl says a line per connection: read on, or its pipe fills and it blocks.
+        for _ in forward.stdout:
+            pass
+        return forward.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if forward.poll() is None:
+            forward.terminate()
+            forward.wait()
+        signal.signal(signal.SIGTERM, previous)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-n", "--namespace", help="the VDC's namespace (default: kubectl's)")
@@ -336,6 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, metavar="OUT",
                    help="write here instead of standard output")  # fmt: skip
     p.set_defaults(func=cmd_graph)
+    p = sub.add_parser("dashboard", parents=[common],
+                       help="the VDC's web view, through a port-forward to its agent")  # fmt: skip
+    p.add_argument("vdc")
+    p.add_argument("--group", help="this group's pod (default: the first group's)")
+    p.add_argument("--port", type=int, default=0, help="local port (default: a free one)")
+    p.add_argument("--open", action="store_true", help="open it in a browser")
+    p.set_defaults(func=cmd_dashboard)
     return parser
 
 

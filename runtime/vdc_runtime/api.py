@@ -17,6 +17,8 @@ from vdc_runtime.listen import parse_listen_addr
 from vdc_runtime.nodes.machine import Machine, NodeError, PowerError
 from vdc_runtime.nodes.power import PowerControl
 from vdc_runtime.phases import RunPhase
+from vdc_runtime.ui import auth as ui_auth
+from vdc_runtime.ui import routes as ui_routes
 
 RUN_KEY: web.AppKey[DataCenterRun] = web.AppKey("run", DataCenterRun)
 
@@ -299,8 +301,19 @@ async def faults_delete_all(request: web.Request) -> web.Response:
     return web.json_response({"cleared": await manager.clear_all()})
 
 
-def make_app(run: DataCenterRun) -> web.Application:
-    app = web.Application()
+@web.middleware
+async def same_site_changes(request: web.Request, handler: ui_routes.Handler) -> web.StreamResponse:
+    """No change from another site's page: the API listens on loopback without
+    credentials, and any page a browser there opens could post to it."""
+    if ui_auth.cross_site(request.method, request.headers):
+        return _error(403, "a request from another site's page changes nothing here")
+    return await handler(request)
+
+
+def make_app(run: DataCenterRun, ui_token: str | None = None) -> web.Application:
+    """The API; with `ui_token`, also the web view under /ui/, whose actions and console
+    need that token (without one, a fresh token nobody knows: the page only shows)."""
+    app = web.Application(middlewares=[same_site_changes])
     app[RUN_KEY] = run
     app.router.add_get("/health", health)
     app.router.add_get("/networks", networks)
@@ -324,6 +337,8 @@ def make_app(run: DataCenterRun) -> web.Application:
     app.router.add_get("/topology", topology)
     app.router.add_get("/group", group)
     app.router.add_put("/group/peers", group_peers)
+    token = ui_token or ui_auth.new_token()
+    ui_routes.add_routes(app, run, token, node_action, list(ACTIONS))
     return app
 
 
@@ -331,10 +346,12 @@ async def serve(
     run: DataCenterRun,
     listen_addr: str,
     extra: Callable[[web.Application], None] | None = None,
+    ui_token: str | None = None,
 ) -> web.AppRunner:
-    """Serve the API; `extra` adds routes (the agent's /keep)."""
+    """Serve the API; `extra` adds routes (the agent's /keep); `ui_token` lets the web
+    view act."""
     host, port = parse_listen_addr(listen_addr)
-    app = make_app(run)
+    app = make_app(run, ui_token)
     if extra is not None:
         extra(app)
     runner = web.AppRunner(app, access_log=None)

@@ -151,11 +151,17 @@ async def _run(dc: DataCenter, args: argparse.Namespace, group: GroupOptions | N
     exit_code = EXIT_OK
     runner = None
     try:
-        runner = await api.serve(run, args.listen_addr)
+        from vdc_runtime.ui import auth as ui_auth
+
+        token = ui_auth.write_token(run.options.run_dir)
+        runner = await api.serve(run, args.listen_addr, ui_token=token)
         log.info(
             "ready: API on http://%s (Ctrl-C or SIGTERM stops and removes everything)",
             args.listen_addr,
         )
+        # The token lets whoever has this line act from the web view (it is also in
+        # RUN_DIR/ui-token, for its owner).
+        log.info("web view: http://%s/ui/?token=%s", args.listen_addr, token)
         failed = asyncio.create_task(run.failed.wait())
         requested = asyncio.create_task(run.stop_requested.wait())
         await asyncio.wait({stop_wait, failed, requested}, return_when=asyncio.FIRST_COMPLETED)

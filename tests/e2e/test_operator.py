@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -165,6 +167,37 @@ def test_kubectl_get_describe_and_the_plugin(quickstart: Kube) -> None:
     assert lines[0].split()[:4] == ["NAME", "POWER", "STATE", "READY"]
     assert any(line.split()[:4] == ["worker-2", "On", "running", "true"] for line in lines)
     assert plugin(operator, "list", "-n", NS).stdout.count("quickstart") == 1
+
+
+def test_kubectl_vdc_dashboard(quickstart: Kube) -> None:
+    """The agent's web view through `kubectl vdc dashboard`'s port-forward, with the token
+    the plugin read in the pod; without it, actions are refused."""
+    env = {**os.environ, "KUBECTL": quickstart.kubectl[0], "KUBECONFIG": quickstart.kubectl[2]}
+    kubectl_vdc = Path(sys.executable).parent / "kubectl-vdc"
+    proc = subprocess.Popen([str(kubectl_vdc), "dashboard", "quickstart", "-n", NS],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)  # fmt: skip
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("web view of quickstart: http://127.0.0.1:"), (line, proc)
+        base, token = line.split(": ", 1)[1].strip().split("/ui/?token=")
+        with direct.open(f"{base}/ui/", timeout=30) as page:
+            assert "/ui/static/vendor/xterm.js" in page.read().decode()
+        with direct.open(f"{base}/ui/topology.svg", timeout=30) as svg:
+            drawn = svg.read().decode()
+        assert "worker-1 [ready]" in drawn and "worker-2 [ready]" in drawn
+        asking = urllib.request.Request(f"{base}/ui/session",
+                                        headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        with direct.open(asking, timeout=30) as session:
+            assert json.load(session)["authorized"] is True
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            direct.open(urllib.request.Request(f"{base}/ui/nodes/worker-1/nmi", method="POST"))
+        assert refused.value.code == 401
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def test_metrics(quickstart: Kube) -> None:

@@ -94,3 +94,21 @@ def redfish_csdl() -> Path | None:
             pytest.fail(f"${CSDL_ENV} names {named}, which is not a directory")
         return Path(named)
     return None
+
+
+def web_assets() -> None:
+    """The browser libraries the web view's page loads, bundled from npm into the package."""
+    from vdc_runtime.ui import routes
+
+    if not (routes.VENDOR / "xterm.js").exists():
+        pytest.fail(f"the web view's xterm.js is not bundled in {routes.VENDOR}: {DEPS}")
+
+
+def browser() -> tuple[str, str]:
+    """Debian's chromium and its chromedriver (selenium drives them)."""
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or chromedriver is None:
+        pytest.fail(
+            f"chromium or chromedriver is missing (Debian: chromium, chromium-driver): {DEPS}"
+        )
+    return chromium, chromedriver

@@ -216,9 +216,14 @@ class Agent:
                 await self._report_failure()
             elif self.run is not None:
                 from vdc_runtime import api
+                from vdc_runtime.ui import auth as ui_auth
 
-                api_runner = await api.serve(self.run, opts.listen_addr, self._routes)
-                log.info("ready: API on http://%s", opts.listen_addr)
+                # `kubectl vdc dashboard` reads the token from the run dir in the pod.
+                token = ui_auth.write_token(opts.run_dir)
+                api_runner = await api.serve(
+                    self.run, opts.listen_addr, self._routes, ui_token=token
+                )
+                log.info("ready: API on http://%s (web view on /ui/)", opts.listen_addr)
                 taking = self._take_snapshots(kube)
                 failed = asyncio.create_task(self.run.failed.wait())
                 stopping = asyncio.create_task(stop.wait())
