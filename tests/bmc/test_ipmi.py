@@ -93,7 +93,9 @@ def bmc(guest: GuestPaths, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 def ipmitool(bmc: Bmc, *args: str, user=ADMIN, suite: int = 17, check: bool = True, extra=()):
     argv = ["ipmitool", "-I", "lanplus", "-H", HOST, "-p", str(bmc.port), "-U", user[0],
             "-P", user[1], "-C", str(suite), "-N", "2", "-R", "2", *extra, *args]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    # Dates in the C locale and UTC, whatever the machine's: `sel` reads and prints them so.
+    env = {**os.environ, "LC_ALL": "C", "TZ": "UTC"}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
     output = done.stdout + done.stderr
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{output}")

@@ -88,6 +88,23 @@ def test_sel_records_power_and_boot_events_and_clears(bmc: Bmc, cache: tuple[str
     assert "Entries          : 1" in ipmitool(bmc, "sel", "info")
 
 
+def test_sel_time_set_moves_the_bmc_clock_for_both_clients(bmc: Bmc) -> None:
+    # ipmitool reads the time in the locale's %x %X: a two-digit year in the C locale.
+    ipmitool(bmc, "sel", "time", "set", "06/15/31 12:00:00")
+    assert ipmitool(bmc, "sel", "time", "get").startswith("06/15/31 12:0")
+    ipmitool(bmc, "sel", "clear")
+    (cleared,) = ipmitool(bmc, "sel", "list").strip().splitlines()
+    assert "06/15/31 | 12:0" in cleared, cleared
+    assert "2031" in freeipmi(bmc, "bmc-device", "--get-sel-time")
+
+    viewer = {"user": VIEWER, "extra": ("-L", "USER")}
+    refused = ipmitool(bmc, "sel", "time", "set", "01/01/20 00:00:00", check=False, **viewer)
+    assert "Insufficient privilege" in refused, refused
+
+    ipmitool(bmc, "sel", "time", "set", "now")
+    assert "/31 " not in ipmitool(bmc, "sel", "time", "get")
+
+
 def sdr_rows(bmc: Bmc) -> dict[str, tuple[str, str]]:
     rows = {}
     for line in ipmitool(bmc, "sdr", "list").strip().splitlines():

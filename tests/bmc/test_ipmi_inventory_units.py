@@ -51,6 +51,22 @@ def test_event_log_ids_capacity_and_clear() -> None:
     assert only.message == "The event log was cleared. (IPMI Clear SEL)"
 
 
+def test_the_bmc_clock_moves_where_set_and_keeps_running() -> None:
+    clock = Clock()
+    log = EventLog(clock)
+    early = log.add("power-on")
+    log.set_time(1_900_000_000)
+    assert log.now() == 1_900_000_000
+    clock.now += 5
+    assert log.now() == 1_900_000_005
+    assert log.now_utc().timestamp() == 1_900_000_005
+    late = log.add("power-off")
+    # Entries already made keep their time, as a real SEL's do.
+    assert (early.time, late.time) == (1_700_000_000, 1_900_000_005)
+    log.clear()
+    assert log.last_erase == 1_900_000_005
+
+
 @pytest.mark.parametrize(
     ("power", "cause", "kind"),
     [

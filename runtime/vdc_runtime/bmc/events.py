@@ -8,6 +8,7 @@ severity); each front end encodes them its own way.
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections import deque
 from collections.abc import Callable
@@ -66,7 +67,8 @@ class Event:
 
 
 class EventLog:
-    """A bounded, in-memory list of events; `clock` is injectable for the tests."""
+    """A bounded, in-memory list of events, and the BMC's clock that stamps them; `clock`
+    (the host's) is injectable for the tests."""
 
     def __init__(self, clock: Callable[[], float] = time.time, capacity: int = CAPACITY) -> None:
         self._clock = clock
@@ -76,9 +78,22 @@ class EventLog:
         self.last_erase: float | None = None
         self.overflowed = False
         self.capacity = capacity
+        self._offset = 0.0
+
+    def now(self) -> float:
+        """The BMC's clock: the host's, moved to where a client set it (IPMI Set SEL Time).
+        Provisioners set a BMC's clock before reading its log; they expect new entries,
+        `sel time get` and Redfish's DateTime to follow it."""
+        return self._clock() + self._offset
+
+    def now_utc(self) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(self.now(), datetime.UTC)
+
+    def set_time(self, seconds: float) -> None:
+        self._offset = seconds - self._clock()
 
     def add(self, kind: EventKind, detail: str = "") -> Event:
-        now = self._clock()
+        now = self.now()
         event = Event(self._next_id, now, kind, detail)
         self._next_id = self._next_id % MAX_RECORD_ID + 1
         if len(self._entries) == self.capacity:
@@ -91,7 +106,7 @@ class EventLog:
         """Empty the log; like a real BMC, it then records that it was cleared."""
         self._entries.clear()
         self.overflowed = False
-        self.last_erase = self._clock()
+        self.last_erase = self.now()
         self.add("log-cleared", detail)
 
     def entries(self) -> tuple[Event, ...]:

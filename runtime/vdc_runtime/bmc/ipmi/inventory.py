@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import struct
-import time
 
 from vdc_runtime.bmc.ipmi import codec, fru, sdr, sel
 from vdc_runtime.bmc.target import BmcTarget
@@ -92,7 +91,15 @@ class Inventory:
         return codec.OK, bytes([ERASE_COMPLETED])
 
     async def get_sel_time(self, data: bytes) -> tuple[int, bytes]:
-        return codec.OK, struct.pack("<I", int(time.time()) & 0xFFFFFFFF)
+        return codec.OK, struct.pack("<I", int(self.target.events.now()) & 0xFFFFFFFF)
+
+    async def set_sel_time(self, data: bytes) -> tuple[int, bytes]:
+        if len(data) != 4:
+            return codec.REQUEST_DATA_LENGTH_INVALID, b""
+        seconds = struct.unpack("<I", data)[0]
+        self.target.events.set_time(seconds)
+        log.info("node %s: IPMI set the BMC's clock to %d", self.target.facts.name, seconds)
+        return codec.OK, b""
 
     # -- SDR repository and sensors ----------------------------------------------------------
 
@@ -180,6 +187,7 @@ COMMANDS: dict[tuple[int, int], tuple[int, str]] = {
     (NETFN_STORAGE, 0x43): (codec.USER, "get_sel_entry"),
     (NETFN_STORAGE, 0x47): (codec.OPERATOR, "clear_sel"),
     (NETFN_STORAGE, 0x48): (codec.USER, "get_sel_time"),
+    (NETFN_STORAGE, 0x49): (codec.OPERATOR, "set_sel_time"),
 }
 
 

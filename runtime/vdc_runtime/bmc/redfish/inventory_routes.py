@@ -7,7 +7,6 @@ whose URIs come and go with the log.
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 from collections.abc import Callable
@@ -205,7 +204,7 @@ def extend(bmc: Bmc, table: Table) -> None:
 
     def add_log(base: str, log_id: str, privilege: str) -> None:
         async def service(call: Call) -> Json:
-            return inv.log_service(base, log_id, events, datetime.datetime.now(datetime.UTC))
+            return inv.log_service(base, log_id, events, events.now_utc())
 
         async def clear(call: Call) -> Reply:
             bodies.no_parameters(call.body, "LogService.ClearLog")

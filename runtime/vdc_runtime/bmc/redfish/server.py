@@ -9,7 +9,6 @@ Errors of any kind leave as DMTF error bodies.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import errno
 import hashlib
 import importlib.metadata
@@ -520,7 +519,7 @@ class Bmc:
             return rs.managers_collection(ident)
 
         async def manager(call: Call) -> Json:
-            return rs.manager(ident, datetime.datetime.now(datetime.UTC))
+            return rs.manager(ident, self.target.events.now_utc())
 
         async def network_protocol(call: Call) -> Json:
             return rs.network_protocol(ident)
