@@ -208,6 +208,9 @@ def test_virtual_size_and_drive_serial() -> None:
     qcow2 = b"QFI\xfb" + bytes(20) + struct.pack(">Q", 10 << 30)
     assert virtual_size(qcow2, 200_000) == 10 << 30
     assert virtual_size(b"\0" * 32, 1 << 20) == 1 << 20
+    # A raw drive is raw: what its guest wrote at the start does not change its size.
+    assert virtual_size(qcow2, 200_000, "raw") == 200_000
+    assert virtual_size(qcow2, 200_000, "qcow2") == 10 << 30
     serial = drive_serial("node-1", "root")
     assert len(serial) <= 20 and serial == drive_serial("node-1", "root")
     assert serial != drive_serial("node-2", "root")

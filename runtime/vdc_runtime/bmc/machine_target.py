@@ -72,8 +72,14 @@ def topology(node: Node) -> tuple[int, int, int]:
 QCOW2_MAGIC = b"QFI\xfb"
 
 
-def virtual_size(header: bytes, file_size: int) -> int:
-    """A disk's size as the guest sees it: qcow2's from its header, a raw file's own."""
+def virtual_size(header: bytes, file_size: int, image_format: str | None = None) -> int:
+    """A disk's size as the guest sees it: qcow2's from its header, a raw file's own.
+
+    The header is read only where QEMU reads it too: a drive given `format=raw` is raw
+    whatever the guest wrote at its start, and a guest must not make its BMC report another
+    size by writing a qcow2 magic there."""
+    if image_format == "raw":
+        return file_size
     if header[:4] == QCOW2_MAGIC and len(header) >= 32:
         return int(struct.unpack(">Q", header[24:32])[0])
     return file_size
@@ -89,7 +95,7 @@ def drive_facts(node: str, drive: DriveLayout) -> DriveFacts:
     try:
         with path.open("rb") as f:
             header = f.read(32)
-        size = virtual_size(header, path.stat().st_size)
+        size = virtual_size(header, path.stat().st_size, drive.format)
     except OSError:
         size = 0  # reported as an empty drive rather than failing the whole BMC
     return DriveFacts(drive.name, size, drive_serial(node, drive.name), drive.read_only)
