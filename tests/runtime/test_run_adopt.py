@@ -7,8 +7,9 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,6 +56,8 @@ class Lab:
     run_dir: Path
     running: list[VdcRun]
     before: Snapshot
+    killed: dict[str, Any] = field(default_factory=dict)
+    """The killed run's views of its node and namespace, by path."""
 
 
 MakeLab = Callable[[str, str], Lab]
@@ -84,8 +87,9 @@ def make_lab(
             forced.stop()
 
 
-def _killed_run(lab_: Lab) -> tuple[int, int]:
-    """A run whose guest booted, then SIGKILLed: its QEMU's and its app's pids."""
+def _killed_run(lab_: Lab, faults: tuple[dict[str, object], ...] = ()) -> tuple[int, int]:
+    """A run whose guest booted, with `faults` applied, then SIGKILLed: its QEMU's and its
+    app's pids."""
     running = lab_.running
     first = VdcRun(lab_.host, [lab_.spec], lab_.run_dir).start()
     running.append(first)
@@ -96,6 +100,10 @@ def _killed_run(lab_: Lab) -> tuple[int, int]:
     forward = {"local_port": FORWARD_PORT, "netns": "adns", "remote_host": "10.6.0.1",
                "remote_port": 7}  # fmt: skip
     assert first.api("/forwards", "POST", body=forward)[0] == 201
+    for fault in faults:
+        assert first.api("/faults", "POST", body=fault)[0] == 201, fault
+    for path in ("/nodes/ad1", "/netns/adns"):
+        lab_.killed[path] = first.api(path)[1]
     time.sleep(1.5)  # the run state follows the guest's readiness within a second
     first.signal(signal.SIGKILL)
     first.wait()
@@ -110,7 +118,18 @@ def test_a_killed_run_is_adopted_and_its_machines_keep_running(
     marker = "31817"
     lab_ = make_lab(marker, "no")
     host, spec, running = lab_.host, lab_.spec, lab_.running
-    qemu, app = _killed_run(lab_)
+    # Faults end with the run that made them, also where what they changed outlives it: a
+    # qdisc on the node's tap, a namespace's link down, the QEMU's vCPUs stopped.
+    faults = (
+        {"kind": "link", "target": "ad1:eth0", "rate": "10mbit"},
+        {"kind": "link", "target": "adns:adnet", "down": True},
+        {"kind": "machine", "target": "ad1", "effect": "hang"},
+    )
+    qemu, app = _killed_run(lab_, faults)
+    tap = lab_.killed["/nodes/ad1"]["taps"]["adnet"]
+    veth = lab_.killed["/netns/adns"]["interfaces"][0]["host_link"]
+    assert "tbf" in host.sh(["tc", "qdisc", "show", "dev", tap])  # left by the killed run
+    assert ",UP" not in host.sh(["ip", "-o", "link", "show", "dev", veth])
 
     adopting = VdcRun(host, [spec], tmp_path / "run", "--adopt").start()
     running.append(adopting)
@@ -119,6 +138,10 @@ def test_a_killed_run_is_adopted_and_its_machines_keep_running(
     assert (node["pid"], node["power_status"], node["restarts"]) == (qemu, "On", 0), node
     assert node["ready"] is True, node  # its power known as On, its readiness kept
     assert adopting.api("/netns/adns")[1]["apps"][0]["pid"] == app
+    assert adopting.api("/faults")[1] == []
+    qdiscs = host.sh(["tc", "qdisc", "show", "dev", tap])
+    assert "tbf" not in qdiscs and "netem" not in qdiscs, qdiscs
+    assert ",UP" in host.sh(["ip", "-o", "link", "show", "dev", veth])
     # The forward added through the API is served again.
     (fwd,) = adopting.api("/forwards")[1]
     assert (fwd["local_port"], fwd["netns"], fwd["remote_port"]) == (FORWARD_PORT, "adns", 7)

@@ -15,12 +15,13 @@ import asyncio
 import itertools
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from vdc_runtime.fabric import nft
-from vdc_runtime.faults import kernel
+from vdc_runtime.faults import kernel, leftovers
 from vdc_runtime.faults import plan as fp
 from vdc_runtime.ledger import Ledger
 from vdc_runtime.spec.faults import (
@@ -40,8 +41,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("vdc.faults")
 
 AnyFault = LinkFault | PartitionFault | MachineFault | BmcFault
-Step = tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]]]
-"""(apply, undo)."""
+
+
+class Step(NamedTuple):
+    apply: Callable[[], Awaitable[Any]]
+    undo: Callable[[], Awaitable[Any]]
+    leftover: dict[str, Any] | None = None
+    """The undo as data, for a run that adopts the machines after this one is killed
+    (`leftovers`); None where nothing outlives the run (the BMC's own hooks, a QEMU that
+    is gone) or the run's bridge table holds it (dropped whole on adoption)."""
+
+
 STEP_ERRORS = (nft.NftError, OSError, kernel.CommandError)
 """What a failed step raises: a machine's step turns its NodeError into CommandError
 (`_on_machine`), so that a run without machines never loads their code."""
@@ -58,6 +68,10 @@ class ActiveFault:
     created_at: float
     claims: frozenset[str]
     undo: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+    key: str = ""
+    """Names the fault in the ledger (ids start again at 1 in every run)."""
+    recorded: bool = False
+    """Something it changed outlives the run: its clearing goes to the ledger too."""
     timer: asyncio.Task[None] | None = None
 
     @property
@@ -129,6 +143,7 @@ class FaultManager:
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
         self._table_made = False
+        self._run_key = uuid.uuid4().hex[:8]
         self._closing = False
         """Teardown: a machine that lost its power is not booted only to be stopped."""
         self.cleared = 0
@@ -156,17 +171,21 @@ class FaultManager:
                         "target",
                         f"clashes with fault {other.id} ({describe(other.fault)}); clear it first",
                     )
-            active = ActiveFault(fault_id, fault, time.time(), claims)
-            for apply, undo in steps:
+            key = f"{self._run_key}-{fault_id}"
+            active = ActiveFault(fault_id, fault, time.time(), claims, key=key)
+            for step in steps:
                 try:
-                    await apply()
+                    await step.apply()
                 except FaultError:
                     await self._undo(active)
                     raise
                 except STEP_ERRORS as exc:
                     await self._undo(active)
                     raise FaultApplyError(f"fault not applied ({describe(fault)}): {exc}") from exc
-                active.undo.append(undo)
+                active.undo.append(step.undo)
+                if step.leftover is not None:
+                    self._ledger.record(leftovers.UNDO, fault=key, **step.leftover)
+                    active.recorded = True
             self.active[fault_id] = active
             if fault.duration is not None:
                 active.timer = asyncio.create_task(
@@ -208,16 +227,22 @@ class FaultManager:
         for command in fp.link_commands(topo, port, fault):
             claims.add(f"{command.apply[0]}:{' '.join(command.undo)}")
             steps.append(
-                (lambda c=command: kernel.run(c.apply), lambda c=command: kernel.run(c.undo))
+                Step(
+                    lambda c=command: kernel.run(c.apply),
+                    lambda c=command: kernel.run(c.undo),
+                    {"argv": list(command.undo)},
+                )
             )
         if fault.down:
             claims.add(f"down:{port.host_link}")
             if port.netns is None:
                 machine = self._machines[port.endpoint]
+                up = fp.link_qmp(port, up=True)
                 steps.append(
-                    (
+                    Step(
                         _on_machine(machine.control.execute, *fp.link_qmp(port, up=False)),
-                        _on_machine(machine.control.execute, *fp.link_qmp(port, up=True)),
+                        _on_machine(machine.control.execute, *up),
+                        _qmp_leftover(machine.name, *up),
                     )
                 )
         return frozenset(claims), steps
@@ -230,11 +255,18 @@ class FaultManager:
         if fault.effect == "power-loss":
             if machine.power_lost:
                 raise FaultConflict("target", f"node {node} has no power already")
+            # No leftover: the machine's QEMU is gone; an adopting run finds it off.
             return frozenset({f"power:{node}"}), [
-                (_on_machine(machine.lose_power), _on_machine(self._power_back, machine))
+                Step(_on_machine(machine.lose_power), _on_machine(self._power_back, machine))
             ]
         if fault.effect == "hang":
-            steps = [(_on_machine(machine.control.hang), _on_machine(machine.control.unhang))]
+            steps = [
+                Step(
+                    _on_machine(machine.control.hang),
+                    _on_machine(machine.control.unhang),
+                    _qmp_leftover(node, "cont"),
+                )
+            ]
             return frozenset({f"power:{node}"}), steps
         index = fp.disk_index(topo, fault)
         from vdc_runtime.nodes.qemu_args import drive_id
@@ -244,9 +276,10 @@ class FaultManager:
         slow = fp.throttle_qmp(device, iops, fault.bps)
         lifted = fp.throttle_qmp(device, None, None)
         return frozenset({f"disk:{node}/{fault.volume}"}), [
-            (
+            Step(
                 _on_machine(machine.control.execute, "block_set_io_throttle", slow),
                 _on_machine(machine.control.execute, "block_set_io_throttle", lifted),
+                _qmp_leftover(node, "block_set_io_throttle", lifted),
             )
         ]
 
@@ -256,10 +289,13 @@ class FaultManager:
         address = fp.bmc_address(topo, fault)
         claims = frozenset({f"bmc:{fault.target}"})
         if fault.effect == "unresponsive":
+            undrop = fp.bmc_undrop(topo, fault_id)
             return claims, [
-                (
+                Step(
                     lambda: nft.apply(fp.bmc_drop(topo, fault_id, address)),
-                    lambda: nft.apply(fp.bmc_undrop(topo, fault_id)),
+                    lambda: nft.apply(undrop),
+                    # In the run's inet table, which an adopting run keeps.
+                    {"nft": undrop},
                 )
             ]
         hooks = self._bmc_hooks
@@ -272,7 +308,7 @@ class FaultManager:
         async def answer() -> None:
             hooks.clear(fault.target)
 
-        return claims, [(slow, answer)]
+        return claims, [Step(slow, answer)]
 
     def _nft_step(self, topo: fp.Topology, fault_id: int, rules: dict[str, list[str]]) -> Step:
         async def apply() -> None:
@@ -285,7 +321,7 @@ class FaultManager:
         async def undo() -> None:
             await nft.apply(fp.delete_chains(topo.table, fault_id, list(rules)))
 
-        return apply, undo
+        return Step(apply, undo)
 
     # -- clear -----------------------------------------------------------------------------
 
@@ -297,6 +333,7 @@ class FaultManager:
             if active.timer is not None and active.timer is not asyncio.current_task():
                 active.timer.cancel()
             problems = await self._undo(active)
+            self._record_cleared(active)
         self.cleared += 1
         log.info("fault %d %s: %s", fault_id, why, describe(active.fault))
         for problem in problems:
@@ -308,6 +345,11 @@ class FaultManager:
         for fault_id in ids:
             await self.clear(fault_id, why)
         return ids
+
+    def _record_cleared(self, active: ActiveFault) -> None:
+        # Even where an undo step failed: an adopting run would fail at it the same way.
+        if active.recorded:
+            self._ledger.record(leftovers.CLEARED, fault=active.key)
 
     async def _undo(self, active: ActiveFault) -> list[str]:
         problems = []
@@ -331,6 +373,7 @@ class FaultManager:
         if active is not None:
             if active.timer is not None:
                 active.timer.cancel()
+            self._record_cleared(active)
             self.cleared += 1
             log.info("fault %d over: node %s powered on", fault_id, machine.name)
 
@@ -344,6 +387,10 @@ class FaultManager:
         """Teardown: every fault undone while what it sits on still exists."""
         self._closing = True
         await self.clear_all("cleared at teardown")
+
+
+def _qmp_leftover(node: str, command: str, arguments: Any = None) -> dict[str, Any]:
+    return {"node": node, "qmp": command, **({"arguments": arguments} if arguments else {})}
 
 
 def _on_machine(action: Callable[..., Awaitable[Any]], *args: Any) -> Callable[[], Awaitable[Any]]:
