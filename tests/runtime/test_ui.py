@@ -7,12 +7,16 @@ import re
 import stat
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.prereqs import require
+from vdc_runtime import api
+from vdc_runtime.datacenter import DataCenterRun
 from vdc_runtime.ui import auth, routes
 
 TOKEN = "s3cret-token"
@@ -65,6 +69,99 @@ def test_refusal(
 )
 def test_cross_site_changes(method: str, headers: dict[str, str], refused: bool) -> None:
     assert auth.cross_site(method, headers) is refused
+
+
+HERE = {"Host": "127.0.0.1:10808"}
+SAME = {"Origin": "http://127.0.0.1:10808", **HERE}
+# The name of a page that made itself resolve to this host (DNS rebinding): same-origin.
+REBOUND = {"Origin": "http://rebound.example:10808", "Host": "rebound.example:10808"}
+FOREIGN = {"Origin": "https://evil.example", **HERE}
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "expected"),
+    [
+        # Scripts (vdc, pmctl2, curl): no Origin, no token needed, as on Placemat's API.
+        ("POST", "/nodes/n/reset", {}, None),
+        ("DELETE", "/faults", HERE, None),
+        ("PUT", "/group/peers", {"Authorization": "Bearer wrong"}, None),
+        # A browser: never from another site's page, even with the token ...
+        ("POST", "/nodes/n/reset", FOREIGN, 403),
+        ("POST", "/nodes/n/reset", {**FOREIGN, **BEARER}, 403),
+        ("POST", "/ui/nodes/n/reset", FOREIGN, 403),
+        # ... and from a page of this origin only with the token.
+        ("POST", "/nodes/n/reset", SAME, 401),
+        ("POST", "/forwards", REBOUND, 401),
+        ("POST", "/nodes/n/reset", {**SAME, "Authorization": "Bearer wrong"}, 403),
+        ("POST", "/nodes/n/reset", {**SAME, **BEARER}, None),
+        # The web view's routes check the token themselves (routes.guard).
+        ("POST", "/ui/nodes/n/reset", SAME, None),
+        # Reading is open.
+        ("GET", "/nodes", FOREIGN, None),
+    ],
+)  # fmt: skip
+def test_change_refusal(
+    method: str, path: str, headers: dict[str, str], expected: int | None
+) -> None:
+    found = auth.change_refusal(TOKEN, method, path, headers)
+    assert (found[0] if found else None) == expected
+
+
+async def test_the_api_refuses_a_browsers_change_without_the_token() -> None:
+    # The data center cannot run here: one with no machines, so that a request let
+    # through reaches the API's handler and is answered "no node named ...".
+    run = cast(DataCenterRun, SimpleNamespace(machines={}))
+    async with TestClient(TestServer(api.make_app(run, TOKEN))) as client:
+
+        async def post(path: str, headers: dict[str, str]) -> tuple[int, str]:
+            resp = await client.post(path, headers=headers)
+            return resp.status, (await resp.json())["error"]
+
+        host = {"Host": "127.0.0.1:10808"}
+        for headers in ({}, host, {**host, "Origin": "http://127.0.0.1:10808", **BEARER}):
+            assert await post("/nodes/ghost/reset", headers) == (404, "no node named 'ghost'")
+        status, error = await post(
+            "/nodes/ghost/reset", {**host, "Origin": "http://127.0.0.1:10808"}
+        )
+        assert status == 401 and "Authorization: Bearer" in error
+        status, error = await post("/faults", {**host, "Origin": "https://evil.example"})
+        assert status == 403 and "another site" in error
+        assert (await post("/ui/nodes/ghost/reset", host))[0] == 401  # the page's: the token
+
+
+@pytest.mark.parametrize(
+    ("present", "missing"),
+    [
+        (("xterm.js", "xterm.css", "xterm.LICENSE"), None),
+        (("xterm.css",), "xterm.js"),
+        ((), "xterm.js and xterm.css"),
+    ],
+)
+def test_missing_assets(tmp_path: Path, present: tuple[str, ...], missing: str | None) -> None:
+    for name in present:
+        (tmp_path / name).write_text("x")
+    said = routes.missing_assets(tmp_path)
+    if missing is None:
+        assert said is None
+    else:
+        assert said is not None and f"bundled {missing} (in {tmp_path})" in said
+        assert "scripts/ui_assets.py" in said
+
+
+async def test_the_page_is_told_what_is_missing(tmp_path: Path) -> None:
+    """Installed without the bundle (pip install from a checkout without make deps), the
+    page is told why it has no console, to say it, instead of leaving the button out."""
+    run = cast(DataCenterRun, SimpleNamespace(machines={}))
+    app = web.Application()
+    app.router.add_get("/ui/session", routes.WebView(run, TOKEN, ["reset"], tmp_path).session)
+    async with TestClient(TestServer(app)) as client:
+        body = await (await client.get("/ui/session", headers=BEARER)).json()
+    assert body["authorized"] is True and body["console"] is False
+    assert "xterm.js" in body["missing"] and "scripts/ui_assets.py" in body["missing"]
+    page = (routes.STATIC / "index.html").read_text()
+    assert '<p id="notice"' in page
+    assert '$("notice").textContent = session.missing' in (routes.STATIC / "app.js").read_text()
 
 
 def test_matches_is_exact() -> None:

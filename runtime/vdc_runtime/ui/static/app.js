@@ -4,7 +4,7 @@
 
 const POLL_MS = 2000;
 const UI_HEADER = { "X-Vdc-UI": "1" };
-let session = { authorized: false, actions: [], console: false };
+let session = { authorized: false, actions: [], console: false, missing: null };
 let lastSvg = "";
 let term = null;
 let socket = null;
@@ -194,6 +194,11 @@ async function start() {
     session = (await getJson("/ui/session")).body;
   } catch (err) {
     showError(`cannot reach the data center's API: ${err}`);
+  }
+  // Said on the page, not only left out: whoever installed vdc learns what to add.
+  if (session.missing) {
+    $("notice").textContent = session.missing;
+    $("notice").hidden = false;
   }
   session.console = session.console && typeof Terminal !== "undefined";
   $("access").textContent = session.authorized
