@@ -9,15 +9,12 @@ and killing the operator happen to VDCs of their own.
 
 from __future__ import annotations
 
-import importlib.util
-import io
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +27,7 @@ import yaml
 
 from tests.e2e.conftest import ROOT, Kube
 from tests.operator.invalid_vdcs import CASES, Case
+from tests.prereqs import require
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -173,23 +171,6 @@ def test_kubectl_get_describe_and_the_plugin(quickstart: Kube) -> None:
     assert plugin(operator, "list", "-n", NS).stdout.count("quickstart") == 1
 
 
-def pinned_xterm() -> bytes:
-    """xterm.js as the pinned tarball holds it (the one `make deps` cached), which the
-    runtime image's build bundled itself."""
-    spec = importlib.util.spec_from_file_location("ui_assets", ROOT / "scripts" / "ui_assets.py")
-    assert spec is not None and spec.loader is not None
-    assets = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(assets)
-    (pin,) = [p for p in assets.PINS if "xterm.js" in p.files.values()]
-    if not pin.tarball.exists():
-        pytest.fail(f"no {pin.tarball}: run make deps (scripts/ui_assets.py)")
-    member = next(m for m, out in pin.files.items() if out == "xterm.js")
-    with tarfile.open(fileobj=io.BytesIO(assets.fetch(pin))) as tar:
-        source = tar.extractfile(member)
-        assert source is not None
-        return source.read()
-
-
 def test_kubectl_vdc_dashboard(quickstart: Kube) -> None:
     """The agent's web view through `kubectl vdc dashboard`'s port-forward, with the token
     the plugin read in the pod: the page and its xterm.js (the pinned one, which the image
@@ -224,7 +205,7 @@ def test_kubectl_vdc_dashboard(quickstart: Kube) -> None:
             assert url.startswith("/ui/static/") or url == "data:,", url
             if url.startswith("/ui/static/"):
                 assert get(f"{base}{url}"), url
-        assert get(f"{base}/ui/static/vendor/xterm.js") == pinned_xterm()
+        assert get(f"{base}/ui/static/vendor/xterm.js") == require.pinned_xterm()
         drawn = get(f"{base}/ui/topology.svg").decode()
         assert "worker-1 [ready]" in drawn and "worker-2 [ready]" in drawn
         session = json.loads(get(f"{base}/ui/session", Authorization=f"Bearer {token}"))

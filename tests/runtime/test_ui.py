@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
+import asyncio
+import io
 import re
 import stat
-import sys
+import tarfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
@@ -221,11 +222,7 @@ async def test_guard_refuses_without_the_token() -> None:
 
 
 def test_pinned_assets_are_checked() -> None:
-    spec = importlib.util.spec_from_file_location("ui_assets", ROOT / "scripts" / "ui_assets.py")
-    assert spec is not None and spec.loader is not None
-    assets = importlib.util.module_from_spec(spec)
-    sys.modules["ui_assets"] = assets
-    spec.loader.exec_module(assets)
+    assets = require.ui_assets_script()
     # npm's own format: the one in package-lock.json and the registry's dist.integrity.
     assert assets.integrity(b"") == (
         "sha512-z4PhNX7vuL3xVChQ1m2AB9Yg5AULVxXcg/SpIdNs6c5H0NE8XYXysP+DGNKHfuwvY7kxvUdBeoGlODJ6+SfaPg=="
@@ -233,6 +230,65 @@ def test_pinned_assets_are_checked() -> None:
     for pin in assets.PINS:
         assert pin.integrity.startswith("sha512-") and pin.version.count(".") == 2
         assert "xterm.js" in pin.files.values()
+        # The registry's dist.tarball: a scoped package's file is named without the scope.
+        assert pin.url("https://registry.npmjs.org/") == (
+            f"https://registry.npmjs.org/{pin.name}/-/{pin.name.split('/')[-1]}-{pin.version}.tgz"
+        )
+    assert assets.Pin("left-pad", "1.3.0", "", {}).url("https://mirror.example/npm") == (
+        "https://mirror.example/npm/left-pad/-/left-pad-1.3.0.tgz"
+    )
+
+
+def tarball(files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for name, data in files.items():
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return out.getvalue()
+
+
+async def test_assets_are_fetched_from_the_registry_and_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry on loopback (NPM_CONFIG_REGISTRY, as for npm): the pinned tarball is
+    fetched by a plain GET and bundled; one that does not match its pin is refused."""
+    assets = require.ui_assets_script()
+    good = tarball({"package/lib/t.js": b"terminal();", "package/LICENSE": b"MIT"})
+    served = {"/@t/t/-/t-1.0.0.tgz": good}
+
+    async def registry(request: web.Request) -> web.Response:
+        if request.path not in served:
+            return web.Response(status=404)
+        return web.Response(body=served[request.path])
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", registry)
+    monkeypatch.setattr(assets, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(assets, "VENDOR", tmp_path / "vendor")
+    files = {"package/lib/t.js": "t.js", "package/LICENSE": "t.LICENSE"}
+    async with TestServer(app) as server:
+        monkeypatch.setenv("NPM_CONFIG_REGISTRY", str(server.make_url("/")))
+        pin = assets.Pin("@t/t", "1.0.0", assets.integrity(good), files)
+        assert await asyncio.to_thread(assets.bundle, pin) == "bundled"
+        assert (tmp_path / "vendor" / "t.js").read_bytes() == b"terminal();"
+        assert pin.tarball.read_bytes() == good  # cached: the next build is offline
+        served.clear()
+        assert await asyncio.to_thread(assets.bundle, pin) == "ok"
+        (tmp_path / "vendor" / "t.js").unlink()
+        assert await asyncio.to_thread(assets.bundle, pin) == "bundled"  # from the cache
+
+        served["/@t/t/-/t-2.0.0.tgz"] = good + b"tampered"
+        other = assets.Pin("@t/t", "2.0.0", assets.integrity(good), files)
+        with pytest.raises(SystemExit, match=r"integrity is sha512-.*, not the pinned"):
+            await asyncio.to_thread(assets.bundle, other)
+        assert not other.tarball.exists()
+        missing = assets.Pin("@t/t", "3.0.0", assets.integrity(good), files)
+        with pytest.raises(
+            SystemExit, match=r"GET http://.*/@t/t/-/t-3\.0\.0\.tgz failed: HTTP Error 404"
+        ):
+            await asyncio.to_thread(assets.bundle, missing)
 
 
 def test_the_page_loads_nothing_from_elsewhere() -> None:
