@@ -202,7 +202,7 @@ async function start() {
   }
   session.console = session.console && typeof Terminal !== "undefined";
   $("access").textContent = session.authorized
-    ? "actions and consoles enabled"
+    ? (session.console ? "actions and consoles enabled" : "actions enabled (no console)")
     : "read-only: open the URL the run printed (with its token) to act";
   await refresh();
   setInterval(refresh, POLL_MS);
