@@ -166,13 +166,8 @@ def bytecode() -> str:
 
 
 def web_assets() -> str:
-    """The web view's browser libraries, from npm (pinned, integrity-checked), into the
-    package (before the container images, which copy the package)."""
-    import shutil
-
-    if shutil.which("npm") is None:
-        # Debian's, unless a Node.js distribution that brings its own is installed.
-        debian_packages(["npm"])
+    """The web view's browser libraries, from the npm registry (pinned, integrity-checked),
+    into the package."""
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "ui_assets.py")], capture_output=True, text=True
     )

@@ -1,26 +1,33 @@
 #!/usr/bin/env python3
 """Bundle the web view's browser libraries into the package (runtime/vdc_runtime/ui/static/
-vendor/), from npm, at build time: the page loads nothing from a CDN, so it works offline.
+vendor/), from the npm registry, at build time: the page loads nothing from a CDN, so it
+works offline.
 
-    python3 scripts/ui_assets.py      # also a step of scripts/deps.py (`make deps`)
+    python3 scripts/ui_assets.py [--cert CA_FILE]
+    # a step of scripts/deps.py (`make deps`) and of images/runtime/Containerfile
 
 Each package is pinned to a version and to the registry's integrity hash of its tarball; a
-tarball that does not match is refused. Tarballs are kept under $VDC_CACHE_DIR/npm, so a
-rebuild is offline. Standard library only (and `npm`, for the download).
+tarball that does not match is refused. The tarball is the registry's own file, fetched by
+a plain HTTPS GET (no npm needed; `NPM_CONFIG_REGISTRY` names a mirror, as for npm; `--cert`
+trusts a TLS-inspecting proxy, as pip's does). Tarballs are kept under $VDC_CACHE_DIR/npm,
+so a rebuild is offline. Standard library only.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import os
-import subprocess
+import ssl
 import sys
 import tarfile
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("VDC_CACHE_DIR") or "/var/cache/vdc") / "npm"
+REGISTRY = "https://registry.npmjs.org"
 VENDOR = ROOT / "runtime" / "vdc_runtime" / "ui" / "static" / "vendor"
 
 
@@ -31,6 +38,12 @@ class Pin:
     @property
     def tarball(self) -> Path:
         return CACHE / f"{self.name.lstrip('@').replace('/', '-')}-{self.version}.tgz"
+
+    def url(self, registry: str) -> str:
+        """Where the registry keeps the tarball (its `dist.tarball`): a scoped package's
+        file is named without the scope."""
+        unscoped = self.name.rsplit("/", 1)[-1]
+        return f"{registry.rstrip('/')}/{self.name}/-/{unscoped}-{self.version}.tgz"
 
 
 PINS = [
@@ -53,17 +66,27 @@ def integrity(data: bytes) -> str:
     return "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
 
 
-def fetch(pin: Pin) -> bytes:
+def download(pin: Pin, cert: str | None) -> None:
+    url = pin.url(os.environ.get("NPM_CONFIG_REGISTRY") or REGISTRY)
+    try:
+        context = ssl.create_default_context(cafile=cert)
+    except OSError as exc:
+        raise SystemExit(f"ui_assets: --cert {cert}: {exc}") from exc
+    try:
+        with urllib.request.urlopen(url, timeout=60, context=context) as response:
+            data = response.read()
+    except OSError as exc:
+        raise SystemExit(f"ui_assets: {pin.name}@{pin.version}: GET {url} failed: {exc}") from exc
+    CACHE.mkdir(parents=True, exist_ok=True)
+    partial = pin.tarball.with_name(pin.tarball.name + ".partial")
+    partial.write_bytes(data)
+    partial.replace(pin.tarball)
+
+
+def fetch(pin: Pin, cert: str | None = None) -> bytes:
     """The pinned tarball, downloaded once, checked every time."""
     if not pin.tarball.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(
-            ["npm", "pack", f"{pin.name}@{pin.version}", "--silent",
-             "--pack-destination", str(CACHE), "--cache", str(CACHE / "cache")],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise SystemExit(f"ui_assets: npm pack {pin.name}@{pin.version} failed:\n{done.stderr}")
+        download(pin, cert)
     data = pin.tarball.read_bytes()
     if integrity(data) != pin.integrity:
         pin.tarball.unlink()
@@ -78,10 +101,10 @@ def stamp(pin: Pin) -> Path:
     return VENDOR / f".{pin.tarball.stem}.{pin.integrity[7:23].replace('/', '_')}"
 
 
-def bundle(pin: Pin) -> str:
+def bundle(pin: Pin, cert: str | None = None) -> str:
     if stamp(pin).exists() and all((VENDOR / out).exists() for out in pin.files.values()):
         return "ok"
-    fetch(pin)
+    fetch(pin, cert)
     VENDOR.mkdir(parents=True, exist_ok=True)
     with tarfile.open(pin.tarball) as tar:
         for member, out in pin.files.items():
@@ -96,7 +119,10 @@ def bundle(pin: Pin) -> str:
 
 
 def main() -> int:
-    outcomes = [bundle(pin) for pin in PINS]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cert", help="CA bundle to trust for the download (pip's --cert)")
+    args = parser.parse_args()
+    outcomes = [bundle(pin, args.cert) for pin in PINS]
     return print("bundled" if "bundled" in outcomes else "ok") or 0
 
 

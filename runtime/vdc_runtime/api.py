@@ -301,19 +301,24 @@ async def faults_delete_all(request: web.Request) -> web.Response:
     return web.json_response({"cleared": await manager.clear_all()})
 
 
-@web.middleware
-async def same_site_changes(request: web.Request, handler: ui_routes.Handler) -> web.StreamResponse:
-    """No change from another site's page: the API listens on loopback without
-    credentials, and any page a browser there opens could post to it."""
-    if ui_auth.cross_site(request.method, request.headers):
-        return _error(403, "a request from another site's page changes nothing here")
-    return await handler(request)
+def browser_changes(token: str) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """No change from a browser without the run's token, none ever from another site's
+    page: the API listens without credentials (scripts' requests, which name no Origin,
+    pass), and any page a browser on this host opens could post to it."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: ui_routes.Handler) -> web.StreamResponse:
+        found = ui_auth.change_refusal(token, request.method, request.path, request.headers)
+        return _error(*found) if found is not None else await handler(request)
+
+    return middleware
 
 
 def make_app(run: DataCenterRun, ui_token: str | None = None) -> web.Application:
     """The API; with `ui_token`, also the web view under /ui/, whose actions and console
     need that token (without one, a fresh token nobody knows: the page only shows)."""
-    app = web.Application(middlewares=[same_site_changes])
+    token = ui_token or ui_auth.new_token()
+    app = web.Application(middlewares=[browser_changes(token)])
     app[RUN_KEY] = run
     app.router.add_get("/health", health)
     app.router.add_get("/networks", networks)
@@ -337,7 +342,6 @@ def make_app(run: DataCenterRun, ui_token: str | None = None) -> web.Application
     app.router.add_get("/topology", topology)
     app.router.add_get("/group", group)
     app.router.add_put("/group/peers", group_peers)
-    token = ui_token or ui_auth.new_token()
     ui_routes.add_routes(app, run, token, node_action, list(ACTIONS))
     return app
 

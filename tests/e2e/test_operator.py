@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import yaml
 
 from tests.e2e.conftest import ROOT, Kube
 from tests.operator.invalid_vdcs import CASES, Case
+from tests.prereqs import require
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -171,30 +173,55 @@ def test_kubectl_get_describe_and_the_plugin(quickstart: Kube) -> None:
 
 def test_kubectl_vdc_dashboard(quickstart: Kube) -> None:
     """The agent's web view through `kubectl vdc dashboard`'s port-forward, with the token
-    the plugin read in the pod; without it, actions are refused."""
+    the plugin read in the pod: the page and its xterm.js (the pinned one, which the image
+    bundled) come from the pod; without the token, actions are refused."""
     env = {**os.environ, "KUBECTL": quickstart.kubectl[0], "KUBECONFIG": quickstart.kubectl[2]}
     kubectl_vdc = Path(sys.executable).parent / "kubectl-vdc"
     proc = subprocess.Popen([str(kubectl_vdc), "dashboard", "quickstart", "-n", NS],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)  # fmt: skip
     direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
+
+    def get(url: str, **headers: str) -> bytes:
+        with direct.open(urllib.request.Request(url, headers=headers), timeout=30) as answer:
+            return answer.read()  # type: ignore[no-any-return]
+
+    def refused(url: str, **headers: str) -> tuple[int, str]:
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            direct.open(urllib.request.Request(url, method="POST", headers=headers), timeout=30)
+        return caught.value.code, json.load(caught.value)["error"]
+
     try:
-        assert proc.stdout is not None
+        assert proc.stdout is not None and proc.stderr is not None
         line = proc.stdout.readline()
-        assert line.startswith("web view of quickstart: http://127.0.0.1:"), (line, proc)
+        if not line.startswith("web view of quickstart: http://127.0.0.1:"):
+            proc.terminate()
+            raise AssertionError(f"kubectl vdc dashboard said {line!r}: {proc.stderr.read()}")
         base, token = line.split(": ", 1)[1].strip().split("/ui/?token=")
-        with direct.open(f"{base}/ui/", timeout=30) as page:
-            assert "/ui/static/vendor/xterm.js" in page.read().decode()
-        with direct.open(f"{base}/ui/topology.svg", timeout=30) as svg:
-            drawn = svg.read().decode()
+        page = get(f"{base}/ui/").decode()
+        linked = re.findall(r'(?:src|href)="([^"]*)"', page)
+        assert "/ui/static/vendor/xterm.js" in linked, page
+        for url in linked:  # nothing from a CDN: all of it from the agent, through the forward
+            assert url.startswith("/ui/static/") or url == "data:,", url
+            if url.startswith("/ui/static/"):
+                assert get(f"{base}{url}"), url
+        assert get(f"{base}/ui/static/vendor/xterm.js") == require.pinned_xterm()
+        drawn = get(f"{base}/ui/topology.svg").decode()
         assert "worker-1 [ready]" in drawn and "worker-2 [ready]" in drawn
-        asking = urllib.request.Request(f"{base}/ui/session",
-                                        headers={"Authorization": f"Bearer {token}"})  # fmt: skip
-        with direct.open(asking, timeout=30) as session:
-            assert json.load(session)["authorized"] is True
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            direct.open(urllib.request.Request(f"{base}/ui/nodes/worker-1/nmi", method="POST"))
-        assert refused.value.code == 401
+        session = json.loads(get(f"{base}/ui/session", Authorization=f"Bearer {token}"))
+        assert session["authorized"] is True and session["console"] is True, session
+        assert session["missing"] is None, session
+        # Without the token: the page's action and its console are refused.
+        code, _ = refused(f"{base}/ui/nodes/worker-1/nmi")
+        assert code == 401
+        code, _ = refused(f"{base}/ui/nodes/worker-1/nmi", Authorization="Bearer wrong")
+        assert code == 403
+        # A browser's request to the plain API needs the token too (a script's does not).
+        code, error = refused(f"{base}/nodes/worker-1/nmi", Origin="https://evil.example")
+        assert code == 403, error
+        code, error = refused(f"{base}/nodes/worker-1/nmi", Origin=base)
+        assert code == 401 and "token" in error, error
+        assert not json.loads(get(f"{base}/ui/session"))["authorized"]
     finally:
         proc.terminate()
         proc.wait(30)

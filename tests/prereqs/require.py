@@ -4,9 +4,14 @@ a test's side effect)."""
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import os
 import shutil
+import sys
+import tarfile
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -102,6 +107,30 @@ def web_assets() -> None:
 
     if not (routes.VENDOR / "xterm.js").exists():
         pytest.fail(f"the web view's xterm.js is not bundled in {routes.VENDOR}: {DEPS}")
+
+
+def ui_assets_script() -> ModuleType:
+    """scripts/ui_assets.py (a script, not a package's module), for its pins."""
+    path = Path(__file__).resolve().parents[2] / "scripts" / "ui_assets.py"
+    spec = importlib.util.spec_from_file_location("ui_assets", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ui_assets"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def pinned_xterm() -> bytes:
+    """xterm.js as the pinned tarball `make deps` cached holds it: what a bundle serves."""
+    assets = ui_assets_script()
+    (pin,) = [p for p in assets.PINS if "xterm.js" in p.files.values()]
+    if not pin.tarball.exists():
+        pytest.fail(f"no {pin.tarball}: {DEPS}")
+    member = next(m for m, out in pin.files.items() if out == "xterm.js")
+    with tarfile.open(fileobj=io.BytesIO(assets.fetch(pin))) as tar:
+        source = tar.extractfile(member)
+        assert source is not None
+        return source.read()
 
 
 def browser() -> tuple[str, str]:

@@ -1,12 +1,13 @@
 """Who may act through the web view: whoever shows the run's token.
 
 Viewing is open (like the rest of the API, which listens on loopback); power actions and the
-console need the token the run prints and writes into its run dir. A script sends it as
-`Authorization: Bearer TOKEN`. A browser opens `/ui/?token=TOKEN` once; the page then holds
-it in an HttpOnly, SameSite=Strict cookie, so another site's page cannot make the browser
-use it: a cross-site request carries no such cookie, and the page's own calls also send a
-header (`X-Vdc-UI`) that a cross-site form cannot. A websocket cannot send headers, so the
-console's also needs its Origin to be the page's own.
+console need the token the run prints and writes into its run dir, and so does any change a
+browser asks of the API (`change_refusal`; scripts, which send no Origin, need none). A
+script sends it as `Authorization: Bearer TOKEN`. A browser opens `/ui/?token=TOKEN` once;
+the page then holds it in an HttpOnly, SameSite=Strict cookie, so another site's page
+cannot make the browser use it: a cross-site request carries no such cookie, and the page's
+own calls also send a header (`X-Vdc-UI`) that a cross-site form cannot. A websocket cannot
+send headers, so the console's also needs its Origin to be the page's own.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 TOKEN_FILE = "ui-token"
 UI_HEADER = "X-Vdc-UI"
 TOKEN_BYTES = 24
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 def new_token() -> str:
@@ -71,10 +73,32 @@ def cross_site(method: str, headers: Mapping[str, str]) -> bool:
     """A change asked by another site's page: a browser names the page's origin, and a
     form posted across sites needs no preflight. The API's own clients (vdc, pmctl2,
     curl) send no Origin, so nothing of theirs is refused."""
-    if method in ("GET", "HEAD", "OPTIONS"):
+    if method in SAFE_METHODS:
         return False
     origin = headers.get("Origin")
     return origin is not None and not same_origin(origin, headers.get("Host"))
+
+
+def change_refusal(
+    token: str, method: str, path: str, headers: Mapping[str, str]
+) -> tuple[int, str] | None:
+    """Whether a request may change something through the API (None: it may; else the
+    status and why). A script's (no Origin: vdc, pmctl2, curl) may, without a token, as on
+    Placemat's API. A browser's may not from another site's page, and elsewhere than the
+    web view's own routes (which check the token themselves) only with the run's token as
+    `Authorization: Bearer`: a page of a name that resolves to this host (DNS rebinding) is
+    same-origin to the browser, but does not know the token."""
+    if cross_site(method, headers):
+        return 403, "a request from another site's page changes nothing here"
+    if method in SAFE_METHODS or "Origin" not in headers or path.startswith("/ui/"):
+        return None
+    presented = bearer(headers.get("Authorization"))
+    if presented is None:
+        return 401, (
+            "a browser changes something here only with the run's token"
+            " (Authorization: Bearer TOKEN); the web view's page acts under /ui/"
+        )
+    return None if matches(token, presented) else (403, "wrong token")
 
 
 def refusal(
@@ -112,6 +136,7 @@ __all__ = [
     "TOKEN_FILE",
     "UI_HEADER",
     "bearer",
+    "change_refusal",
     "cookie_name",
     "cross_site",
     "matches",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -15,8 +16,12 @@ from vdc_runtime.datacenter import DataCenterRun
 from vdc_runtime.graph import model, svg
 from vdc_runtime.ui import auth
 
+log = logging.getLogger(__name__)
+
 STATIC = Path(__file__).resolve().parent / "static"
 VENDOR = STATIC / "vendor"
+# What the page loads from the bundle (scripts/ui_assets.py writes them).
+BUNDLED = ("xterm.js", "xterm.css")
 # The console's scrollback a browser gets on connecting, so it opens on the current screen.
 CONSOLE_TAIL = 16 * 1024
 
@@ -45,6 +50,20 @@ def guard(token: str, handler: Handler) -> Handler:
     return guarded
 
 
+def missing_assets(vendor: Path = VENDOR) -> str | None:
+    """What the page lacks of its bundled libraries, said for whoever installed vdc (None:
+    nothing). vdc installed from a checkout where scripts/ui_assets.py never ran has none:
+    everything but the console still works."""
+    missing = [name for name in BUNDLED if not (vendor / name).is_file()]
+    if not missing:
+        return None
+    return (
+        f"no console in the browser: this vdc was installed without its bundled"
+        f" {' and '.join(missing)} (in {vendor}); run `python3 scripts/ui_assets.py`"
+        " (or `make deps`) in the checkout before installing it, or use the vdc-runtime image"
+    )
+
+
 def tail(path: Path, size: int = CONSOLE_TAIL) -> bytes:
     """The file's last `size` bytes, from the start of a line where one is in there (so
     the terminal does not begin inside an escape sequence)."""
@@ -62,8 +81,11 @@ def tail(path: Path, size: int = CONSOLE_TAIL) -> bytes:
 
 
 class WebView:
-    def __init__(self, run: DataCenterRun, token: str, actions: list[str]) -> None:
+    def __init__(
+        self, run: DataCenterRun, token: str, actions: list[str], vendor: Path = VENDOR
+    ) -> None:
         self.run, self.token, self.actions = run, token, actions
+        self.missing = missing_assets(vendor)
 
     async def index(self, request: web.Request) -> web.StreamResponse:
         presented = request.query.get("token")
@@ -85,7 +107,8 @@ class WebView:
             {
                 "authorized": _refusal(request, self.token) is None,
                 "actions": self.actions,
-                "console": (VENDOR / "xterm.js").exists(),
+                "console": self.missing is None,
+                "missing": self.missing,
             }
         )
 
@@ -147,6 +170,8 @@ def add_routes(
     """The page under /ui/. Its power actions are the API's own handler (`node_action`,
     for `actions`), served again under /ui/ behind the token."""
     view = WebView(run, token, actions)
+    if view.missing is not None:
+        log.warning("web view: %s", view.missing)
     app.router.add_get("/ui", _to_page)
     app.router.add_get("/ui/", view.index)
     app.router.add_get("/ui/session", view.session)
@@ -156,4 +181,4 @@ def add_routes(
     app.router.add_static("/ui/static/", STATIC)
 
 
-__all__ = ["WebView", "add_routes", "guard", "tail"]
+__all__ = ["WebView", "add_routes", "guard", "missing_assets", "tail"]

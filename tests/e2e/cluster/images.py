@@ -28,7 +28,7 @@ from tests.prereqs import atomic
 
 ROOT = Path(__file__).resolve().parents[3]
 BASE_NAME = "docker.io/library/debian:bookworm-slim"
-COPIED = ("pyproject.toml", "README.md", "runtime", "operator",
+COPIED = ("pyproject.toml", "README.md", "runtime", "operator", "scripts/ui_assets.py",
           "tests/guest/build.py", "tests/guest/init.sh", "tests/guest/udhcpc.sh",
           "tests/e2e/runner/standin.py")  # fmt: skip
 """What the Containerfiles COPY from the repository (keep in step with them)."""

@@ -4,7 +4,7 @@
 
 const POLL_MS = 2000;
 const UI_HEADER = { "X-Vdc-UI": "1" };
-let session = { authorized: false, actions: [], console: false };
+let session = { authorized: false, actions: [], console: false, missing: null };
 let lastSvg = "";
 let term = null;
 let socket = null;
@@ -195,9 +195,14 @@ async function start() {
   } catch (err) {
     showError(`cannot reach the data center's API: ${err}`);
   }
+  // Said on the page, not only left out: whoever installed vdc learns what to add.
+  if (session.missing) {
+    $("notice").textContent = session.missing;
+    $("notice").hidden = false;
+  }
   session.console = session.console && typeof Terminal !== "undefined";
   $("access").textContent = session.authorized
-    ? "actions and consoles enabled"
+    ? (session.console ? "actions and consoles enabled" : "actions enabled (no console)")
     : "read-only: open the URL the run printed (with its token) to act";
   await refresh();
   setInterval(refresh, POLL_MS);
