@@ -35,6 +35,7 @@ def test_starting_a_run_imports_only_what_it_uses(module: str) -> None:
         "vdc_runtime.client",
         "vdc_runtime.faults",
         "vdc_runtime.graph",
+        "vdc_runtime.nodes.layout",
         "vdc_runtime.nodes.machine",
         "vdc_runtime.spec.loader",
         "yaml",
