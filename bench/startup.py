@@ -20,8 +20,11 @@ on the 2-CPU machine); it reports, median of `--repeat`:
 
 The target (printed, not asserted): vdc in at most 0.7x Placemat's time, for both. Beside it,
 the floors: a bare interpreter of the same Python, one that imports asyncio and aiohttp
-(what serving the API needs), and one that imports vdc's spec models. vdc is run
-as users run it, through the `vdc` script of the Python environment running this bench;
+(what serving the API needs), ones that import vdc's spec models (what a run of a spec
+validated before needs) or its loader (what validating needs), and aiohttp with the
+models together. vdc is run as users run it, through the `vdc` script of the Python
+environment running this bench (the warm-up run validates the file, the measured ones
+find it in the spec cache under the run's --cache-dir);
 `placemat2` is found on PATH (`go install github.com/cybozu-go/placemat/v2/cmd/placemat2
 @v2.4.11`, or built from Placemat's repository) or given with `--placemat2`; it must be
 Placemat's Go binary: vdc's own drop-in of that name (a Python script in vdc's
@@ -42,6 +45,7 @@ import ctypes
 import http.client
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -249,6 +253,8 @@ class Side:
     argv: list[str]
     exit_codes: tuple[int, ...]
     """What the tool exits with after SIGTERM when all went well."""
+    emptied: Path | None = None
+    """A folder emptied before each run: the uncached side's --cache-dir."""
     samples: list[Sample] = field(default_factory=list)
 
 
@@ -281,6 +287,9 @@ def run_once(side: Side, log: Path, timeout: float, expected: Expected) -> Sampl
     ready: float | None = None
     fabric: float | None = None
     cpu = rss = 0.0
+    if side.emptied is not None:
+        shutil.rmtree(side.emptied, ignore_errors=True)
+        side.emptied.mkdir()
     with log.open("ab") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(side.argv, stdout=out, stderr=subprocess.STDOUT)
@@ -343,10 +352,14 @@ def settled_leftovers(base_links: set[str], within: float = 5) -> list[str]:
 FLOORS = {
     "python, nothing imported": "pass",
     "python + asyncio + aiohttp.web": "import asyncio, aiohttp.web",
-    "python + vdc's spec models": "import vdc_runtime.spec",
+    "python + vdc's spec models": "import vdc_runtime.spec.models",
+    "python + vdc's spec loader": "import vdc_runtime.spec.loader",
+    "python + aiohttp.web + spec models": "import asyncio, aiohttp.web, vdc_runtime.spec.models",
 }
 """Fresh interpreters of vdc's environment: what any Python tool serving its API with
-aiohttp pays before doing anything, and what validating a spec adds to that."""
+aiohttp pays before doing anything; what a spec's models add (all a run of a spec it
+validated before needs), what validating one adds (the loader, YAML, the checks); and
+the two a cached run cannot do without, together."""
 
 
 def measure_floors(repeat: int) -> dict[str, float]:
@@ -360,7 +373,7 @@ def measure_floors(repeat: int) -> dict[str, float]:
 
 
 def report(sides: list[Side], repeat: int, spec: Path, floors: dict[str, float]) -> None:
-    vdc, placemat = sides
+    vdc, cold, placemat = sides
     med = statistics.median
 
     def m(side: Side, attr: str) -> float:
@@ -371,7 +384,11 @@ def report(sides: list[Side], repeat: int, spec: Path, floors: dict[str, float])
     print(f"file: {spec.name} (8 network namespaces, 9 internal networks, no machines)")
     print(f"kernel {platform.release()}, {os.cpu_count()} cpus, python {platform.python_version()}")
     print(f"placemat2: {placemat.argv[0]}")
-    header = f"{'':<24} {'vdc':>9} {'placemat2':>10} {'vdc/placemat2':>14}"
+    print("vdc: the spec validated by an earlier run (cached); vdc uncached: validated each run")
+    header = (
+        f"{'':<24} {'vdc':>9} {'vdc uncached':>13} {'placemat2':>10}"
+        f" {'vdc/placemat2':>14} {'uncached/placemat2':>19}"
+    )
     print(header)
     print("-" * len(header))
     for label, attr, unit in (
@@ -381,9 +398,12 @@ def report(sides: list[Side], repeat: int, spec: Path, floors: dict[str, float])
         ("RSS by then", "rss_mib", "MiB"),
         ("teardown", "teardown", "s"),
     ):
-        a, b = m(vdc, attr), m(placemat, attr)
+        a, c, b = m(vdc, attr), m(cold, attr), m(placemat, attr)
         fmt = ".1f" if unit == "MiB" else ".3f"
-        print(f"{label + ' ' + unit:<24} {a:>9{fmt}} {b:>10{fmt}} {a / b if b else 0:>13.2f}x")
+        print(
+            f"{label + ' ' + unit:<24} {a:>9{fmt}} {c:>13{fmt}} {b:>10{fmt}}"
+            f" {a / b if b else 0:>13.2f}x {c / b if b else 0:>18.2f}x"
+        )
     for label, attr in (("ready", "ready"), ("fabric complete", "fabric")):
         ratio = m(vdc, attr) / m(placemat, attr)
         verdict = "meets" if ratio <= TARGET else "MISSES"
@@ -394,12 +414,12 @@ def report(sides: list[Side], repeat: int, spec: Path, floors: dict[str, float])
             f"{seconds / m(placemat, attr):.2f}x placemat2's {name}"
             for name, attr in (("ready", "ready"), ("fabric", "fabric"))
         )
-        print(f"  {label:<32} {seconds:.3f} s  ({ratios})")
+        print(f"  {label:<36} {seconds:.3f} s  ({ratios})")
     print("\nsamples, s:")
     for side in sides:
         for label, attr in (("ready", "ready"), ("fabric", "fabric")):
             values = " ".join(f"{getattr(s, attr):.3f}" for s in side.samples)
-            print(f"  {side.name:<10} {label:<7} {values}")
+            print(f"  {side.name:<12} {label:<7} {values}")
 
 
 # -- isolation ---------------------------------------------------------------------------------
@@ -501,8 +521,11 @@ def main() -> int:
             d.mkdir()
         common = [f"--{name}-dir={path}" for name, path in dirs.items()]
         common.append(f"--listen-addr=127.0.0.1:{PORT}")
+        empty = tmp / "cache-emptied"
+        uncached = [*common, f"--cache-dir={empty}"]  # the last --cache-dir is the one taken
         sides = [
             Side("vdc", [str(vdc_script), "run", *common, str(spec)], (0,)),
+            Side("vdc uncached", [str(vdc_script), "run", *uncached, str(spec)], (0,), empty),
             # Placemat's process framework reports a stop by signal as an error.
             Side("placemat2", [str(args.placemat2), *common, str(spec)], (0, 1)),
         ]
