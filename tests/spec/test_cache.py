@@ -3,6 +3,7 @@ or foreign entry, and the input files a spec names checked again on every reuse.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +131,19 @@ def test_an_entry_others_may_write_is_not_trusted(tmp_path: Path) -> None:
     planted.chmod(0o666)
     assert cache.load_files([other], store).netns[0].name == "ns1"
     assert planted.stat().st_mode & 0o777 == 0o600
+
+
+def test_only_the_newest_entries_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cache, "KEEP", 3)
+    store = tmp_path / "cache"
+    written: list[Path] = []
+    for i in range(5):
+        spec = lab(tmp_path, LAB.replace("10.0.0.1", f"10.0.0.{i + 1}"), f"lab{i}.yml")
+        cache.load_files([spec], store)
+        (new,) = set(entries(store)) - set(written)
+        written.append(new)
+        os.utime(new, ns=(i * 10**9, i * 10**9))  # one second apart, whatever the clock
+    assert entries(store) == sorted(written[-3:])
 
 
 def test_an_invalid_spec_is_never_cached(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ validated is stored; a spec with errors is validated, and reported, every time. 
 validation reads besides the files' bytes, the input files a spec names, is checked
 again on every reuse; a problem there sends the load through the loader, which reports
 it as it always does. An entry that is unreadable, damaged, of another format or not
-owned by this user is ignored and replaced, written whole or not at all.
+owned by this user is ignored and replaced, written whole or not at all; the newest
+`KEEP` entries are kept.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from vdc_runtime.spec.inputs import file_inputs, file_problem
 from vdc_runtime.spec.models import DataCenter, SpecModel
 
 FORMAT = b"vdc spec cache 1\n"
+KEEP = 64
+"""Entries kept, the newest written: a spec not run for a while is validated again."""
 _DEPENDENCIES = ("pydantic", "pydantic_core", "yaml")
 
 
@@ -127,6 +130,20 @@ def write(path: Path, entry: Entry) -> None:
     except OSError:
         with contextlib.suppress(OSError):
             os.unlink(partial)
+        return
+    _prune(path.parent)
+
+
+def _prune(folder: Path) -> None:
+    def written(entry: Path) -> int:
+        try:
+            return entry.stat().st_mtime_ns
+        except OSError:
+            return 0
+
+    for old in sorted(folder.glob("*.spec"), key=written)[:-KEEP]:
+        with contextlib.suppress(OSError):
+            old.unlink()
 
 
 def load_files(
