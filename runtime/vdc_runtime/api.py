@@ -6,19 +6,22 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from vdc_runtime import __version__, views
 from vdc_runtime.datacenter import DataCenterRun
-from vdc_runtime.faults import FaultApplyError, FaultConflict, FaultError, FaultManager
 from vdc_runtime.listen import parse_listen_addr
-from vdc_runtime.nodes.machine import Machine, NodeError, PowerError
-from vdc_runtime.nodes.power import PowerControl
 from vdc_runtime.phases import RunPhase
 from vdc_runtime.ui import auth as ui_auth
 from vdc_runtime.ui import routes as ui_routes
+
+if TYPE_CHECKING:
+    # Imported by the handlers that use them: a run without machines or faults never
+    # loads them, and a run's first answer does not wait for them.
+    from vdc_runtime.faults import FaultManager
+    from vdc_runtime.nodes.machine import Machine
 
 RUN_KEY: web.AppKey[DataCenterRun] = web.AppKey("run", DataCenterRun)
 
@@ -135,14 +138,14 @@ async def _log_chunk(request: web.Request, path: Path) -> web.Response:
     return web.Response(body=data, content_type="text/plain", headers=headers)
 
 
-# Placemat's three actions, then vdc's.
-ACTIONS: dict[str, Callable[[PowerControl], Awaitable[object]]] = {
-    "start": PowerControl.power_on,
-    "stop": PowerControl.power_off,
-    "restart": PowerControl.restart,
-    "reset": PowerControl.reset,
-    "shutdown": PowerControl.acpi_shutdown,
-    "nmi": PowerControl.nmi,
+# Placemat's three actions, then vdc's: each a method of the machine's PowerControl.
+ACTIONS: dict[str, str] = {
+    "start": "power_on",
+    "stop": "power_off",
+    "restart": "restart",
+    "reset": "reset",
+    "shutdown": "acpi_shutdown",
+    "nmi": "nmi",
 }
 
 
@@ -150,13 +153,16 @@ async def node_action(request: web.Request) -> web.Response:
     machine = _machine(request)
     if machine is None:
         return _error(404, f"no node named {request.match_info['name']!r}")
-    action = ACTIONS.get(request.match_info["action"])
-    if action is None:
+    method = ACTIONS.get(request.match_info["action"])
+    if method is None:
         return _error(
             400, f"unknown action {request.match_info['action']!r}; one of: {', '.join(ACTIONS)}"
         )
+    from vdc_runtime.nodes.machine import NodeError, PowerError
+
+    action: Callable[[], Awaitable[object]] = getattr(machine.control, method)
     try:
-        await action(machine.control)
+        await action()
     except PowerError as exc:
         return _error(409, str(exc))
     except NodeError as exc:
@@ -234,6 +240,7 @@ async def snapshots_list(request: web.Request) -> web.Response:
 async def snapshots_save(request: web.Request) -> web.Response:
     """Save the running data center: `{"name": NAME, "stop": false}`; 201 once complete."""
     from vdc_runtime.capture import CaptureError
+    from vdc_runtime.nodes.machine import NodeError
 
     try:
         body = await request.json()
@@ -269,6 +276,8 @@ async def faults_add(request: web.Request) -> web.Response:
     manager = _faults(request)
     if isinstance(manager, web.Response):
         return manager
+    from vdc_runtime.faults import FaultApplyError, FaultConflict, FaultError
+
     try:
         body = await request.json()
     except ValueError:

@@ -13,31 +13,34 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from vdc_runtime import __version__, logs
+
+Loaded = TypeVar("Loaded")
 
 if TYPE_CHECKING:
     from vdc_runtime.agent.main import AgentOptions
     from vdc_runtime.options import GroupOptions
     from vdc_runtime.snapshot.store import SnapshotStore
-    from vdc_runtime.spec import DataCenter
+    from vdc_runtime.spec import DataCenter, SpecError
+    from vdc_runtime.spec.cache import Entry
 
 log = logging.getLogger("vdc")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _load(files: list[Path], strict: bool, warn: Callable[[str], object]) -> DataCenter | None:
-    """Read Placemat files as Placemat does (what it ignores is passed to `warn`), or
-    `strict`ly; print the errors and return None when there are any."""
-    # The spec's models are imported only by the commands that read one: `vdc runner` and
-    # the API client commands run in runner containers with the standard library alone.
-    from vdc_runtime.spec import SpecError, SpecErrors, load_files
+def _reported(
+    read: Callable[[list[SpecError] | None], Loaded], strict: bool, warn: Callable[[str], object]
+) -> Loaded | None:
+    """What `read` gives, reading leniently (what Placemat ignores is passed to `warn`) or
+    `strict`ly; the errors printed and None when there are any."""
+    from vdc_runtime.spec import SpecErrors
 
     warnings: list[SpecError] = []
     try:
-        return load_files(files, strict=strict, warnings=None if strict else warnings)
+        return read(None if strict else warnings)
     except SpecErrors as exc:
         print(str(exc), file=sys.stderr)
         count = len(exc.errors)
@@ -46,6 +49,26 @@ def _load(files: list[Path], strict: bool, warn: Callable[[str], object]) -> Dat
     finally:
         for warning in warnings:
             warn(str(warning))
+
+
+def _load(files: list[Path], strict: bool, warn: Callable[[str], object]) -> DataCenter | None:
+    """Read Placemat files as Placemat does, or `strict`ly (see `_reported`)."""
+    # The spec's models are imported only by the commands that read one: `vdc runner` and
+    # the API client commands run in runner containers with the standard library alone.
+    from vdc_runtime.spec import load_files
+
+    return _reported(lambda w: load_files(files, strict=strict, warnings=w), strict, warn)
+
+
+def _load_cached(
+    files: list[Path], strict: bool, warn: Callable[[str], object], cache_dir: Path
+) -> Entry | None:
+    """`_load`, reusing what the same bytes validated to before (`spec.cache`)."""
+    from vdc_runtime.spec import cache
+
+    return _reported(
+        lambda w: cache.load(files, cache_dir, strict=strict, warnings=w), strict, warn
+    )
 
 
 def _warn_on_stderr(message: str) -> None:
@@ -98,7 +121,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return status
 
 
-async def _run(dc: DataCenter, args: argparse.Namespace, group: GroupOptions | None) -> int:
+async def _run(loaded: Entry, args: argparse.Namespace, group: GroupOptions | None) -> int:
     # The API (aiohttp, slow to import) is loaded before anything is built: loaded once the
     # QEMUs had started, it took CPU from them while they set up and ran their firmware,
     # and the guests booted later for it (bench/boot.py shows both).
@@ -112,7 +135,7 @@ async def _run(dc: DataCenter, args: argparse.Namespace, group: GroupOptions | N
         log.error("%s", exc)
         return EXIT_USAGE
     run = DataCenterRun(
-        dc,
+        loaded.dc,
         RunOptions(
             run_dir=args.run_dir.absolute(),
             data_dir=args.data_dir.absolute(),
@@ -125,6 +148,7 @@ async def _run(dc: DataCenter, args: argparse.Namespace, group: GroupOptions | N
             group=group,
             restore=args.restore,
         ),
+        canonical=loaded.canonical,
     )
     if args.restore is not None and args.adopt:
         log.error("--restore and --adopt: a run either takes over machines or restores them")
@@ -189,16 +213,25 @@ async def _run(dc: DataCenter, args: argparse.Namespace, group: GroupOptions | N
     return exit_code
 
 
+SPEC_CACHE = "specs"
+"""Under --cache-dir: the specs `vdc run` validated (`spec.cache`)."""
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    dc = _load(args.files, args.strict, lambda message: log.warning("%s", message))
-    if dc is None:
+    loaded = _load_cached(
+        args.files,
+        args.strict,
+        lambda message: log.warning("%s", message),
+        args.cache_dir.absolute() / SPEC_CACHE,
+    )
+    if loaded is None:
         return EXIT_FAILED
     try:
-        group = _group_options(dc, args)
+        group = _group_options(loaded.dc, args)
     except ValueError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
-    return asyncio.run(_run(dc, args, group))
+    return asyncio.run(_run(loaded, args, group))
 
 
 def _group_options(dc: DataCenter, args: argparse.Namespace) -> GroupOptions | None:
@@ -765,7 +798,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-dir",
         type=Path,
         default=Path("/var/cache/vdc"),
-        help="downloaded images (default /var/cache/vdc)",
+        help="downloaded images and validated specs (default /var/cache/vdc)",
     )
     run.add_argument(
         "--listen-addr",
@@ -958,17 +991,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vdc_runtime.client import ClientError
-
     args = build_parser().parse_args(argv)
     logs.setup(verbose=args.verbose)
     try:
         return int(args.func(args))
-    except ClientError as exc:
-        print(f"vdc: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except (OSError, ValueError) as exc:
-        if args.command != "snapshot":
+    except (OSError, ValueError, RuntimeError) as exc:
+        # The client (urllib, http.client) is loaded by the commands that call an API, not
+        # by `vdc run` on its way to its first answer; a ClientError comes only from those.
+        client = sys.modules.get("vdc_runtime.client")
+        if client is not None and isinstance(exc, client.ClientError):
+            print(f"vdc: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        if isinstance(exc, RuntimeError) or args.command != "snapshot":
             raise
         # A snapshot missing, damaged or in the way: said in one line, as the client's errors.
         print(f"vdc snapshot {args.snapshot_command}: {exc}", file=sys.stderr)

@@ -52,10 +52,15 @@ async def _finish(awaitable: Awaitable[T]) -> T:
 
 
 class DataCenterRun:
-    def __init__(self, dc: DataCenter, options: RunOptions) -> None:
+    def __init__(
+        self, dc: DataCenter, options: RunOptions, *, canonical: dict[str, Any] | None = None
+    ) -> None:
         self.spec = dc
         """The whole data center; `dc` is the part this run builds (all of it, unless the
         run builds one group)."""
+        self._canonical_whole = canonical
+        """`dc.canonical()` when known already (a cached spec's): dumping it builds every
+        model's serializer, which is most of a cached spec's reading."""
         self.layout = groups.layout(dc)
         self.dc = dc if options.group is None else groups.part(dc, options.group.name, self.layout)
         self.tunnels: fabric.Tunnels | None = None
@@ -86,7 +91,8 @@ class DataCenterRun:
         self.stop_requested = asyncio.Event()
         """Set when the run is to end by itself (a snapshot saved with --stop)."""
         self._snapshotting = asyncio.Lock()
-        self.faults: FaultManager | None = None  # exists once the data center runs
+        self._faults: FaultManager | None = None
+        self._faults_possible = False
         self.adopted: dict[str, int] | None = None
         """After an adoption: how many machines and apps ran on, and how many had ended
         and were started again."""
@@ -139,19 +145,31 @@ class DataCenterRun:
             await self.teardown()
             raise
         assert self.ledger is not None
-        # Imported once the machines run: the models and plans are not the start-up's.
-        from vdc_runtime.faults import FaultManager
-
-        self.faults = FaultManager(
-            self._fault_topology,
-            self.ledger,
-            self.machines,
-            self.bmc.faults if self.bmc is not None else None,
-        )
+        self._faults_possible = True
         self.phase = RunPhase.RUNNING
         self.started_at = time.time()
         self.save_state()
         self._state_keeper = asyncio.create_task(self._keep_state(), name="run state")
+
+    @property
+    def faults(self) -> FaultManager | None:
+        """Faults on demand: from the end of start-up until teardown, None before and after.
+        Made when first asked for: its models and plans are not the start-up's."""
+        if self._faults is None and self._faults_possible:
+            from vdc_runtime.faults import FaultManager
+
+            assert self.ledger is not None
+            self._faults = FaultManager(
+                self._fault_topology,
+                self.ledger,
+                self.machines,
+                self.bmc.faults if self.bmc is not None else None,
+            )
+        return self._faults
+
+    @faults.setter
+    def faults(self, manager: FaultManager | None) -> None:
+        self._faults = manager
 
     def _fault_topology(self) -> Topology:
         from vdc_runtime.faults import topology
@@ -164,6 +182,8 @@ class DataCenterRun:
     @functools.cached_property
     def _canonical_spec(self) -> dict[str, Any]:
         """Dumped once: the state is compared every STATE_INTERVAL, the spec never changes."""
+        if self._canonical_whole is not None and self.dc is self.spec:
+            return self._canonical_whole
         return runstate.canonical(self.dc)
 
     def _app_supervisor(self) -> procs.AppSupervisor:
@@ -572,9 +592,10 @@ class DataCenterRun:
         if self.phase != RunPhase.FAILED:
             self.phase = RunPhase.STOPPING
         await self.forwards.close()
-        if self.faults is not None:
+        self._faults_possible = False
+        if self._faults is not None:
             # Undone while the machines and links they sit on still exist.
-            await self.faults.close()
+            await self._faults.close()
         if self.fleet is not None:
             await self.fleet.stop()
         if self.apps is not None:

@@ -116,7 +116,7 @@ def _app(data: dict[str, Any]) -> AppRecord:
 
 def canonical(dc: DataCenter) -> dict[str, Any]:
     """The spec as compared between runs: every field, defaults included, as JSON."""
-    return dc.model_dump(mode="json")  # type: ignore[no-any-return]
+    return dc.canonical()
 
 
 def save(run_dir: Path, state: RunState) -> None:

@@ -29,6 +29,31 @@ def test_starting_a_run_imports_only_what_it_uses(module: str) -> None:
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize(
+    "module",
+    [
+        "vdc_runtime.client",
+        "vdc_runtime.faults",
+        "vdc_runtime.graph",
+        "vdc_runtime.nodes.layout",
+        "vdc_runtime.nodes.machine",
+        "vdc_runtime.spec.loader",
+        "yaml",
+        "pyroute2",
+    ],
+)
+def test_serving_a_run_without_machines_imports_only_what_it_uses(module: str) -> None:
+    # What `vdc run` of a cached spec without machines loads before its first answer: the
+    # API client, faults, pictures and power actions wait for a request that needs them;
+    # YAML and the loader for a spec not validated before.
+    code = (
+        "import sys, vdc_runtime.cli, vdc_runtime.spec.cache, vdc_runtime.api\n"
+        f"print(sorted(m for m in sys.modules if (m + '.').startswith('{module}.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 @pytest.mark.root
 def test_link_groups_agree_with_iproute2(host: HostNetns) -> None:
     host.sh(["ip", "link", "add", "grouped0", "group", "4711", "type", "bridge"])

@@ -7,16 +7,14 @@ value, with a location in canonical keys that the loader turns into the user's s
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_interface
-from pathlib import Path
 from typing import Any
 
 from vdc_runtime.spec.errors import did_you_mean, format_path
 from vdc_runtime.spec.identity import generated_mac
+from vdc_runtime.spec.inputs import Loc, file_inputs, file_problem
 from vdc_runtime.spec.models import (
     BMC,
     DEFAULT_GROUP,
@@ -26,14 +24,11 @@ from vdc_runtime.spec.models import (
     Image,
     ImageVolume,
     IPInterface,
-    LocaldsVolume,
     Network,
     NetworkNamespace,
     Node,
     SpecModel,
 )
-
-Loc = tuple[str | int, ...]
 
 MAX_INTERFACES = 28
 """NICs sit at fixed PCI slots 3, 4, ... of the root bus, whose last free slot is 30."""
@@ -271,54 +266,9 @@ def _node_rules(doc: Document, node: Node) -> Iterator[Problem]:
         )
 
 
-def _file_problem(path: Path, *, executable: bool = False) -> str | None:
-    """Why `path` cannot be used as an input file, or None if it can."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return f"file not found: {path}"
-    except (OSError, ValueError) as exc:
-        return f"cannot access {path}: {getattr(exc, 'strerror', None) or exc}"
-    if stat.S_ISDIR(st.st_mode):
-        return f"is a directory, not a file: {path}"
-    if executable and not os.access(path, os.X_OK):
-        return f"init script is not executable: {path} (run chmod +x on it)"
-    if not os.access(path, os.R_OK):
-        return f"file is not readable: {path}"
-    return None
-
-
 def _files(doc: Document) -> Iterator[Problem]:
-    wanted: list[tuple[Loc, Path, bool]] = []
-    model = doc.model
-    if isinstance(model, Image) and model.file is not None:
-        wanted.append((("file",), model.file, False))
-    elif isinstance(model, Node):
-        for key, path in (
-            ("ignition", model.ignition),
-            ("kernel", model.kernel),
-            ("initrd", model.initrd),
-        ):
-            if path is not None:
-                wanted.append(((key,), path, False))
-        for i, volume in enumerate(model.volumes):
-            if isinstance(volume, LocaldsVolume):
-                wanted.append((("volumes", i, "user-data"), volume.user_data, False))
-                if volume.network_config is not None:
-                    loc = ("volumes", i, "network-config")
-                    wanted.append((loc, volume.network_config, False))
-    elif isinstance(model, NetworkNamespace):
-        for i, script in enumerate(model.init_scripts):
-            wanted.append((("init-scripts", i), script, True))
-    elif isinstance(model, BMC):
-        for i, user in enumerate(model.users):
-            if user.password_file is not None:
-                wanted.append((("users", i, "password-file"), user.password_file, False))
-        if model.tls is not None:
-            wanted.append((("tls", "cert"), model.tls.cert, False))
-            wanted.append((("tls", "key"), model.tls.key, False))
-    for loc, path, executable in wanted:
-        message = _file_problem(path, executable=executable)
+    for loc, path, executable in file_inputs(doc.model):
+        message = file_problem(path, executable=executable)
         if message is not None:
             yield Problem(doc, loc, message)
 

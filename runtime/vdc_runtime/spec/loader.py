@@ -151,6 +151,17 @@ def load_files(
     return _load(sources, strict, warnings)
 
 
+def load_bytes(
+    files: Iterable[tuple[Path, bytes]],
+    *,
+    strict: bool = True,
+    warnings: list[SpecError] | None = None,
+) -> DataCenter:
+    """`load_files` of contents already read: the spec cache validates the bytes it hashed."""
+    sources = [_Source(str(path), data, path.absolute().parent) for path, data in files]
+    return _load(sources, strict, warnings)
+
+
 def load_text(
     yaml_text: str | bytes,
     source: str = "<string>",

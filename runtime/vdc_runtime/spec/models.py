@@ -8,7 +8,7 @@ or documents live in `checks`, so each problem can be reported at the exact key.
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -17,7 +17,6 @@ from pydantic import (
     Field,
     StrictBool,
     StrictInt,
-    WithJsonSchema,
 )
 from pydantic_core import PydanticCustomError
 
@@ -65,6 +64,8 @@ class SpecModel(BaseModel):
         extra="forbid",
         frozen=True,
         json_schema_extra=cel.add_to_schema,
+        # Validators are built on first use: a run whose spec is cached never validates.
+        defer_build=True,
     )
 
 
@@ -272,12 +273,17 @@ def _interface_entry(value: object) -> object:
     )
 
 
+class _NameOrInterfaceSchema:
+    """The JSON schema of an entry, made when a schema is asked for (the CRD's generator):
+    NodeInterface's own schema needs its validator built, which importing the models
+    leaves for its first use."""
+
+    def __get_pydantic_json_schema__(self, _core: object, _handler: object) -> dict[str, Any]:
+        return {"anyOf": [{"type": "string", "minLength": 1}, NodeInterface.model_json_schema()]}
+
+
 NodeInterfaceEntry = Annotated[
-    NodeInterface,
-    BeforeValidator(_interface_entry),
-    WithJsonSchema(
-        {"anyOf": [{"type": "string", "minLength": 1}, NodeInterface.model_json_schema()]}
-    ),
+    NodeInterface, BeforeValidator(_interface_entry), _NameOrInterfaceSchema()
 ]
 """A network name (Placemat's form) or a NodeInterface mapping; always a NodeInterface."""
 
@@ -451,6 +457,10 @@ class DataCenter(SpecModel):
 
     def device_class(self, name: str) -> DeviceClass:
         return _by_name(self.device_classes, name)
+
+    def canonical(self) -> dict[str, Any]:
+        """The spec as compared between runs: every field, defaults included, as JSON."""
+        return self.model_dump(mode="json")
 
     def summary(self) -> str:
         """`3 networks, 2 network namespaces, 1 node, 1 image, 0 device classes` (and the

@@ -13,7 +13,6 @@ from aiohttp import WSMsgType, web
 
 from vdc_runtime import views
 from vdc_runtime.datacenter import DataCenterRun
-from vdc_runtime.graph import model, svg
 from vdc_runtime.ui import auth
 
 log = logging.getLogger(__name__)
@@ -113,6 +112,9 @@ class WebView:
         )
 
     async def topology_svg(self, request: web.Request) -> web.Response:
+        # Loaded by the page's first picture, not by every run's start-up.
+        from vdc_runtime.graph import model, svg
+
         drawn = svg.render(model.from_json(views.topology(self.run)))
         return web.Response(text=drawn, content_type="image/svg+xml")
 
