@@ -266,10 +266,10 @@ class DataCenterRun:
         entries = [e for e in entries if e not in faults_tables]
         fault_leftovers: list[dict[str, Any]] = []
         if any(e["kind"].startswith("fault-") for e in entries):
-            from vdc_runtime.faults import leftovers
+            from vdc_runtime.faults import leftovers as fault_records
 
-            fault_leftovers = leftovers.pending(entries)
-            entries = leftovers.without_records(entries)
+            fault_leftovers = fault_records.pending(entries)
+            entries = fault_records.without_records(entries)
         self.ledger = Ledger(run_dir, entries)
         self.apps = self._app_supervisor()
         if self.held is not None:
@@ -287,7 +287,7 @@ class DataCenterRun:
             )
         if fault_leftovers:
             # The kernel's part first: the namespaces the qdiscs and links sit in are back.
-            await leftovers.undo_in_kernel(fault_leftovers)
+            await fault_records.undo_in_kernel(fault_leftovers)
         await self._prepare()
         for ns in self.dc.netns:
             for app in ns.apps:
@@ -301,10 +301,10 @@ class DataCenterRun:
         if self.fleet is not None:
             await self.fleet.adopt(self.ledger, state.nodes)
         if fault_leftovers:
-            await leftovers.undo_in_machines(fault_leftovers, self.machines)
+            await fault_records.undo_in_machines(fault_leftovers, self.machines)
             # The file still holds their records: a later adoption must not undo them again.
             for key in dict.fromkeys(e["fault"] for e in fault_leftovers):
-                self.ledger.record(leftovers.CLEARED, fault=key)
+                self.ledger.record(fault_records.CLEARED, fault=key)
             log.info("a killed run's faults undone: %d changes", len(fault_leftovers))
         for fwd in state.forwards:
             try:
