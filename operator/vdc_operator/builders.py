@@ -989,6 +989,47 @@ def group_pod_change(
     return PodChange(group_pod_and_merged_status(vdc, spec, group, pod, now), events)
 
 
+BEFORE_PODS = ("PodCreating", "PodReplacing", "MissingSource", "Waiting")
+"""The reasons of the Ready condition the operator gives before the VDC's pods exist."""
+
+
+def created_status(
+    vdc: Mapping[str, Any],
+    spec: VirtualDataCenterSpec,
+    pods: Mapping[str | None, Mapping[str, Any]],
+    now: float | None = None,
+) -> dict[str, Any] | None:
+    """The status for the pods just created (by group; None: the VDC's one pod), written
+    with their creation: their first events then find it said and write nothing.
+
+    Only where no pod's event has spoken yet, which may come first: a group whose entry
+    names no pod, a single pod's VDC whose status is still the operator's own of before
+    its pod (it would undo, say, an Unschedulable the pod's event wrote)."""
+    if vdc["metadata"].get("deletionTimestamp") or not pods:
+        return None
+    status = vdc.get("status") or {}
+    if None in pods:
+        ready = next((c for c in status.get("conditions") or [] if c.get("type") == READY), {})
+        if status.get("phase") is not None and ready.get("reason") not in BEFORE_PODS:
+            return None
+        return pod_status(vdc, pods[None], now)
+    parts = status.get("groups") or {}
+    written: dict[str, Any] = {}
+    for group, pod in pods.items():
+        if group is None or (parts.get(group) or {}).get("pod"):
+            continue
+        change = group_pod_and_merged_status(vdc, spec, group, pod, now)
+        if change is None:
+            continue
+        groups = {**written.get("groups", {}), **change["groups"]}
+        written = {**change, "groups": groups}
+        current = dict(vdc.get("status") or {})
+        merged_parts = dict(current.get("groups") or {})
+        merged_parts[group] = {**(merged_parts.get(group) or {}), **change["groups"][group]}
+        vdc = {**vdc, "status": {**current, **change, "groups": merged_parts}}
+    return written or None
+
+
 def merged_status(
     vdc: Mapping[str, Any], spec: VirtualDataCenterSpec, now: float | None = None
 ) -> dict[str, Any] | None:
@@ -1075,6 +1116,7 @@ __all__ = [
     "build_role_binding",
     "build_runners_secret",
     "build_service_account",
+    "created_status",
     "generates_bmc_account",
     "group_pod_and_merged_status",
     "group_pod_change",

@@ -23,7 +23,7 @@ from typing import Any
 
 import kopf
 
-from vdc_operator import builders, github, metrics, runners
+from vdc_operator import builders, github, metrics, persistence, runners
 from vdc_operator import snapshots as snapshot_handlers  # registers the snapshots' handlers
 from vdc_operator.kube import Api
 from vdc_runtime.resource import spec as cr
@@ -47,12 +47,12 @@ def configure(
     memo.api = Api()
     memo.settings = builders.Settings.from_env()
     memo.specs = PlacedSpecs(memo.settings)
-    # kopf's bookkeeping stays out of the status users read (and the agent writes).
+    # kopf's bookkeeping stays out of the status users read (and the agent writes), and
+    # out of the API where it need not outlive the process (`persistence`).
     settings.persistence.finalizer = f"{cr.GROUP}/cleanup"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=cr.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=cr.GROUP, key="last-handled-spec"
-    )
+    settings.persistence.progress_storage = persistence.UnmarkedAnnotationsProgress(prefix=cr.GROUP)
+    memo.diffbase = persistence.RememberedDiffBase()
+    settings.persistence.diffbase_storage = memo.diffbase
     # Events are posted on purpose (below), not for every log line.
     settings.posting.level = logging.WARNING
     # A line per admission request (three per VDC created) says nothing kopf's do not.
@@ -195,20 +195,27 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
         await _deregister_runners(api, body, spec.runners, logger, memo)
         await api.delete("Secret", namespace, builders.runners_secret_name(meta["name"]))
         raise kopf.TemporaryError("waiting for the previous pods to stop", delay=2)
-    created = await asyncio.gather(*(api.ensure(manifest) for manifest in desired.values()))
-    for name, made in zip(desired, created, strict=True):
-        if made:
-            kopf.event(body, type="Normal", reason="PodCreated", message=f"created pod {name}")
-            logger.info("created pod %s", name)
-    if len(desired) > 1:
-        return  # each group's status follows its pod (pod_changed)
-
-    def starting(vdc: Any) -> dict[str, Any] | None:
-        if (vdc.get("status") or {}).get("phase") not in (None, Phase.PENDING):
-            return None  # the agent reports already
-        return builders.pod_status(vdc, None)
-
-    await _write_status(api, body, starting)
+    made = await asyncio.gather(*(api.ensure(manifest) for manifest in desired.values()))
+    created = {name: desired[name] for name, new in zip(desired, made, strict=True) if new}
+    if not created:
+        return
+    names = ", ".join(created)
+    logger.info("created pod%s %s", "s" if len(created) > 1 else "", names)
+    # One event for the VDC's pods: each is a request to the API.
+    kopf.event(body, type="Normal", reason="PodCreated",
+               message=f"created pod{'s' if len(created) > 1 else ''} {names}")  # fmt: skip
+    by_group = {
+        (p["metadata"].get("labels") or {}).get(builders.LABEL_GROUP): p for p in created.values()
+    }
+    # The status their first events would write, now: computed from the VDC as this
+    # handler got it (a write since then conflicts, and it is computed again).
+    meta = body["metadata"]
+    await api.update_vdc_status(
+        meta["namespace"],
+        meta["name"],
+        lambda vdc: builders.created_status(vdc, spec, by_group),
+        dict(body),
+    )
 
 
 async def _labelled_pods(api: Api, vdc: Any) -> list[Any]:
@@ -580,9 +587,11 @@ async def groups_changed(body: Any, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(*RESOURCE)
-def phase_seen(body: Any, type: str | None, **_: Any) -> None:
+def phase_seen(body: Any, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
     if type == "DELETED":
         metrics.PHASES_SEEN.seen.pop(key, None)
+        if "diffbase" in memo:
+            memo.diffbase.forget(body["metadata"].get("uid"))
     else:
         metrics.PHASES_SEEN.seen[key] = (body.get("status") or {}).get("phase") or Phase.PENDING

@@ -316,3 +316,24 @@ def test_the_restart_count_follows_the_pod() -> None:
     assert new == builders.PodChange({"agentRestarts": 0})
     # A pod without its container's status yet keeps the count.
     assert builders.pod_change(body, pod("Running")) == builders.PodChange(None)
+
+
+def test_the_status_of_a_created_pod_is_what_its_first_event_would_write() -> None:
+    body = vdc()
+    spec = cr.parse(body["spec"])
+    made = pod_of(body)
+    status = builders.created_status(body, spec, {None: made}, NOW)
+    assert status == builders.pod_status(body, pod("Pending"), NOW)
+    assert status is not None and status["phase"] == "Pending"
+    body["status"] = status
+    added = {**made, "status": {"phase": "Pending", "qosClass": "Burstable"}}
+    first = builders.pod_change(body, added, NOW).status or {}
+    assert all(status.get(k) == v for k, v in first.items())  # nothing new to write
+    # What a pod's event wrote first (the scheduler's word) stays.
+    unschedulable = pod("Pending", conditions=[{"type": "PodScheduled", "status": "False",
+                                                "reason": "Unschedulable"}])  # fmt: skip
+    body["status"] = builders.pod_status(body, unschedulable, NOW)
+    assert builders.created_status(body, spec, {None: made}, NOW) is None
+    # The operator's own word before the pod existed does not.
+    body["status"] = builders.status_patch(body, "Pending", "PodReplacing", "replacing", NOW)  # type: ignore[arg-type]
+    assert builders.created_status(body, spec, {None: made}, NOW) == status

@@ -216,3 +216,35 @@ def test_a_groups_agent_restart_degrades_the_vdc_and_is_announced_once() -> None
     lost = builders.group_pod_change(after, spec, "rack-b", None, NOW)
     assert lost.status is not None and lost.status["groups"]["rack-b"]["agentRestarts"] is None
     assert not lost.events
+
+
+def test_the_pods_status_is_written_with_them_and_their_first_events_write_nothing() -> None:
+    body = grouped()
+    spec = cr.parse(body["spec"])
+    a, b = pods(body)
+    status = builders.created_status(body, spec, {"rack-a": a, "rack-b": b}, NOW)
+    assert status is not None
+    starting = {"podIP": None, "phase": "Pending", "message": "the pod is starting"}
+    assert status["groups"] == {"rack-a": {"pod": "vdc-quickstart-rack-a", **starting},
+                                "rack-b": {"pod": "vdc-quickstart-rack-b", **starting}}  # fmt: skip
+    assert (status["phase"], status["readyGroups"]) == ("Pending", "0/2")
+    assert VirtualDataCenterStatus.model_validate(status).model_dump(exclude_unset=True) == status
+    body["status"] = status
+    # Each pod's first event, as the API server shows it: said already.
+    for group, made in (("rack-a", a), ("rack-b", b)):
+        added = {**made, "status": {"phase": "Pending", "qosClass": "Burstable"}}
+        assert builders.group_pod_change(body, spec, group, added, NOW).status is None
+    assert builders.created_status(body, spec, {"rack-a": a, "rack-b": b}, NOW) is None
+
+
+def test_a_pods_event_that_came_first_is_not_undone_by_the_status_of_its_creation() -> None:
+    body = grouped()
+    spec = cr.parse(body["spec"])
+    a, b = pods(body)
+    unschedulable = {**b, "status": {"phase": "Pending", "conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+         "message": "0/1 nodes"}]}}  # fmt: skip
+    body["status"] = builders.group_pod_change(body, spec, "rack-b", unschedulable, NOW).status
+    status = builders.created_status(body, spec, {"rack-a": a, "rack-b": b}, NOW)
+    assert status is not None and list(status["groups"]) == ["rack-a"]
+    assert "0/1 nodes" in status["message"]

@@ -1,0 +1,64 @@
+"""Where kopf keeps its bookkeeping: in this process, unless it must outlive it.
+
+kopf's stock storages write to the object after every handling: the last handled spec
+(the base of its diffs) and a marker annotation, each a PATCH of the VDC that every
+watcher of it then receives. Neither needs to survive a restart here: `reconcile` is the
+handler of creation, resumption and spec changes alike, level-based (a pod built from an
+older spec carries another hash and is replaced), so an operator that starts without
+the last handled specs runs it once per object, as resuming would.
+
+What must survive a restart stays in annotations: a handler's retries and delays
+(`TemporaryError`), which only the paths off the usual one (missing sources, runners
+waiting on GitHub, pods being replaced, deletion) leave.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from typing import Any
+
+import kopf
+
+
+class RememberedDiffBase(kopf.DiffBaseStorage):
+    """The essence kopf last handled of each object, by uid, in memory.
+
+    Bounded: an object forgotten early (past `kept` objects, or by `forget`) is seen again
+    as new, and `reconcile` runs for it once more, converging on what already exists."""
+
+    def __init__(self, kept: int = 16384) -> None:
+        super().__init__()
+        self.kept = kept
+        self._essences: OrderedDict[str, Any] = OrderedDict()
+
+    def fetch(self, *, body: Any) -> Any:
+        essence = self._essences.get(body.get("metadata", {}).get("uid"))
+        return copy.deepcopy(essence) if essence is not None else None
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        uid = body.get("metadata", {}).get("uid")
+        if uid is None:
+            return
+        self._essences[uid] = copy.deepcopy(essence)
+        self._essences.move_to_end(uid)
+        while len(self._essences) > self.kept:
+            self._essences.popitem(last=False)
+
+    def forget(self, uid: str | None) -> None:
+        self._essences.pop(uid, None)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self._essences)
+
+
+class UnmarkedAnnotationsProgress(kopf.AnnotationsProgressStorage):
+    """kopf's progress in annotations, without its "kopf-managed" marker annotation.
+
+    The marker tells other kopf operators' diffs to ignore this prefix's annotations; the
+    marker alone made a PATCH of every new VDC (a handler that succeeds at once leaves no
+    progress to store). The annotations under the prefix are still left out of this
+    operator's diffs (`clear`)."""
+
+    def _store_marker(self, prefix: str | None, patch: Any, body: Any) -> None:
+        return None

@@ -1,0 +1,49 @@
+"""kopf's bookkeeping: nothing written to a VDC whose handler succeeds at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from vdc_operator import persistence
+
+
+def _body(uid: str = "u1", **annotations: str) -> kopf.Body:
+    raw: dict[str, Any] = {"apiVersion": "vdc.dev/v1alpha1", "kind": "VirtualDataCenter",
+                           "metadata": {"name": "lab", "namespace": "ns", "uid": uid,
+                                        "annotations": annotations},
+                           "spec": {"networks": [{"name": "n"}]}}  # fmt: skip
+    return kopf.Body(raw)
+
+
+def test_the_last_handled_spec_is_remembered_not_written() -> None:
+    storage = persistence.RememberedDiffBase(kept=2)
+    body, patch = _body(), kopf.Patch()
+    assert storage.fetch(body=body) is None  # a restart: `reconcile` runs as for a new VDC
+    essence = storage.build(body=body)
+    storage.store(body=body, patch=patch, essence=essence)
+    assert not patch
+    assert storage.fetch(body=body) == essence == {"spec": {"networks": [{"name": "n"}]}}
+    fetched = storage.fetch(body=body)
+    fetched["spec"]["networks"].clear()  # kopf's copy, not the remembered one
+    assert storage.fetch(body=body) == essence
+    storage.forget("u1")
+    assert storage.fetch(body=body) is None
+    for uid in ("u1", "u2", "u3"):
+        storage.store(body=_body(uid), patch=patch, essence=essence)
+    assert len(storage) == 2 and storage.fetch(body=_body("u1")) is None
+
+
+def test_a_handler_that_succeeds_at_once_leaves_no_patch() -> None:
+    storage = persistence.UnmarkedAnnotationsProgress(prefix="vdc.dev")
+    body, patch = _body(), kopf.Patch()
+    storage.store(key=kopf.HandlerId("reconcile"), record={"success": True}, body=body,
+                  patch=patch)  # fmt: skip
+    assert dict(patch) == {"metadata": {"annotations": {"vdc.dev/reconcile": '{"success":true}'}}}
+    storage.purge(key=kopf.HandlerId("reconcile"), body=body, patch=patch)
+    assert not patch.get("metadata", {}).get("annotations")
+    # Retries that outlive the process still go to the object, and leave the diffs alone.
+    kept = _body(**{"vdc.dev/reconcile": '{"retries":1}', "team": "ci"})
+    essence = persistence.RememberedDiffBase().build(body=kept)
+    assert storage.clear(essence=essence)["metadata"] == {"annotations": {"team": "ci"}}
