@@ -36,6 +36,7 @@ from vdc_runtime.resource.status import (
 from vdc_runtime.spec import SpecErrors
 
 RESOURCE = (cr.GROUP, cr.VERSION, cr.PLURAL)
+FINALIZER = f"{cr.GROUP}/cleanup"
 
 
 @kopf.on.startup()
@@ -49,7 +50,7 @@ def configure(
     memo.specs = PlacedSpecs(memo.settings)
     # kopf's bookkeeping stays out of the status users read (and the agent writes), and
     # out of the API where it need not outlive the process (`persistence`).
-    settings.persistence.finalizer = f"{cr.GROUP}/cleanup"
+    settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = persistence.UnmarkedAnnotationsProgress(prefix=cr.GROUP)
     memo.diffbase = persistence.RememberedDiffBase()
     settings.persistence.diffbase_storage = memo.diffbase
@@ -93,6 +94,16 @@ def validate(spec: Any, old: Any, new: Any, memo: kopf.Memo, **_: Any) -> None:
         builders.placed(cr.validate(dict(spec) if spec is not None else {}), memo.settings)
     except SpecErrors as exc:
         raise kopf.AdmissionError(str(exc), code=422) from None
+
+
+@kopf.on.mutate(*RESOURCE, id="vdc-finalizer", operations=["CREATE"])
+def finalizer(body: Any, patch: kopf.Patch, **_: Any) -> None:
+    """The finalizer kopf needs for `delete`, on the VDC as it is created: kopf's own
+    would be a PATCH of every new VDC, and a round of its events, before `reconcile`.
+    (Without the webhook, or where it ignores failures, kopf still adds it itself.)"""
+    finalizers = persistence.with_finalizer(body.get("metadata", {}).get("finalizers"), FINALIZER)
+    if finalizers is not None:
+        patch.metadata["finalizers"] = finalizers
 
 
 # -- the VDC's children ------------------------------------------------------------------------
@@ -159,16 +170,18 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
                         builders.bmc_secret_name(meta["name"]))  # fmt: skip
     if spec.runners is not None:
         await _register_runners(api, body, spec.runners, patch, logger)
-    # The account and the role at once; the binding after the role, which the API server
-    # reads to check that the operator may grant what it grants (404 without it).
-    await asyncio.gather(
-        api.ensure(builders.build_service_account(body)), api.ensure(builders.build_role(body))
+    # The account, the role and the look at the pods at once; the binding after the role,
+    # which the API server reads to check that the operator may grant what it grants (404
+    # without it).
+    *_, labelled = await asyncio.gather(
+        api.ensure(builders.build_service_account(body)),
+        api.ensure(builders.build_role(body)),
+        _labelled_pods(api, body),
     )
     await api.ensure(builders.build_role_binding(body))
     desired = {
         p["metadata"]["name"]: p for p in builders.build_pods(body, spec, memo.settings, storage)
     }
-    labelled = await _labelled_pods(api, body)
     # (A pod still stopping may be an earlier VDC's of the same name.)
     if any(p["metadata"].get("deletionTimestamp") for p in labelled):
         raise kopf.TemporaryError("waiting for the previous pods to stop", delay=2)

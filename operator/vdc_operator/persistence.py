@@ -21,6 +21,12 @@ from typing import Any
 import kopf
 
 
+def with_finalizer(finalizers: list[str] | None, finalizer: str) -> list[str] | None:
+    """An object's finalizers with `finalizer` added, or None if it is there already."""
+    current = list(finalizers or [])
+    return None if finalizer in current else [*current, finalizer]
+
+
 class RememberedDiffBase(kopf.DiffBaseStorage):
     """The essence kopf last handled of each object, by uid, in memory.
 

@@ -76,6 +76,7 @@ CHART_KINDS = [
     "ClusterRole",
     "ClusterRoleBinding",
     "Deployment",
+    "MutatingWebhookConfiguration",
     "Secret",
     "Service",
     "Service",
@@ -349,8 +350,26 @@ def test_webhook_configuration() -> None:
         {"name": "webhook", "port": 443, "targetPort": 9443, "protocol": "TCP"}
     ]
     ignore = template("webhook.failurePolicy=Ignore", "webhook.timeoutSeconds=5")
-    (hook,) = find(ignore, "ValidatingWebhookConfiguration")["webhooks"]
-    assert (hook["failurePolicy"], hook["timeoutSeconds"]) == ("Ignore", 5)
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        (hook,) = find(ignore, kind)["webhooks"]
+        assert (hook["failurePolicy"], hook["timeoutSeconds"]) == ("Ignore", 5)
+
+
+def test_the_finalizer_webhook() -> None:
+    docs = template()
+    (hook,) = find(docs, "MutatingWebhookConfiguration", "vdc")["webhooks"]
+    (spec,) = find(docs, "ValidatingWebhookConfiguration", "vdc")["webhooks"]
+    assert hook["name"] == "vdc-finalizer.vdc.dev"
+    assert hook["clientConfig"] == {
+        **spec["clientConfig"],
+        "service": {**spec["clientConfig"]["service"], "path": "/vdc-finalizer"},
+    }
+    # Only at creation: a VDC's finalizer is never added to one that exists.
+    assert hook["rules"] == [{**spec["rules"][0], "operations": ["CREATE"]}]
+    assert "matchConditions" not in hook and hook["reinvocationPolicy"] == "Never"
+    same = ("admissionReviewVersions", "sideEffects", "matchPolicy", "failurePolicy",
+            "timeoutSeconds")  # fmt: skip
+    assert {k: hook[k] for k in same} == {k: spec[k] for k in same}
 
 
 def test_no_webhook_some_namespaces_device_plugins() -> None:
@@ -390,12 +409,14 @@ def test_no_webhook_some_namespaces_device_plugins() -> None:
 
 
 def test_webhook_limited_to_watched_namespaces() -> None:
-    (hook,) = find(template("watch.namespaces={a,b}"), "ValidatingWebhookConfiguration")["webhooks"]
-    assert hook["namespaceSelector"] == {
-        "matchExpressions": [
-            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["a", "b"]}
-        ]
-    }
+    docs = template("watch.namespaces={a,b}")
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        (hook,) = find(docs, kind)["webhooks"]
+        assert hook["namespaceSelector"] == {
+            "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["a", "b"]}
+            ]
+        }
 
 
 def test_scheduling_values() -> None:

@@ -47,3 +47,17 @@ def test_a_handler_that_succeeds_at_once_leaves_no_patch() -> None:
     kept = _body(**{"vdc.dev/reconcile": '{"retries":1}', "team": "ci"})
     essence = persistence.RememberedDiffBase().build(body=kept)
     assert storage.clear(essence=essence)["metadata"] == {"annotations": {"team": "ci"}}
+
+
+def test_the_finalizer_comes_with_the_vdcs_creation() -> None:
+    from vdc_operator import handlers
+
+    body = _body()
+    patch = kopf.Patch(body=body)
+    handlers.finalizer(body=body, patch=patch)
+    # What the API server applies (a JSON patch, as kopf's webhook answers).
+    assert patch.as_json_patch() == [
+        {"op": "add", "path": "/metadata/finalizers", "value": ["vdc.dev/cleanup"]}
+    ]
+    assert persistence.with_finalizer(["other"], "vdc.dev/cleanup") == ["other", "vdc.dev/cleanup"]
+    assert persistence.with_finalizer(["vdc.dev/cleanup"], "vdc.dev/cleanup") is None
