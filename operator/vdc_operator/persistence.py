@@ -39,8 +39,9 @@ class RememberedDiffBase(kopf.DiffBaseStorage):
         self._essences: OrderedDict[str, Any] = OrderedDict()
 
     def fetch(self, *, body: Any) -> Any:
-        essence = self._essences.get(body.get("metadata", {}).get("uid"))
-        return copy.deepcopy(essence) if essence is not None else None
+        # Not copied: kopf passes it through the progress storage's `clear`, which copies
+        # it, before anything else sees it (once per event of every VDC).
+        return self._essences.get(body.get("metadata", {}).get("uid"))
 
     def store(self, *, body: Any, patch: Any, essence: Any) -> None:
         uid = body.get("metadata", {}).get("uid")
