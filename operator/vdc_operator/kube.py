@@ -285,12 +285,30 @@ class Api:
         )
 
     def _newest(self, key: tuple[str, str], vdc: Manifest) -> Manifest:
-        """`vdc`, or what this operator's last write made of exactly that version."""
+        """`vdc`, or what this operator's last write made of it when that is newer: the
+        copy a watch showed may predate several writes of this operator in a row (a VDC's
+        pods' events come together), and a write computed from it would meet a conflict
+        and a read.
+
+        Resource versions are opaque by contract; the API server's are etcd's revisions,
+        which grow. Comparing them only chooses the copy to compute from: the write names
+        its version, so a wrong choice costs a conflict, never another writer's update."""
         written = self._written.get(key)
-        if written is not None and written[0] == vdc["metadata"].get("resourceVersion"):
-            return written[1]
+        if written is None:
+            return vdc
+        base, after = written
+        if base == vdc["metadata"].get("resourceVersion"):
+            return after
+        ours, theirs = _revision(after), _revision(vdc)
+        if ours is not None and theirs is not None and ours > theirs:
+            return after
         return vdc
 
     def forget(self, namespace: str, name: str) -> None:
         """A VDC is gone: its last write need not be kept."""
         self._written.pop((namespace, name), None)
+
+
+def _revision(obj: Manifest) -> int | None:
+    version = (obj.get("metadata") or {}).get("resourceVersion")
+    return int(version) if isinstance(version, str) and version.isdigit() else None
