@@ -220,15 +220,8 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
     by_group = {
         (p["metadata"].get("labels") or {}).get(builders.LABEL_GROUP): p for p in created.values()
     }
-    # The status their first events would write, now: computed from the VDC as this
-    # handler got it (a write since then conflicts, and it is computed again).
-    meta = body["metadata"]
-    await api.update_vdc_status(
-        meta["namespace"],
-        meta["name"],
-        lambda vdc: builders.created_status(vdc, spec, by_group),
-        dict(body),
-    )
+    # The status their first events would write, now.
+    await _write_status(api, body, lambda vdc: builders.created_status(vdc, spec, by_group))
 
 
 async def _labelled_pods(api: Api, vdc: Any) -> list[Any]:
@@ -259,10 +252,12 @@ async def _write_status(
 
     Not through kopf's patch: that is applied after the handler, from the object the
     handler started with and without a version, so it would undo conditions the agent
-    (or the pod handler) wrote meanwhile, and they would undo it. See `update_vdc_status`.
+    (or the pod handler) wrote meanwhile, and they would undo it. See `update_vdc_status`:
+    the first attempt computes from the VDC the handler got (no read), and a write since
+    then is a conflict, after which it reads the VDC and computes again.
     """
     meta = body["metadata"]
-    await api.update_vdc_status(meta["namespace"], meta["name"], compute)
+    await api.update_vdc_status(meta["namespace"], meta["name"], compute, dict(body))
 
 
 async def _runners_condition(api: Api, body: Any, status: str, reason: str, message: str) -> None:
