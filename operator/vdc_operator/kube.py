@@ -25,10 +25,12 @@ Manifest = dict[str, Any]
 
 STATUS_ATTEMPTS = 5
 STATUS_LOCKS = 64
-API_THREADS = 16
+API_THREADS = 48
 """Calls in flight at once. The client blocks a thread per call, and asyncio's default
 pool has cpus + 4 threads: 6 on a 2-core node, where a burst of VDCs then waits on
-the API's latency, not on the operator's CPU (bench/operator.py --mode scale)."""
+the API's latency, not on the operator's CPU (bench/operator.py --mode scale). A VDC
+makes six calls before its pods exist, and the status writes of those before it share
+the pool: a burst of a hundred still queued behind 16."""
 
 
 class StatusConflict(RuntimeError):
