@@ -42,6 +42,9 @@ protocol bgp peer {{
   local {me} as {asn};
   neighbor {peer} as {peer_asn};
   connect delay time 1; connect retry time 1; hold time {hold};
+  # After the hold timer expires BIRD waits `error wait time` (60 s by default) before
+  # it connects again; the link-down test would spend that minute idle.
+  error wait time 1, 2;
   ipv4 {{ import all; export all; }};
 }}
 """
