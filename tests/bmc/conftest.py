@@ -86,7 +86,10 @@ async def start_machine(
     Without `kernel` the node boots what its firmware finds on its drives; `uefi` makes
     it a q35 machine with OVMF. `extra` is more of the node's spec; `cdrom` an ISO in its
     CD drive at start."""
-    direct = f"kernel: {guest.vmlinuz}\ninitrd: {guest.initrd}\ncmdline: console=ttyS0 quiet"
+    # PVH (vmlinux) boots in half the time of the bzImage under TCG, and these suites boot
+    # dozens of times; OVMF loads only the bzImage (its EFI stub).
+    kernel_file = guest.vmlinuz if uefi else guest.vmlinux
+    direct = f"kernel: {kernel_file}\ninitrd: {guest.initrd}\ncmdline: console=ttyS0 quiet"
     spec = f"""
 kind: Node
 name: {name}
