@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -210,9 +211,10 @@ USERS = Users(
 )
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def bmc(node: RunningMachine, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bmc]:
-    tmp = tmp_path_factory.mktemp("rf-bmc")
+@contextlib.asynccontextmanager
+async def serve_redfish(node: RunningMachine, tmp: Path) -> AsyncIterator[Bmc]:
+    """A Redfish service for `node` on a free loopback port, its certificate from a CA in
+    `tmp` (for both loopback addresses)."""
     ca = CertificateAuthority.load_or_create(tmp / "ca")
     cert, key = ca.issue(["127.0.0.1", "::1"], tmp / "certs")
     service = RedfishService(USERS, ssl_for=lambda _address: ssl_context(cert, key))
@@ -222,6 +224,12 @@ async def bmc(node: RunningMachine, tmp_path_factory: pytest.TempPathFactory) ->
         yield Bmc(node, service, port, ca.cert_path)
     finally:
         await service.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def bmc(node: RunningMachine, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bmc]:
+    async with serve_redfish(node, tmp_path_factory.mktemp("rf-bmc")) as running:
+        yield running
 
 
 async def disk_bootindex(machine: Machine) -> int:

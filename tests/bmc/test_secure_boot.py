@@ -18,14 +18,12 @@ import pytest
 import pytest_asyncio
 
 from tests.bmc.conftest import RunningMachine, start_machine
-from tests.bmc.test_redfish import USERS, VIEWER, Bmc, free_port
+from tests.bmc.test_redfish import VIEWER, Bmc, serve_redfish
 from tests.guest.build import GuestPaths
 from tests.guest.iso import build_iso, iso_boots
 from tests.guest.signed import SIGNED_MARKER, build_signed_disk
 from tests.prereqs import require
-from vdc_runtime.bmc.redfish import RedfishService
 from vdc_runtime.bmc.target import SecureBootState
-from vdc_runtime.bmc.tls import CertificateAuthority, ssl_context
 from vdc_runtime.nodes import DriveLayout
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -65,16 +63,8 @@ async def node(
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def bmc(node: RunningMachine, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bmc]:
-    tmp = tmp_path_factory.mktemp("secure-boot-bmc")
-    ca = CertificateAuthority.load_or_create(tmp / "ca")
-    cert, key = ca.issue(["127.0.0.1"], tmp / "certs")
-    service = RedfishService(USERS, ssl_for=lambda _address: ssl_context(cert, key))
-    port = free_port()
-    await service.add("127.0.0.1", node.target, port)
-    try:
-        yield Bmc(node, service, port, ca.cert_path)
-    finally:
-        await service.close()
+    async with serve_redfish(node, tmp_path_factory.mktemp("secure-boot-bmc")) as running:
+        yield running
 
 
 def secure_boot_seen(console: str) -> list[str]:
