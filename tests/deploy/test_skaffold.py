@@ -31,7 +31,12 @@ CONFIG = ROOT / "skaffold.yaml"
 OPERATOR = "vdc.local/vdc-operator"
 RUNTIME = "vdc.local/vdc-runtime"
 NAMESPACE = "vdc-system"
-CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration"}
+CLUSTER_SCOPED = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+}
 
 pytestmark = pytest.mark.slow
 
