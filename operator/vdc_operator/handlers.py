@@ -212,11 +212,10 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
     created = {name: desired[name] for name, new in zip(desired, made, strict=True) if new}
     if not created:
         return
-    names = ", ".join(created)
-    logger.info("created pod%s %s", "s" if len(created) > 1 else "", names)
+    message = f"created pod{'s' if len(created) > 1 else ''} {', '.join(created)}"
+    logger.info("%s", message)
     # One event for the VDC's pods: each is a request to the API.
-    kopf.event(body, type="Normal", reason="PodCreated",
-               message=f"created pod{'s' if len(created) > 1 else ''} {names}")  # fmt: skip
+    kopf.event(body, type="Normal", reason="PodCreated", message=message)
     by_group = {
         (p["metadata"].get("labels") or {}).get(builders.LABEL_GROUP): p for p in created.values()
     }

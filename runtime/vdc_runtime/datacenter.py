@@ -92,7 +92,6 @@ class DataCenterRun:
         """Set when the run is to end by itself (a snapshot saved with --stop)."""
         self._snapshotting = asyncio.Lock()
         self._faults: FaultManager | None = None
-        self._faults_possible = False
         self.adopted: dict[str, int] | None = None
         """After an adoption: how many machines and apps ran on, and how many had ended
         and were started again."""
@@ -145,7 +144,6 @@ class DataCenterRun:
             await self.teardown()
             raise
         assert self.ledger is not None
-        self._faults_possible = True
         self.phase = RunPhase.RUNNING
         self.started_at = time.time()
         self.save_state()
@@ -155,7 +153,7 @@ class DataCenterRun:
     def faults(self) -> FaultManager | None:
         """Faults on demand: from the end of start-up until teardown, None before and after.
         Made when first asked for: its models and plans are not the start-up's."""
-        if self._faults is None and self._faults_possible:
+        if self._faults is None and self.phase == RunPhase.RUNNING:
             from vdc_runtime.faults import FaultManager
 
             assert self.ledger is not None
@@ -592,7 +590,6 @@ class DataCenterRun:
         if self.phase != RunPhase.FAILED:
             self.phase = RunPhase.STOPPING
         await self.forwards.close()
-        self._faults_possible = False
         if self._faults is not None:
             # Undone while the machines and links they sit on still exist.
             await self._faults.close()

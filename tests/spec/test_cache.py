@@ -33,7 +33,7 @@ def lab(tmp_path: Path, text: str = LAB, name: str = "lab.yml") -> Path:
 
 def test_a_second_load_of_the_same_bytes_is_the_first_result(tmp_path: Path) -> None:
     spec, store = lab(tmp_path), tmp_path / "cache"
-    first = cache.load_files([spec], store)
+    first = cache.load([spec], store).dc
     (entry,) = entries(store)
     assert entry.stat().st_mode & 0o777 == 0o600
     again = cache.load([spec], store)
@@ -44,10 +44,10 @@ def test_a_second_load_of_the_same_bytes_is_the_first_result(tmp_path: Path) -> 
 
 def test_a_hit_neither_parses_nor_checks(tmp_path: Path) -> None:
     spec, store = lab(tmp_path), tmp_path / "cache"
-    cache.load_files([spec], store)
+    cache.load([spec], store)
     code = (
         "import sys\nfrom pathlib import Path\nfrom vdc_runtime.spec import cache\n"
-        f"dc = cache.load_files([Path({str(spec)!r})], Path({str(store)!r}))\n"
+        f"dc = cache.load([Path({str(spec)!r})], Path({str(store)!r})).dc\n"
         "print(dc.summary())\n"
         "print(sorted(m for m in ('yaml', 'vdc_runtime.spec.loader', 'vdc_runtime.spec.checks')"
         " if m in sys.modules))"
@@ -60,37 +60,37 @@ def test_a_hit_neither_parses_nor_checks(tmp_path: Path) -> None:
 
 def test_other_bytes_miss(tmp_path: Path) -> None:
     spec, store = lab(tmp_path), tmp_path / "cache"
-    cache.load_files([spec], store)
+    cache.load([spec], store)
     spec.write_text(LAB.replace("10.0.0.1/24", "10.0.0.2/24"))
-    dc = cache.load_files([spec], store)
+    dc = cache.load([spec], store).dc
     assert str(dc.netns[0].interfaces[0].addresses[0]) == "10.0.0.2/24"
     assert len(entries(store)) == 2
 
 
 def test_another_vdc_version_misses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec, store = lab(tmp_path), tmp_path / "cache"
-    cache.load_files([spec], store)
+    cache.load([spec], store)
     # The installed version cannot change under a test: the one the cache reads can.
     monkeypatch.setattr(cache, "__version__", "0.0.0+other")
-    cache.load_files([spec], store)
+    cache.load([spec], store)
     assert len(entries(store)) == 2
 
 
 def test_strictness_is_part_of_the_key(tmp_path: Path) -> None:
     spec, store = lab(tmp_path, LAB + IGNORED), tmp_path / "cache"
     warnings: list[SpecError] = []
-    cache.load_files([spec], store, strict=False, warnings=warnings)
+    cache.load([spec], store, strict=False, warnings=warnings)
     assert [w.path for w in warnings] == ["colour"]
     with pytest.raises(SpecErrors):
-        cache.load_files([spec], store, strict=True)
+        cache.load([spec], store, strict=True)
 
 
 def test_a_hit_gives_the_same_warnings(tmp_path: Path) -> None:
     spec, store = lab(tmp_path, LAB + IGNORED), tmp_path / "cache"
     first: list[SpecError] = []
     second: list[SpecError] = []
-    cache.load_files([spec], store, strict=False, warnings=first)
-    cache.load_files([spec], store, strict=False, warnings=second)
+    cache.load([spec], store, strict=False, warnings=first)
+    cache.load([spec], store, strict=False, warnings=second)
     assert first == second and len(first) == 1
 
 
@@ -107,12 +107,12 @@ def test_a_hit_gives_the_same_warnings(tmp_path: Path) -> None:
 )
 def test_a_damaged_entry_is_ignored_and_rewritten(tmp_path: Path, damage: object) -> None:
     spec, store = lab(tmp_path), tmp_path / "cache"
-    expected = cache.load_files([spec], store)
+    expected = cache.load([spec], store).dc
     (entry,) = entries(store)
     whole = entry.read_bytes()
     entry.write_bytes(damage(whole))  # type: ignore[operator]
     assert cache.read(entry) is None
-    assert cache.load_files([spec], store) == expected
+    assert cache.load([spec], store).dc == expected
     assert entry.read_bytes() == whole
     assert not list(store.glob(".partial-*"))
 
@@ -123,13 +123,13 @@ def test_an_entry_others_may_write_is_not_trusted(tmp_path: Path) -> None:
         lab(tmp_path, LAB.replace("ns0", "ns1"), "b.yml"),
         tmp_path / "c",
     )
-    cache.load_files([one], store)
+    cache.load([one], store)
     (entry,) = entries(store)
     # Another spec's whole, valid entry put where this one's goes, writable by anyone.
     planted = store / f"{cache.key([(other, other.read_bytes())], strict=True)}.spec"
     planted.write_bytes(entry.read_bytes())
     planted.chmod(0o666)
-    assert cache.load_files([other], store).netns[0].name == "ns1"
+    assert cache.load([other], store).dc.netns[0].name == "ns1"
     assert planted.stat().st_mode & 0o777 == 0o600
 
 
@@ -139,7 +139,7 @@ def test_only_the_newest_entries_are_kept(tmp_path: Path, monkeypatch: pytest.Mo
     written: list[Path] = []
     for i in range(5):
         spec = lab(tmp_path, LAB.replace("10.0.0.1", f"10.0.0.{i + 1}"), f"lab{i}.yml")
-        cache.load_files([spec], store)
+        cache.load([spec], store)
         (new,) = set(entries(store)) - set(written)
         written.append(new)
         os.utime(new, ns=(i * 10**9, i * 10**9))  # one second apart, whatever the clock
@@ -150,7 +150,7 @@ def test_an_invalid_spec_is_never_cached(tmp_path: Path) -> None:
     spec, store = lab(tmp_path, LAB.replace("internal", "inside")), tmp_path / "cache"
     for _ in range(2):
         with pytest.raises(SpecErrors):
-            cache.load_files([spec], store)
+            cache.load([spec], store)
     assert entries(store) == []
 
 
@@ -159,7 +159,7 @@ def test_errors_are_the_loaders(tmp_path: Path) -> None:
     with pytest.raises(SpecErrors) as uncached:
         load_files([spec])
     with pytest.raises(SpecErrors) as cached:
-        cache.load_files([spec], store)
+        cache.load([spec], store)
     assert str(cached.value) == str(uncached.value)
     assert cached.value.errors == uncached.value.errors
 
@@ -167,7 +167,7 @@ def test_errors_are_the_loaders(tmp_path: Path) -> None:
 def test_an_unreadable_file_is_the_loaders_error(tmp_path: Path) -> None:
     missing, store = tmp_path / "nope.yml", tmp_path / "cache"
     with pytest.raises(SpecErrors) as cached:
-        cache.load_files([missing], store)
+        cache.load([missing], store)
     with pytest.raises(SpecErrors) as uncached:
         load_files([missing])
     assert str(cached.value) == str(uncached.value)
@@ -179,17 +179,17 @@ def test_input_files_are_checked_again_on_a_hit(tmp_path: Path) -> None:
     script.chmod(0o755)
     text = LAB + "init-scripts: [init.sh]\n"
     spec, store = lab(tmp_path, text), tmp_path / "cache"
-    cache.load_files([spec], store)
+    cache.load([spec], store)
     script.chmod(0o644)
     with pytest.raises(SpecErrors) as cached:
-        cache.load_files([spec], store)
+        cache.load([spec], store)
     with pytest.raises(SpecErrors) as uncached:
         load_files([spec])
     assert str(cached.value) == str(uncached.value)
     assert "init script is not executable" in str(cached.value)
     script.unlink()
     with pytest.raises(SpecErrors, match="file not found"):
-        cache.load_files([spec], store)
+        cache.load([spec], store)
 
 
 def test_the_command_prints_the_same_with_and_without_the_cache(

@@ -146,20 +146,6 @@ def _prune(folder: Path) -> None:
             old.unlink()
 
 
-def load_files(
-    paths: Iterable[Path | str],
-    cache_dir: Path,
-    *,
-    strict: bool = True,
-    warnings: list[SpecError] | None = None,
-) -> DataCenter:
-    """`spec.load_files`, reusing the result of an earlier load of the same bytes.
-
-    Raises SpecErrors exactly as `spec.load_files` does: errors always come from the loader.
-    """
-    return load(paths, cache_dir, strict=strict, warnings=warnings).dc
-
-
 def load(
     paths: Iterable[Path | str],
     cache_dir: Path,
@@ -167,7 +153,11 @@ def load(
     strict: bool = True,
     warnings: list[SpecError] | None = None,
 ) -> Entry:
-    """`load_files`, with what the entry holds besides the data center."""
+    """`spec.load_files`, reusing the result of an earlier load of the same bytes, with
+    what the entry holds besides the data center.
+
+    Raises SpecErrors exactly as `spec.load_files` does: errors always come from the loader.
+    """
     paths = [Path(p) for p in paths]
     files: list[tuple[Path, bytes]] = []
     try:
