@@ -170,15 +170,32 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
                         builders.bmc_secret_name(meta["name"]))  # fmt: skip
     if spec.runners is not None:
         await _register_runners(api, body, spec.runners, patch, logger)
-    # The account, the role and the look at the pods at once; the binding after the role,
+    # The account, the role and the look at the pods at once. The binding needs the role,
     # which the API server reads to check that the operator may grant what it grants (404
-    # without it).
+    # without it); the pods need only the account, so the binding is made beside them.
     *_, labelled = await asyncio.gather(
         api.ensure(builders.build_service_account(body)),
         api.ensure(builders.build_role(body)),
         _labelled_pods(api, body),
     )
-    await api.ensure(builders.build_role_binding(body))
+    binding = asyncio.ensure_future(api.ensure(builders.build_role_binding(body)))
+    try:
+        await _converge_pods(api, body, spec, memo, logger, labelled, storage)
+    finally:
+        await binding
+
+
+async def _converge_pods(
+    api: Api,
+    body: Any,
+    spec: cr.VirtualDataCenterSpec,
+    memo: kopf.Memo,
+    logger: logging.Logger,
+    labelled: list[Any],
+    storage: builders.Storage,
+) -> None:
+    meta = body["metadata"]
+    namespace = meta["namespace"]
     desired = {
         p["metadata"]["name"]: p for p in builders.build_pods(body, spec, memo.settings, storage)
     }

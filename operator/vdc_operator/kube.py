@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,6 @@ Manifest = dict[str, Any]
 
 
 STATUS_ATTEMPTS = 5
-STATUS_LOCKS = 64
 API_THREADS = 48
 """Calls in flight at once. The client blocks a thread per call, and asyncio's default
 pool has cpus + 4 threads: 6 on a 2-core node, where a burst of VDCs then waits on
@@ -43,7 +43,9 @@ class Api:
     in, which happens after the start-up handlers."""
 
     def __init__(self) -> None:
-        self._status_locks = [asyncio.Lock() for _ in range(STATUS_LOCKS)]
+        self._turns: dict[tuple[str, str], _Turn] = {}
+        self._waiting: dict[tuple[str, str], _Waiting] = {}
+        self._writing: set[asyncio.Task[None]] = set()
         self._written: dict[tuple[str, str], tuple[str, Manifest]] = {}
         """Per VDC, the version this operator's last status write applied to and the
         object that write returned."""
@@ -249,42 +251,93 @@ class Api:
         and a conflict means: read again, compute again. `read` is the VDC as the caller has
         just read it (or as its watch event showed it): the first attempt computes from it
         instead of reading once more.
+
+        One write at a time per VDC, and the changes that arrive while one is under way
+        wait together and go as one write: each computed from the VDC as the ones before
+        it in that write leave it. A VDC's events come in bunches (its pods', its groups'),
+        and under load each write would otherwise wait for the one before it anyway.
         """
         key = (namespace, name)
-        # One write at a time per VDC (its two pods' events come together), each from the
-        # object the previous one returned when the caller's copy predates it: otherwise
-        # the second would be computed from the version the first replaced, and conflict.
-        async with self._status_locks[hash(key) % STATUS_LOCKS]:
+        waiting = self._waiting.get(key)
+        if waiting is None:
+            waiting = self._waiting[key] = _Waiting([], None, asyncio.Future())
+            waiting.done.add_done_callback(_retrieved)
+            # A task of its own: a caller cancelled does not cancel the others' write.
+            task = asyncio.create_task(self._write_in_turn(key, waiting))
+            self._writing.add(task)
+            task.add_done_callback(self._writing.discard)
+        index = len(waiting.computes)
+        waiting.computes.append(compute)
+        waiting.offer(read)
+        return (await asyncio.shield(waiting.done))[index]
+
+    async def _write_in_turn(self, key: tuple[str, str], waiting: _Waiting) -> None:
+        turn = self._turns.setdefault(key, _Turn())
+        turn.users += 1
+        try:
+            async with turn.lock:
+                del self._waiting[key]  # what comes now waits for the next write
+                try:
+                    written = await self._write_status(key, waiting.computes, waiting.read)
+                except asyncio.CancelledError:
+                    waiting.done.cancel()  # the operator stops
+                    raise
+                except Exception as exc:
+                    waiting.done.set_exception(exc)
+                else:
+                    waiting.done.set_result(written)
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                del self._turns[key]
+
+    async def _write_status(
+        self,
+        key: tuple[str, str],
+        computes: list[Callable[[Manifest], Manifest | None]],
+        read: Manifest | None,
+    ) -> list[bool]:
+        """`computes`, in order, as few writes as their patches compose into; for each,
+        whether its change was written."""
+        namespace, name = key
+        result: list[bool] = []
+        while len(result) < len(computes):
             for _ in range(STATUS_ATTEMPTS):
                 vdc, read = read or await self.get_vdc(namespace, name), None
                 if vdc is None:
                     self._written.pop(key, None)
-                    return False
+                    return result + [False] * (len(computes) - len(result))
                 vdc = self._newest(key, vdc)
-                status = compute(vdc)
-                current = vdc.get("status") or {}
-                if not status or all(current.get(k) == v for k, v in status.items()):
-                    return False
+                status, changed = combined(vdc, computes[len(result) :])
+                if not status:
+                    return result + changed
                 version = vdc["metadata"]["resourceVersion"]
                 body = {"metadata": {"resourceVersion": version}, "status": status}
                 try:
-                    written = await self._call(
-                        self.custom.patch_namespaced_custom_object_status,
-                        cr.GROUP, cr.VERSION, namespace, cr.PLURAL, name, body,
-                    )  # fmt: skip
+                    written = await self._patch_status(namespace, name, body)
                 except ApiException as exc:
                     if exc.status == 404:
                         self._written.pop(key, None)
-                        return False
+                        return result + [False] * (len(computes) - len(result))
                     if exc.status != 409:
                         raise
                     continue
                 if isinstance(written, dict):
                     self._written[key] = (version, written)
-                return True
-        raise StatusConflict(
-            f"the status of {namespace}/{name} kept changing under {STATUS_ATTEMPTS} writes"
-        )
+                    read = written
+                result += changed
+                break
+            else:
+                raise StatusConflict(
+                    f"the status of {namespace}/{name} kept changing under {STATUS_ATTEMPTS} writes"
+                )
+        return result
+
+    async def _patch_status(self, namespace: str, name: str, body: Manifest) -> Any:
+        return await self._call(
+            self.custom.patch_namespaced_custom_object_status,
+            cr.GROUP, cr.VERSION, namespace, cr.PLURAL, name, body,
+        )  # fmt: skip
 
     def _newest(self, key: tuple[str, str], vdc: Manifest) -> Manifest:
         """`vdc`, or what this operator's last write made of it when that is newer: the
@@ -309,6 +362,96 @@ class Api:
     def forget(self, namespace: str, name: str) -> None:
         """A VDC is gone: its last write need not be kept."""
         self._written.pop((namespace, name), None)
+
+
+@dataclasses.dataclass
+class _Turn:
+    """A VDC's status writes, one at a time; forgotten when none waits."""
+
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+@dataclasses.dataclass
+class _Waiting:
+    """The changes waiting for a VDC's next status write, and their outcome."""
+
+    computes: list[Callable[[Manifest], Manifest | None]]
+    read: Manifest | None
+    done: asyncio.Future[list[bool]]
+
+    def offer(self, read: Manifest | None) -> None:
+        """The newest copy of the VDC its callers have is the one to compute from."""
+        if read is None:
+            return
+        if self.read is None:
+            self.read = read
+            return
+        ours, theirs = _revision(self.read), _revision(read)
+        if ours is not None and theirs is not None and theirs > ours:
+            self.read = read
+
+
+def _retrieved(done: asyncio.Future[list[bool]]) -> None:
+    # A failed write is raised to its first caller; the others may all have been
+    # cancelled, and asyncio would then log the exception as never retrieved.
+    if not done.cancelled():
+        done.exception()
+
+
+def combined(
+    vdc: Manifest, computes: list[Callable[[Manifest], Manifest | None]]
+) -> tuple[Manifest, list[bool]]:
+    """One status patch for as many of `computes` as compose into one (all but rarely),
+    each computed from the VDC as the patches before it leave it; and for each of those,
+    whether it changes anything."""
+    patch: Manifest = {}
+    changed: list[bool] = []
+    for compute in computes:
+        current = vdc.get("status") or {}
+        status = compute(vdc)
+        if not status or all(current.get(k) == v for k, v in status.items()):
+            changed.append(False)
+            continue
+        together = compose(patch, status)
+        if together is None:
+            break  # the next write takes it, computed from what this one returns
+        patch = together
+        vdc = {**vdc, "status": merge_patch(current, status)}
+        changed.append(True)
+    return patch, changed
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """`patch` applied to `target` as the API server applies a JSON merge patch (RFC 7386)."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def compose(first: Manifest, then: Manifest) -> Manifest | None:
+    """One merge patch that does what `first` and then `then` do, or None where none can:
+    `first` removes or replaces with a non-object what `then` merges an object into (the
+    one patch would merge into the value `first` removed)."""
+    result = dict(first)
+    for key, value in then.items():
+        if isinstance(value, dict) and key in first:
+            before = first[key]
+            if not isinstance(before, dict):
+                return None
+            inner = compose(before, value)
+            if inner is None:
+                return None
+            result[key] = inner
+        else:
+            result[key] = value
+    return result
 
 
 def _revision(obj: Manifest) -> int | None:

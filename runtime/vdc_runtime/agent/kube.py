@@ -33,6 +33,7 @@ log = logging.getLogger("vdc.agent")
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TIMEOUT = 15.0
 WATCH_SECONDS = 300
+GRANT_PATIENCE, GRANT_RETRY = 30.0, 0.5
 """How long the API server keeps one watch open (the agent then watches again)."""
 
 
@@ -50,6 +51,10 @@ class KubeError(Exception):
 
 class Expired(KubeError):
     """A watch's resourceVersion is too old (410 Gone): list again."""
+
+
+class Forbidden(KubeError):
+    """403: the pod's ServiceAccount may not (yet) do this."""
 
 
 class Kube:
@@ -134,7 +139,8 @@ class Kube:
             message = json.loads(text).get("message", text.decode(errors="replace"))
         except ValueError:
             message = text.decode(errors="replace")
-        raise KubeError(f"{what}: {status} {message}".strip())
+        error = Forbidden if status == 403 else KubeError
+        raise error(f"{what}: {status} {message}".strip())
 
     @property
     def _vdc_path(self) -> str:
@@ -143,6 +149,20 @@ class Kube:
 
     async def get(self) -> dict[str, Any]:
         return await self._call("GET", self._vdc_path, "reading the VDC")
+
+    async def first_get(self, patience: float = GRANT_PATIENCE) -> dict[str, Any]:
+        """The VDC, read at start-up: a 403 is asked again for `patience` seconds. The
+        operator makes the pod's RoleBinding beside the pod, and the API server's
+        authorizer learns of a new binding from its own watch, a moment later."""
+        deadline = asyncio.get_running_loop().time() + patience
+        while True:
+            try:
+                return await self.get()
+            except Forbidden as exc:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                log.info("%s; asking again", exc)
+                await asyncio.sleep(GRANT_RETRY)
 
     async def patch_status(
         self, status: dict[str, Any], resource_version: str | None = None

@@ -190,7 +190,7 @@ class Agent:
         opts = self.options
         kube = Kube.from_environment(opts.namespace, opts.name, opts.pod)
         try:
-            vdc = await kube.get()
+            vdc = await kube.first_get()
         except (Gone, KubeError) as exc:
             log.error("%s", exc)
             return 1
