@@ -58,6 +58,7 @@ def configure(
     settings.posting.level = logging.WARNING
     # A line per admission request (three per VDC created) says nothing kopf's do not.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("kopf.objects").addFilter(routine_success)
     # One operator replica (the Deployment recreates it); names make duplicates impossible.
     settings.peering.standalone = True
     # The CRD comes with the chart, before the operator: no need to watch every CRD of
@@ -76,6 +77,19 @@ def configure(
     if metrics_port:
         metrics.serve(metrics_port)
     logger.info("runtime image %s; metrics on port %d", memo.settings.runtime_image, metrics_port)
+
+
+def routine_success(record: logging.LogRecord) -> bool:
+    """Leave out kopf's "Handler '…' succeeded." lines: one for every event of every pod
+    and VDC, which a burst of new VDCs spent a twentieth of the operator's CPU writing.
+    Failures, retries and the handlers' own lines stay."""
+    message = record.msg
+    return not (
+        record.levelno == logging.INFO
+        and isinstance(message, str)
+        and message.startswith("Handler ")
+        and message.endswith(" succeeded.")
+    )
 
 
 # -- admission -------------------------------------------------------------------------------
@@ -118,8 +132,16 @@ async def _missing_sources(api: Api, namespace: str, spec: cr.VirtualDataCenterS
     return problems
 
 
-async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: kopf.Memo) -> None:
-    """Make the VDC's ServiceAccount, Role, RoleBinding and pod exist and match its spec."""
+async def converge(
+    body: Any,
+    patch: kopf.Patch,
+    logger: logging.Logger,
+    memo: kopf.Memo,
+    labelled: list[Any],
+) -> None:
+    """Make the VDC's ServiceAccount, Role, RoleBinding and pod exist and match its spec.
+
+    `labelled`: the pods labelled with its name, as the pods' watch shows them (`pods`)."""
     api: Api = memo.api
     meta = body["metadata"]
     namespace = meta["namespace"]
@@ -170,13 +192,12 @@ async def converge(body: Any, patch: kopf.Patch, logger: logging.Logger, memo: k
                         builders.bmc_secret_name(meta["name"]))  # fmt: skip
     if spec.runners is not None:
         await _register_runners(api, body, spec.runners, patch, logger)
-    # The account, the role and the look at the pods at once. The binding needs the role,
-    # which the API server reads to check that the operator may grant what it grants (404
-    # without it); the pods need only the account, so the binding is made beside them.
-    *_, labelled = await asyncio.gather(
+    # The account and the role at once. The binding needs the role, which the API server
+    # reads to check that the operator may grant what it grants (404 without it); the pods
+    # need only the account, so the binding is made beside them.
+    await asyncio.gather(
         api.ensure(builders.build_service_account(body)),
         api.ensure(builders.build_role(body)),
-        _labelled_pods(api, body),
     )
     binding = asyncio.ensure_future(api.ensure(builders.build_role_binding(body)))
     try:
@@ -225,8 +246,13 @@ async def _converge_pods(
         await _deregister_runners(api, body, spec.runners, logger, memo)
         await api.delete("Secret", namespace, builders.runners_secret_name(meta["name"]))
         raise kopf.TemporaryError("waiting for the previous pods to stop", delay=2)
-    made = await asyncio.gather(*(api.ensure(manifest) for manifest in desired.values()))
-    created = {name: desired[name] for name, new in zip(desired, made, strict=True) if new}
+    missing = {name: pod for name, pod in desired.items() if name not in existing}
+    made = await asyncio.gather(*(api.ensure(manifest) for manifest in missing.values()))
+    created = {name: missing[name] for name, new in zip(missing, made, strict=True) if new}
+    if len(created) < len(missing):
+        # There already, and not yet in the watch's view of the pods: the next attempt
+        # compares it with the spec.
+        raise kopf.TemporaryError("waiting for the pods' watch to show the VDC's pods", delay=1)
     if not created:
         return
     message = f"created pod{'s' if len(created) > 1 else ''} {', '.join(created)}"
@@ -240,10 +266,25 @@ async def _converge_pods(
     await _write_status(api, body, lambda vdc: builders.created_status(vdc, spec, by_group))
 
 
-async def _labelled_pods(api: Api, vdc: Any) -> list[Any]:
-    """The pods labelled with the VDC's name (an earlier VDC's of that name included)."""
+@kopf.index("v1", "pods", labels={builders.LABEL_NAME: kopf.PRESENT})
+def pods(namespace: str, labels: Any, body: Any, **_: Any) -> dict[tuple[str, str], Any]:
+    """The pods labelled with each VDC's name (an earlier VDC's of that name included), as
+    their watch last showed them: what `converge` and `delete` look at, where a list each
+    time was a request per VDC created and one per two seconds of every deletion. kopf
+    fills its indexes before it calls a handler. Only what those handlers read is kept."""
+    meta = body["metadata"]
+    kept = {
+        "name": meta["name"],
+        "deletionTimestamp": meta.get("deletionTimestamp"),
+        "ownerReferences": [{"uid": o.get("uid")} for o in meta.get("ownerReferences") or []],
+        "annotations": {builders.ANNOTATION_HASH: _pod_hash(body)},
+    }
+    return {(namespace, labels[builders.LABEL_NAME]): {"metadata": kept}}
+
+
+def _labelled(index: kopf.Index[tuple[str, str], Any], vdc: Any) -> list[Any]:
     meta = vdc["metadata"]
-    return await api.list_pods(meta["namespace"], f"{builders.LABEL_NAME}={meta['name']}")
+    return list(index.get((meta["namespace"], meta["name"]), ()))
 
 
 def _owned_by(pod: Any, vdc: Any) -> bool:
@@ -378,9 +419,11 @@ async def _deregister_runners(
     """Remove the VDC's runners from GitHub; while GitHub cannot be reached, kopf retries
     the handler (the failures are counted in the object's memo: the handler's own retry
     count also counts its waits for the pod), then this gives up with a warning event."""
+    if spec is None:
+        return  # the credentials come with the spec: nothing was registered without one
     meta = body["metadata"]
     secret = await api.get_secret(meta["namespace"], builders.runners_secret_name(meta["name"]))
-    if spec is None or not runners.registered(secret):
+    if not runners.registered(secret):
         return
     credentials = await api.secret_data(meta["namespace"], spec.credentials.secret_name)
     if credentials is None:
@@ -436,34 +479,53 @@ async def jobs_done(
 @kopf.on.resume(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
 async def reconcile(
-    body: Any, patch: kopf.Patch, logger: logging.Logger, memo: kopf.Memo, **_: Any
+    body: Any,
+    patch: kopf.Patch,
+    logger: logging.Logger,
+    memo: kopf.Memo,
+    pods: kopf.Index[tuple[str, str], Any],
+    **_: Any,
 ) -> None:
     with metrics.reconcile("reconcile"):
-        await converge(body, patch, logger, memo)
+        await converge(body, patch, logger, memo, _labelled(pods, body))
+
+
+STOP_WAIT, STOP_POLL = 60.0, 0.2
+"""How long `delete` follows its pods' stopping in the pods' index before kopf retries it
+(each retry is a write of kopf's progress to the VDC), and how often it looks."""
 
 
 @kopf.on.delete(*RESOURCE)
-async def delete(body: Any, logger: logging.Logger, memo: kopf.Memo, **_: Any) -> None:
+async def delete(
+    body: Any,
+    logger: logging.Logger,
+    memo: kopf.Memo,
+    pods: kopf.Index[tuple[str, str], Any],
+    **_: Any,
+) -> None:
     """Stop the pod (its agent tears the data center down) and remove the agent's access,
     so `kubectl delete vdc` returns when nothing of it is left."""
     api: Api = memo.api
     with metrics.reconcile("delete"):
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
-        pods = [p for p in await _labelled_pods(api, body) if _owned_by(p, body)]
-        if pods:
-            running = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-            if running:
-                await _write_status(
-                    api,
-                    body,
-                    lambda vdc: builders.status_patch(
-                        vdc, Phase.TERMINATING, "Deleting", "removing the pod"
-                    ),
-                )
-            for pod in running:
-                await api.delete("Pod", namespace, pod["metadata"]["name"])
-            raise kopf.TemporaryError("waiting for the pods to stop", delay=2)
+        owned = [p for p in _labelled(pods, body) if _owned_by(p, body)]
+        running = [p for p in owned if not p["metadata"].get("deletionTimestamp")]
+        if running:
+            await _write_status(
+                api,
+                body,
+                lambda vdc: builders.status_patch(
+                    vdc, Phase.TERMINATING, "Deleting", "removing the pod"
+                ),
+            )
+        for pod in running:
+            await api.delete("Pod", namespace, pod["metadata"]["name"])
+        deadline = time.monotonic() + STOP_WAIT
+        while any(_owned_by(p, body) for p in _labelled(pods, body)):
+            if time.monotonic() > deadline:
+                raise kopf.TemporaryError("waiting for the pods to stop", delay=2)
+            await asyncio.sleep(STOP_POLL)
         try:
             spec = cr.parse(dict(body.get("spec") or {})).runners
         except SpecErrors:
@@ -472,7 +534,9 @@ async def delete(body: Any, logger: logging.Logger, memo: kopf.Memo, **_: Any) -
         agent = builders.agent_name(name)
         for kind in ("RoleBinding", "Role", "ServiceAccount"):
             await api.delete(kind, namespace, agent)
-        await api.delete("Secret", namespace, builders.runners_secret_name(name))
+        if spec is not None:
+            # Without runners there is none (a spec change that removes them removes it).
+            await api.delete("Secret", namespace, builders.runners_secret_name(name))
         metrics.PHASES_SEEN.seen.pop((namespace, name), None)
         api.forget(namespace, name)
         logger.info("removed the pods and the agent's access")

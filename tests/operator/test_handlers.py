@@ -112,3 +112,17 @@ async def test_a_restart_is_announced_only_by_the_write_that_records_it(
     await handlers._write_pod_change(api, running_vdc(agentRestarts=1), change)
     assert api.written == [{"agentRestarts": 2}]
     assert [reason for reason, _ in posted] == ["AgentRestarted"]
+
+
+def test_kopfs_routine_success_lines_are_left_out() -> None:
+    def record(level: int, message: str) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", level, __file__, 1, message, None, None)
+
+    assert not handlers.routine_success(record(logging.INFO, "Handler 'pod_changed' succeeded."))
+    kept = [
+        record(logging.INFO, "created pods vdc-lab-a, vdc-lab-b"),
+        record(logging.INFO, "Creation is processed: 1 succeeded; 0 failed."),
+        record(logging.WARNING, "Handler 'reconcile' succeeded."),
+        record(logging.ERROR, "Handler 'reconcile' failed temporarily: waiting"),
+    ]
+    assert all(handlers.routine_success(r) for r in kept)
