@@ -60,3 +60,59 @@ def test_the_finalizer_comes_with_the_vdcs_creation() -> None:
     ]
     assert persistence.with_finalizer(["other"], "vdc.dev/cleanup") == ["other", "vdc.dev/cleanup"]
     assert persistence.with_finalizer(["vdc.dev/cleanup"], "vdc.dev/cleanup") is None
+
+
+class StockDiffBase(kopf.DiffBaseStorage):
+    """kopf's own essence (`build` as kopf defines it), to compare with."""
+
+    def fetch(self, *, body: Any) -> Any:
+        return None
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        return None
+
+
+def test_the_essence_is_kopfs_own_without_copying_the_status() -> None:
+    big = {"nodes": [{"name": f"n{i}", "state": "Running"} for i in range(50)]}
+    bodies = [
+        {"apiVersion": "vdc.dev/v1alpha1", "kind": "VirtualDataCenter", "metadata": {}},
+        {
+            "apiVersion": "vdc.dev/v1alpha1",
+            "kind": "VirtualDataCenter",
+            "metadata": {
+                "name": "lab",
+                "uid": "u",
+                "resourceVersion": "7",
+                "managedFields": [{"manager": "kubectl"}],
+                "labels": {"team": "a"},
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                    "other.example/kopf-managed": "yes",
+                    "other.example/handler": "{}",
+                    "vdc.dev/reconcile": "{}",
+                    "note": "kept",
+                },
+                "finalizers": ["vdc.dev/cleanup"],
+            },
+            "spec": {"networks": [{"name": "lan"}], "nodes": []},
+            "status": big,
+        },
+        {"metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": ""}},
+         "spec": {}, "status": big},
+    ]  # fmt: skip
+    ours, stock = persistence.RememberedDiffBase(), StockDiffBase()
+    for body in bodies:
+        essence = ours.build(body=body)
+        assert essence == stock.build(body=body)
+        assert "status" not in essence
+    # Followed status fields go kopf's own way, and the same.
+    fields = [("status", "nodes")]
+    assert ours.build(body=bodies[1], extra_fields=fields) == stock.build(
+        body=bodies[1], extra_fields=fields
+    )
+    # A copy: changing the object later does not change the essence.
+    essence = ours.build(body=bodies[1])
+    bodies[1]["spec"]["networks"].append({"name": "wan"})
+    bodies[1]["metadata"]["labels"]["team"] = "b"
+    assert essence["spec"]["networks"] == [{"name": "lan"}]
+    assert essence["metadata"]["labels"] == {"team": "a"}
