@@ -111,6 +111,20 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK if fields else None
 
 
+def sched_seconds(pid: int) -> tuple[float, float]:
+    """CPU time and time spent runnable but waiting for a CPU, over all of `pid`'s threads
+    (/proc/PID/task/*/schedstat: the kernel's schedstats): a QEMU that boots slower beside
+    vdc either waits for the CPU (vdc or something else took it) or does more work."""
+    cpu = wait = 0
+    for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            run_ns, delay_ns, _ = task.read_text().split()
+        except (OSError, ValueError):
+            continue
+        cpu, wait = cpu + int(run_ns), wait + int(delay_ns)
+    return cpu / 1e9, wait / 1e9
+
+
 def rss_kib(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -362,6 +376,8 @@ class Sample:
     guest_uptime: float  # the slowest guest's own uptime at READY
     rss_kib: int | None = None  # vdc's own
     cpu: float | None = None  # vdc's own CPU seconds at READY
+    qemu_cpu: float = 0.0  # the QEMUs' CPU seconds at READY, all threads, average per node
+    qemu_wait: float = 0.0  # their seconds runnable but waiting for a CPU, average per node
     marks: dict[str, float] = field(default_factory=dict)
 
 
@@ -448,6 +464,7 @@ class Runner:
         # Right away, before the API checks below allocate anything in vdc.
         rss, cpu = rss_kib(proc.pid), cpu_seconds(proc.pid)
         qemus = [p for p in children(proc.pid) if _comm(p).startswith("qemu-system")]
+        sched = [sched_seconds(p) for p in qemus]
         qemu_rss = [rss_kib(p) or 0 for p in qemus]
         starts = [s - b0 for s in map(start_time, qemus) if s is not None]
         if len(qemus) != case.size or len(starts) != case.size or rss is None:
@@ -488,6 +505,8 @@ class Runner:
             guest_uptime=uptime,
             rss_kib=rss,
             cpu=cpu,
+            qemu_cpu=sum(c for c, _ in sched) / max(len(sched), 1),
+            qemu_wait=sum(w for _, w in sched) / max(len(sched), 1),
             marks=marks,
         )
 
@@ -557,6 +576,7 @@ class Runner:
         seen = wait_ready(case.consoles, 60 + 20 * case.size, problem)
         boot = max(seen.values()) - t0
         qemu_rss = [rss_kib(p.pid) or 0 for p in procs]
+        sched = [sched_seconds(p.pid) for p in procs]
         starts = [s - b0 for s in (start_time(p.pid) for p in procs) if s is not None]
         if any(not _comm(p.pid).startswith("qemu-system") for p in procs):
             raise BenchError("nsenter did not exec QEMU")
@@ -582,6 +602,8 @@ class Runner:
             last_qemu=max(starts),
             qemu_rss_kib=sum(qemu_rss) / len(qemu_rss),
             guest_uptime=uptime,
+            qemu_cpu=sum(c for c, _ in sched) / len(sched),
+            qemu_wait=sum(w for _, w in sched) / len(sched),
             marks={"bridge and taps made": t_net, "QEMUs spawned": t_spawned},
         )
 
@@ -819,11 +841,14 @@ def report(
     print()
     print(
         "where the time goes (medians, s after the spawn; QEMU start times from /proc; guest "
-        "uptime = the slowest guest's own /proc/uptime in its READY line):"
+        "uptime = the slowest guest's own /proc/uptime in its READY line; QEMU CPU / wait = "
+        "per QEMU, its threads' CPU time and their time runnable but waiting for a CPU, at "
+        "READY):"
     )
     header = (
         f"{'N':>3} {'side':<5} {'1st QEMU':>8} {'last QEMU':>9} {'all READY':>9} "
-        f"{'READY-last QEMU':>15} {'guest uptime':>12} {'vdc CPU s':>9}  vdc log lines / bare steps"
+        f"{'READY-last QEMU':>15} {'guest uptime':>12} {'QEMU CPU':>8} {'QEMU wait':>9} "
+        f"{'vdc CPU s':>9}  vdc log lines / bare steps"
     )
     print(header)
     print("-" * len(header))
@@ -843,6 +868,7 @@ def report(
             print(
                 f"{case.size:>3} {side:<5} {first or 0:>8.2f} {last or 0:>9.2f} {ready or 0:>9.2f} "
                 f"{(ready or 0) - (last or 0):>15.2f} {uptime:>12.2f} "
+                f"{m(s, lambda x: x.qemu_cpu) or 0:>8.2f} {m(s, lambda x: x.qemu_wait) or 0:>9.2f} "
                 f"{f'{cpu:.2f}' if cpu is not None else '-':>9}"
                 f"  {marks}"
             )
