@@ -25,6 +25,11 @@ Manifest = dict[str, Any]
 
 
 STATUS_ATTEMPTS = 5
+STATUS_GATHER = 0.2
+"""Seconds a VDC's status change waits for others to go in the same write. A new VDC's
+pods are reported unschedulable (or scheduled) within a moment of their creation, one
+event each, right after the write that announced them: three writes, each waking every
+watcher of the VDC, where one says it all."""
 API_THREADS = 48
 """Calls in flight at once. The client blocks a thread per call, and asyncio's default
 pool has cpus + 4 threads: 6 on a 2-core node, where a burst of VDCs then waits on
@@ -42,7 +47,8 @@ class Api:
     client's default configuration (host, credentials) is only set once kopf has logged
     in, which happens after the start-up handlers."""
 
-    def __init__(self) -> None:
+    def __init__(self, gather: float = STATUS_GATHER) -> None:
+        self.gather = gather
         self._turns: dict[tuple[str, str], _Turn] = {}
         self._waiting: dict[tuple[str, str], _Waiting] = {}
         self._writing: set[asyncio.Task[None]] = set()
@@ -252,10 +258,11 @@ class Api:
         just read it (or as its watch event showed it): the first attempt computes from it
         instead of reading once more.
 
-        One write at a time per VDC, and the changes that arrive while one is under way
-        wait together and go as one write: each computed from the VDC as the ones before
-        it in that write leave it. A VDC's events come in bunches (its pods', its groups'),
-        and under load each write would otherwise wait for the one before it anyway.
+        One write at a time per VDC, and the changes that arrive within `gather` seconds,
+        or while a write is under way, go together as one write: each computed from the
+        VDC as the ones before it in that write leave it. A VDC's events come in bunches
+        (its pods', its groups'), and under load each write would otherwise wait for the
+        one before it anyway.
         """
         key = (namespace, name)
         waiting = self._waiting.get(key)
@@ -275,6 +282,8 @@ class Api:
         turn = self._turns.setdefault(key, _Turn())
         turn.users += 1
         try:
+            if self.gather:
+                await asyncio.sleep(self.gather)
             async with turn.lock:
                 del self._waiting[key]  # what comes now waits for the next write
                 try:

@@ -19,8 +19,8 @@ class StatusServer(Api):
     server applies a merge patch, refused (409) when its resourceVersion is not the
     object's, and takes `latency` seconds."""
 
-    def __init__(self, latency: float = 0.05) -> None:
-        super().__init__()
+    def __init__(self, latency: float = 0.05, gather: float = 0.0) -> None:
+        super().__init__(gather)
         self.latency = latency
         self.vdc: dict[str, Any] | None = {
             "metadata": {"name": "lab", "namespace": "ns", "resourceVersion": "1"},
@@ -83,6 +83,18 @@ async def test_changes_that_wait_for_a_write_go_as_one_each_computed_after_the_l
     }
     assert api.reads == 0  # the second write computes from what the first returned
     assert not api._turns and not api._waiting
+
+
+async def test_changes_within_the_gathering_time_go_in_one_write() -> None:
+    api = StatusServer(gather=0.1)
+    watched = copy.deepcopy(api.vdc)
+    first = asyncio.create_task(api.update_vdc_status("ns", "lab", group("a", "Pending"), watched))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(api.update_vdc_status("ns", "lab", group("b", "U"), watched))
+    assert await first and await second
+    assert api.patches == [
+        {"groups": {"a": {"phase": "Pending", "seen": []}, "b": {"phase": "U", "seen": ["a"]}}}
+    ]
 
 
 async def test_a_change_that_changes_nothing_is_false_and_not_written() -> None:
