@@ -1,17 +1,19 @@
 """What an earlier run of the same spec left in the kernel, found and removed by name
 (`vdc run --force`): objects that no ledger names, because the ledger is another run
-dir's or gone. Only this spec's objects are touched, so other runs are safe."""
+dir's or gone. Only this spec's objects are touched, so other runs are safe.
+
+`find` runs at every start, before the first kernel object is made, so it reads the links
+with `netlink`'s dump (see that module for why); removing them is off that path."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 
+from vdc_runtime.fabric import netlink, nft
 from vdc_runtime.fabric import netns as nsutil
-from vdc_runtime.fabric import nft
 from vdc_runtime.fabric.build import delete_named_links, teardown
 from vdc_runtime.fabric.plan import TapPlan, plan_fabric, tunnel_name
-from vdc_runtime.fabric.present import link_groups
 from vdc_runtime.spec import DataCenter
 from vdc_runtime.spec.identity import tap_name
 
@@ -31,7 +33,7 @@ def planned_links(dc: DataCenter, group: int, table: str) -> list[str]:
 def _kernel_conflicts(dc: DataCenter, group: int, table: str) -> list[str]:
     wanted_netns = {ns.name for ns in dc.netns}
     found = [f"network namespace {n}" for n in sorted(nsutil.list_netns() & wanted_netns)]
-    links = set(link_groups()) & set(planned_links(dc, group, table))
+    links = {link.name for link in netlink.dump_links()} & set(planned_links(dc, group, table))
     return found + [f"link {name}" for name in sorted(links)]
 
 

@@ -8,10 +8,11 @@ hand because `bench/fabric_build.py` shows that it matters, in the two places it
   attributes, so the same links and addresses take it several times as long. Here they
   are sent back to back on one socket and the acknowledgements read afterwards, matched to
   their requests by sequence number, so a failure still names the object that caused it;
-- the MTU probe (a link dump and a route lookup), which runs before the first kernel
-  object exists: importing pyroute2 alone would cost a large part of `vdc run`'s
-  whole start-up, while decoding the few attributes read here costs well under a
-  millisecond.
+- the reads before the first kernel object exists: the MTU probe (a link dump and a
+  route lookup) and the check that no link the run makes exists already
+  (`fabric.leftovers.find`). Importing pyroute2 alone costs a large part of `vdc run`'s
+  whole start-up (`bench/boot.py` prints the import times), while decoding the few
+  attributes read here costs well under a millisecond.
 """
 
 from __future__ import annotations
@@ -289,8 +290,8 @@ class Link:
 
 
 def dump_links() -> list[Link]:
-    """Every link of the calling thread's namespace, with the few attributes the MTU probe
-    reads."""
+    """Every link of the calling thread's namespace, with the few attributes the start-up
+    path reads."""
     while True:
         links: list[Link] = []
         interrupted = False

@@ -1,8 +1,9 @@
 """What the kernel holds now, read through pyroute2.
 
-These reads happen off the start-up path (teardown, `vdc run --force`'s leftover scan), so
-they use the maintained library. The one read on the start-up path, the MTU probe, keeps
-`netlink`'s hand-decoded dump: see that module's docstring for why.
+These reads happen off the start-up path (teardown, `vdc run --force`'s removal of what an
+earlier run left), so they use the maintained library. The reads on the start-up path (the
+MTU probe, the check for links that exist already) use `netlink`'s hand-decoded dump: see
+that module's docstring for why.
 """
 
 from __future__ import annotations
