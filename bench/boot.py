@@ -111,6 +111,13 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK if fields else None
 
 
+def sched_per_qemu(pids: list[int]) -> tuple[float, float]:
+    """`sched_seconds` of each of `pids`, averaged: CPU, wait."""
+    sched = [sched_seconds(pid) for pid in pids]
+    count = max(len(sched), 1)
+    return sum(c for c, _ in sched) / count, sum(w for _, w in sched) / count
+
+
 def sched_seconds(pid: int) -> tuple[float, float]:
     """CPU time and time spent runnable but waiting for a CPU, over all of `pid`'s threads
     (/proc/PID/task/*/schedstat: the kernel's schedstats): a QEMU that boots slower beside
@@ -464,7 +471,7 @@ class Runner:
         # Right away, before the API checks below allocate anything in vdc.
         rss, cpu = rss_kib(proc.pid), cpu_seconds(proc.pid)
         qemus = [p for p in children(proc.pid) if _comm(p).startswith("qemu-system")]
-        sched = [sched_seconds(p) for p in qemus]
+        qemu_cpu, qemu_wait = sched_per_qemu(qemus)
         qemu_rss = [rss_kib(p) or 0 for p in qemus]
         starts = [s - b0 for s in map(start_time, qemus) if s is not None]
         if len(qemus) != case.size or len(starts) != case.size or rss is None:
@@ -505,8 +512,8 @@ class Runner:
             guest_uptime=uptime,
             rss_kib=rss,
             cpu=cpu,
-            qemu_cpu=sum(c for c, _ in sched) / max(len(sched), 1),
-            qemu_wait=sum(w for _, w in sched) / max(len(sched), 1),
+            qemu_cpu=qemu_cpu,
+            qemu_wait=qemu_wait,
             marks=marks,
         )
 
@@ -576,7 +583,7 @@ class Runner:
         seen = wait_ready(case.consoles, 60 + 20 * case.size, problem)
         boot = max(seen.values()) - t0
         qemu_rss = [rss_kib(p.pid) or 0 for p in procs]
-        sched = [sched_seconds(p.pid) for p in procs]
+        qemu_cpu, qemu_wait = sched_per_qemu([p.pid for p in procs])
         starts = [s - b0 for s in (start_time(p.pid) for p in procs) if s is not None]
         if any(not _comm(p.pid).startswith("qemu-system") for p in procs):
             raise BenchError("nsenter did not exec QEMU")
@@ -602,8 +609,8 @@ class Runner:
             last_qemu=max(starts),
             qemu_rss_kib=sum(qemu_rss) / len(qemu_rss),
             guest_uptime=uptime,
-            qemu_cpu=sum(c for c, _ in sched) / len(sched),
-            qemu_wait=sum(w for _, w in sched) / len(sched),
+            qemu_cpu=qemu_cpu,
+            qemu_wait=qemu_wait,
             marks={"bridge and taps made": t_net, "QEMUs spawned": t_spawned},
         )
 

@@ -49,9 +49,10 @@ class Api:
 
     def __init__(self, gather: float = STATUS_GATHER) -> None:
         self.gather = gather
-        self._turns: dict[tuple[str, str], _Turn] = {}
         self._waiting: dict[tuple[str, str], _Waiting] = {}
-        self._writing: set[asyncio.Task[None]] = set()
+        """Per VDC, the changes its next status write will carry."""
+        self._writes: dict[tuple[str, str], asyncio.Task[None]] = {}
+        """Per VDC, its latest status write (each waits for the one before it)."""
         self._written: dict[tuple[str, str], tuple[str, Manifest]] = {}
         """Per VDC, the version this operator's last status write applied to and the
         object that write returned."""
@@ -270,35 +271,35 @@ class Api:
             waiting = self._waiting[key] = _Waiting([], None, asyncio.Future())
             waiting.done.add_done_callback(_retrieved)
             # A task of its own: a caller cancelled does not cancel the others' write.
-            task = asyncio.create_task(self._write_in_turn(key, waiting))
-            self._writing.add(task)
-            task.add_done_callback(self._writing.discard)
+            task = asyncio.create_task(self._write_after(key, waiting, self._writes.get(key)))
+            self._writes[key] = task
         index = len(waiting.computes)
         waiting.computes.append(compute)
-        waiting.offer(read)
+        if read is not None and (waiting.read is None or _later(read, waiting.read)):
+            waiting.read = read  # the newest copy its callers have is the one to compute from
         return (await asyncio.shield(waiting.done))[index]
 
-    async def _write_in_turn(self, key: tuple[str, str], waiting: _Waiting) -> None:
-        turn = self._turns.setdefault(key, _Turn())
-        turn.users += 1
+    async def _write_after(
+        self, key: tuple[str, str], waiting: _Waiting, previous: asyncio.Task[None] | None
+    ) -> None:
         try:
             if self.gather:
                 await asyncio.sleep(self.gather)
-            async with turn.lock:
-                del self._waiting[key]  # what comes now waits for the next write
-                try:
-                    written = await self._write_status(key, waiting.computes, waiting.read)
-                except asyncio.CancelledError:
-                    waiting.done.cancel()  # the operator stops
-                    raise
-                except Exception as exc:
-                    waiting.done.set_exception(exc)
-                else:
-                    waiting.done.set_result(written)
+            if previous is not None:
+                await asyncio.wait([previous])  # its outcome is its own callers'
+            del self._waiting[key]  # what comes now waits for the next write
+            try:
+                written = await self._write_status(key, waiting.computes, waiting.read)
+            except asyncio.CancelledError:
+                waiting.done.cancel()  # the operator stops
+                raise
+            except Exception as exc:
+                waiting.done.set_exception(exc)
+            else:
+                waiting.done.set_result(written)
         finally:
-            turn.users -= 1
-            if not turn.users:
-                del self._turns[key]
+            if self._writes.get(key) is asyncio.current_task():
+                del self._writes[key]
 
     async def _write_status(
         self,
@@ -361,10 +362,7 @@ class Api:
         if written is None:
             return vdc
         base, after = written
-        if base == vdc["metadata"].get("resourceVersion"):
-            return after
-        ours, theirs = _revision(after), _revision(vdc)
-        if ours is not None and theirs is not None and ours > theirs:
+        if base == vdc["metadata"].get("resourceVersion") or _later(after, vdc):
             return after
         return vdc
 
@@ -374,31 +372,12 @@ class Api:
 
 
 @dataclasses.dataclass
-class _Turn:
-    """A VDC's status writes, one at a time; forgotten when none waits."""
-
-    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
-    users: int = 0
-
-
-@dataclasses.dataclass
 class _Waiting:
     """The changes waiting for a VDC's next status write, and their outcome."""
 
     computes: list[Callable[[Manifest], Manifest | None]]
     read: Manifest | None
     done: asyncio.Future[list[bool]]
-
-    def offer(self, read: Manifest | None) -> None:
-        """The newest copy of the VDC its callers have is the one to compute from."""
-        if read is None:
-            return
-        if self.read is None:
-            self.read = read
-            return
-        ours, theirs = _revision(self.read), _revision(read)
-        if ours is not None and theirs is not None and theirs > ours:
-            self.read = read
 
 
 def _retrieved(done: asyncio.Future[list[bool]]) -> None:
@@ -461,6 +440,12 @@ def compose(first: Manifest, then: Manifest) -> Manifest | None:
         else:
             result[key] = value
     return result
+
+
+def _later(one: Manifest, other: Manifest) -> bool:
+    """Whether `one` is a later version than `other`, as far as their versions tell."""
+    ours, theirs = _revision(one), _revision(other)
+    return ours is not None and theirs is not None and ours > theirs
 
 
 def _revision(obj: Manifest) -> int | None:

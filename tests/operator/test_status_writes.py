@@ -82,7 +82,7 @@ async def test_changes_that_wait_for_a_write_go_as_one_each_computed_after_the_l
         }
     }
     assert api.reads == 0  # the second write computes from what the first returned
-    assert not api._turns and not api._waiting
+    assert not api._writes and not api._waiting
 
 
 async def test_changes_within_the_gathering_time_go_in_one_write() -> None:

@@ -33,8 +33,9 @@ log = logging.getLogger("vdc.agent")
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TIMEOUT = 15.0
 WATCH_SECONDS = 300
-GRANT_PATIENCE, GRANT_RETRY = 30.0, 0.5
 """How long the API server keeps one watch open (the agent then watches again)."""
+GRANT_PATIENCE, GRANT_RETRY = 30.0, 0.5
+"""How long, and how often, the first read of the VDC is asked again after a 403."""
 
 
 class Conflict(Exception):
