@@ -43,11 +43,12 @@ class RememberedDiffBase(kopf.DiffBaseStorage):
         """kopf's essence of the object, as `kopf.DiffBaseStorage.build` makes it, but not
         by copying the whole object first: that copied the status and the managed fields
         of every event of every VDC only to throw them away (a tenth of the operator's
-        CPU in a burst of new VDCs). Status fields a handler follows, or ignored fields,
-        are left to kopf's own way (none here)."""
-        if extra_fields or self.ignored_fields:
-            return super().build(body=body, extra_fields=extra_fields)
+        CPU in a burst of new VDCs). Fields a handler follows outside what the essence
+        holds anyway (the status's, the metadata's), or ignored fields, are left to kopf's
+        own way (none here: `reconcile` follows `spec`, which the essence holds whole)."""
         skipped = ("apiVersion", "kind", "metadata", "status")
+        if self.ignored_fields or any(_first(field) in skipped for field in extra_fields or ()):
+            return super().build(body=body, extra_fields=extra_fields)
         essence = {k: copy.deepcopy(v) for k, v in body.items() if k not in skipped}
         meta = body.get("metadata") or {}
         kept = {f: copy.deepcopy(meta[f]) for f in ("labels", "annotations") if f in meta}
@@ -63,8 +64,8 @@ class RememberedDiffBase(kopf.DiffBaseStorage):
         return essence
 
     def fetch(self, *, body: Any) -> Any:
-        # Not copied: kopf passes it through the progress storage's `clear`, which copies
-        # it, before anything else sees it (once per event of every VDC).
+        # Not copied: kopf only compares it with the new essence (through the progress
+        # storage's `clear`, which changes nothing in place).
         return self._essences.get(body.get("metadata", {}).get("uid"))
 
     def store(self, *, body: Any, patch: Any, essence: Any) -> None:
@@ -83,6 +84,11 @@ class RememberedDiffBase(kopf.DiffBaseStorage):
         return len(self._essences)
 
 
+def _first(field: Any) -> str:
+    """The top-level key of a kopf field (a dotted string or a tuple of keys)."""
+    return field.split(".", 1)[0] if isinstance(field, str) else str(field[0])
+
+
 class UnmarkedAnnotationsProgress(kopf.AnnotationsProgressStorage):
     """kopf's progress in annotations, without its "kopf-managed" marker annotation.
 
@@ -93,3 +99,20 @@ class UnmarkedAnnotationsProgress(kopf.AnnotationsProgressStorage):
 
     def _store_marker(self, prefix: str | None, patch: Any, body: Any) -> None:
         return None
+
+    def clear(self, *, essence: Any) -> Any:
+        """The essence without this operator's annotations, as kopf's `clear` makes it, but
+        copying only what it changes (the metadata) rather than the whole essence. kopf
+        calls it twice for every event of every VDC (the last handled essence and the new
+        one), only to compare the two and keep the new one, which `RememberedDiffBase`
+        copies as it stores it."""
+        annotations = (essence.get("metadata") or {}).get("annotations") or {}
+        ours = {key for key in annotations if self.prefix and key.startswith(f"{self.prefix}/")}
+        if not ours:
+            return essence
+        cleared = {**essence, "metadata": {**essence["metadata"]}}
+        cleared["metadata"]["annotations"] = {
+            key: value for key, value in annotations.items() if key not in ours
+        }
+        self.remove_empty_stanzas(cleared)
+        return cleared

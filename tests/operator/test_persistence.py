@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import kopf
@@ -116,3 +117,34 @@ def test_the_essence_is_kopfs_own_without_copying_the_status() -> None:
     bodies[1]["metadata"]["labels"]["team"] = "b"
     assert essence["spec"]["networks"] == [{"name": "lan"}]
     assert essence["metadata"]["labels"] == {"team": "a"}
+
+
+def test_following_the_spec_keeps_the_essence_kopfs_own() -> None:
+    body = {
+        "apiVersion": "vdc.dev/v1alpha1",
+        "kind": "VirtualDataCenter",
+        "metadata": {"name": "lab", "uid": "u", "labels": {"team": "a"}},
+        "spec": {"networks": [{"name": "lan"}]},
+        "status": {"phase": "Running"},
+    }
+    ours, stock = persistence.RememberedDiffBase(), StockDiffBase()
+    for fields in ([("spec",)], ["spec"], [("spec", "networks")]):  # `reconcile`'s field
+        assert ours.build(body=body, extra_fields=fields) == stock.build(
+            body=body, extra_fields=fields
+        )
+
+
+def test_clearing_the_progress_is_kopfs_clear_and_changes_nothing_in_place() -> None:
+    ours = persistence.UnmarkedAnnotationsProgress(prefix="vdc.dev")
+    stock = kopf.AnnotationsProgressStorage(prefix="vdc.dev")
+    essences: list[dict[str, Any]] = [
+        {"spec": {"nodes": []}},
+        {"spec": {}, "metadata": {"labels": {"a": "b"}}},
+        {"spec": {}, "metadata": {"annotations": {"vdc.dev/reconcile": "{}"}}},
+        {"spec": {}, "metadata": {"annotations": {"vdc.dev/reconcile": "{}", "note": "x"}}},
+        {"spec": {}, "metadata": {"labels": {"a": "b"}, "annotations": {"vdc.dev/x": "{}"}}},
+    ]
+    for essence in essences:
+        before = copy.deepcopy(essence)
+        assert ours.clear(essence=essence) == stock.clear(essence=before)
+        assert essence == before
