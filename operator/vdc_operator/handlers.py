@@ -26,6 +26,7 @@ import kopf
 from vdc_operator import builders, github, metrics, persistence, runners
 from vdc_operator import snapshots as snapshot_handlers  # registers the snapshots' handlers
 from vdc_operator.kube import Api
+from vdc_operator.specs import PlacedSpecs
 from vdc_runtime.resource import spec as cr
 from vdc_runtime.resource.status import (
     RUNNERS_REGISTERED,
@@ -105,7 +106,7 @@ def validate(spec: Any, old: Any, new: Any, memo: kopf.Memo, **_: Any) -> None:
     if old is not None and new is not None and old.get("spec") == new.get("spec"):
         return
     try:
-        builders.placed(cr.validate(dict(spec) if spec is not None else {}), memo.settings)
+        memo.specs.checked(spec)
     except SpecErrors as exc:
         raise kopf.AdmissionError(str(exc), code=422) from None
 
@@ -146,7 +147,7 @@ async def converge(
     meta = body["metadata"]
     namespace = meta["namespace"]
     try:
-        spec = builders.placed(cr.validate(dict(body.get("spec") or {})), memo.settings)
+        spec = memo.specs.checked(body.get("spec"), body)
     except SpecErrors as exc:
         # Only without the admission webhook (or for an object older than it, or than the
         # operator's per-pod limit of automatic groups).
@@ -543,31 +544,6 @@ async def delete(
 
 
 # -- following the pod -------------------------------------------------------------------------
-
-
-class PlacedSpecs:
-    """Each VDC's spec as `builders.placed` makes it, once per generation (which changes
-    with the spec, never with the status): a pod's every event and every status write of
-    an agent (a VDC event) need it, and would each parse the whole spec again."""
-
-    KEPT = 4096
-
-    def __init__(self, settings: builders.Settings) -> None:
-        self.settings = settings
-        self._specs: dict[tuple[str, int], cr.VirtualDataCenterSpec] = {}
-
-    def of(self, vdc: Any) -> cr.VirtualDataCenterSpec:
-        """SpecErrors as `cr.parse` and `builders.placed`."""
-        meta = vdc["metadata"]
-        key = (meta.get("uid"), meta.get("generation"))
-        spec = self._specs.get(key) if None not in key else None  # type: ignore[arg-type]
-        if spec is None:
-            spec = builders.placed(cr.parse(dict(vdc.get("spec") or {})), self.settings)
-            if None not in key:
-                if len(self._specs) >= self.KEPT:
-                    del self._specs[next(iter(self._specs))]  # the oldest
-                self._specs[key] = spec  # type: ignore[index]
-        return spec
 
 
 @kopf.index(*RESOURCE)

@@ -14,6 +14,7 @@ import pytest
 
 from tests.operator.test_builders import NOW, assert_golden, vdc
 from vdc_operator import builders, handlers, plugin
+from vdc_operator.specs import PlacedSpecs
 from vdc_runtime import groups
 from vdc_runtime.agent.main import with_groups
 from vdc_runtime.resource import spec as cr
@@ -137,10 +138,10 @@ def test_what_cannot_be_placed_is_refused_where_to_change_it() -> None:
         " than the per-pod limit (memory 32Gi): it can never be scheduled"
     ]
     # The admission webhook says it at `kubectl apply`, with the operator's settings.
-    memo = kopf.Memo(settings=builders.Settings())
+    memo = kopf.Memo(specs=PlacedSpecs(builders.Settings()))
     with pytest.raises(kopf.AdmissionError, match=r"spec\.placement\.podLimit: groups: auto"):
         handlers.validate(spec=racks()["spec"], old=None, new=racks(), memo=memo)
-    helm = kopf.Memo(settings=builders.Settings(pod_limit_memory="32Gi"))
+    helm = kopf.Memo(specs=PlacedSpecs(builders.Settings(pod_limit_memory="32Gi")))
     handlers.validate(spec=racks()["spec"], old=None, new=racks(), memo=helm)
 
 

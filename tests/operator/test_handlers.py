@@ -9,6 +9,7 @@ import kopf
 import pytest
 
 from vdc_operator import github, handlers
+from vdc_operator.specs import PlacedSpecs
 
 
 def test_status_fields_go_through_the_typed_model() -> None:
@@ -57,7 +58,7 @@ def test_handlers_take_the_api_and_settings_from_kopfs_memo(
 def test_a_vdcs_spec_is_parsed_once_per_generation() -> None:
     from tests.operator.test_builders import vdc
 
-    specs = handlers.PlacedSpecs(handlers.builders.Settings())
+    specs = PlacedSpecs(handlers.builders.Settings())
     body = vdc()
     body["metadata"].update(uid="u-1", generation=1)
     first = specs.of(body)
@@ -126,3 +127,42 @@ def test_kopfs_routine_success_lines_are_left_out() -> None:
         record(logging.ERROR, "Handler 'reconcile' failed temporarily: waiting"),
     ]
     assert all(handlers.routine_success(r) for r in kept)
+
+
+def test_a_spec_is_checked_once_for_the_webhook_and_reconcile() -> None:
+    from tests.operator.test_builders import vdc
+
+    specs = PlacedSpecs(handlers.builders.Settings())
+    body = vdc()
+    del body["metadata"]["uid"]  # as the webhook sees a new VDC
+    admitted = specs.checked(kopf.Body(body)["spec"])
+    body["metadata"].update(uid="u-1", generation=1)
+    assert specs.checked(body["spec"], body) is admitted  # `reconcile`: the same spec
+    assert specs.of(body) is admitted  # its pods' events: parsed already
+
+
+def test_a_refused_spec_is_refused_each_time_and_not_taken_as_parsed() -> None:
+    from tests.operator.test_builders import vdc
+
+    specs = PlacedSpecs(handlers.builders.Settings())
+    bad = vdc()
+    bad["spec"]["nodes"][0]["interfaces"] = [{"network": "nowhere"}]  # parses; `load` refuses
+    bad["metadata"].update(uid="u-2", generation=1)
+    for _ in range(2):
+        with pytest.raises(handlers.SpecErrors, match=r"nowhere") as refused:
+            specs.checked(bad["spec"], bad)
+        assert refused.value.__traceback__ is not None
+    assert len(specs._checked) == 1
+    # Its pods (made by an older operator whose checks were looser) still have a spec.
+    assert specs.of(bad).nodes[0].name == bad["spec"]["nodes"][0]["name"]
+
+
+def test_checked_specs_are_bounded() -> None:
+    from tests.operator.test_builders import vdc
+
+    specs = PlacedSpecs(handlers.builders.Settings(), kept=2)
+    for memory in ("256M", "512M", "1G"):
+        body = vdc()
+        body["spec"]["nodes"][0]["memory"] = memory
+        specs.checked(body["spec"])
+    assert len(specs._checked) == 2
