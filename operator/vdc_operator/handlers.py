@@ -80,6 +80,12 @@ def configure(
     logger.info("runtime image %s; metrics on port %d", memo.settings.runtime_image, metrics_port)
 
 
+@kopf.on.cleanup()
+async def disconnect(memo: kopf.Memo, **_: Any) -> None:
+    if "api" in memo:
+        await memo.api.close()
+
+
 def routine_success(record: logging.LogRecord) -> bool:
     """Leave out kopf's "Handler '…' succeeded." lines: one for every event of every pod
     and VDC, which a burst of new VDCs spent a twentieth of the operator's CPU writing.

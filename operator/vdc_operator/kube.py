@@ -1,5 +1,5 @@
-"""The operator's calls to the Kubernetes API, on the `kubernetes` client's connections in
-threads (requests of plain JSON: see `Api._send`).
+"""The operator's calls to the Kubernetes API: plain JSON over aiohttp, with the credentials
+of the `kubernetes` client's configuration (see `Api._request`).
 
 Creation is idempotent: an object that already exists is read back instead (names come
 from the VDC's name, so "already exists" means made by an earlier attempt of ours).
@@ -12,18 +12,17 @@ import base64
 import dataclasses
 import functools
 import json
+import ssl
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
-from urllib.parse import quote
+from typing import Any
 
+import aiohttp
 from kubernetes import client
 from kubernetes.client import ApiException
 
 from vdc_runtime.resource import snapshots
 from vdc_runtime.resource import spec as cr
 
-T = TypeVar("T")
 Manifest = dict[str, Any]
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -61,12 +60,12 @@ STATUS_GATHER = 0.2
 pods are reported unschedulable (or scheduled) within a moment of their creation, one
 event each, right after the write that announced them: three writes, each waking every
 watcher of the VDC, where one says it all."""
-API_THREADS = 48
-"""Calls in flight at once. The client blocks a thread per call, and asyncio's default
-pool has cpus + 4 threads: 6 on a 2-core node, where a burst of VDCs then waits on
-the API's latency, not on the operator's CPU (bench/operator.py --mode scale). A VDC
-makes six calls before its pods exist, and the status writes of those before it share
-the pool: a burst of a hundred still queued behind 16."""
+API_CONNECTIONS = 48
+"""Requests in flight at once. A VDC makes six before its pods exist, and a burst of new
+VDCs would otherwise wait on the API server's latency, not on the operator's CPU
+(bench/operator.py --mode scale)."""
+API_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
+"""No request of the operator's takes long: one that does is retried by its handler."""
 
 
 class StatusConflict(RuntimeError):
@@ -74,12 +73,17 @@ class StatusConflict(RuntimeError):
 
 
 class Api:
-    """Made when the operator starts; its client on first use, because the `kubernetes`
+    """Made when the operator starts; its connections on first use, because the `kubernetes`
     client's default configuration (host, credentials) is only set once kopf has logged
     in, which happens after the start-up handlers."""
 
-    def __init__(self, gather: float = STATUS_GATHER) -> None:
+    def __init__(
+        self, gather: float = STATUS_GATHER, configuration: client.Configuration | None = None
+    ) -> None:
         self.gather = gather
+        self._configuration = configuration
+        self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
         self._waiting: dict[tuple[str, str], _Waiting] = {}
         """Per VDC, the changes its next status write will carry."""
         self._writes: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -89,18 +93,40 @@ class Api:
         object that write returned."""
 
     @functools.cached_property
-    def _api(self) -> client.ApiClient:
-        configuration = client.Configuration.get_default_copy()
-        configuration.connection_pool_maxsize = API_THREADS
-        return client.ApiClient(configuration)
+    def configuration(self) -> client.Configuration:
+        return self._configuration or client.Configuration.get_default_copy()
 
     @functools.cached_property
-    def _threads(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(API_THREADS, thread_name_prefix="api")
+    def _tls(self) -> ssl.SSLContext | bool:
+        """The TLS the configuration asks for, as the `kubernetes` client sets it up."""
+        config = self.configuration
+        if not config.host.startswith("https:"):
+            return False
+        context = ssl.create_default_context(cafile=config.ssl_ca_cert)
+        if config.cert_file:
+            context.load_cert_chain(config.cert_file, config.key_file)
+        if not config.verify_ssl:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        elif config.assert_hostname is False:
+            context.check_hostname = False
+        return context
 
-    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def _connections(self) -> aiohttp.ClientSession:
+        # One session per event loop (a test may run several loops in turn).
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, functools.partial(fn, *args, **kwargs))
+        if self._session is None or self._session.closed or self._session_loop is not loop:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=API_CONNECTIONS, ssl=self._tls),
+                timeout=API_TIMEOUT,
+            )
+            self._session_loop = loop
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def _request(
         self,
@@ -108,29 +134,43 @@ class Api:
         path: str,
         body: Any = None,
         content_type: str = "application/json",
+        params: dict[str, str] | None = None,
     ) -> Any:
-        """One request, its JSON answer decoded; ApiException (with the status) if refused."""
-        return await self._call(self._send, method, path, body, content_type)
+        """One request, its JSON answer decoded; ApiException (with the status) if refused.
 
-    def _send(self, method: str, path: str, body: Any, content_type: str) -> Any:
-        # The client's connection pool, credentials (a refreshed token included) and
-        # errors, without its generated methods: those validate every argument with
-        # pydantic and build typed models of every answer, which are read as plain
-        # dicts here anyway. In a burst of new VDCs that was a sixth of the operator's
-        # CPU (py-spy), taken from the event loop by the threads that did it.
+        Written here rather than through the client's generated methods: those block a
+        thread per call, validate every argument with pydantic and build typed models of
+        every answer, read as plain dicts here anyway. In a burst of new VDCs that was a
+        sixth of the operator's CPU (py-spy), and its threads took the GIL from the event
+        loop. The configuration still gives the host, the TLS and the credentials (a
+        refreshed token included)."""
+        config = self.configuration
         headers = {"Accept": "application/json"}
+        for auth in config.auth_settings().values():
+            if auth["in"] == "header" and auth["value"]:
+                headers[auth["key"]] = auth["value"]
+        data = None
         if body is not None:
             headers["Content-Type"] = content_type
-        request = self._api.param_serialize(
-            method, path, header_params=headers, body=body, auth_settings=["BearerToken"]
-        )
-        response = self._api.call_api(*request)
-        data = response.read()
-        if not 200 <= response.status <= 299:
-            raise ApiException.from_response(
-                http_resp=response, body=data.decode("utf-8", "replace"), data=None
-            )
-        return json.loads(data) if data else None
+            data = json.dumps(body)
+        session = self._connections()
+        async with session.request(
+            method,
+            config.host + path,
+            params=params,
+            data=data,
+            headers=headers,
+            proxy=config.proxy or None,
+            server_hostname=config.tls_server_name or None,
+        ) as response:
+            answer = await response.read()
+            if not 200 <= response.status <= 299:
+                raise ApiException(
+                    status=response.status,
+                    reason=response.reason,
+                    body=answer.decode("utf-8", "replace"),
+                )
+        return json.loads(answer) if answer else None
 
     async def _get(self, path: str) -> Manifest | None:
         """The object at `path`, or None if there is none."""
@@ -168,8 +208,9 @@ class Api:
         return await self._get(_core_path(namespace, "pods", name))
 
     async def list_pods(self, namespace: str, selector: str) -> list[Manifest]:
-        path = _core_path(namespace, "pods") + "?labelSelector=" + quote(selector, safe="")
-        found = await self._request("GET", path)
+        found = await self._request(
+            "GET", _core_path(namespace, "pods"), params={"labelSelector": selector}
+        )
         return list(found.get("items") or [])
 
     async def get_secret(self, namespace: str, name: str) -> Manifest | None:

@@ -31,6 +31,14 @@ def _vdc(name: str) -> str:
     })  # fmt: skip
 
 
+async def _write(name: str, compute: Any) -> bool:
+    api = Api()
+    try:
+        return await api.update_vdc_status(NS, name, compute)
+    finally:
+        await api.close()
+
+
 def test_a_write_from_an_older_read_is_computed_again(crd: Kube) -> None:
     config.load_kube_config(str(crd.layout.kubeconfig))
     name = f"status-{uuid.uuid4().hex[:6]}"
@@ -49,13 +57,13 @@ def test_a_write_from_an_older_read_is_computed_again(crd: Kube) -> None:
         return {"conditions": builders.with_condition(vdc, "Mine", "True", "ByMe")}
 
     try:
-        assert asyncio.run(Api().update_vdc_status(NS, name, compute))
+        assert asyncio.run(_write(name, compute))
         assert len(reads) >= 2 and reads[0] != reads[1]
         # (Where the operator runs, its own conditions may be there too.)
         conditions = crd.get("vdc", name, "-n", NS)["status"]["conditions"]
         reasons = {c["type"]: c["reason"] for c in conditions}
         assert (reasons["Other"], reasons["Mine"]) == ("ByAnother", "ByMe")
         # Nothing new to say: nothing is written.
-        assert not asyncio.run(Api().update_vdc_status(NS, name, compute))
+        assert not asyncio.run(_write(name, compute))
     finally:
         crd.run("delete", "vdc", name, "-n", NS, "--wait=true", "--timeout=120s")

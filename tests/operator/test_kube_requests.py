@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
+import aiohttp
 import pytest
 from aiohttp import web
 from kubernetes import client
 from kubernetes.client import ApiException
 
+from tests.e2e.cluster.pki import Pki
 from vdc_operator.kube import Api
 
 TOKEN = "Bearer s3cret"
@@ -83,11 +88,11 @@ async def served() -> AsyncIterator[tuple[Api, ApiServer]]:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     configuration = client.Configuration(host=f"http://127.0.0.1:{port}")
     configuration.api_key = {"authorization": TOKEN}
-    api = Api(gather=0)
-    api._api = client.ApiClient(configuration)  # instead of the default configuration's
+    api = Api(gather=0, configuration=configuration)
     try:
         yield api, server
     finally:
+        await api.close()
         await runner.cleanup()
 
 
@@ -143,8 +148,8 @@ async def test_reads_answer_plain_objects_and_none_for_what_is_not_there(
     assert got is not None and got["spec"] == pod["spec"]  # as sent: camelCase, no model
     listed = await api.list_pods("lab-ns", "vdc.dev/name=lab,vdc.dev/group in (a,b)")
     assert [p["metadata"]["name"] for p in listed] == ["vdc-lab"]
-    query = server.requests[-1][1].partition("?")[2]
-    assert query == "labelSelector=vdc.dev%2Fname%3Dlab%2Cvdc.dev%2Fgroup%20in%20%28a%2Cb%29"
+    query = parse_qs(server.requests[-1][1].partition("?")[2])
+    assert query == {"labelSelector": ["vdc.dev/name=lab,vdc.dev/group in (a,b)"]}
 
 
 async def test_secrets_and_config_maps_keys(served: tuple[Api, ApiServer]) -> None:
@@ -220,8 +225,56 @@ async def test_errors_carry_their_status_and_the_servers_reason(
     with pytest.raises(ApiException) as read:
         await api.get_vdc("lab-ns", "lab")  # not a 404: raised, not None
     assert read.value.status == 500
-    api._api.configuration.api_key = {"authorization": "Bearer wrong"}
+    api.configuration.api_key = {"authorization": "Bearer wrong"}
     server.fail_with = None
     with pytest.raises(ApiException) as unauthorized:
         await api.get_vdc("lab-ns", "lab")
     assert unauthorized.value.status == 401
+
+
+async def test_tls_as_a_kubeconfig_sets_it_up(tmp_path: Path) -> None:
+    """The API server's certificate checked against the configuration's CA, and the
+    client's certificate shown to it (a kubeconfig's mutual TLS, as the e2e cluster's)."""
+    pki = Pki(tmp_path / "pki")
+    pki.ensure("node", "127.0.0.1", "10.0.0.1")
+    server = ApiServer()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", server.handle)
+    serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=pki.ca_cert)
+    serving.load_cert_chain(pki.path("apiserver.crt"), pki.path("apiserver.key"))
+    serving.verify_mode = ssl.CERT_REQUIRED
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=serving)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def configured(**settings: Any) -> client.Configuration:
+        configuration = client.Configuration(host=f"https://127.0.0.1:{port}")
+        configuration.api_key = {"authorization": TOKEN}
+        for key, value in settings.items():
+            setattr(configuration, key, value)
+        return configuration
+
+    mutual = {"ssl_ca_cert": str(pki.ca_cert), "cert_file": str(pki.path("admin.crt")),
+              "key_file": str(pki.path("admin.key"))}  # fmt: skip
+    try:
+        api = Api(gather=0, configuration=configured(**mutual))
+        assert await api.get_vdc("lab-ns", "lab") is None  # a 404: TLS both ways worked
+        await api.close()
+        # Another CA: the server is not trusted.
+        other = Pki(tmp_path / "other")
+        other.ensure("node", "127.0.0.1", "10.0.0.1")
+        api = Api(
+            gather=0, configuration=configured(**{**mutual, "ssl_ca_cert": str(other.ca_cert)})
+        )
+        with pytest.raises(aiohttp.ClientConnectorCertificateError):
+            await api.get_vdc("lab-ns", "lab")
+        await api.close()
+        # No client certificate: the server refuses the handshake.
+        api = Api(gather=0, configuration=configured(ssl_ca_cert=str(pki.ca_cert)))
+        with pytest.raises(aiohttp.ClientError):
+            await api.get_vdc("lab-ns", "lab")
+        await api.close()
+    finally:
+        await runner.cleanup()
