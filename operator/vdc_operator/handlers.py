@@ -8,6 +8,10 @@ A spec change replaces the pod: the data center is rebuilt from the new spec (ma
 boot afresh, volumes start empty), as the README documents. The old pod's agent stops
 writing the status as soon as it sees the newer generation.
 
+Every handler is a coroutine, even one that awaits nothing (an index, a webhook): kopf runs
+a plain function in a thread of its executor, a hand-off per call, and the VDCs' and pods'
+events of a burst each call several.
+
 Run with `kopf run -m vdc_operator.handlers --all-namespaces` (the operator image does).
 """
 
@@ -103,7 +107,7 @@ def routine_success(record: logging.LogRecord) -> bool:
 
 
 @kopf.on.validate(*RESOURCE, id="vdc-spec", operations=["CREATE", "UPDATE"])
-def validate(spec: Any, old: Any, new: Any, memo: kopf.Memo, **_: Any) -> None:
+async def validate(spec: Any, old: Any, new: Any, memo: kopf.Memo, **_: Any) -> None:
     """Refuse what `vdc validate` would refuse, with the same messages and CR paths, and
     automatic groups this operator cannot place (no per-pod limit, a machine over it).
 
@@ -118,7 +122,7 @@ def validate(spec: Any, old: Any, new: Any, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.mutate(*RESOURCE, id="vdc-finalizer", operations=["CREATE"])
-def finalizer(body: Any, patch: kopf.Patch, **_: Any) -> None:
+async def finalizer(body: Any, patch: kopf.Patch, **_: Any) -> None:
     """The finalizer kopf needs for `delete`, on the VDC as it is created: kopf's own
     would be a PATCH of every new VDC, and a round of its events, before `reconcile`.
     (Without the webhook, or where it ignores failures, kopf still adds it itself.)"""
@@ -274,7 +278,7 @@ async def _converge_pods(
 
 
 @kopf.index("v1", "pods", labels={builders.LABEL_NAME: kopf.PRESENT})
-def pods(namespace: str, labels: Any, body: Any, **_: Any) -> dict[tuple[str, str], Any]:
+async def pods(namespace: str, labels: Any, body: Any, **_: Any) -> dict[tuple[str, str], Any]:
     """The pods labelled with each VDC's name (an earlier VDC's of that name included), as
     their watch last showed them: what `converge` and `delete` look at, where a list each
     time was a request per VDC created and one per two seconds of every deletion. kopf
@@ -553,7 +557,7 @@ async def delete(
 
 
 @kopf.index(*RESOURCE)
-def vdcs(namespace: str, name: str, body: Any, **_: Any) -> dict[tuple[str, str], Any]:
+async def vdcs(namespace: str, name: str, body: Any, **_: Any) -> dict[tuple[str, str], Any]:
     """Every VDC as its watch last showed it: a pod's event computes the VDC's status from
     this rather than reading the VDC first (a read per pod event was a third of the
     operator's requests); a write from an outdated copy meets a conflict and reads then."""
@@ -657,7 +661,7 @@ async def groups_changed(body: Any, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(*RESOURCE)
-def phase_seen(body: Any, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def phase_seen(body: Any, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
     if type == "DELETED":
         metrics.PHASES_SEEN.seen.pop(key, None)

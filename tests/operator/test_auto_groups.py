@@ -5,6 +5,7 @@ under a per-pod limit, each pod's agent builds the part the operator assigned it
 from __future__ import annotations
 
 import argparse
+import asyncio
 import copy
 import json
 from typing import Any
@@ -140,9 +141,9 @@ def test_what_cannot_be_placed_is_refused_where_to_change_it() -> None:
     # The admission webhook says it at `kubectl apply`, with the operator's settings.
     memo = kopf.Memo(specs=PlacedSpecs(builders.Settings()))
     with pytest.raises(kopf.AdmissionError, match=r"spec\.placement\.podLimit: groups: auto"):
-        handlers.validate(spec=racks()["spec"], old=None, new=racks(), memo=memo)
+        asyncio.run(handlers.validate(spec=racks()["spec"], old=None, new=racks(), memo=memo))
     helm = kopf.Memo(specs=PlacedSpecs(builders.Settings(pod_limit_memory="32Gi")))
-    handlers.validate(spec=racks()["spec"], old=None, new=racks(), memo=helm)
+    asyncio.run(handlers.validate(spec=racks()["spec"], old=None, new=racks(), memo=helm))
 
 
 def test_the_pod_hash_follows_the_assignment() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
@@ -54,7 +55,7 @@ def test_the_finalizer_comes_with_the_vdcs_creation() -> None:
 
     body = _body()
     patch = kopf.Patch(body=body)
-    handlers.finalizer(body=body, patch=patch)
+    asyncio.run(handlers.finalizer(body=body, patch=patch))
     # What the API server applies (a JSON patch, as kopf's webhook answers).
     assert patch.as_json_patch() == [
         {"op": "add", "path": "/metadata/finalizers", "value": ["vdc.dev/cleanup"]}
