@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from tests.loopback import serving
 from vdc_runtime.bmc.media import MediaError as BmcMediaError
 from vdc_runtime.bmc.media import MediaState
 from vdc_runtime.bmc.redfish import media as vm
@@ -201,15 +202,8 @@ async def server() -> AsyncIterator[str]:
     app.router.add_get("/small.iso", fixed(b"CD001"))
     app.router.add_get("/huge.iso", huge)
     app.router.add_get("/broken", fixed(b"", 500))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url
 
 
 def fixed(data: bytes, status: int = 200) -> Callable[[web.Request], Awaitable[web.Response]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from tests.loopback import serving
 from vdc_runtime.spec import Image
 from vdc_runtime.storage.images import ImageCache
 
@@ -116,17 +117,8 @@ async def server() -> AsyncIterator[Server]:
     srv = Server()
     app = web.Application()
     app.router.add_route("GET", "/{tail:.*}", srv.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    assert runner.addresses
-    host, port = runner.addresses[0][:2]
-    srv.base = f"http://{host}:{port}"
-    try:
+    async with serving(app) as srv.base:
         yield srv
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

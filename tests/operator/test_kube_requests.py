@@ -19,6 +19,7 @@ from kubernetes import client
 from kubernetes.client import ApiException
 
 from tests.e2e.cluster.pki import Pki
+from tests.loopback import serving
 from vdc_operator.kube import Api
 
 TOKEN = "Bearer s3cret"
@@ -76,24 +77,23 @@ def _status(code: int, reason: str) -> web.Response:
     return web.json_response({"kind": "Status", "code": code, "reason": reason}, status=code)
 
 
+def _app(server: ApiServer) -> web.Application:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", server.handle)
+    return app
+
+
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[Api, ApiServer]]:
     server = ApiServer()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", server.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    configuration = client.Configuration(host=f"http://127.0.0.1:{port}")
-    configuration.api_key = {"authorization": TOKEN}
-    api = Api(gather=0, configuration=configuration)
-    try:
-        yield api, server
-    finally:
-        await api.close()
-        await runner.cleanup()
+    async with serving(_app(server)) as url:
+        configuration = client.Configuration(host=url)
+        configuration.api_key = {"authorization": TOKEN}
+        api = Api(gather=0, configuration=configuration)
+        try:
+            yield api, server
+        finally:
+            await api.close()
 
 
 def _manifest(kind: str, name: str) -> dict[str, Any]:
@@ -235,46 +235,29 @@ async def test_errors_carry_their_status_and_the_servers_reason(
 async def test_tls_as_a_kubeconfig_sets_it_up(tmp_path: Path) -> None:
     """The API server's certificate checked against the configuration's CA, and the
     client's certificate shown to it (a kubeconfig's mutual TLS, as the e2e cluster's)."""
-    pki = Pki(tmp_path / "pki")
-    pki.ensure("node", "127.0.0.1", "10.0.0.1")
-    server = ApiServer()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", server.handle)
-    serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=pki.ca_cert)
-    serving.load_cert_chain(pki.path("apiserver.crt"), pki.path("apiserver.key"))
-    serving.verify_mode = ssl.CERT_REQUIRED
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=serving)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    pki, other = Pki(tmp_path / "pki"), Pki(tmp_path / "other")
+    for each in (pki, other):
+        each.ensure("node", "127.0.0.1", "10.0.0.1")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=pki.ca_cert)
+    tls.load_cert_chain(pki.path("apiserver.crt"), pki.path("apiserver.key"))
+    tls.verify_mode = ssl.CERT_REQUIRED
+    mutual = {"ssl_ca_cert": str(pki.ca_cert), "cert_file": str(pki.path("admin.crt")),
+              "key_file": str(pki.path("admin.key"))}  # fmt: skip
 
-    def configured(**settings: Any) -> client.Configuration:
-        configuration = client.Configuration(host=f"https://127.0.0.1:{port}")
+    async def get_vdc(url: str, **settings: Any) -> Any:
+        configuration = client.Configuration(host=url)
         configuration.api_key = {"authorization": TOKEN}
         for key, value in settings.items():
             setattr(configuration, key, value)
-        return configuration
+        api = Api(gather=0, configuration=configuration)
+        try:
+            return await api.get_vdc("lab-ns", "lab")
+        finally:
+            await api.close()
 
-    mutual = {"ssl_ca_cert": str(pki.ca_cert), "cert_file": str(pki.path("admin.crt")),
-              "key_file": str(pki.path("admin.key"))}  # fmt: skip
-    try:
-        api = Api(gather=0, configuration=configured(**mutual))
-        assert await api.get_vdc("lab-ns", "lab") is None  # a 404: TLS both ways worked
-        await api.close()
-        # Another CA: the server is not trusted.
-        other = Pki(tmp_path / "other")
-        other.ensure("node", "127.0.0.1", "10.0.0.1")
-        api = Api(
-            gather=0, configuration=configured(**{**mutual, "ssl_ca_cert": str(other.ca_cert)})
-        )
-        with pytest.raises(aiohttp.ClientConnectorCertificateError):
-            await api.get_vdc("lab-ns", "lab")
-        await api.close()
-        # No client certificate: the server refuses the handshake.
-        api = Api(gather=0, configuration=configured(ssl_ca_cert=str(pki.ca_cert)))
-        with pytest.raises(aiohttp.ClientError):
-            await api.get_vdc("lab-ns", "lab")
-        await api.close()
-    finally:
-        await runner.cleanup()
+    async with serving(_app(ApiServer()), tls) as url:
+        assert await get_vdc(url, **mutual) is None  # a 404: TLS both ways worked
+        with pytest.raises(aiohttp.ClientConnectorCertificateError):  # another CA's server
+            await get_vdc(url, **{**mutual, "ssl_ca_cert": str(other.ca_cert)})
+        with pytest.raises(aiohttp.ClientError):  # no client certificate: refused
+            await get_vdc(url, ssl_ca_cert=str(pki.ca_cert))

@@ -8,11 +8,11 @@ import ssl
 import pytest
 from aiohttp import web
 
+from tests.loopback import serving
 from vdc_runtime.agent.kube import Forbidden, Kube
 
 
-async def _serve(answers: list[int]) -> tuple[web.AppRunner, str, list[str]]:
-    seen: list[str] = []
+def _api_server(answers: list[int], seen: list[str]) -> web.Application:
 
     async def vdc(request: web.Request) -> web.Response:
         seen.append(request.headers.get("Authorization", ""))
@@ -26,12 +26,7 @@ async def _serve(answers: list[int]) -> tuple[web.AppRunner, str, list[str]]:
 
     app = web.Application()
     app.router.add_get("/apis/vdc.dev/v1alpha1/namespaces/ns/virtualdatacenters/lab", vdc)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}", seen
+    return app
 
 
 def _kube(server: str) -> Kube:
@@ -39,20 +34,16 @@ def _kube(server: str) -> Kube:
 
 
 async def test_a_403_at_start_up_is_asked_again_until_the_binding_counts() -> None:
-    runner, server, seen = await _serve([403, 403])
-    try:
+    seen: list[str] = []
+    async with serving(_api_server([403, 403], seen)) as server:
         vdc = await _kube(server).first_get(patience=10)
-    finally:
-        await runner.cleanup()
     assert vdc["metadata"]["name"] == "lab"
     assert seen == ["Bearer t"] * 3
 
 
 async def test_a_403_that_lasts_is_the_error_after_the_patience() -> None:
-    runner, server, seen = await _serve([403] * 100)
-    try:
+    seen: list[str] = []
+    async with serving(_api_server([403] * 100, seen)) as server:
         with pytest.raises(Forbidden, match=r"403 .*forbidden"):
             await _kube(server).first_get(patience=0.6)
-    finally:
-        await runner.cleanup()
     assert 2 <= len(seen) <= 3
