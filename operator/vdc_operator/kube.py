@@ -1,8 +1,8 @@
 """The operator's calls to the Kubernetes API: plain JSON over aiohttp, with the credentials
 of the `kubernetes` client's configuration (see `Api._request`).
 
-Creation is idempotent: an object that already exists is read back instead (names come
-from the VDC's name, so "already exists" means made by an earlier attempt of ours).
+Creation is idempotent: names come from the VDC's name, so an object that already exists
+was made by an earlier attempt of ours.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ def _custom_path(namespace: str, plural: str, name: str) -> str:
     return f"/apis/{cr.GROUP}/{cr.VERSION}/namespaces/{namespace}/{plural}/{name}"
 
 
-def _collection_path(manifest: Manifest) -> str:
-    kind = manifest["kind"]
-    return f"{_KINDS[kind]}/namespaces/{manifest['metadata']['namespace']}/{_plural(kind)}"
+def _kind_path(kind: str, namespace: str, name: str | None = None) -> str:
+    path = f"{_KINDS[kind]}/namespaces/{namespace}/{_plural(kind)}"
+    return path if name is None else f"{path}/{name}"
 
 
 STATUS_ATTEMPTS = 5
@@ -135,8 +135,10 @@ class Api:
         body: Any = None,
         content_type: str = "application/json",
         params: dict[str, str] | None = None,
+        none_on: int | None = None,
     ) -> Any:
-        """One request, its JSON answer decoded; ApiException (with the status) if refused.
+        """One request, its JSON answer decoded; None if the API server answers `none_on`
+        (404: not there, 409: there already), ApiException (with the status) if refused.
 
         Written here rather than through the client's generated methods: those block a
         thread per call, validate every argument with pydantic and build typed models of
@@ -164,6 +166,8 @@ class Api:
             server_hostname=config.tls_server_name or None,
         ) as response:
             answer = await response.read()
+            if response.status == none_on:
+                return None
             if not 200 <= response.status <= 299:
                 raise ApiException(
                     status=response.status,
@@ -174,12 +178,7 @@ class Api:
 
     async def _get(self, path: str) -> Manifest | None:
         """The object at `path`, or None if there is none."""
-        try:
-            return await self._request("GET", path)  # type: ignore[no-any-return]
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return await self._request("GET", path, none_on=404)  # type: ignore[no-any-return]
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -197,12 +196,7 @@ class Api:
     ) -> Manifest | None:
         """A merge patch of a snapshot's status; None if it is gone."""
         path = _custom_path(namespace, snapshots.PLURAL, name) + "/status"
-        try:
-            return await self._request("PATCH", path, {"status": status}, MERGE_PATCH)  # type: ignore[no-any-return]
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return await self._request("PATCH", path, {"status": status}, MERGE_PATCH, none_on=404)  # type: ignore[no-any-return]
 
     async def get_pod(self, namespace: str, name: str) -> Manifest | None:
         return await self._get(_core_path(namespace, "pods", name))
@@ -256,32 +250,16 @@ class Api:
 
     async def ensure(self, manifest: Manifest) -> bool:
         """Create the object unless it exists; True if this call created it."""
-        try:
-            await self._request("POST", _collection_path(manifest), manifest)
-        except ApiException as exc:
-            if exc.status == 409:
-                return False
-            raise
-        return True
+        path = _kind_path(manifest["kind"], manifest["metadata"]["namespace"])
+        return await self._request("POST", path, manifest, none_on=409) is not None
 
     async def delete(self, kind: str, namespace: str, name: str) -> bool:
         """Delete the object; False if it was already gone."""
-        try:
-            await self._request(
-                "DELETE", f"{_KINDS[kind]}/namespaces/{namespace}/{_plural(kind)}/{name}"
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        path = _kind_path(kind, namespace, name)
+        return await self._request("DELETE", path, none_on=404) is not None
 
     async def delete_vdc(self, namespace: str, name: str) -> None:
-        try:
-            await self._request("DELETE", _custom_path(namespace, cr.PLURAL, name))
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        await self._request("DELETE", _custom_path(namespace, cr.PLURAL, name), none_on=404)
 
     async def update_vdc_status(
         self,

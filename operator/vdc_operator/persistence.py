@@ -15,11 +15,12 @@ waiting on GitHub, pods being replaced, deletion) leave.
 from __future__ import annotations
 
 import copy
-from collections import OrderedDict
 from collections.abc import Collection
 from typing import Any
 
 import kopf
+
+from vdc_operator.bounded import Bounded
 
 
 def with_finalizer(finalizers: list[str] | None, finalizer: str) -> list[str] | None:
@@ -36,8 +37,7 @@ class RememberedDiffBase(kopf.DiffBaseStorage):
 
     def __init__(self, kept: int = 16384) -> None:
         super().__init__()
-        self.kept = kept
-        self._essences: OrderedDict[str, Any] = OrderedDict()
+        self._essences: Bounded[str, Any] = Bounded(kept)
 
     def build(self, *, body: Any, extra_fields: Collection[Any] | None = None) -> Any:
         """kopf's essence of the object, as `kopf.DiffBaseStorage.build` makes it, but not
@@ -72,13 +72,11 @@ class RememberedDiffBase(kopf.DiffBaseStorage):
         uid = body.get("metadata", {}).get("uid")
         if uid is None:
             return
-        self._essences[uid] = copy.deepcopy(essence)
-        self._essences.move_to_end(uid)
-        while len(self._essences) > self.kept:
-            self._essences.popitem(last=False)
+        self._essences.put(uid, copy.deepcopy(essence))
 
     def forget(self, uid: str | None) -> None:
-        self._essences.pop(uid, None)  # type: ignore[arg-type]
+        if uid is not None:
+            self._essences.pop(uid)
 
     def __len__(self) -> int:
         return len(self._essences)

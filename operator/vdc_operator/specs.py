@@ -8,38 +8,19 @@ would otherwise parse the whole spec again, the checks of `vdc validate` include
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from vdc_operator import builders
+from vdc_operator.bounded import Bounded
 from vdc_runtime.resource import spec as cr
 from vdc_runtime.spec import SpecError, SpecErrors
 
-K = TypeVar("K")
 Spec = cr.VirtualDataCenterSpec
+Outcome = Spec | list[SpecError]
+"""A spec, or the errors that refused it."""
 
 
-class _Bounded(Generic[K]):
-    """The latest `kept` outcomes (a spec, or the errors that refused it), oldest dropped."""
-
-    def __init__(self, kept: int) -> None:
-        self.kept = kept
-        self._outcomes: OrderedDict[K, Spec | list[SpecError]] = OrderedDict()
-
-    def get(self, key: K) -> Spec | list[SpecError] | None:
-        return self._outcomes.get(key)
-
-    def put(self, key: K, outcome: Spec | list[SpecError]) -> None:
-        self._outcomes[key] = outcome
-        self._outcomes.move_to_end(key)
-        while len(self._outcomes) > self.kept:
-            self._outcomes.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._outcomes)
-
-
-def _spec_of(outcome: Spec | list[SpecError]) -> Spec:
+def _spec_of(outcome: Outcome) -> Spec:
     if isinstance(outcome, list):
         raise SpecErrors(outcome)  # a new exception each time: tracebacks do not pile up
     return outcome
@@ -58,8 +39,8 @@ class PlacedSpecs:
 
     def __init__(self, settings: builders.Settings, kept: int = KEPT) -> None:
         self.settings = settings
-        self._parsed: _Bounded[tuple[str, int]] = _Bounded(kept)
-        self._checked: _Bounded[str] = _Bounded(kept)
+        self._parsed: Bounded[tuple[str, int], Outcome] = Bounded(kept)
+        self._checked: Bounded[str, Outcome] = Bounded(kept)
 
     def of(self, vdc: Any) -> Spec:
         """The VDC's spec, parsed: SpecErrors as `cr.parse` and `builders.placed`."""
@@ -68,7 +49,7 @@ class PlacedSpecs:
         known = None not in key
         outcome = self._parsed.get(key) if known else None  # type: ignore[arg-type]
         if outcome is None:
-            outcome = self._place(cr.parse, vdc.get("spec"))
+            outcome = self._place(cr.parse, dict(vdc.get("spec") or {}))
             if known:
                 self._parsed.put(key, outcome)  # type: ignore[arg-type]
         return _spec_of(outcome)
@@ -88,8 +69,8 @@ class PlacedSpecs:
             self._parsed.put((uid, generation), outcome)
         return _spec_of(outcome)
 
-    def _place(self, check: Any, raw: Any) -> Spec | list[SpecError]:
+    def _place(self, check: Any, raw: dict[str, Any]) -> Outcome:
         try:
-            return builders.placed(check(dict(raw or {})), self.settings)
+            return builders.placed(check(raw), self.settings)
         except SpecErrors as exc:
             return exc.errors
