@@ -192,6 +192,12 @@ def signed_loaders() -> str:
     return "fetched" if signed.fetch_signed_loaders() else "ok"
 
 
+def redfish_schemas() -> str:
+    from tests.prereqs import redfish_csdl
+
+    return "fetched" if redfish_csdl.fetch() else "ok"
+
+
 def cluster_binaries() -> str:
     from tests.e2e.cluster import build
 
@@ -262,6 +268,7 @@ def main() -> None:
     step("web view assets", web_assets)
     step("test guest", test_guest)
     step("signed boot loaders", signed_loaders)
+    step("redfish schemas", redfish_schemas)
     if args.e2e:
         step("kubernetes, etcd, helm", cluster_binaries)
         step("skaffold", skaffold)

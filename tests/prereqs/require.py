@@ -17,6 +17,7 @@ import pytest
 
 from tests.e2e.cluster import build, images
 from tests.guest import build as guest_build
+from tests.prereqs import redfish_csdl as csdl_fetch
 
 DEPS = "run `make deps` (scripts/deps.py) first"
 DEPS_E2E = "run `make deps-e2e` (scripts/deps.py --e2e) first"
@@ -89,8 +90,9 @@ CSDL_ENV = "VDC_REDFISH_CSDL"
 
 def redfish_csdl() -> Path | None:
     """The DMTF Redfish schema bundle (CSDL) for the Service Validator: the project's
-    shared copy beside the checkout, else the directory $VDC_REDFISH_CSDL names, else None
-    (the validator then downloads the schemas itself)."""
+    shared copy beside the checkout, else the directory $VDC_REDFISH_CSDL names, else the
+    copy `make deps` fetched (`tests.prereqs.redfish_csdl`), else None (the validator then
+    downloads the schemas itself)."""
     if SHARED_CSDL.is_dir():
         return SHARED_CSDL
     named = os.environ.get(CSDL_ENV)
@@ -98,7 +100,7 @@ def redfish_csdl() -> Path | None:
         if not Path(named).is_dir():
             pytest.fail(f"${CSDL_ENV} names {named}, which is not a directory")
         return Path(named)
-    return None
+    return csdl_fetch.fetched()
 
 
 def web_assets() -> None:
