@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import json
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -66,6 +67,9 @@ VDCs would otherwise wait on the API server's latency, not on the operator's CPU
 (bench/operator.py --mode scale)."""
 API_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
 """No request of the operator's takes long: one that does is retried by its handler."""
+CREDENTIALS_KEPT = 10.0
+"""Seconds the API server's URL and the credentials' headers are used before the
+configuration is asked again (`Api._target`)."""
 
 
 class StatusConflict(RuntimeError):
@@ -78,10 +82,16 @@ class Api:
     in, which happens after the start-up handlers."""
 
     def __init__(
-        self, gather: float = STATUS_GATHER, configuration: client.Configuration | None = None
+        self,
+        gather: float = STATUS_GATHER,
+        configuration: client.Configuration | None = None,
+        credentials_kept: float = CREDENTIALS_KEPT,
     ) -> None:
         self.gather = gather
+        self.credentials_kept = credentials_kept
         self._configuration = configuration
+        self._target_cache: tuple[str, dict[str, str]] | None = None
+        self._target_asked = 0.0
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
         self._waiting: dict[tuple[str, str], _Waiting] = {}
@@ -123,6 +133,24 @@ class Api:
             self._session_loop = loop
         return self._session
 
+    def _target(self) -> tuple[str, dict[str, str]]:
+        """The API server's URL and the headers of the credentials, asked of the
+        configuration at most every `credentials_kept` seconds. Asking is not free: the
+        in-cluster loader's refresh hook sets the whole configuration again on every call,
+        and the host is computed anew each time (a thirtieth of the operator's CPU in a
+        burst of new VDCs). A rotated token is still taken within that time; the loader
+        itself rereads its file only every minute."""
+        now = time.monotonic()
+        if self._target_cache is None or now - self._target_asked >= self.credentials_kept:
+            config = self.configuration
+            headers = {"Accept": "application/json"}
+            for auth in config.auth_settings().values():
+                if auth["in"] == "header" and auth["value"]:
+                    headers[auth["key"]] = auth["value"]
+            self._target_cache = (config.host, headers)
+            self._target_asked = now
+        return self._target_cache
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
@@ -147,10 +175,8 @@ class Api:
         loop. The configuration still gives the host, the TLS and the credentials (a
         refreshed token included)."""
         config = self.configuration
-        headers = {"Accept": "application/json"}
-        for auth in config.auth_settings().values():
-            if auth["in"] == "header" and auth["value"]:
-                headers[auth["key"]] = auth["value"]
+        host, credentials = self._target()
+        headers = dict(credentials)
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
@@ -158,7 +184,7 @@ class Api:
         session = self._connections()
         async with session.request(
             method,
-            config.host + path,
+            host + path,
             params=params,
             data=data,
             headers=headers,

@@ -4,9 +4,11 @@ server on loopback that answers as the API server does."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import ssl
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -225,11 +227,38 @@ async def test_errors_carry_their_status_and_the_servers_reason(
     with pytest.raises(ApiException) as read:
         await api.get_vdc("lab-ns", "lab")  # not a 404: raised, not None
     assert read.value.status == 500
-    api.configuration.api_key = {"authorization": "Bearer wrong"}
     server.fail_with = None
+    api.configuration.api_key = {"authorization": "Bearer wrong"}
+    api.credentials_kept = 0  # asked of the configuration again at once
     with pytest.raises(ApiException) as unauthorized:
         await api.get_vdc("lab-ns", "lab")
     assert unauthorized.value.status == 401
+
+
+async def test_credentials_are_asked_again_once_kept_long_enough(
+    served: tuple[Api, ApiServer],
+) -> None:
+    """A token the configuration refreshes (as the in-cluster loader's hook does) is
+    taken within `credentials_kept`, and not asked for on every request before that."""
+    api, _ = served
+    asked: list[float] = []
+    token = {"value": TOKEN}
+
+    def refresh(configuration: client.Configuration) -> None:
+        asked.append(time.monotonic())
+        configuration.api_key = {"authorization": token["value"]}
+
+    api.configuration.refresh_api_key_hook = refresh
+    api.credentials_kept = 0.3
+    await api.get_vdc("lab-ns", "lab")
+    await api.get_vdc("lab-ns", "lab")
+    assert len(asked) == 1
+    token["value"] = "Bearer rotated"
+    await asyncio.sleep(0.35)
+    with pytest.raises(ApiException) as refused:
+        await api.get_vdc("lab-ns", "lab")  # the server knows only TOKEN
+    assert refused.value.status == 401
+    assert len(asked) == 2
 
 
 async def test_tls_as_a_kubeconfig_sets_it_up(tmp_path: Path) -> None:
