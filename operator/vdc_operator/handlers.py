@@ -29,6 +29,7 @@ import kopf
 
 from vdc_operator import builders, github, metrics, persistence, runners
 from vdc_operator import snapshots as snapshot_handlers  # registers the snapshots' handlers
+from vdc_operator.admission import AdmissionServer
 from vdc_operator.kube import Api
 from vdc_operator.specs import PlacedSpecs
 from vdc_runtime.resource import spec as cr
@@ -41,7 +42,6 @@ from vdc_runtime.resource.status import (
 from vdc_runtime.spec import SpecErrors
 
 RESOURCE = (cr.GROUP, cr.VERSION, cr.PLURAL)
-FINALIZER = f"{cr.GROUP}/cleanup"
 
 
 @kopf.on.startup()
@@ -55,7 +55,7 @@ def configure(
     memo.specs = PlacedSpecs(memo.settings)
     # kopf's bookkeeping stays out of the status users read (and the agent writes), and
     # out of the API where it need not outlive the process (`persistence`).
-    settings.persistence.finalizer = FINALIZER
+    settings.persistence.finalizer = persistence.FINALIZER
     settings.persistence.progress_storage = persistence.UnmarkedAnnotationsProgress(prefix=cr.GROUP)
     memo.diffbase = persistence.RememberedDiffBase()
     settings.persistence.diffbase_storage = memo.diffbase
@@ -74,8 +74,8 @@ def configure(
     cert, key = os.environ.get("VDC_WEBHOOK_CERT"), os.environ.get("VDC_WEBHOOK_KEY")
     if cert and key:
         port = int(os.environ.get("VDC_WEBHOOK_PORT", "9443"))
-        settings.admission.server = kopf.WebhookServer(
-            addr="0.0.0.0", port=port, certfile=cert, pkeyfile=key
+        settings.admission.server = AdmissionServer(
+            specs=memo.specs, addr="0.0.0.0", port=port, certfile=cert, pkeyfile=key
         )
         logger.info("admission webhook on port %d", port)
     metrics_port = int(os.environ.get("VDC_METRICS_PORT", "8080"))
@@ -101,34 +101,6 @@ def routine_success(record: logging.LogRecord) -> bool:
         and message.startswith("Handler ")
         and message.endswith(" succeeded.")
     )
-
-
-# -- admission -------------------------------------------------------------------------------
-
-
-@kopf.on.validate(*RESOURCE, id="vdc-spec", operations=["CREATE", "UPDATE"])
-async def validate(spec: Any, old: Any, new: Any, memo: kopf.Memo, **_: Any) -> None:
-    """Refuse what `vdc validate` would refuse, with the same messages and CR paths, and
-    automatic groups this operator cannot place (no per-pod limit, a machine over it).
-
-    An update that leaves the spec as it was (finalizers, annotations, labels) always
-    passes: an object admitted before a stricter check must still be deletable."""
-    if old is not None and new is not None and old.get("spec") == new.get("spec"):
-        return
-    try:
-        memo.specs.checked(spec)
-    except SpecErrors as exc:
-        raise kopf.AdmissionError(str(exc), code=422) from None
-
-
-@kopf.on.mutate(*RESOURCE, id="vdc-finalizer", operations=["CREATE"])
-async def finalizer(body: Any, patch: kopf.Patch, **_: Any) -> None:
-    """The finalizer kopf needs for `delete`, on the VDC as it is created: kopf's own
-    would be a PATCH of every new VDC, and a round of its events, before `reconcile`.
-    (Without the webhook, or where it ignores failures, kopf still adds it itself.)"""
-    finalizers = persistence.with_finalizer(body.get("metadata", {}).get("finalizers"), FINALIZER)
-    if finalizers is not None:
-        patch.metadata["finalizers"] = finalizers
 
 
 # -- the VDC's children ------------------------------------------------------------------------

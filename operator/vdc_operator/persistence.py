@@ -21,6 +21,10 @@ from typing import Any
 import kopf
 
 from vdc_operator.bounded import Bounded
+from vdc_runtime.resource import spec as cr
+
+FINALIZER = f"{cr.GROUP}/cleanup"
+"""kopf's finalizer on every VDC (`settings.persistence.finalizer`)."""
 
 
 def with_finalizer(finalizers: list[str] | None, finalizer: str) -> list[str] | None:

@@ -5,16 +5,14 @@ under a per-pod limit, each pod's agent builds the part the operator assigned it
 from __future__ import annotations
 
 import argparse
-import asyncio
 import copy
 import json
 from typing import Any
 
-import kopf
 import pytest
 
 from tests.operator.test_builders import NOW, assert_golden, vdc
-from vdc_operator import builders, handlers, plugin
+from vdc_operator import admission, builders, plugin
 from vdc_operator.specs import PlacedSpecs
 from vdc_runtime import groups
 from vdc_runtime.agent.main import with_groups
@@ -139,11 +137,11 @@ def test_what_cannot_be_placed_is_refused_where_to_change_it() -> None:
         " than the per-pod limit (memory 32Gi): it can never be scheduled"
     ]
     # The admission webhook says it at `kubectl apply`, with the operator's settings.
-    memo = kopf.Memo(specs=PlacedSpecs(builders.Settings()))
-    with pytest.raises(kopf.AdmissionError, match=r"spec\.placement\.podLimit: groups: auto"):
-        asyncio.run(handlers.validate(spec=racks()["spec"], old=None, new=racks(), memo=memo))
-    helm = kopf.Memo(specs=PlacedSpecs(builders.Settings(pod_limit_memory="32Gi")))
-    asyncio.run(handlers.validate(spec=racks()["spec"], old=None, new=racks(), memo=helm))
+    created = {"operation": "CREATE", "object": racks()}
+    refused = admission.refusal(created, PlacedSpecs(builders.Settings()))
+    assert refused is not None and refused.startswith("spec.placement.podLimit: groups: auto")
+    helm = PlacedSpecs(builders.Settings(pod_limit_memory="32Gi"))
+    assert admission.refusal(created, helm) is None
 
 
 def test_the_pod_hash_follows_the_assignment() -> None:

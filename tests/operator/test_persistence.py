@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from typing import Any
 
@@ -50,16 +49,7 @@ def test_a_handler_that_succeeds_at_once_leaves_no_patch() -> None:
     assert storage.clear(essence=essence)["metadata"] == {"annotations": {"team": "ci"}}
 
 
-def test_the_finalizer_comes_with_the_vdcs_creation() -> None:
-    from vdc_operator import handlers
-
-    body = _body()
-    patch = kopf.Patch(body=body)
-    asyncio.run(handlers.finalizer(body=body, patch=patch))
-    # What the API server applies (a JSON patch, as kopf's webhook answers).
-    assert patch.as_json_patch() == [
-        {"op": "add", "path": "/metadata/finalizers", "value": ["vdc.dev/cleanup"]}
-    ]
+def test_a_finalizer_is_added_once() -> None:
     assert persistence.with_finalizer(["other"], "vdc.dev/cleanup") == ["other", "vdc.dev/cleanup"]
     assert persistence.with_finalizer(["vdc.dev/cleanup"], "vdc.dev/cleanup") is None
 
