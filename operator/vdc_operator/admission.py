@@ -3,9 +3,9 @@ admission engine.
 
 For every request, kopf's engine builds a whole handler cause, and to answer a mutation it
 deep-copies the object and diffs it with the copy to find the JSON patch (it deep-copies
-it for a request that changes nothing too). A new VDC is asked about twice, and in a
-burst of 500 that was a sixth of the operator's CPU (py-spy). These two webhooks need
-none of it: one checks the spec, the other adds a finalizer, whose JSON patch is one
+it for a request that changes nothing too). A new VDC is asked about twice, so in a
+burst of new VDCs that work showed up in profiles of the operator. These two webhooks
+need none of it: one checks the spec, the other adds a finalizer, whose JSON patch is one
 operation. kopf's server still serves them (its TLS, its reloading of the certificate);
 a request for any other webhook goes to kopf's engine as before.
 

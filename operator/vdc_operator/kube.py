@@ -137,8 +137,8 @@ class Api:
         """The API server's URL and the headers of the credentials, asked of the
         configuration at most every `credentials_kept` seconds. Asking is not free: the
         in-cluster loader's refresh hook sets the whole configuration again on every call,
-        and the host is computed anew each time (a thirtieth of the operator's CPU in a
-        burst of new VDCs). A rotated token is still taken within that time; the loader
+        and the host is computed anew each time (both showed in profiles of a burst of new
+        VDCs). A rotated token is still taken within that time; the loader
         itself rereads its file only every minute."""
         now = time.monotonic()
         if self._target_cache is None or now - self._target_asked >= self.credentials_kept:
