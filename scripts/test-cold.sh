@@ -5,10 +5,8 @@
 # mount namespace of its own, so nothing can be read from it. Debian packages are the
 # machine's: they cannot be uninstalled for the run.
 #
-# No ../shared means no Redfish schema bundle for the DMTF validator, which then downloads
-# DMTF's. Where that cannot be reached (these machines reach package registries only),
-# VDC_REDFISH_CSDL may name a copy; this script names ../shared/data/redfish-csdl of the
-# calling checkout when it exists and VDC_REDFISH_CSDL is unset, and says so.
+# The DMTF validator's Redfish schemas come from `make deps` (a crates.io package, into
+# the cache) like everything else; VDC_REDFISH_CSDL, if set, is passed on as it is.
 #
 #   VDC_COLD_DIR=/var/tmp/x make test-cold     # where (default: a new /var/tmp/vdc-cold.*)
 #   VDC_COLD_KEEP=1 make test-cold             # keep the directory afterwards
@@ -17,12 +15,6 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 dir=${VDC_COLD_DIR:-$(mktemp -d /var/tmp/vdc-cold.XXXXXX)}
 mkdir -p "$dir"
 [ -z "$(ls -A "$dir")" ] || { echo "test-cold: $dir is not empty" >&2; exit 2; }
-
-if [ -z "${VDC_REDFISH_CSDL:-}" ] && [ -d "$here/../shared/data/redfish-csdl" ]; then
-  export VDC_REDFISH_CSDL
-  VDC_REDFISH_CSDL=$(cd "$here/../shared/data/redfish-csdl" && pwd)
-  echo "test-cold: VDC_REDFISH_CSDL=$VDC_REDFISH_CSDL (stands in for the validator's download)"
-fi
 
 git clone -q "$here" "$dir/checkout/vdc"
 mkdir -p "$dir/cache" "$dir/pip-cache" "$dir/empty"
