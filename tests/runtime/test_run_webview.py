@@ -64,7 +64,12 @@ def browser(profile: Path) -> Any:
 
 
 def until(driver: Any, what: Callable[[Any], Any], timeout: float = 60) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(what)
+    """`what` polled until it gives something true. An element the page redrew between
+    finding it and reading it (the machines' table is redrawn as their states change) is
+    looked for again at the next poll, not a failure."""
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(what)
 
 
 def click(driver: Any, selector: str) -> None:
