@@ -4,7 +4,7 @@ scale (bench/operator_scale.py says what that part measures).
 
     sudo PYTHONPATH=. /var/cache/vdc/venv/bin/python bench/operator.py \\
         [--mode start|scale|all] [--counts 1,10] [--repeat 3] \\
-        [--scale 100,500] [--running 20] [--idle 30] [--rates 0,20]
+        [--scale 100,500] [--running 20] [--idle 30] [--rates 0,20] [--floor]
 
 Runs against the e2e cluster of tests/e2e/cluster (brought up, the images built and
 imported, the operator installed with its Helm chart). For each count N, alternating the
@@ -161,6 +161,11 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=30, help="scale: seconds idle")
     parser.add_argument("--rates", default="0,20",
                         help="scale: VDCs created per second (0: at full speed)")  # fmt: skip
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="scale: also by the floor controller (bench/operator_floor.py)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/operator.py: run as root (it runs the e2e cluster)")
@@ -171,9 +176,10 @@ def main() -> int:
         if args.mode in ("scale", "all"):
             scales = [int(c) for c in args.scale.split(",")]
             rates = [float(r) for r in args.rates.split(",")]
-            operator_scale.run(kube, scales, args.running, args.idle, rates)
+            operator_scale.run(kube, scales, args.running, args.idle, rates, args.floor)
     finally:
-        kube.helm("uninstall", "vdc", "--namespace", OPERATOR_NAMESPACE, "--wait")
+        if "vdc" in kube.helm("list", "--namespace", OPERATOR_NAMESPACE, "--short").split():
+            kube.helm("uninstall", "vdc", "--namespace", OPERATOR_NAMESPACE, "--wait")
     return 0
 
 

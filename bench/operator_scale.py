@@ -17,7 +17,11 @@ the operator installed:
   in the apiserver's audit log (the e2e cluster logs every request of the operator's
   namespace), per VDC and by verb;
 - delete -> gone: one collection delete, until no VDC and no pod of the bench is left;
-- the operator's RSS (peak, and at the end) and CPU seconds per phase, from /proc.
+- the operator's RSS (peak, and at the end) and CPU seconds per phase, from /proc;
+- with `--floor`, every rate and scale again with the operator's chart uninstalled and the
+  floor controller of bench/operator_floor.py making the same children with nothing else:
+  its p99 is what this machine's API server, etcd and scheduler allow, and the operator's
+  p99 over it ("p99 / floor") is what the operator adds.
 
 Targets (printed, not asserted): p99 apply -> pods <= 2 s, RSS <= 300 MiB, requests per
 VDC the same at every N (no growth faster than linear), no requests while idle but the
@@ -44,7 +48,9 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.watch.watch import iter_resp_lines
 from tests.e2e.cluster import config as cluster_config
-from tests.e2e.conftest import Kube
+from tests.e2e.conftest import OPERATOR_NAMESPACE, Kube
+
+import operator_floor
 
 NS = "vdc-scale"
 GROUP, VERSION, PLURAL = "vdc.dev", "v1alpha1", "virtualdatacenters"
@@ -289,16 +295,26 @@ def percentile(values: list[float], q: float) -> float:
 # -- one scale --------------------------------------------------------------------------------
 
 
-def measure(kube: Kube, count: int, running_count: int, idle: float, rate: float) -> dict[str, Any]:
+def measure(
+    kube: Kube,
+    count: int,
+    running_count: int,
+    idle: float,
+    rate: float,
+    floor: operator_floor.Floor | None = None,
+) -> dict[str, Any]:
+    """One scale and rate, made by the operator, or by `floor` (whose requests the audit
+    log, which counts the operator's, leaves out)."""
     config.load_kube_config(str(kube.layout.kubeconfig))
     custom, core = client.CustomObjectsApi(), client.CoreV1Api()
     audit = Audit(kube.layout.run / "audit.log")
-    pid = operator_pid()
+    pid = operator_pid() if floor is None else floor.pid
     names = [f"parked-{i}" for i in range(count)] + [f"run-{i}" for i in range(running_count)]
     watcher = PodWatch(kube.layout.kubeconfig)
     watcher.start()
+    by = "operator" if floor is None else "floor"
     result: dict[str, Any] = {"count": count, "running": running_count, "idle_s": idle,
-                              "rate": rate}  # fmt: skip
+                              "rate": rate, "by": by}  # fmt: skip
     created: dict[str, float] = {}
 
     def create(name: str, at: float) -> None:
@@ -378,24 +394,47 @@ def measure(kube: Kube, count: int, running_count: int, idle: float, rate: float
     return result
 
 
-def run(kube: Kube, scales: list[int], running_count: int, idle: float, rates: list[float]) -> int:
+def run(
+    kube: Kube,
+    scales: list[int],
+    running_count: int,
+    idle: float,
+    rates: list[float],
+    with_floor: bool = False,
+) -> int:
+    """Every rate and scale by the operator; then, `with_floor`, the same by the floor
+    controller (bench/operator_floor.py), once the operator's chart is uninstalled."""
     kube.call("create", "namespace", NS)
     results = []
     try:
         for rate in rates:
             for count in scales:
-                result = measure(kube, count, running_count, idle, rate)
-                results.append(result)
-                print(f"  N={count} at {_rate(rate)}: apply->pods p50 {result['p50']:.2f} s"
-                      f" p99 {result['p99']:.2f} s, RSS peak {result['rss_peak']:.0f} MiB,"
-                      f" creates {result['create_s']:.1f} s, all pods {result['all_pods_s']:.1f} s,"
-                      f" bench CPU {result['bench_cpu']:.1f} s",
-                      flush=True)  # fmt: skip
+                results.append(measure(kube, count, running_count, idle, rate))
+                _line(results[-1])
+        if with_floor:
+            kube.helm("uninstall", "vdc", "--namespace", OPERATOR_NAMESPACE, "--wait")
+            floor = operator_floor.Floor(str(kube.layout.kubeconfig), NS)
+            floor.start()
+            try:
+                for rate in rates:
+                    for count in scales:
+                        results.append(measure(kube, count, running_count, idle, rate, floor))
+                        _line(results[-1])
+            finally:
+                floor.stop()
     finally:
         kube.call("delete", "vdc", "-n", NS, "--all", "--wait=true", "--timeout=600s")
         kube.call("delete", "namespace", NS, "--wait=true", "--timeout=300s")
     report(results)
     return 0
+
+
+def _line(result: dict[str, Any]) -> None:
+    print(f"  N={result['count']} at {_rate(result['rate'])} by the {result['by']}:"
+          f" apply->pods p50 {result['p50']:.2f} s p99 {result['p99']:.2f} s,"
+          f" RSS peak {result['rss_peak']:.0f} MiB, creates {result['create_s']:.1f} s,"
+          f" all pods {result['all_pods_s']:.1f} s, bench CPU {result['bench_cpu']:.1f} s",
+          flush=True)  # fmt: skip
 
 
 def _rate(rate: float) -> str:
@@ -411,18 +450,25 @@ def report(results: list[dict[str, Any]]) -> None:
     print(f"The operator at scale: N parked VDCs of 2 groups + {results[0]['running']} running"
           f" ones (targets: p99 apply -> pods <= {P99_TARGET:.0f} s,"
           f" RSS <= {RSS_TARGET_MIB} MiB)")  # fmt: skip
-    print("| N | created at | create (API) | all pods | operator quiet | p50 | p99 | max |"
-          " p99 / target | RSS peak | RSS / target | CPU apply | CPU idle | delete -> gone |"
-          " CPU delete | API server + etcd |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("(by: the operator, or the floor controller, bench/operator_floor.py, which makes the"
+          " same children with nothing else; p99 / floor: against the floor's run of the same"
+          " N and rate)")  # fmt: skip
+    print("| N | created at | by | create (API) | all pods | quiet | p50 | p99 | max |"
+          " p99 / target | p99 / floor | RSS peak | RSS / target | CPU apply | CPU idle |"
+          " delete -> gone | CPU delete | API server + etcd |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    floors = {(r["count"], r["rate"]): r for r in results if r["by"] == "floor"}
     for r in results:
-        print(f"| {r['count']} | {_rate(r['rate'])} | {r['create_s']:.1f} s |"
+        under = floors.get((r["count"], r["rate"]))
+        ratio = f"{r['p99'] / under['p99']:.2f}x" if under is not None else "-"
+        print(f"| {r['count']} | {_rate(r['rate'])} | {r['by']} | {r['create_s']:.1f} s |"
               f" {r['all_pods_s']:.1f} s | {r['quiet_s']:.1f} s |"
               f" {r['p50']:.2f} s | {r['p99']:.2f} s | {r['max']:.2f} s |"
-              f" {r['p99'] / P99_TARGET:.2f}x | {r['rss_peak']:.0f} MiB |"
+              f" {r['p99'] / P99_TARGET:.2f}x | {ratio} | {r['rss_peak']:.0f} MiB |"
               f" {r['rss_peak'] / RSS_TARGET_MIB:.2f}x | {r['apply_cpu']:.1f} s |"
               f" {r['idle_cpu']:.1f} s | {r['delete_s']:.1f} s |"
               f" {r['delete_cpu']:.1f} s | {r['control_cores']:.2f} cores |")  # fmt: skip
+    results = [r for r in results if r["by"] == "operator"]
     base = results[0]
     print()
     print(f"The operator's API requests per VDC (audit log; ratio: against N={base['count']})")
