@@ -12,16 +12,17 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
 import tarfile
-import tempfile
 import urllib.request
 from pathlib import Path
+
+from tests.prereqs import atomic
 
 CRATE, VERSION = "nv-redfish-schema", "0.10.1"
 SHA256 = "1bdee22eb005df9021012e5014584c282b50b6d80c3aa49aca5480760920b05d"
 URL = f"https://static.crates.io/crates/{CRATE}/{CRATE}-{VERSION}.crate"
 INSIDE = f"{CRATE}-{VERSION}/redfish-csdl/csdl/"
+REQUIRED = ("ServiceRoot_v1.xml",)
 
 
 def cached_dir() -> Path:
@@ -29,25 +30,24 @@ def cached_dir() -> Path:
 
 
 def fetched() -> Path | None:
-    """The schemas' directory if `make deps` fetched them, else None."""
+    """The schemas' directory if `make deps` fetched them whole, else None."""
     found = cached_dir()
-    return found if any(found.glob("ServiceRoot_v*.xml")) else None
+    return found if atomic.verify(found, required=REQUIRED) else None
 
 
 def fetch() -> bool:
-    """Fetch and unpack the schemas unless they are there; True if this call did."""
-    if fetched() is not None:
-        return False
-    with urllib.request.urlopen(URL, timeout=120) as answer:
-        crate = answer.read()
-    digest = hashlib.sha256(crate).hexdigest()
-    if digest != SHA256:
-        raise SystemExit(f"deps: {URL} has sha256 {digest}, expected {SHA256}")
-    target = cached_dir()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Unpacked beside the target and renamed into place: a half-done fetch is never taken.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    """Fetch and unpack the schemas unless they are there; True if this call did. All or
+    nothing, as every build output of `make deps` (`atomic`)."""
+    out = cached_dir()
+    with atomic.locked(out):
+        if atomic.verify(out, required=REQUIRED):
+            return False
+        with urllib.request.urlopen(URL, timeout=120) as answer:
+            crate = answer.read()
+        digest = hashlib.sha256(crate).hexdigest()
+        if digest != SHA256:
+            raise SystemExit(f"deps: {URL} has sha256 {digest}, expected {SHA256}")
+        staging = atomic.partial(out)
         with tarfile.open(fileobj=io.BytesIO(crate), mode="r:gz") as archive:
             for member in archive.getmembers():
                 name = member.name
@@ -55,10 +55,7 @@ def fetch() -> bool:
                     source = archive.extractfile(member)
                     assert source is not None
                     (staging / Path(name).name).write_bytes(source.read())
-        if not any(staging.glob("ServiceRoot_v*.xml")):
+        if not all((staging / name).is_file() for name in REQUIRED):
             raise SystemExit(f"deps: no Redfish schemas under {INSIDE} in {URL}")
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        atomic.publish(staging, out, info={"crate": f"{CRATE} {VERSION}", "sha256": SHA256})
     return True
