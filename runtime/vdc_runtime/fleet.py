@@ -44,6 +44,7 @@ class Fleet:
         nft_table: str,
         on_fatal: Callable[[str], object],
         accepting_bmcs: Callable[[], bool],
+        on_record: Callable[[], object] | None = None,
         publish_order: list[str] | None = None,
         launcher: Launcher | None = None,
     ) -> None:
@@ -53,6 +54,8 @@ class Fleet:
         self.options = options
         self.on_fatal = on_fatal
         self.accepting_bmcs = accepting_bmcs
+        self.on_record = on_record
+        """Called when a machine's record (what a later run adopts) has changed."""
         """Whether a BMC address the guest announces is still taken up (not while stopping)."""
         self.machines: dict[str, Machine] = {}
         self.layouts: dict[str, NodeLayout] = {}
@@ -205,6 +208,7 @@ class Fleet:
                 on_fatal=self.on_fatal,
                 on_bmc_address=self._bmc_announced,
                 launcher=self.launcher,
+                on_record=self.on_record,
             )
 
     async def start(self, ledger: Ledger) -> None:

@@ -54,11 +54,15 @@ class Machine:
         on_fatal: Callable[[str], object],
         on_bmc_address: Callable[[Machine, str], Awaitable[None] | None] | None = None,
         launcher: Launcher | None = None,
+        on_record: Callable[[], object] | None = None,
     ) -> None:
         self.node = node
         self.layout = layout
         self.on_fatal = on_fatal
         self.on_bmc_address = on_bmc_address
+        self.on_record = on_record
+        """Called as soon as what record() returns has changed (a boot, the guest ready, a
+        BMC address announced), before anything else can see the change."""
         self.state = MachineState.STOPPED
         self.power = Power.OFF
         self.transitions: deque[Transition] = deque(maxlen=32)
@@ -122,6 +126,11 @@ class Machine:
         self.boots += 1
         self.ready_at = None
         self._console_window = ""
+        self._recorded()
+
+    def _recorded(self) -> None:
+        if self.on_record is not None:
+            self.on_record()
 
     def _watch_readiness(self, data: bytes) -> None:
         if self._readiness is None or self.ready_at is not None:
@@ -131,6 +140,7 @@ class Machine:
         if self._readiness.search(window):
             self.ready_at = time.time()
             self._console_window = ""
+            self._recorded()
             log.info("node %s: ready (its console matched %r)", self.name, self._readiness.pattern)
         else:
             self._console_window = window
@@ -280,6 +290,7 @@ class Machine:
                     continue
                 log.info("node %s: guest announced BMC address %s", self.name, address)
                 self.bmc_address = address
+                self._recorded()
                 if self.on_bmc_address is not None:
                     result = self.on_bmc_address(self, address)
                     if result is not None:
