@@ -160,7 +160,8 @@ def main() -> int:
     parser.add_argument("--running", type=int, default=20, help="scale: VDCs that run")
     parser.add_argument("--idle", type=float, default=30, help="scale: seconds idle")
     parser.add_argument("--rates", default="0,20",
-                        help="scale: VDCs created per second (0: at full speed)")  # fmt: skip
+                        help="scale: VDCs created per second (0: at full speed; kubectl: one"
+                             " `kubectl apply -f` of them all)")  # fmt: skip
     parser.add_argument(
         "--floor",
         action="store_true",
@@ -175,7 +176,10 @@ def main() -> int:
             start(kube, [int(c) for c in args.counts.split(",")], args.repeat)
         if args.mode in ("scale", "all"):
             scales = [int(c) for c in args.scale.split(",")]
-            rates = [float(r) for r in args.rates.split(",")]
+            rates = [
+                operator_scale.KUBECTL if r == "kubectl" else float(r)
+                for r in args.rates.split(",")
+            ]
             operator_scale.run(kube, scales, args.running, args.idle, rates, args.floor)
     finally:
         if "vdc" in kube.helm("list", "--namespace", OPERATOR_NAMESPACE, "--short").split():

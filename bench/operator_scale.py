@@ -8,10 +8,12 @@ the operator installed:
   node label no node has (so the scheduler keeps them Pending and nothing boots), plus
   `--running` VDCs of two groups whose agents really run a small fabric (a network
   stretched between the groups, a namespace in each), created through the API by 8
-  threads, at full speed (rate 0: a burst, as one `kubectl apply` of them all) or paced at
-  a rate of VDCs per second (a CI system's steady stream);
-- apply -> pods created: per VDC, from the return of its create call to the moment a watch
-  of this process sees the last of its two pods; p50, p99 and max;
+  threads, at full speed (rate 0: a burst, harder than any one client makes) or paced at
+  a rate of VDCs per second (a CI system's steady stream), or by one `kubectl apply -f` of
+  a file that holds them all (rate `kubectl`: what a user types);
+- apply -> pods created: per VDC, from the return of its create call (with kubectl, from
+  the moment a watch sees the VDC: kubectl tells no times) to the moment a watch of the
+  bench sees the last of its two pods; p50, p99 and max;
 - the operator's requests to the API: while creating, until it has asked nothing for 3 s
   ("operator quiet"); then while idle for `--idle` seconds; and while deleting: counted
   in the apiserver's audit log (the e2e cluster logs every request of the operator's
@@ -55,6 +57,8 @@ import operator_floor
 NS = "vdc-scale"
 GROUP, VERSION, PLURAL = "vdc.dev", "v1alpha1", "virtualdatacenters"
 P99_TARGET, RSS_TARGET_MIB = 2.0, 300
+KUBECTL = -1.0
+"""The rate that stands for one `kubectl apply -f` of every VDC."""
 PAGE = 4096
 
 
@@ -196,18 +200,18 @@ class Audit:
 # -- watching what appears and goes -----------------------------------------------------------
 
 
-class PodWatch:
-    """The first sight of every pod of the bench's VDCs, by name, timed in a process of its
-    own: a thread of the bench saw events late whenever its creating threads held the GIL,
-    and decoding every event into the client's models took CPU from what is measured.
+class FirstSight:
+    """The first sight of every pod (or VDC) of the bench, by name, timed in a process of
+    its own: a thread of the bench saw events late whenever its creating threads held the
+    GIL, and decoding every event into the client's models took CPU from what is measured.
     CLOCK_MONOTONIC is the machine's, so its times compare with the bench's own."""
 
-    def __init__(self, kubeconfig: Path) -> None:
+    def __init__(self, kubeconfig: Path, kind: str = "pods") -> None:
         context = multiprocessing.get_context("fork")
         self._queue: multiprocessing.Queue[tuple[str, float] | None] = context.Queue()
         self._stop = context.Event()
         self._process = context.Process(
-            target=_watch_pods, args=(str(kubeconfig), self._queue, self._stop), daemon=True
+            target=_watch, args=(str(kubeconfig), kind, self._queue, self._stop), daemon=True
         )
         self.first: dict[str, float] = {}
 
@@ -232,18 +236,22 @@ class PodWatch:
             self._process.kill()
 
 
-def _watch_pods(kubeconfig: str, out: multiprocessing.Queue[Any], stop: Any) -> None:
+def _watch(kubeconfig: str, kind: str, out: multiprocessing.Queue[Any], stop: Any) -> None:
     config.load_kube_config(kubeconfig)
-    core = client.CoreV1Api()
+    core, custom = client.CoreV1Api(), client.CustomObjectsApi()
     seen: set[str] = set()
     version: str | None = None
     established = False
     while not stop.is_set():
+        common = {"watch": True, "allow_watch_bookmarks": True, "resource_version": version,
+                  "timeout_seconds": 5, "_preload_content": False}  # fmt: skip
         try:
-            response = core.list_namespaced_pod(
-                NS, label_selector="vdc.dev/name", watch=True, allow_watch_bookmarks=True,
-                resource_version=version, timeout_seconds=5, _preload_content=False,
-            )  # fmt: skip
+            if kind == "pods":
+                response = core.list_namespaced_pod(NS, label_selector="vdc.dev/name", **common)
+            else:
+                response = custom.list_namespaced_custom_object(
+                    GROUP, VERSION, NS, PLURAL, **common
+                )
         except Exception:
             time.sleep(0.1)
             continue
@@ -310,8 +318,11 @@ def measure(
     audit = Audit(kube.layout.run / "audit.log")
     pid = operator_pid() if floor is None else floor.pid
     names = [f"parked-{i}" for i in range(count)] + [f"run-{i}" for i in range(running_count)]
-    watcher = PodWatch(kube.layout.kubeconfig)
+    watcher = FirstSight(kube.layout.kubeconfig)
     watcher.start()
+    vdc_watcher = FirstSight(kube.layout.kubeconfig, "vdcs") if rate == KUBECTL else None
+    if vdc_watcher is not None:
+        vdc_watcher.start()
     by = "operator" if floor is None else "floor"
     result: dict[str, Any] = {"count": count, "running": running_count, "idle_s": idle,
                               "rate": rate, "by": by}  # fmt: skip
@@ -337,9 +348,14 @@ def measure(
         control0 = sum(cpu_seconds(p) for p in control)
         bench0 = _own_cpu()
         start = time.monotonic()
-        times = [start + (i / rate if rate else 0.0) for i in range(len(names))]
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(create, names, times))
+        if vdc_watcher is not None:
+            bodies = [running(n) if n.startswith("run-") else parked(n) for n in names]
+            kube.run("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                          "items": bodies}))  # fmt: skip
+        else:
+            times = [start + (i / rate if rate > 0 else 0.0) for i in range(len(names))]
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(create, names, times))
         result["create_s"] = time.monotonic() - t0
         deadline = time.monotonic() + 600
         pods = {n: (f"vdc-{n}-a", f"vdc-{n}-b") for n in names}
@@ -352,6 +368,9 @@ def measure(
                 raise TimeoutError(f"{len(missing)} VDCs without both pods, e.g. {missing[:3]}")
             time.sleep(0.1)
         result["all_pods_s"] = time.monotonic() - t0
+        if vdc_watcher is not None:
+            created = dict(vdc_watcher.update())
+            vdc_watcher.stop()
         result["bench_cpu"] = _own_cpu() - bench0
         # Cores the API server and etcd kept busy until then: on a small machine, what
         # bounds how fast a burst of VDCs gets its pods, whatever the operator does.
@@ -438,6 +457,8 @@ def _line(result: dict[str, Any]) -> None:
 
 
 def _rate(rate: float) -> str:
+    if rate == KUBECTL:
+        return "kubectl apply"
     return f"{rate:g} VDCs/s" if rate else "full speed"
 
 
