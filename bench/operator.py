@@ -4,7 +4,7 @@ scale (bench/operator_scale.py says what that part measures).
 
     sudo PYTHONPATH=. /var/cache/vdc/venv/bin/python bench/operator.py \\
         [--mode start|scale|all] [--counts 1,10] [--repeat 3] \\
-        [--scale 100,500] [--running 20] [--idle 30] [--rates 0,20] [--floor]
+        [--scale 100,500] [--running 20] [--idle 30] [--rates kubectl,0,20] [--floor]
 
 Runs against the e2e cluster of tests/e2e/cluster (brought up, the images built and
 imported, the operator installed with its Helm chart). For each count N, alternating the
@@ -159,7 +159,7 @@ def main() -> int:
     parser.add_argument("--scale", default="100,500", help="scale: parked VDCs per run")
     parser.add_argument("--running", type=int, default=20, help="scale: VDCs that run")
     parser.add_argument("--idle", type=float, default=30, help="scale: seconds idle")
-    parser.add_argument("--rates", default="0,20",
+    parser.add_argument("--rates", default="kubectl,0,20",
                         help="scale: VDCs created per second (0: at full speed; kubectl: one"
                              " `kubectl apply -f` of them all)")  # fmt: skip
     parser.add_argument(

@@ -275,6 +275,22 @@ def _watch(kubeconfig: str, kind: str, out: multiprocessing.Queue[Any], stop: An
         response.close()  # not back to the pool: what is left unread would follow
 
 
+def webhook_seconds(kube: Kube) -> tuple[float, int]:
+    """The API server's time in the admission webhooks of VDC creates, and their number,
+    so far (from its metrics): what the operator's webhooks add to every create."""
+    total, count = 0.0, 0
+    for line in kube.run("get", "--raw", "/metrics").splitlines():
+        if not line.startswith("apiserver_admission_webhook_admission_duration_seconds_"):
+            continue
+        if 'name="vdc-' not in line or 'operation="CREATE"' not in line:
+            continue
+        if line.startswith("apiserver_admission_webhook_admission_duration_seconds_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("apiserver_admission_webhook_admission_duration_seconds_count"):
+            count += int(float(line.rsplit(" ", 1)[1]))
+    return total, count
+
+
 def quiet(audit: Audit, since: float, still: float = 3.0, limit: float = 300.0) -> float:
     """Wait until the audit log (the operator's requests only) has not grown for `still`
     seconds; the time from `since` to its last request. Its size says so: parsing it every
@@ -347,6 +363,7 @@ def measure(
         cpu0, t0 = cpu_seconds(pid), time.monotonic()
         control0 = sum(cpu_seconds(p) for p in control)
         bench0 = _own_cpu()
+        hooked0 = webhook_seconds(kube)
         start = time.monotonic()
         if vdc_watcher is not None:
             bodies = [running(n) if n.startswith("run-") else parked(n) for n in names]
@@ -357,6 +374,9 @@ def measure(
             with ThreadPoolExecutor(8) as pool:
                 list(pool.map(create, names, times))
         result["create_s"] = time.monotonic() - t0
+        hooked = webhook_seconds(kube)
+        # Per VDC created: the webhooks asked of each (none without the operator's chart).
+        result["webhook_ms"] = (hooked[0] - hooked0[0]) * 1000 / len(names)
         deadline = time.monotonic() + 600
         pods = {n: (f"vdc-{n}-a", f"vdc-{n}-b") for n in names}
         while True:
@@ -474,15 +494,17 @@ def report(results: list[dict[str, Any]]) -> None:
     print("(by: the operator, or the floor controller, bench/operator_floor.py, which makes the"
           " same children with nothing else; p99 / floor: against the floor's run of the same"
           " N and rate)")  # fmt: skip
-    print("| N | created at | by | create (API) | all pods | quiet | p50 | p99 | max |"
+    print("| N | created at | by | create (API) | webhooks per create | all pods | quiet | p50 |"
+          " p99 | max |"
           " p99 / target | p99 / floor | RSS peak | RSS / target | CPU apply | CPU idle |"
           " delete -> gone | CPU delete | API server + etcd |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     floors = {(r["count"], r["rate"]): r for r in results if r["by"] == "floor"}
     for r in results:
         under = floors.get((r["count"], r["rate"]))
         ratio = f"{r['p99'] / under['p99']:.2f}x" if under is not None else "-"
         print(f"| {r['count']} | {_rate(r['rate'])} | {r['by']} | {r['create_s']:.1f} s |"
+              f" {r['webhook_ms']:.1f} ms |"
               f" {r['all_pods_s']:.1f} s | {r['quiet_s']:.1f} s |"
               f" {r['p50']:.2f} s | {r['p99']:.2f} s | {r['max']:.2f} s |"
               f" {r['p99'] / P99_TARGET:.2f}x | {ratio} | {r['rss_peak']:.0f} MiB |"
