@@ -187,7 +187,11 @@ class DataCenterRun:
     def _app_supervisor(self) -> procs.AppSupervisor:
         assert self.ledger is not None
         return procs.AppSupervisor(
-            self.ledger, on_fatal=self._fatal, cwd=self.options.workdir, launcher=self.launcher
+            self.ledger,
+            on_fatal=self._fatal,
+            cwd=self.options.workdir,
+            launcher=self.launcher,
+            on_started=self._state_changed,
         )
 
     def state(self) -> runstate.RunState:
@@ -211,20 +215,21 @@ class DataCenterRun:
         runstate.save(self.options.run_dir, self._saved_state)
 
     def _state_changed(self) -> None:
-        """A machine's boots, readiness or announced BMC address changed, or a forward was
-        added or deleted: saved at once, before the API, the BMCs or the agent's report
-        can show it, so that whatever a run was seen to have, a run adopting it after a
-        kill has too (its BMCs served again above all: a guest never announces its
-        address twice). In the event
-        loop, not a thread: neco's lab writes 23 kB in about 3 ms, and one writer at a
-        time keeps the file's replacement whole."""
+        """A machine's boots, readiness or announced BMC address changed, an app started
+        again, or a forward was added or deleted: saved at once, before the API, the BMCs
+        or the agent's report can show it, so that whatever a run was seen to have, a run
+        adopting it after a kill has too: its BMCs served again above all (a guest never
+        announces its address twice), and an app's new process, which an adopter knowing
+        only the old pid would start a second time. In the event loop, not a thread:
+        neco's lab writes 23 kB in about 3 ms, and one writer at a time keeps the file's
+        replacement whole."""
         if self.phase == RunPhase.RUNNING and self.state() != self._saved_state:
             self.save_state()
 
     async def _keep_state(self) -> None:
-        """The state on disk follows the rest of the run within a second (an app started
-        again, a machine's firmware for its next boot): a later run adopts what runs
-        when this one is killed."""
+        """The state on disk follows the rest of the run within a second (a machine's
+        firmware for its next boot): a later run adopts what runs when this one is
+        killed."""
         while True:
             await asyncio.sleep(STATE_INTERVAL)
             if self.phase != RunPhase.RUNNING:

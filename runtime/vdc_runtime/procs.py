@@ -199,10 +199,13 @@ class AppSupervisor:
         on_fatal: Callable[[str], Awaitable[None] | None],
         cwd: Path | None = None,
         launcher: Launcher | None = None,
+        on_started: Callable[[], object] | None = None,
     ) -> None:
         self.ledger = ledger
         self.cwd = cwd
         self.on_fatal = on_fatal
+        self.on_started = on_started
+        """Called as soon as an app's process started, its pid in `records()`."""
         self.launcher: Launcher = launcher if launcher is not None else LocalLauncher()
         self.apps: list[AppState] = []
         self._running: dict[int, Launched] = {}
@@ -245,6 +248,8 @@ class AppSupervisor:
         app.pid, app.state, app.started_at = proc.pid, "running", time.time()
         self._running[proc.pid] = proc
         log.info("app %s started (pid %d)", app.label, proc.pid)
+        if self.on_started is not None:
+            self.on_started()
         return proc
 
     async def _watch(self, app: AppState, proc: Launched) -> None:

@@ -24,7 +24,9 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 BMC = "10.6.16.5"
 
 
-def lab(tmp_path: Path, guest: GuestPaths, marker: str, restart: str = "no") -> Path:
+def lab(
+    tmp_path: Path, guest: GuestPaths, marker: str, restart: str = "no", app_restart: str = "no"
+) -> Path:
     text = f"""\
 kind: Network
 name: adnet
@@ -43,6 +45,7 @@ interfaces:
 apps:
 - name: ticker
   command: [sh, -c, 'while :; do echo tick {marker}; sleep 0.2; done']
+  restart: {app_restart}
 ---
 """ + node_yaml(
         "ad1", guest, cmdline=f"vdc.bmc={BMC}", extra=f"interfaces: [adnet]\nrestart: {restart}\n"
@@ -73,7 +76,7 @@ class Lab:
     """The killed run's views of its node and namespace, by path."""
 
 
-MakeLab = Callable[[str, str], Lab]
+MakeLab = Callable[..., Lab]
 FORWARD_PORT = 18087
 
 
@@ -86,9 +89,9 @@ def make_lab(
     no QEMU outlives the test."""
     made: list[Lab] = []
 
-    def make(marker: str, restart: str = "no") -> Lab:
-        lab_ = Lab(host, lab(tmp_path, guest, marker, restart), tmp_path / "run", running,
-                   snapshot(host))  # fmt: skip
+    def make(marker: str, restart: str = "no", app_restart: str = "no") -> Lab:
+        lab_ = Lab(host, lab(tmp_path, guest, marker, restart, app_restart), tmp_path / "run",
+                   running, snapshot(host))  # fmt: skip
         made.append(lab_)
         return lab_
 
@@ -196,6 +199,53 @@ def test_a_machine_that_ended_in_the_gap_follows_its_restart_policy(
     assert "its QEMU ended while no run watched it" in adopting.output
     assert adopting.stop() == 0, adopting.output
     running.remove(adopting)
+    assert_no_leftovers(lab_.before, host, markers=(marker,))
+
+
+def _tickers(marker: str) -> list[int]:
+    """The pids of the lab's app processes (its shell, by the marker in its command)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and _running(int(proc.name)):
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[:2] == [b"sh", b"-c"] and f"tick {marker}".encode() in argv[2]:
+                found.append(int(proc.name))
+    return found
+
+
+def test_an_app_started_again_just_before_the_kill_is_adopted_not_started_twice(
+    make_lab: MakeLab, tmp_path: Path
+) -> None:
+    marker = "31847"
+    lab_ = make_lab(marker, app_restart="always")
+    host, spec, running = lab_.host, lab_.spec, lab_.running
+    first = VdcRun(host, [spec], lab_.run_dir).start()
+    running.append(first)
+    first.wait_ready(120)
+    (old,) = _tickers(marker)
+    os.kill(old, signal.SIGKILL)
+    # Killed as soon as the API shows the app's new process.
+    deadline = time.monotonic() + 30
+    while (app := first.api("/netns/adns")[1]["apps"][0])["pid"] in (old, None):
+        assert time.monotonic() < deadline, app
+        time.sleep(0.05)
+    first.signal(signal.SIGKILL)
+    first.wait()
+    running.remove(first)
+    assert _tickers(marker) == [app["pid"]]
+
+    adopting = VdcRun(host, [spec], lab_.run_dir, "--adopt").start()
+    running.append(adopting)
+    adopting.wait_ready(60)
+    adopted = adopting.api("/netns/adns")[1]["apps"][0]
+    assert (adopted["pid"], adopted["restarts"]) == (app["pid"], 1), adopted
+    assert _tickers(marker) == [app["pid"]]  # one app, not a second one beside it
+    assert adopting.stop() == 0, adopting.output
+    running.remove(adopting)
+    assert _tickers(marker) == []
     assert_no_leftovers(lab_.before, host, markers=(marker,))
 
 
