@@ -44,7 +44,7 @@ class Fleet:
         nft_table: str,
         on_fatal: Callable[[str], object],
         accepting_bmcs: Callable[[], bool],
-        on_record: Callable[[], object] | None = None,
+        on_record: Callable[[], object] = lambda: None,
         publish_order: list[str] | None = None,
         launcher: Launcher | None = None,
     ) -> None:
@@ -54,9 +54,9 @@ class Fleet:
         self.options = options
         self.on_fatal = on_fatal
         self.accepting_bmcs = accepting_bmcs
+        """Whether a BMC address the guest announces is still taken up (not while stopping)."""
         self.on_record = on_record
         """Called when a machine's record (what a later run adopts) has changed."""
-        """Whether a BMC address the guest announces is still taken up (not while stopping)."""
         self.machines: dict[str, Machine] = {}
         self.layouts: dict[str, NodeLayout] = {}
         self.accel: str | None = None

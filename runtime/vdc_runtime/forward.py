@@ -96,16 +96,12 @@ class Forward:
 
 class Forwards:
     def __init__(
-        self, known_netns: set[str], on_change: Callable[[], object] | None = None
+        self, known_netns: set[str], on_change: Callable[[], object] = lambda: None
     ) -> None:
         self.known_netns = known_netns
         self.items: dict[int, Forward] = {}
         self.on_change = on_change
         """Called once a forward was added or deleted, before the caller is answered."""
-
-    def _changed(self) -> None:
-        if self.on_change is not None:
-            self.on_change()
 
     async def add(
         self,
@@ -131,7 +127,7 @@ class Forwards:
             raise ForwardError(f"cannot listen on {bind}:{local_port}: {exc.strerror}") from exc
         self.items[local_port] = fwd
         log.info("forward %s:%d → %s:%s:%d", bind, local_port, netns, remote_host, remote_port)
-        self._changed()
+        self.on_change()
         return fwd
 
     async def delete(self, local_port: int) -> bool:
@@ -141,7 +137,7 @@ class Forwards:
         if fwd.server is not None:
             # Not wait_closed(): from Python 3.12 it also waits for open connections.
             fwd.server.close()
-        self._changed()
+        self.on_change()
         return True
 
     async def close(self) -> None:

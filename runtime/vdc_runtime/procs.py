@@ -199,7 +199,7 @@ class AppSupervisor:
         on_fatal: Callable[[str], Awaitable[None] | None],
         cwd: Path | None = None,
         launcher: Launcher | None = None,
-        on_started: Callable[[], object] | None = None,
+        on_started: Callable[[], object] = lambda: None,
     ) -> None:
         self.ledger = ledger
         self.cwd = cwd
@@ -248,8 +248,7 @@ class AppSupervisor:
         app.pid, app.state, app.started_at = proc.pid, "running", time.time()
         self._running[proc.pid] = proc
         log.info("app %s started (pid %d)", app.label, proc.pid)
-        if self.on_started is not None:
-            self.on_started()
+        self.on_started()
         return proc
 
     async def _watch(self, app: AppState, proc: Launched) -> None:

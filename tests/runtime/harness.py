@@ -140,7 +140,8 @@ def _tables(ns: str | None) -> frozenset[str]:
     return frozenset(sh(["nft", "list", "tables"], ns=ns).split("\n")) - {""}
 
 
-def _processes() -> frozenset[tuple[int, str]]:
+def processes() -> frozenset[tuple[int, str]]:
+    """Every process's pid and command line (its arguments joined by spaces)."""
     found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -160,7 +161,7 @@ def snapshot(host: HostNetns) -> Snapshot:
         test_links=_links(host.name),
         host_tables=_tables(None),
         test_tables=_tables(host.name),
-        processes=_processes(),
+        processes=processes(),
     )
 
 

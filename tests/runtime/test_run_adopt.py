@@ -16,7 +16,14 @@ import pytest
 from tests.guest.build import GuestPaths
 from tests.runtime.conftest import write
 from tests.runtime.guests import console, node_yaml, wait_power
-from tests.runtime.harness import HostNetns, Snapshot, VdcRun, assert_no_leftovers, snapshot
+from tests.runtime.harness import (
+    HostNetns,
+    Snapshot,
+    VdcRun,
+    assert_no_leftovers,
+    processes,
+    snapshot,
+)
 from vdc_runtime.fabric import netns as nsutil
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -204,16 +211,8 @@ def test_a_machine_that_ended_in_the_gap_follows_its_restart_policy(
 
 def _tickers(marker: str) -> list[int]:
     """The pids of the lab's app processes (its shell, by the marker in its command)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and _running(int(proc.name)):
-            try:
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if argv[:2] == [b"sh", b"-c"] and f"tick {marker}".encode() in argv[2]:
-                found.append(int(proc.name))
-    return found
+    shell = f"sh -c while :; do echo tick {marker};"
+    return sorted(pid for pid, cmd in processes() if cmd.startswith(shell) and _running(pid))
 
 
 def test_an_app_started_again_just_before_the_kill_is_adopted_not_started_twice(

@@ -54,7 +54,7 @@ class Machine:
         on_fatal: Callable[[str], object],
         on_bmc_address: Callable[[Machine, str], Awaitable[None] | None] | None = None,
         launcher: Launcher | None = None,
-        on_record: Callable[[], object] | None = None,
+        on_record: Callable[[], object] = lambda: None,
     ) -> None:
         self.node = node
         self.layout = layout
@@ -126,11 +126,7 @@ class Machine:
         self.boots += 1
         self.ready_at = None
         self._console_window = ""
-        self._recorded()
-
-    def _recorded(self) -> None:
-        if self.on_record is not None:
-            self.on_record()
+        self.on_record()
 
     def _watch_readiness(self, data: bytes) -> None:
         if self._readiness is None or self.ready_at is not None:
@@ -140,7 +136,7 @@ class Machine:
         if self._readiness.search(window):
             self.ready_at = time.time()
             self._console_window = ""
-            self._recorded()
+            self.on_record()
             log.info("node %s: ready (its console matched %r)", self.name, self._readiness.pattern)
         else:
             self._console_window = window
@@ -290,7 +286,7 @@ class Machine:
                     continue
                 log.info("node %s: guest announced BMC address %s", self.name, address)
                 self.bmc_address = address
-                self._recorded()
+                self.on_record()
                 if self.on_bmc_address is not None:
                     result = self.on_bmc_address(self, address)
                     if result is not None:
