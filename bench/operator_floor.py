@@ -86,19 +86,14 @@ async def _floor(kubeconfig: str, namespace: str, ready: Any, stop: Any) -> None
         )
 
     async def watch() -> None:
-        # The operator's request code has no watch: its session, host and credentials,
-        # which this bench borrows, stream the VDCs' events here.
         path = f"/apis/{cr.GROUP}/{cr.VERSION}/namespaces/{namespace}/{cr.PLURAL}"
         version: str | None = None
         while True:
-            host, headers = api._target()
             params = {"watch": "1", "allowWatchBookmarks": "true", "timeoutSeconds": "300"}
             if version is not None:
                 params["resourceVersion"] = version
             try:
-                async with api._connections().get(
-                    host + path, params=params, headers=headers
-                ) as answer:
+                async with api.stream(path, params, read_timeout=330) as answer:
                     answer.raise_for_status()
                     ready.set()
                     async for line in answer.content:
@@ -115,7 +110,7 @@ async def _floor(kubeconfig: str, namespace: str, ready: Any, stop: Any) -> None
                             made.add(task)
                             task.add_done_callback(made.discard)
             except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
-                continue  # a quiet watch times out on the session's read timeout: again
+                continue  # the API server ended the watch: again
 
     watching = asyncio.create_task(watch())
     try:

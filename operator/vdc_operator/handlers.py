@@ -18,6 +18,8 @@ Run with `kopf run -m vdc_operator.handlers --all-namespaces` (the operator imag
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -30,7 +32,9 @@ import kopf
 from vdc_operator import builders, github, metrics, persistence, runners
 from vdc_operator import snapshots as snapshot_handlers  # registers the snapshots' handlers
 from vdc_operator.admission import AdmissionServer
-from vdc_operator.kube import Api
+from vdc_operator.events import Source, build_event
+from vdc_operator.kube import Api, Manifest
+from vdc_operator.podwatch import PodWatch
 from vdc_operator.specs import PlacedSpecs
 from vdc_runtime.resource import spec as cr
 from vdc_runtime.resource.status import (
@@ -42,6 +46,8 @@ from vdc_runtime.resource.status import (
 from vdc_runtime.spec import SpecErrors
 
 RESOURCE = (cr.GROUP, cr.VERSION, cr.PLURAL)
+
+log = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
@@ -84,8 +90,47 @@ def configure(
     logger.info("runtime image %s; metrics on port %d", memo.settings.runtime_image, metrics_port)
 
 
+@kopf.on.startup()
+async def pods_watch(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """The pods' own watch (`podwatch`: kopf's handling of their events was most of the
+    operator's work in a burst of new VDCs), in the namespaces kopf watches; it starts
+    once kopf has logged in (`login`)."""
+    names = os.environ.get("VDC_NAMESPACES", "")
+    namespaces = [n for n in names.split(",") if n] or None
+    memo.event_source = Source(
+        component=settings.posting.reporting_component,
+        instance=settings.posting.reporting_instance,
+        name_prefix=settings.posting.event_name_prefix,
+    )
+    memo.vdcs = {}
+    memo.pods = PodWatch(
+        memo.api,
+        builders.LABEL_NAME,
+        functools.partial(pod_changed, memo),
+        labels=(builders.LABEL_GROUP,),
+        annotations=(builders.ANNOTATION_HASH,),
+        namespaces=namespaces,
+    )
+
+
+@kopf.on.login()
+async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf's own login through the `kubernetes` client, whose configuration `Api` uses;
+    then the pods' watch starts. (Start-up handlers run before the login: a request made
+    by one found no configuration.) kopf logs in again when its credentials are refused:
+    the watch, started, goes on."""
+    credentials = kopf.login_via_client(memo=memo, **kwargs)
+    if credentials is not None and "pods_watching" not in memo:
+        memo.pods_watching = asyncio.create_task(memo.pods.run(), name="pods' watch")
+    return credentials
+
+
 @kopf.on.cleanup()
 async def disconnect(memo: kopf.Memo, **_: Any) -> None:
+    if "pods_watching" in memo:
+        memo.pods_watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await memo.pods_watching
     if "api" in memo:
         await memo.api.close()
 
@@ -124,7 +169,7 @@ async def converge(
 ) -> None:
     """Make the VDC's ServiceAccount, Role, RoleBinding and pod exist and match its spec.
 
-    `labelled`: the pods labelled with its name, as the pods' watch shows them (`pods`)."""
+    `labelled`: the pods labelled with its name, as the pods' watch shows them."""
     api: Api = memo.api
     meta = body["metadata"]
     namespace = meta["namespace"]
@@ -249,25 +294,13 @@ async def _converge_pods(
     await _write_status(api, body, lambda vdc: builders.created_status(vdc, spec, by_group))
 
 
-@kopf.index("v1", "pods", labels={builders.LABEL_NAME: kopf.PRESENT})
-async def pods(namespace: str, labels: Any, body: Any, **_: Any) -> dict[tuple[str, str], Any]:
-    """The pods labelled with each VDC's name (an earlier VDC's of that name included), as
-    their watch last showed them: what `converge` and `delete` look at, where a list each
-    time was a request per VDC created and one per two seconds of every deletion. kopf
-    fills its indexes before it calls a handler. Only what those handlers read is kept."""
-    meta = body["metadata"]
-    kept = {
-        "name": meta["name"],
-        "deletionTimestamp": meta.get("deletionTimestamp"),
-        "ownerReferences": [{"uid": o.get("uid")} for o in meta.get("ownerReferences") or []],
-        "annotations": {builders.ANNOTATION_HASH: _pod_hash(body)},
-    }
-    return {(namespace, labels[builders.LABEL_NAME]): {"metadata": kept}}
-
-
-def _labelled(index: kopf.Index[tuple[str, str], Any], vdc: Any) -> list[Any]:
+async def _labelled(memo: kopf.Memo, vdc: Any) -> list[Any]:
+    """The pods labelled with the VDC's name (an earlier VDC's of that name included), as
+    the pods' watch last showed them: where a list each time was a request per VDC created
+    and one per two seconds of every deletion. Only once the watch has listed them all."""
+    await memo.pods.synced.wait()
     meta = vdc["metadata"]
-    return list(index.get((meta["namespace"], meta["name"]), ()))
+    return memo.pods.labelled(meta["namespace"], meta["name"])  # type: ignore[no-any-return]
 
 
 def _owned_by(pod: Any, vdc: Any) -> bool:
@@ -466,15 +499,14 @@ async def reconcile(
     patch: kopf.Patch,
     logger: logging.Logger,
     memo: kopf.Memo,
-    pods: kopf.Index[tuple[str, str], Any],
     **_: Any,
 ) -> None:
     with metrics.reconcile("reconcile"):
-        await converge(body, patch, logger, memo, _labelled(pods, body))
+        await converge(body, patch, logger, memo, await _labelled(memo, body))
 
 
 STOP_WAIT, STOP_POLL = 60.0, 0.2
-"""How long `delete` follows its pods' stopping in the pods' index before kopf retries it
+"""How long `delete` follows its pods' stopping in the pods' watch before kopf retries it
 (each retry is a write of kopf's progress to the VDC), and how often it looks."""
 
 
@@ -483,7 +515,6 @@ async def delete(
     body: Any,
     logger: logging.Logger,
     memo: kopf.Memo,
-    pods: kopf.Index[tuple[str, str], Any],
     **_: Any,
 ) -> None:
     """Stop the pod (its agent tears the data center down) and remove the agent's access,
@@ -492,7 +523,7 @@ async def delete(
     with metrics.reconcile("delete"):
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
-        owned = [p for p in _labelled(pods, body) if _owned_by(p, body)]
+        owned = [p for p in await _labelled(memo, body) if _owned_by(p, body)]
         running = [p for p in owned if not p["metadata"].get("deletionTimestamp")]
         if running:
             await _write_status(
@@ -505,7 +536,7 @@ async def delete(
         for pod in running:
             await api.delete("Pod", namespace, pod["metadata"]["name"])
         deadline = time.monotonic() + STOP_WAIT
-        while any(_owned_by(p, body) for p in _labelled(pods, body)):
+        while any(_owned_by(p, body) for p in await _labelled(memo, body)):
             if time.monotonic() > deadline:
                 raise kopf.TemporaryError("waiting for the pods to stop", delay=2)
             await asyncio.sleep(STOP_POLL)
@@ -528,42 +559,25 @@ async def delete(
 # -- following the pod -------------------------------------------------------------------------
 
 
-@kopf.index(*RESOURCE)
-async def vdcs(namespace: str, name: str, body: Any, **_: Any) -> dict[tuple[str, str], Any]:
-    """Every VDC as its watch last showed it: a pod's event computes the VDC's status from
-    this rather than reading the VDC first (a read per pod event was a third of the
-    operator's requests); a write from an outdated copy meets a conflict and reads then."""
-    return {(namespace, name): dict(body)}
-
-
-def _indexed(index: kopf.Index[tuple[str, str], Any], namespace: str, name: str) -> Any:
-    return next(iter(index.get((namespace, name), ())), None)
-
-
-@kopf.on.event("v1", "pods", labels={builders.LABEL_NAME: kopf.PRESENT})
-async def pod_changed(
-    event: Any,
-    body: Any,
-    logger: logging.Logger,
-    memo: kopf.Memo,
-    vdcs: kopf.Index[tuple[str, str], Any],
-    **_: Any,
-) -> None:
+async def pod_changed(memo: kopf.Memo, kind: str, body: Manifest) -> None:
     """Say in the VDC what its pod shows while the agent cannot (scheduling, image pulls,
     crash loops, the agent restarting) and announce each restart of the agent, and bring a
     deleted pod back; for a group's pod, also its address, which the other groups' agents
-    tunnel to."""
-    labels = body["metadata"].get("labels") or {}
-    namespace, name = body["metadata"]["namespace"], labels[builders.LABEL_NAME]
+    tunnel to. Called by the pods' watch (`watch_pods`) with the pod's newest state."""
+    meta = body["metadata"]
+    labels = meta["labels"]
+    namespace, name = meta["namespace"], labels[builders.LABEL_NAME]
     group = labels.get(builders.LABEL_GROUP)
-    owners = [o.get("kind") for o in body["metadata"].get("ownerReferences") or []]
-    if cr.KIND not in owners:
+    if cr.KIND not in [o.get("kind") for o in meta["ownerReferences"]]:
         return
     with metrics.reconcile("pod"):
         api: Api = memo.api
-        pod = None if event["type"] == "DELETED" else dict(body)
-        # A pod gone is read against the VDC as it is now: it may be brought back.
-        vdc = await api.get_vdc(namespace, name) if pod is None else _indexed(vdcs, namespace, name)
+        pod = None if kind == "DELETED" else body
+        # A pod gone is read against the VDC as it is now: it may be brought back. So is
+        # one whose VDC's events kopf has not shown yet (the operator has just started).
+        vdc = None if pod is None else memo.vdcs.get((namespace, name))
+        if vdc is None:
+            vdc = await api.get_vdc(namespace, name)
         if vdc is None or vdc["metadata"].get("deletionTimestamp"):
             return
         try:
@@ -573,17 +587,16 @@ async def pod_changed(
         if pod is None:
             if group not in builders.pod_groups(spec):
                 return  # a pod of a layout the spec no longer has: converge replaces it
-            await _recreate(api, vdc, spec, group, memo, logger)
+            await _recreate(api, vdc, spec, group, memo)
         if group is None:
-            await _write_pod_change(api, vdc, lambda now: builders.pod_change(now, pod))
+            change = functools.partial(builders.pod_change, pod=pod)
         else:
-            await _write_pod_change(
-                api, vdc, lambda now: builders.group_pod_change(now, spec, group, pod)
-            )
+            change = functools.partial(builders.group_pod_change, spec=spec, group=group, pod=pod)
+        await _write_pod_change(api, vdc, change, memo.event_source)
 
 
 async def _write_pod_change(
-    api: Api, vdc: Any, change: Callable[[Any], builders.PodChange]
+    api: Api, vdc: Any, change: Callable[[Any], builders.PodChange], source: Source
 ) -> None:
     """Write the status a pod's event makes, then post the events of the change that was
     written: a conflict computes it again from the newer VDC, which may have recorded them
@@ -597,7 +610,7 @@ async def _write_pod_change(
     meta = vdc["metadata"]
     if await api.update_vdc_status(meta["namespace"], meta["name"], compute, vdc):
         for event in made[-1].events:
-            kopf.event(vdc, type=event.type, reason=event.reason, message=event.message[:1024])
+            await api.ensure(build_event(vdc, event.type, event.reason, event.message, source))
 
 
 async def _recreate(
@@ -606,13 +619,13 @@ async def _recreate(
     spec: cr.VirtualDataCenterSpec,
     group: str | None,
     memo: kopf.Memo,
-    logger: logging.Logger,
 ) -> None:
-    pod_name = builders.pod_name(vdc["metadata"]["name"], group)
+    meta = vdc["metadata"]
+    pod_name = builders.pod_name(meta["name"], group)
     if await api.ensure(builders.build_pod(vdc, spec, memo.settings, group)):
-        logger.info("recreated pod %s", pod_name)
+        log.info("[%s/%s] recreated pod %s", meta["namespace"], meta["name"], pod_name)
         message = f"pod {pod_name} was gone; created it again"
-        kopf.event(vdc, type="Warning", reason="PodRecreated", message=message)
+        await api.ensure(build_event(vdc, "Warning", "PodRecreated", message, memo.event_source))
 
 
 @kopf.on.event(*RESOURCE, when=lambda status, **_: bool(status.get("groups")))
@@ -633,11 +646,17 @@ async def groups_changed(body: Any, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(*RESOURCE)
-async def phase_seen(body: Any, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def seen(body: Any, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """Every VDC as its watch last showed it: its phase for the metrics, and the VDC for its
+    pods' events, which compute its status from this copy rather than read the VDC first
+    (a read per pod event was a third of the operator's requests); a write from an
+    outdated copy meets a conflict and reads then."""
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
     if type == "DELETED":
         metrics.PHASES_SEEN.seen.pop(key, None)
+        memo.vdcs.pop(key, None)
         if "diffbase" in memo:
             memo.diffbase.forget(body["metadata"].get("uid"))
     else:
         metrics.PHASES_SEEN.seen[key] = (body.get("status") or {}).get("phase") or Phase.PENDING
+        memo.vdcs[key] = dict(body)

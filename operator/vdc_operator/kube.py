@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import functools
 import json
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -33,6 +34,7 @@ _KINDS = {
     "Secret": "/api/v1",
     "Role": "/apis/rbac.authorization.k8s.io/v1",
     "RoleBinding": "/apis/rbac.authorization.k8s.io/v1",
+    "Event": "/api/v1",
 }
 """The kinds the operator makes and deletes, by the API path of their group and version."""
 
@@ -201,6 +203,29 @@ class Api:
                     body=answer.decode("utf-8", "replace"),
                 )
         return json.loads(answer) if answer else None
+
+    async def read(self, path: str, params: dict[str, str] | None = None) -> Manifest:
+        """A GET of `path` (a list, say), its answer decoded."""
+        return await self._request("GET", path, params=params)  # type: ignore[no-any-return]
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, path: str, params: dict[str, str], read_timeout: float
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A long GET (a watch), its response to read as it comes: the caller checks the
+        status. `read_timeout`: seconds of silence after which reading fails."""
+        config = self.configuration
+        host, headers = self._target()
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout)
+        async with self._connections().get(
+            host + path,
+            params=params,
+            headers=headers,
+            timeout=timeout,
+            proxy=config.proxy or None,
+            server_hostname=config.tls_server_name or None,
+        ) as response:
+            yield response
 
     async def _get(self, path: str) -> Manifest | None:
         """The object at `path`, or None if there is none."""

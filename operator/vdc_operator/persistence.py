@@ -39,14 +39,9 @@ class RememberedDiffBase(kopf.DiffBaseStorage):
     Bounded: an object forgotten early (past `kept` objects, or by `forget`) is seen again
     as new, and `reconcile` runs for it once more, converging on what already exists."""
 
-    def __init__(self, kept: int = 16384, unfollowed: Collection[str] = ("Pod",)) -> None:
+    def __init__(self, kept: int = 16384) -> None:
         super().__init__()
         self._essences: Bounded[str, Any] = Bounded(kept)
-        self.unfollowed = frozenset(unfollowed)
-        """Kinds no changing handler, daemon or timer follows (`handlers` watches pods for
-        an index and an event handler only): kopf builds an essence of every event of
-        theirs, diffs it, and drops it. None is built for them
-        (tests/operator/test_persistence.py keeps this list true)."""
 
     def build(self, *, body: Any, extra_fields: Collection[Any] | None = None) -> Any:
         """kopf's essence of the object, as `kopf.DiffBaseStorage.build` makes it, but not
@@ -55,8 +50,6 @@ class RememberedDiffBase(kopf.DiffBaseStorage):
         CPU in a burst of new VDCs). Fields a handler follows outside what the essence
         holds anyway (the status's, the metadata's), or ignored fields, are left to kopf's
         own way (none here: `reconcile` follows `spec`, which the essence holds whole)."""
-        if body.get("kind") in self.unfollowed:
-            return None  # kopf then diffs nothing (the causes that would use it are none)
         skipped = ("apiVersion", "kind", "metadata", "status")
         if self.ignored_fields or any(_first(field) in skipped for field in extra_fields or ()):
             return super().build(body=body, extra_fields=extra_fields)

@@ -208,6 +208,7 @@ def test_deployment() -> None:
         "VDC_POD_LIMIT_CPU": "",
         "VDC_POD_LIMIT_MEMORY": "",
         "VDC_SNAPSHOT_CLAIM": "",
+        "VDC_NAMESPACES": "",
         "VDC_METRICS_PORT": "8080",
         "MALLOC_ARENA_MAX": "2",
         "VDC_WEBHOOK_CERT": "/etc/vdc/webhook/tls.crt",
@@ -391,6 +392,7 @@ def test_no_webhook_some_namespaces_device_plugins() -> None:
     assert "--all-namespaces" not in c["command"]
     assert c["command"][5:7] == ["--namespace=a", "--namespace=b"]
     rendered_env = env(docs)
+    assert rendered_env["VDC_NAMESPACES"] == "a,b"  # the pods' own watch: the same
     assert not [k for k in rendered_env if k.startswith("VDC_WEBHOOK_")]
     assert rendered_env["VDC_KVM_RESOURCE"] == "devices.kubevirt.io/kvm"
     assert rendered_env["VDC_TUN_RESOURCE"] == "devices.kubevirt.io/tun"

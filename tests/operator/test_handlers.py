@@ -74,11 +74,13 @@ def test_a_vdcs_spec_is_parsed_once_per_generation() -> None:
 
 class _ConflictingApi:
     """update_vdc_status as kube.Api does it, where the first write meets a conflict: the
-    VDC was written meanwhile (`newer`), so the status is computed again from that."""
+    VDC was written meanwhile (`newer`), so the status is computed again from that; the
+    events it is asked to post, kept."""
 
     def __init__(self, newer: dict[str, Any]) -> None:
         self.newer = newer
         self.written: list[dict[str, Any]] = []
+        self.posted: list[dict[str, Any]] = []
 
     async def update_vdc_status(
         self, namespace: str, name: str, compute: Any, read: Any = None
@@ -89,30 +91,30 @@ class _ConflictingApi:
             self.written.append(status)
         return bool(status)
 
+    async def ensure(self, manifest: dict[str, Any]) -> bool:
+        self.posted.append(manifest)
+        return True
 
-async def test_a_restart_is_announced_only_by_the_write_that_records_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+
+async def test_a_restart_is_announced_only_by_the_write_that_records_it() -> None:
     from tests.operator.test_builders import OOM, restarted, running_vdc
 
-    posted: list[tuple[str, str]] = []
-    monkeypatch.setattr(kopf, "event", lambda _, *, type, reason, message: posted.append(
-        (reason, message)))  # fmt: skip
     the_pod = restarted({"running": {}}, 2, lastState=OOM)
+    source = handlers.Source()
 
     def change(now: Any) -> handlers.builders.PodChange:
         return handlers.builders.pod_change(now, the_pod)
 
     # Another event of the same restart recorded it meanwhile: nothing written, no event.
     api: Any = _ConflictingApi(running_vdc(agentRestarts=2))
-    await handlers._write_pod_change(api, running_vdc(agentRestarts=1), change)
-    assert (api.written, posted) == ([], [])
+    await handlers._write_pod_change(api, running_vdc(agentRestarts=1), change, source)
+    assert (api.written, api.posted) == ([], [])
 
     # Nobody had: the write records it and the event follows, once.
     api = _ConflictingApi(running_vdc(agentRestarts=1, message="newer"))
-    await handlers._write_pod_change(api, running_vdc(agentRestarts=1), change)
+    await handlers._write_pod_change(api, running_vdc(agentRestarts=1), change, source)
     assert api.written == [{"agentRestarts": 2}]
-    assert [reason for reason, _ in posted] == ["AgentRestarted"]
+    assert [(e["kind"], e["reason"]) for e in api.posted] == [("Event", "AgentRestarted")]
 
 
 def test_kopfs_routine_success_lines_are_left_out() -> None:
