@@ -65,6 +65,13 @@ OPERATOR_RULES = [
         "resources": ["roles", "rolebindings"],
         "verbs": ["get", "create", "delete"],
     },
+    # The API server's escalation check of each Role and RoleBinding made reads every
+    # RoleBinding of the namespace: with these it is not made (see rbac.yaml).
+    {
+        "apiGroups": ["rbac.authorization.k8s.io"],
+        "resources": ["roles"],
+        "verbs": ["escalate", "bind"],
+    },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch", "delete"]},
