@@ -176,23 +176,11 @@ class Api:
         sixth of the operator's CPU (py-spy), and its threads took the GIL from the event
         loop. The configuration still gives the host, the TLS and the credentials (a
         refreshed token included)."""
-        config = self.configuration
-        host, credentials = self._target()
-        headers = dict(credentials)
-        data = None
+        headers, data = {}, None
         if body is not None:
             headers["Content-Type"] = content_type
             data = json.dumps(body)
-        session = self._connections()
-        async with session.request(
-            method,
-            host + path,
-            params=params,
-            data=data,
-            headers=headers,
-            proxy=config.proxy or None,
-            server_hostname=config.tls_server_name or None,
-        ) as response:
+        async with self._send(method, path, params, data=data, headers=headers) as response:
             answer = await response.read()
             if response.status == none_on:
                 return None
@@ -214,14 +202,31 @@ class Api:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """A long GET (a watch), its response to read as it comes: the caller checks the
         status. `read_timeout`: seconds of silence after which reading fails."""
-        config = self.configuration
-        host, headers = self._target()
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout)
-        async with self._connections().get(
+        async with self._send("GET", path, params, limits=timeout) as response:
+            yield response
+
+    @contextlib.asynccontextmanager
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None,
+        *,
+        data: str | None = None,
+        headers: dict[str, str] | None = None,
+        limits: aiohttp.ClientTimeout = API_TIMEOUT,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A request with the configuration's host, TLS, proxy and credentials."""
+        config = self.configuration
+        host, credentials = self._target()
+        async with self._connections().request(
+            method,
             host + path,
             params=params,
-            headers=headers,
-            timeout=timeout,
+            data=data,
+            headers={**credentials, **(headers or {})},
+            timeout=limits,
             proxy=config.proxy or None,
             server_hostname=config.tls_server_name or None,
         ) as response:
