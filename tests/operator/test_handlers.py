@@ -168,3 +168,16 @@ def test_checked_specs_are_bounded() -> None:
         body["spec"]["nodes"][0]["memory"] = memory
         specs.checked(body["spec"])
     assert len(specs._checked) == 2
+
+
+async def test_the_operator_collects_garbage_less_often_and_never_its_modules() -> None:
+    import gc
+
+    before = gc.get_threshold()
+    try:
+        await handlers.collect_less()
+        assert gc.get_threshold()[0] == handlers.GC_YOUNG > before[0]
+        assert gc.get_freeze_count() > 0  # what was loaded is out of every collection
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
