@@ -12,6 +12,9 @@ operator's p99 over it is what the operator adds.
 
 It runs in a process of its own (`Floor`), with the cluster's admin credentials, while the
 operator's chart is uninstalled (no webhook asks an absent operator about each create).
+An admin's Roles and RoleBindings skip RBAC's escalation check, as the operator's do since
+it may `escalate` and `bind` Roles (deploy/helm/vdc/templates/rbac.yaml); before that, the
+check was most of what the operator added to the floor in a burst.
 A VDC it saw is not seen again: it makes no finalizer, so deleting the VDCs leaves their
 children to the garbage collector (they are owned by their VDC).
 """
