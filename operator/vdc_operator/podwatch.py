@@ -230,9 +230,6 @@ class PodWatch:
             self._by_owner.setdefault(owner, {})[key[1]] = pod
         self._handler.put(key, kind, pod)
 
-    async def close(self) -> None:
-        await self._handler.close()
-
 
 class _Newest:
     """Calls `handle` with the newest event of each key, one call at a time per key."""
