@@ -17,11 +17,17 @@ MESSAGE_MOST = 1024
 
 @dataclass(frozen=True)
 class Source:
-    """Who posts: kopf's `settings.posting` names."""
+    """Who posts: the names kopf's own events carry."""
 
-    component: str = "kopf"
-    instance: str = "dev"
-    name_prefix: str = "kopf-event-"
+    component: str
+    instance: str
+    name_prefix: str
+
+    @classmethod
+    def of(cls, posting: Any) -> Source:
+        """From kopf's `settings.posting`."""
+        return cls(posting.reporting_component, posting.reporting_instance,
+                   posting.event_name_prefix)  # fmt: skip
 
 
 def build_event(

@@ -98,11 +98,7 @@ async def pods_watch(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
     once kopf has logged in (`login`)."""
     names = os.environ.get("VDC_NAMESPACES", "")
     namespaces = [n for n in names.split(",") if n] or None
-    memo.event_source = Source(
-        component=settings.posting.reporting_component,
-        instance=settings.posting.reporting_instance,
-        name_prefix=settings.posting.event_name_prefix,
-    )
+    memo.event_source = Source.of(settings.posting)
     memo.vdcs = {}
     memo.pods = PodWatch(
         memo.api,
@@ -581,7 +577,7 @@ async def pod_changed(memo: kopf.Memo, kind: str, body: Manifest) -> None:
     """Say in the VDC what its pod shows while the agent cannot (scheduling, image pulls,
     crash loops, the agent restarting) and announce each restart of the agent, and bring a
     deleted pod back; for a group's pod, also its address, which the other groups' agents
-    tunnel to. Called by the pods' watch (`watch_pods`) with the pod's newest state."""
+    tunnel to. Called by the pods' watch (`pods_watch`) with the pod's newest state."""
     meta = body["metadata"]
     labels = meta["labels"]
     namespace, name = meta["namespace"], labels[builders.LABEL_NAME]

@@ -100,7 +100,7 @@ async def test_a_restart_is_announced_only_by_the_write_that_records_it() -> Non
     from tests.operator.test_builders import OOM, restarted, running_vdc
 
     the_pod = restarted({"running": {}}, 2, lastState=OOM)
-    source = handlers.Source()
+    source = handlers.Source.of(kopf.OperatorSettings().posting)
 
     def change(now: Any) -> handlers.builders.PodChange:
         return handlers.builders.pod_change(now, the_pod)

@@ -6,9 +6,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import kopf
+
 from vdc_operator import builders
 from vdc_operator.events import Source, build_event
 from vdc_operator.podwatch import _Newest, slim
+
+KOPFS = Source.of(kopf.OperatorSettings().posting)
+"""Who posts kopf's own events, by default."""
 
 
 def _pod(name: str, version: str) -> dict[str, Any]:
@@ -124,7 +129,7 @@ def test_a_pod_is_kept_as_the_handlers_read_it() -> None:
 def test_an_event_names_its_object_and_its_poster() -> None:
     vdc = {"apiVersion": "vdc.dev/v1alpha1", "kind": "VirtualDataCenter",
            "metadata": {"name": "lab", "namespace": "ns", "uid": "v-1"}}  # fmt: skip
-    event = build_event(vdc, "Warning", "PodRecreated", "x" * 2000, Source(), now=0)
+    event = build_event(vdc, "Warning", "PodRecreated", "x" * 2000, KOPFS, now=0)
     assert event["involvedObject"] == {
         "apiVersion": "vdc.dev/v1alpha1", "kind": "VirtualDataCenter",
         "name": "lab", "namespace": "ns", "uid": "v-1",
